@@ -1,0 +1,188 @@
+//! `tollgate.v1.CheckService`.
+use std::sync::Arc;
+use std::time::Instant;
+
+use tollgate_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::limits::{self, *};
+use crate::limiter::Period;
+use crate::metrics as m;
+use crate::pipeline::{Answer, CheckError, CheckInput, Checker, Decision};
+
+/// The CheckService implementation.
+#[derive(Clone)]
+pub struct CheckApi {
+    checker: Arc<Checker>,
+}
+
+impl CheckApi {
+    /// Serves checks with `checker`.
+    pub fn new(checker: Arc<Checker>) -> Self {
+        Self { checker }
+    }
+}
+
+fn invalid(s: Status) -> Status {
+    metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
+    s
+}
+
+/// Validates sizes and shapes; returns the upper-cased method.
+fn validate(r: &pb::CheckRequestRequest) -> Result<String, Status> {
+    required("api_id", &r.api_id)?;
+    required("stage", &r.stage)?;
+    required("http_method", &r.http_method)?;
+    required("path", &r.path)?;
+    len("api_id", &r.api_id, MAX_ID_LEN)?;
+    len("stage", &r.stage, MAX_ID_LEN)?;
+    len("http_method", &r.http_method, MAX_METHOD_LEN)?;
+    len("path", &r.path, MAX_PATH_LEN)?;
+    len("resource_path", &r.resource_path, MAX_RESOURCE_PATH_LEN)?;
+    len("api_key", &r.api_key, MAX_API_KEY_LEN)?;
+    len("source_ip", &r.source_ip, MAX_SOURCE_IP_LEN)?;
+    len("request_id", &r.request_id, MAX_REQUEST_ID_LEN)?;
+    if !r.http_method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(Status::invalid_argument(
+            "http_method must be letters only, e.g. GET",
+        ));
+    }
+    if !r.path.starts_with('/') {
+        return Err(Status::invalid_argument("path must start with '/'"));
+    }
+    if !r.resource_path.is_empty() && !r.resource_path.starts_with('/') {
+        return Err(Status::invalid_argument(
+            "resource_path must start with '/'",
+        ));
+    }
+    if !r.request_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Status::invalid_argument(
+            "request_id must be printable ASCII without spaces",
+        ));
+    }
+    if r.cost > MAX_COST {
+        return Err(Status::invalid_argument(format!(
+            "cost {} exceeds the limit of {MAX_COST}",
+            r.cost
+        )));
+    }
+    let total = limits::map("headers", r.headers.iter())? + limits::map("query", r.query.iter())?;
+    if total > MAX_MAPS_TOTAL {
+        return Err(Status::invalid_argument(format!(
+            "headers and query total {total} bytes; the limit is {MAX_MAPS_TOTAL}"
+        )));
+    }
+    Ok(r.http_method.to_ascii_uppercase())
+}
+
+impl From<Decision> for pb::Decision {
+    fn from(d: Decision) -> Self {
+        match d {
+            Decision::Allow => pb::Decision::Allow,
+            Decision::Throttled => pb::Decision::Throttled,
+            Decision::QuotaExceeded => pb::Decision::QuotaExceeded,
+            Decision::Forbidden => pb::Decision::Forbidden,
+            Decision::Unauthorized => pb::Decision::Unauthorized,
+            Decision::AccessDenied => pb::Decision::AccessDenied,
+            Decision::AuthorizerError => pb::Decision::AuthorizerError,
+        }
+    }
+}
+
+impl From<Period> for pb::QuotaPeriod {
+    fn from(p: Period) -> Self {
+        match p {
+            Period::Day => pb::QuotaPeriod::Day,
+            Period::Week => pb::QuotaPeriod::Week,
+            Period::Month => pb::QuotaPeriod::Month,
+        }
+    }
+}
+
+fn duration(us: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: (us / 1_000_000) as i64,
+        nanos: ((us % 1_000_000) * 1000) as i32,
+    }
+}
+
+/// Domain answer → wire response.
+pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
+    pb::CheckRequestResponse {
+        decision: pb::Decision::from(a.decision) as i32,
+        http_status: u32::from(a.http_status),
+        error_type: a.error_type.to_string(),
+        message: a.message.to_string(),
+        retry_after: a.retry_after_us.map(duration),
+        throttle: a.throttle.map(|t| pb::ThrottleStatus {
+            rate_limit: t.limit.rate(),
+            burst_limit: t.limit.burst(),
+            remaining: t.remaining,
+        }),
+        quota: a.quota.map(|q| pb::QuotaStatus {
+            limit: q.limit,
+            remaining: q.remaining,
+            period: pb::QuotaPeriod::from(q.period) as i32,
+            reset_at: Some(prost_types::Timestamp {
+                seconds: (q.reset_at_us / 1_000_000) as i64,
+                nanos: ((q.reset_at_us % 1_000_000) * 1000) as i32,
+            }),
+        }),
+        response_headers: a
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        identity: (a.api_key_id.is_some() || a.plan_id.is_some()).then(|| pb::Identity {
+            api_key_id: a.api_key_id.unwrap_or_default(),
+            usage_plan_id: a.plan_id.unwrap_or_default(),
+            ..Default::default()
+        }),
+        replayed: a.replayed,
+        degraded: a.degraded,
+        resource_path: a.resource_path,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::check_service_server::CheckService for CheckApi {
+    #[tracing::instrument(skip_all, fields(api = %req.get_ref().api_id, stage = %req.get_ref().stage, decision))]
+    async fn check_request(
+        &self,
+        req: Request<pb::CheckRequestRequest>,
+    ) -> Result<Response<pb::CheckRequestResponse>, Status> {
+        let started = Instant::now();
+        let r = req.get_ref();
+        let method = validate(r).map_err(invalid)?;
+        let input = CheckInput {
+            api_id: &r.api_id,
+            stage: &r.stage,
+            method: &method,
+            path: &r.path,
+            resource_path: &r.resource_path,
+            api_key: &r.api_key,
+            cost: r.cost.max(1),
+            request_id: &r.request_id,
+            dry_run: r.dry_run,
+        };
+        match self.checker.check(&input).await {
+            Ok(answer) => {
+                let plan = answer.plan_id.clone().unwrap_or_default();
+                metrics::counter!(m::CHECKS_TOTAL, "decision" => answer.decision.label(), "plan" => plan)
+                    .increment(1);
+                if answer.degraded {
+                    metrics::counter!(m::DEGRADED_TOTAL).increment(1);
+                }
+                metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+                tracing::Span::current().record("decision", answer.decision.label());
+                Ok(Response::new(to_proto(answer)))
+            }
+            Err(CheckError::NotFound(msg)) => Err(Status::not_found(msg)),
+            Err(e @ CheckError::Unavailable(_)) => {
+                metrics::counter!(m::CHECKS_TOTAL, "decision" => "unavailable", "plan" => "")
+                    .increment(1);
+                Err(Status::unavailable(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! gRPC handlers: wire ⇄ domain, input limits, and the only place that builds `tonic::Status`.
+pub mod check;
+pub mod limits;

@@ -1,0 +1,310 @@
+//! The catalog: APIs, stages, routes, usage plans and API keys, compiled from the config into
+//! lookup structures the check path reads without locks (it is swapped whole through
+//! `arc_swap` on reload).
+pub mod routes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::validate::{parse_timestamp, split_method_key};
+use crate::config::{ApiKeySource, Config, FailureMode, ThrottleConfig, ThrottleScope};
+use crate::limiter::{Limit, Period, quota};
+use crate::store::keys::Keys;
+use routes::Template;
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Upper-case method or `ANY`.
+    pub method: String,
+    /// The path template.
+    pub template: Template,
+    /// Whether an API key is required.
+    pub api_key_required: bool,
+    /// Authorizer name, if any.
+    pub authorizer: Option<String>,
+    /// Stage-wide limit for this route (replaces the stage default).
+    pub throttle: Option<Limit>,
+}
+
+/// A compiled stage.
+#[derive(Debug)]
+pub struct Stage {
+    /// API id.
+    pub api_id: String,
+    /// Stage name.
+    pub name: String,
+    /// Where keys come from.
+    pub key_source: ApiKeySource,
+    /// Stage-wide default limit.
+    pub throttle: Option<Limit>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// The stage's hash in the store.
+    pub hash: Arc<str>,
+}
+
+impl Stage {
+    /// The best route for `method` (upper-case) and `path`.
+    pub fn match_path(&self, method: &str, path: &str) -> Option<&Route> {
+        routes::best_match(
+            self.routes.iter().map(|r| (r.method.as_str(), &r.template)),
+            method,
+            path,
+        )
+        .map(|i| &self.routes[i])
+    }
+    /// The route whose template is exactly `resource_path`, for `method`.
+    pub fn route_by_template(&self, method: &str, resource_path: &str) -> Option<&Route> {
+        let mut any = None;
+        for r in &self.routes {
+            if r.template.as_str() == resource_path {
+                if r.method == method {
+                    return Some(r);
+                }
+                if r.method == "ANY" {
+                    any = Some(r);
+                }
+            }
+        }
+        any
+    }
+}
+
+/// A plan's quota, compiled.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanQuota {
+    /// Requests per period.
+    pub limit: u64,
+    /// Subtracted in the initial period.
+    pub offset: u64,
+    /// The period.
+    pub period: Period,
+    /// Index of the initial period.
+    pub initial_index: i64,
+}
+
+/// A per-method override inside one plan stage: `resource`/`method` may be `*`.
+#[derive(Debug, Clone)]
+pub struct MethodThrottle {
+    /// Route template or `*`.
+    pub resource: String,
+    /// Method or `*`.
+    pub method: String,
+    /// The limit.
+    pub limit: Limit,
+}
+
+/// A compiled usage plan.
+#[derive(Debug)]
+pub struct Plan {
+    /// Plan id.
+    pub id: String,
+    /// Per-key bucket.
+    pub throttle: Option<Limit>,
+    /// Per-key quota.
+    pub quota: Option<PlanQuota>,
+    /// Bucket scope.
+    pub scope: ThrottleScope,
+    /// Failure-mode override.
+    pub failure_mode: Option<FailureMode>,
+    /// (api, stage) → overrides, most specific first.
+    pub method_throttles: HashMap<(String, String), Vec<MethodThrottle>>,
+    /// Quota field name in the key's hash.
+    pub quota_field: String,
+}
+
+impl Plan {
+    /// The override for a request, if any (most specific first: exact, then wildcards).
+    pub fn method_throttle(
+        &self,
+        api: &str,
+        stage: &str,
+        resource: &str,
+        method: &str,
+    ) -> Option<&MethodThrottle> {
+        // Keyed by owned strings; plans have few stages, so scan instead of allocating a key.
+        self.method_throttles
+            .iter()
+            .find(|((a, s), _)| a == api && s == stage)
+            .and_then(|(_, v)| {
+                v.iter().find(|m| {
+                    (m.resource == "*" || m.resource == resource)
+                        && (m.method == "*" || m.method == method)
+                })
+            })
+    }
+}
+
+/// A compiled API key.
+#[derive(Debug)]
+pub struct ApiKey {
+    /// Key id.
+    pub id: String,
+    /// Disabled keys are answered 403.
+    pub enabled: bool,
+    /// (api, stage, plan): at most one plan per stage.
+    pub plans: Vec<(String, String, Arc<Plan>)>,
+    /// The key's hash in the store.
+    pub hash: Arc<str>,
+}
+
+impl ApiKey {
+    /// The plan covering `api`/`stage`.
+    pub fn plan_for(&self, api: &str, stage: &str) -> Option<&Arc<Plan>> {
+        self.plans
+            .iter()
+            .find(|(a, s, _)| a == api && s == stage)
+            .map(|(_, _, p)| p)
+    }
+}
+
+/// Everything the check path looks up.
+#[derive(Debug)]
+pub struct Catalog {
+    /// Global failure mode.
+    pub failure_mode: FailureMode,
+    apis: HashMap<String, HashMap<String, Stage>>,
+    keys: HashMap<[u8; 32], Arc<ApiKey>>,
+    /// Plans by id.
+    pub plans: HashMap<String, Arc<Plan>>,
+}
+
+/// SHA-256 of an API key value: the only form in which values are kept.
+pub fn key_digest(value: &str) -> [u8; 32] {
+    Sha256::digest(value.as_bytes()).into()
+}
+
+fn limit(t: &Option<ThrottleConfig>) -> Option<Limit> {
+    // The config was validated; an invalid limit here cannot happen, so it is dropped.
+    t.as_ref()
+        .and_then(|t| Limit::try_new(t.rate_limit, t.burst_limit).ok())
+}
+
+impl Catalog {
+    /// Compiles a validated config. `plan_created` gives each plan's creation time (µs) for plans
+    /// without `created_at` in the file.
+    pub fn build(config: &Config, plan_created: &HashMap<String, u64>) -> Self {
+        let keys = Keys::new(&config.store.key_prefix);
+        let mut apis: HashMap<String, HashMap<String, Stage>> = HashMap::new();
+        for api in &config.apis {
+            let stages = apis.entry(api.id.clone()).or_default();
+            for st in &api.stages {
+                let routes = st
+                    .routes
+                    .iter()
+                    .filter_map(|r| {
+                        Some(Route {
+                            method: r.method.to_ascii_uppercase(),
+                            template: Template::parse(&r.path).ok()?,
+                            api_key_required: r.api_key_required,
+                            authorizer: r.authorizer.clone(),
+                            throttle: limit(&r.throttle),
+                        })
+                    })
+                    .collect();
+                stages.insert(
+                    st.name.clone(),
+                    Stage {
+                        api_id: api.id.clone(),
+                        name: st.name.clone(),
+                        key_source: st.api_key_source,
+                        throttle: limit(&st.throttle),
+                        routes,
+                        hash: keys.stage(&api.id, &st.name),
+                    },
+                );
+            }
+        }
+        let mut plans = HashMap::new();
+        for p in &config.usage_plans {
+            let created = p
+                .created_at
+                .as_deref()
+                .and_then(|s| parse_timestamp(s).ok())
+                .or_else(|| plan_created.get(&p.id).copied())
+                .unwrap_or(0);
+            let mut method_throttles = HashMap::new();
+            for s in &p.api_stages {
+                let mut v: Vec<MethodThrottle> = s
+                    .method_throttle
+                    .iter()
+                    .filter_map(|(k, t)| {
+                        let (res, m) = split_method_key(k)?;
+                        Some(MethodThrottle {
+                            resource: res.to_string(),
+                            method: m.to_ascii_uppercase(),
+                            limit: Limit::try_new(t.rate_limit, t.burst_limit).ok()?,
+                        })
+                    })
+                    .collect();
+                // Exact before wildcard.
+                v.sort_by_key(|m| u8::from(m.resource == "*") + u8::from(m.method == "*"));
+                method_throttles.insert((s.api_id.clone(), s.stage.clone()), v);
+            }
+            plans.insert(
+                p.id.clone(),
+                Arc::new(Plan {
+                    id: p.id.clone(),
+                    throttle: limit(&p.throttle),
+                    quota: p.quota.map(|q| PlanQuota {
+                        limit: q.limit,
+                        offset: q.offset,
+                        period: q.period,
+                        initial_index: quota::period_index(q.period, created),
+                    }),
+                    scope: p.throttle_scope,
+                    failure_mode: p.failure_mode,
+                    method_throttles,
+                    quota_field: format!("q:{}", p.id),
+                }),
+            );
+        }
+        let mut key_map = HashMap::new();
+        for k in &config.api_keys {
+            let mut kp = Vec::new();
+            for pid in &k.usage_plans {
+                if let (Some(plan), Some(cfg)) = (
+                    plans.get(pid),
+                    config.usage_plans.iter().find(|p| &p.id == pid),
+                ) {
+                    for s in &cfg.api_stages {
+                        kp.push((s.api_id.clone(), s.stage.clone(), Arc::clone(plan)));
+                    }
+                }
+            }
+            key_map.insert(
+                key_digest(&k.resolved_value),
+                Arc::new(ApiKey {
+                    id: k.id.clone(),
+                    enabled: k.enabled,
+                    plans: kp,
+                    hash: keys.api_key(&k.id),
+                }),
+            );
+        }
+        Self {
+            failure_mode: config.failure_mode,
+            apis,
+            keys: key_map,
+            plans,
+        }
+    }
+
+    /// The stage `api`/`stage`.
+    pub fn stage(&self, api: &str, stage: &str) -> Option<&Stage> {
+        self.apis.get(api)?.get(stage)
+    }
+
+    /// Whether an API with this id exists.
+    pub fn has_api(&self, api: &str) -> bool {
+        self.apis.contains_key(api)
+    }
+
+    /// The key whose value hashes to `digest`.
+    pub fn key_by_digest(&self, digest: &[u8; 32]) -> Option<&Arc<ApiKey>> {
+        self.keys.get(digest)
+    }
+}

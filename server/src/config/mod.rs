@@ -1,0 +1,519 @@
+//! The configuration contract (`examples/tollgate.yaml`): typed structs, a pure parse, and a
+//! validation that reports every error at once.
+//!
+//! [`parse`] takes the file text, an environment lookup and the config's directory, so tests
+//! never touch the process environment. Each top-level section, and each item of the list
+//! sections, is deserialized on its own, so one typo does not hide the next one.
+mod duration;
+mod env;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+pub use env::ENV_OVERRIDES;
+
+use crate::limiter::Period;
+
+/// Default per-call store deadline.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default Redis connection pool size.
+pub const DEFAULT_POOL_SIZE: usize = 32;
+/// Default key prefix in the store.
+pub const DEFAULT_KEY_PREFIX: &str = "tg";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Listeners and identity.
+    pub server: ServerConfig,
+    /// Where state lives.
+    pub store: StoreConfig,
+    /// What to do when the store is unreachable.
+    pub failure_mode: FailureMode,
+    /// Authorizer definitions.
+    pub authorizers: Vec<AuthorizerConfig>,
+    /// APIs, stages and routes.
+    pub apis: Vec<ApiConfig>,
+    /// Usage plans.
+    pub usage_plans: Vec<UsagePlanConfig>,
+    /// Static API keys (seeded at startup).
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// `server:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// CheckService, health, reflection.
+    pub grpc_addr: SocketAddr,
+    /// AdminService (not served yet).
+    pub admin_addr: SocketAddr,
+    /// `GET /metrics`.
+    pub metrics_addr: SocketAddr,
+    /// File with one admin bearer token per line.
+    pub admin_tokens_file: Option<PathBuf>,
+    /// AWS-style region for method ARNs.
+    pub region: String,
+    /// AWS-style account id for method ARNs.
+    pub account_id: String,
+    /// Grace period for in-flight requests on SIGTERM.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_tokens_file: None,
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `store.kind`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// Embedded, in-process (the default): one instance only.
+    #[default]
+    Memory,
+    /// A standalone Redis.
+    Redis,
+    /// Redis Cluster (not built yet).
+    RedisCluster,
+    /// Redis behind Sentinel (not built yet).
+    RedisSentinel,
+}
+
+/// `store:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Backend kind.
+    pub kind: StoreKind,
+    /// `redis://[:password@]host:port/db` (or `rediss://`).
+    pub url: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Deadline for one store call.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Prefix of every key Tollgate writes.
+    pub key_prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            url: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            timeout: DEFAULT_STORE_TIMEOUT,
+            key_prefix: DEFAULT_KEY_PREFIX.into(),
+        }
+    }
+}
+
+/// `failure_mode`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Allow (marked degraded) when the store is unreachable.
+    #[default]
+    Open,
+    /// Answer `UNAVAILABLE` when the store is unreachable.
+    Closed,
+}
+
+/// `authorizers[]` — parsed and validated; the authorizers run in a later release.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizerConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// `jwt` | `token` | `request` | `sigv4`.
+    #[serde(rename = "type")]
+    pub kind: AuthorizerKind,
+    /// `header:Name` (jwt, token).
+    pub identity_source: Option<String>,
+    /// `header:Name`, `query:name`, ... (request).
+    #[serde(default)]
+    pub identity_sources: Vec<String>,
+    /// JWT issuer.
+    pub issuer: Option<String>,
+    /// JWKS file.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL.
+    pub jwks_url: Option<String>,
+    /// Allowed audiences / client ids.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Decision cache TTL.
+    #[serde(default, with = "duration::option")]
+    pub result_ttl: Option<Duration>,
+    /// TOKEN validation regex.
+    pub validation_regex: Option<String>,
+    /// Custom authorizer endpoint.
+    pub endpoint: Option<String>,
+    /// Custom authorizer call timeout.
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
+    /// SigV4 service name.
+    pub service: Option<String>,
+    /// SigV4 credentials file.
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// `authorizers[].type`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizerKind {
+    /// Cognito-style user-pool JWTs.
+    Jwt,
+    /// Custom TOKEN authorizer.
+    Token,
+    /// Custom REQUEST authorizer.
+    Request,
+    /// IAM-style SigV4.
+    Sigv4,
+}
+
+/// A token-bucket limit as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Requests per second (fractional allowed).
+    pub rate_limit: f64,
+    /// Bucket capacity.
+    pub burst_limit: u64,
+}
+
+/// `apis[]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// API id.
+    pub id: String,
+    /// Stages.
+    #[serde(default)]
+    pub stages: Vec<StageConfig>,
+}
+
+/// Where a stage takes API keys from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum ApiKeySource {
+    /// The `x-api-key` header.
+    #[default]
+    #[serde(rename = "HEADER")]
+    Header,
+    /// The authorizer's `usage_identifier_key`.
+    #[serde(rename = "AUTHORIZER")]
+    Authorizer,
+}
+
+/// `apis[].stages[]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Stage name.
+    pub name: String,
+    /// Where API keys come from.
+    #[serde(default)]
+    pub api_key_source: ApiKeySource,
+    /// Stage-wide default limit shared by all clients.
+    pub throttle: Option<ThrottleConfig>,
+    /// Routes.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `apis[].stages[].routes[]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// HTTP method or `ANY`.
+    pub method: String,
+    /// Path template: literal segments, `{param}`, a final `{proxy+}`.
+    pub path: String,
+    /// Whether a valid API key in a plan for the stage is required.
+    #[serde(default)]
+    pub api_key_required: bool,
+    /// Authorizer name.
+    pub authorizer: Option<String>,
+    /// OAuth scopes (jwt authorizers).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Stage-wide limit for this route (all clients); replaces the stage default.
+    pub throttle: Option<ThrottleConfig>,
+}
+
+/// How a plan's per-key bucket is scoped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottleScope {
+    /// One bucket per key per method (AWS default).
+    #[default]
+    PerMethod,
+    /// One bucket per key per plan.
+    PerPlan,
+}
+
+/// `usage_plans[].quota`
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Requests per period.
+    pub limit: u64,
+    /// DAY | WEEK | MONTH.
+    pub period: Period,
+    /// Subtracted from the limit in the plan's initial period.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// `usage_plans[].api_stages[]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanStageConfig {
+    /// API id.
+    pub api_id: String,
+    /// Stage name.
+    pub stage: String,
+    /// `"/resource/path/METHOD"` → limit (`*` for any path or method).
+    #[serde(default)]
+    pub method_throttle: BTreeMap<String, ThrottleConfig>,
+}
+
+/// `usage_plans[]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsagePlanConfig {
+    /// Plan id.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Per-key token bucket.
+    pub throttle: Option<ThrottleConfig>,
+    /// Per-key period quota.
+    pub quota: Option<QuotaConfig>,
+    /// Bucket scope.
+    #[serde(default)]
+    pub throttle_scope: ThrottleScope,
+    /// Overrides the global failure mode for this plan's keys.
+    pub failure_mode: Option<FailureMode>,
+    /// Start of the plan's initial quota period (`YYYY-MM-DD` or RFC 3339); where `offset`
+    /// applies. Default: when the store first saw the plan.
+    pub created_at: Option<String>,
+    /// The stages the plan covers.
+    #[serde(default)]
+    pub api_stages: Vec<PlanStageConfig>,
+}
+
+/// `api_keys[]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Key id.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Env var holding the value (wins over `value_file` and `value`).
+    pub value_env: Option<String>,
+    /// File holding the value (trimmed).
+    pub value_file: Option<PathBuf>,
+    /// Literal value: for local demos only.
+    pub value: Option<String>,
+    /// AWS defaults to disabled.
+    #[serde(default)]
+    pub enabled: bool,
+    /// External customer id.
+    pub customer_id: Option<String>,
+    /// Plan ids.
+    #[serde(default)]
+    pub usage_plans: Vec<String>,
+    /// The value, resolved from `value_env` / `value_file` / `value` during parsing.
+    #[serde(skip)]
+    pub resolved_value: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} configuration error(s):\n  - {}", .0.len(), .0.join("\n  - "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// Reads and parses a config file, with `TOLLGATE_*` overrides from `env`.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", path.display())]))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, env, dir)
+}
+
+/// Parses config text. `dir` resolves relative `value_file` paths.
+pub fn parse(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    dir: &Path,
+) -> Result<Config, ConfigErrors> {
+    let mut root: Value = if text.trim().is_empty() {
+        Value::Mapping(Default::default())
+    } else {
+        serde_norway::from_str(text).map_err(|e| ConfigErrors(vec![format!("YAML: {e}")]))?
+    };
+    if root.is_null() {
+        root = Value::Mapping(Default::default());
+    }
+    let Value::Mapping(map) = &mut root else {
+        return Err(ConfigErrors(vec!["the top level must be a mapping".into()]));
+    };
+    let mut errors = Vec::new();
+    env::apply(map, env, &mut errors);
+
+    const KNOWN: [&str; 7] = [
+        "server",
+        "store",
+        "failure_mode",
+        "authorizers",
+        "apis",
+        "usage_plans",
+        "api_keys",
+    ];
+    for k in map.keys() {
+        match k.as_str() {
+            Some(k) if KNOWN.contains(&k) => {}
+            other => errors.push(format!(
+                "unknown top-level key {:?} (known: {})",
+                other.unwrap_or("<non-string>"),
+                KNOWN.join(", ")
+            )),
+        }
+    }
+    let server = section::<ServerConfig>(map, "server", &mut errors).unwrap_or_default();
+    let store = section::<StoreConfig>(map, "store", &mut errors).unwrap_or_default();
+    let failure_mode = section::<FailureMode>(map, "failure_mode", &mut errors).unwrap_or_default();
+    let authorizers = list::<AuthorizerConfig>(map, "authorizers", &mut errors);
+    let apis = list::<ApiConfig>(map, "apis", &mut errors);
+    let usage_plans = list::<UsagePlanConfig>(map, "usage_plans", &mut errors);
+    let mut api_keys = list::<ApiKeyConfig>(map, "api_keys", &mut errors);
+    for (i, k) in api_keys.iter_mut().enumerate() {
+        match resolve_key_value(k, env, dir) {
+            Ok(v) => k.resolved_value = v,
+            Err(e) => errors.push(format!("api_keys[{i}] ({}): {e}", k.id)),
+        }
+    }
+    let config = Config {
+        server,
+        store,
+        failure_mode,
+        authorizers,
+        apis,
+        usage_plans,
+        api_keys,
+    };
+    validate::validate(&config, &mut errors);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn section<T: DeserializeOwned>(
+    map: &serde_norway::Mapping,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    let v = map.get(key)?;
+    if v.is_null() {
+        return None;
+    }
+    serde_norway::from_value(v.clone())
+        .map_err(|e| errors.push(format!("{key}: {e}")))
+        .ok()
+}
+
+fn list<T: DeserializeOwned>(
+    map: &serde_norway::Mapping,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> Vec<T> {
+    let Some(v) = map.get(key) else {
+        return Vec::new();
+    };
+    match v {
+        Value::Null => Vec::new(),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                serde_norway::from_value(item.clone())
+                    .map_err(|e| {
+                        let id = item
+                            .get("id")
+                            .or_else(|| item.get("name"))
+                            .and_then(Value::as_str)
+                            .map(|s| format!(" ({s})"))
+                            .unwrap_or_default();
+                        errors.push(format!("{key}[{i}]{id}: {e}"))
+                    })
+                    .ok()
+            })
+            .collect(),
+        _ => {
+            errors.push(format!("{key}: expected a list"));
+            Vec::new()
+        }
+    }
+}
+
+fn resolve_key_value(
+    k: &ApiKeyConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    dir: &Path,
+) -> Result<String, String> {
+    if let Some(var) = &k.value_env {
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            return Ok(v);
+        }
+    }
+    if let Some(file) = &k.value_file {
+        let path = if file.is_absolute() {
+            file.clone()
+        } else {
+            dir.join(file)
+        };
+        return std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("value_file {}: {e}", path.display()));
+    }
+    if let Some(v) = &k.value {
+        return Ok(v.clone());
+    }
+    match &k.value_env {
+        Some(var) => Err(format!("environment variable {var} (value_env) is not set")),
+        None => Err("one of value_env, value_file or value is required".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! Whole-config validation: every rule, every error, one pass.
+use std::collections::{HashMap, HashSet};
+
+use super::{Config, StoreKind, ThrottleConfig};
+use crate::catalog::routes::Template;
+use crate::limiter::Limit;
+
+/// HTTP methods a route may name.
+pub const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY",
+];
+/// API key values: AWS's bounds.
+pub const KEY_VALUE_MIN: usize = 20;
+/// See [`KEY_VALUE_MIN`].
+pub const KEY_VALUE_MAX: usize = 128;
+
+/// Ids (api, stage, plan, key, authorizer): 1..=128 of `[A-Za-z0-9._-]`, so they are safe inside
+/// Redis hash tags and metric-free log lines.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Parses `YYYY-MM-DD` or an RFC 3339 timestamp into microseconds since the epoch.
+pub fn parse_timestamp(s: &str) -> Result<u64, String> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    humantime::parse_rfc3339_weak(full.trim_end_matches('Z'))
+        .map_err(|e| format!("invalid timestamp {s:?}: {e}"))
+        .and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .map_err(|_| format!("timestamp {s:?} is before 1970"))
+        })
+}
+
+fn limit(t: &ThrottleConfig, at: &str, errors: &mut Vec<String>) {
+    if let Err(e) = Limit::try_new(t.rate_limit, t.burst_limit) {
+        errors.push(format!("{at}: {e}"));
+    }
+}
+
+fn id(kind: &str, s: &str, errors: &mut Vec<String>) {
+    if !valid_id(s) {
+        errors.push(format!(
+            "{kind} {s:?}: ids are 1-128 characters of A-Z a-z 0-9 . _ -"
+        ));
+    }
+}
+
+/// Splits a `method_throttle` key `"/resource/path/METHOD"` into (resource, method).
+/// `"//GET"` is the root; `*` stands for any resource or method (`"*/*"`).
+pub fn split_method_key(key: &str) -> Option<(&str, &str)> {
+    let (res, method) = key.rsplit_once('/')?;
+    let res = if res.is_empty() { "/" } else { res };
+    if method.is_empty() || res.is_empty() {
+        return None;
+    }
+    Some((res, method))
+}
+
+pub(crate) fn validate(c: &Config, errors: &mut Vec<String>) {
+    // store
+    match c.store.kind {
+        StoreKind::Memory => {}
+        StoreKind::Redis => match &c.store.url {
+            Some(u)
+                if u.starts_with("redis://")
+                    || u.starts_with("rediss://")
+                    || u.starts_with("redis+unix://") => {}
+            Some(_) => {
+                errors.push("store.url: expected redis://, rediss:// or redis+unix://".into())
+            }
+            None => errors.push("store.url: required when store.kind is redis".into()),
+        },
+        StoreKind::RedisCluster | StoreKind::RedisSentinel => errors.push(
+            "store.kind: redis-cluster and redis-sentinel are not built yet; use memory or redis"
+                .into(),
+        ),
+    }
+    if c.store.pool_size == 0 || c.store.pool_size > 4096 {
+        errors.push("store.pool_size: must be 1..=4096".into());
+    }
+    if c.store.timeout.is_zero() {
+        errors.push("store.timeout: must be above zero".into());
+    }
+    if !valid_id(&c.store.key_prefix) {
+        errors.push("store.key_prefix: 1-128 characters of A-Z a-z 0-9 . _ -".into());
+    }
+
+    // authorizers
+    let mut authorizers = HashSet::new();
+    for a in &c.authorizers {
+        id("authorizer", &a.name, errors);
+        if !authorizers.insert(a.name.as_str()) {
+            errors.push(format!("authorizers: duplicate name {:?}", a.name));
+        }
+    }
+
+    // apis, stages, routes
+    let mut stages: HashMap<(&str, &str), Vec<(&str, &str)>> = HashMap::new();
+    let mut api_ids = HashSet::new();
+    for api in &c.apis {
+        id("api", &api.id, errors);
+        if !api_ids.insert(api.id.as_str()) {
+            errors.push(format!("apis: duplicate id {:?}", api.id));
+        }
+        for st in &api.stages {
+            let at = format!("apis[{}].stages[{}]", api.id, st.name);
+            id("stage", &st.name, errors);
+            if let Some(t) = &st.throttle {
+                limit(t, &format!("{at}.throttle"), errors);
+            }
+            let mut seen = HashSet::new();
+            let mut routes = Vec::new();
+            for r in &st.routes {
+                let rat = format!("{at}.routes[{} {}]", r.method, r.path);
+                if !METHODS.contains(&r.method.as_str()) {
+                    errors.push(format!(
+                        "{rat}: method must be one of {}",
+                        METHODS.join(", ")
+                    ));
+                }
+                if let Err(e) = Template::parse(&r.path) {
+                    errors.push(format!("{rat}: {e}"));
+                }
+                if !seen.insert((r.method.as_str(), r.path.as_str())) {
+                    errors.push(format!("{rat}: duplicate route"));
+                }
+                if let Some(a) = &r.authorizer {
+                    if !authorizers.contains(a.as_str()) {
+                        errors.push(format!("{rat}: unknown authorizer {a:?}"));
+                    }
+                }
+                if let Some(t) = &r.throttle {
+                    limit(t, &format!("{rat}.throttle"), errors);
+                }
+                routes.push((r.method.as_str(), r.path.as_str()));
+            }
+            if stages
+                .insert((api.id.as_str(), st.name.as_str()), routes)
+                .is_some()
+            {
+                errors.push(format!("{at}: duplicate stage"));
+            }
+        }
+    }
+
+    // usage plans
+    let mut plan_stages: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for p in &c.usage_plans {
+        let at = format!("usage_plans[{}]", p.id);
+        id("usage plan", &p.id, errors);
+        if plan_stages.contains_key(p.id.as_str()) {
+            errors.push(format!("{at}: duplicate id"));
+        }
+        if let Some(t) = &p.throttle {
+            limit(t, &format!("{at}.throttle"), errors);
+        }
+        if let Some(q) = &p.quota {
+            if q.limit == 0 {
+                errors.push(format!("{at}.quota.limit: must be at least 1"));
+            }
+            if q.offset >= q.limit.max(1) {
+                errors.push(format!(
+                    "{at}.quota.offset: must be below the limit (0 <= offset < limit)"
+                ));
+            }
+        }
+        if let Some(ts) = &p.created_at {
+            if let Err(e) = parse_timestamp(ts) {
+                errors.push(format!("{at}.created_at: {e}"));
+            }
+        }
+        let mut covered = Vec::new();
+        for s in &p.api_stages {
+            let sat = format!("{at}.api_stages[{}/{}]", s.api_id, s.stage);
+            let Some(routes) = stages.get(&(s.api_id.as_str(), s.stage.as_str())) else {
+                errors.push(format!("{sat}: no such api stage"));
+                continue;
+            };
+            if covered.contains(&(s.api_id.as_str(), s.stage.as_str())) {
+                errors.push(format!("{sat}: stage listed twice"));
+            }
+            covered.push((s.api_id.as_str(), s.stage.as_str()));
+            if !s.method_throttle.is_empty() && p.throttle.is_none() {
+                errors.push(format!(
+                    "{sat}: Can not define fine grain throttling if usage plan throttle is not defined"
+                ));
+            }
+            for (key, t) in &s.method_throttle {
+                limit(t, &format!("{sat}.method_throttle[{key}]"), errors);
+                match split_method_key(key) {
+                    None => errors.push(format!(
+                        "{sat}.method_throttle[{key}]: expected \"/resource/path/METHOD\" (e.g. \"/pets/GET\", \"//GET\", \"*/*\")"
+                    )),
+                    Some((res, m)) => {
+                        let known = routes.iter().any(|(rm, rp)| {
+                            (res == "*" || res == *rp) && (m == "*" || m == *rm || *rm == "ANY")
+                        });
+                        if !known {
+                            errors.push(format!(
+                                "{sat}.method_throttle[{key}]: no route {m} {res} in this stage"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        plan_stages.insert(p.id.as_str(), covered);
+    }
+
+    // api keys
+    let mut key_ids = HashSet::new();
+    let mut values = HashSet::new();
+    for k in &c.api_keys {
+        let at = format!("api_keys[{}]", k.id);
+        id("api key", &k.id, errors);
+        if !key_ids.insert(k.id.as_str()) {
+            errors.push(format!("{at}: duplicate id"));
+        }
+        let v = &k.resolved_value;
+        if !v.is_empty() {
+            if v.len() < KEY_VALUE_MIN {
+                errors.push(format!(
+                    "{at}: API Key value should be at least {KEY_VALUE_MIN} characters"
+                ));
+            } else if v.len() > KEY_VALUE_MAX {
+                errors.push(format!(
+                    "{at}: API Key value exceeds maximum size of {KEY_VALUE_MAX} characters"
+                ));
+            }
+            if !values.insert(v.as_str()) {
+                errors.push(format!("{at}: another key has the same value"));
+            }
+        }
+        let mut stage_plan: HashMap<(&str, &str), &str> = HashMap::new();
+        for plan in &k.usage_plans {
+            let Some(covered) = plan_stages.get(plan.as_str()) else {
+                errors.push(format!("{at}: unknown usage plan {plan:?}"));
+                continue;
+            };
+            for st in covered {
+                if let Some(other) = stage_plan.insert(*st, plan.as_str()) {
+                    errors.push(format!(
+                        "{at}: plans {other:?} and {plan:?} both cover {}/{}; a key may be in at most one plan per api stage",
+                        st.0, st.1
+                    ));
+                }
+            }
+        }
+    }
+}

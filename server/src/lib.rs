@@ -1,0 +1,315 @@
+//! Tollgate: a distributed rate-limiting, quota and authorization-check service for API
+//! gateways, with AWS API Gateway's semantics for API keys and usage plans.
+//!
+//! # Layout
+//! - [`limiter`]: pure math (GCRA buckets, quota periods, headers) — no I/O, no clock.
+//! - [`store`]: the coarse [`store::Store`] trait and its memory and Redis implementations.
+//! - [`catalog`]: APIs/stages/routes/plans/keys compiled for lock-free lookups.
+//! - [`config`]: the YAML contract, a pure parse that reports every error.
+//! - [`pipeline`]: the check in AWS order (route → authorizer → key → throttle → quota).
+//! - [`api`]: gRPC handlers; the only place that builds `tonic::Status`.
+//! - [`clock`], [`metrics`].
+//!
+//! [`run`] takes listeners that are already bound, so tests can use port 0.
+pub mod api;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod limiter;
+pub mod metrics;
+pub mod pipeline;
+pub mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::TcpListenerStream;
+use tollgate_proto::v1 as pb;
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::config::{Config, FailureMode, StoreKind};
+use crate::pipeline::Checker;
+use crate::store::{AnyStore, Store, StoreError};
+
+/// An environment lookup (`TOLLGATE_*` overrides, `value_env` keys).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be set up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The metrics listener failed.
+    #[error("metrics server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Listeners, bound by the caller.
+pub struct Listeners {
+    /// CheckService, health, reflection.
+    pub grpc: TcpListener,
+    /// `GET /metrics`, if wanted.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Builds the configured store.
+pub fn build_store(config: &Config, clock: Arc<dyn Clock>) -> Result<AnyStore, StoreError> {
+    let s = &config.store;
+    Ok(match s.kind {
+        StoreKind::Memory => AnyStore::Memory(store::memory::MemoryStore::new(clock)),
+        StoreKind::Redis | StoreKind::RedisCluster | StoreKind::RedisSentinel => {
+            let url = s
+                .url
+                .as_deref()
+                .ok_or_else(|| StoreError::Backend("store.url is required".into()))?;
+            AnyStore::Redis(store::redis::RedisStore::new(
+                url,
+                s.pool_size,
+                &s.key_prefix,
+            )?)
+        }
+    })
+}
+
+/// Compiles the catalog, asking the store when each plan without `created_at` was first seen
+/// (so the quota `offset` lands in the same initial period on every instance). If the store is
+/// down, "now" is used for this instance until the next reload.
+pub async fn build_catalog(config: &Config, store: &AnyStore, clock: &dyn Clock) -> Catalog {
+    let now = clock.now_micros();
+    let mut created = HashMap::new();
+    for p in config
+        .usage_plans
+        .iter()
+        .filter(|p| p.created_at.is_none() && p.quota.is_some())
+    {
+        let t = match tokio::time::timeout(
+            config.store.timeout * 4,
+            store.plan_created_at(&p.id, now),
+        )
+        .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::warn!(plan = %p.id, error = %e, "cannot read plan creation time; using now");
+                now
+            }
+            Err(_) => {
+                tracing::warn!(plan = %p.id, "timed out reading plan creation time; using now");
+                now
+            }
+        };
+        created.insert(p.id.clone(), t);
+    }
+    Catalog::build(config, &created)
+}
+
+/// Runs the server until `shutdown` resolves, then drains in-flight requests (bounded by
+/// `server.shutdown_grace`). With `config_path`, the file is watched (and SIGHUP honoured) and
+/// reloaded; an invalid new file is logged and the old config keeps serving.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    env: EnvLookup,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let clock: Arc<dyn Clock> = Arc::new(clock::SystemClock);
+    let store = build_store(&config, clock.clone())?;
+    let catalog = Arc::new(ArcSwap::from_pointee(
+        build_catalog(&config, &store, &*clock).await,
+    ));
+    let checker = Arc::new(Checker::new(
+        catalog.clone(),
+        store.clone(),
+        config.store.timeout,
+    ));
+    let handle = metrics::install();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::check_service_server::CheckServiceServer<api::check::CheckApi>>()
+        .await;
+    tokio::spawn(probe_store(
+        store.clone(),
+        config.store.timeout,
+        config.failure_mode,
+        health.clone(),
+    ));
+
+    if let Some(path) = config_path {
+        tokio::spawn(watch_config(
+            path,
+            env,
+            config.clone(),
+            store.clone(),
+            catalog.clone(),
+            clock.clone(),
+        ));
+    }
+
+    if let Some(l) = listeners.metrics {
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let h = handle.clone();
+                async move { h.render() }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StoreError::Backend(format!("reflection: {e}")))?;
+    let check =
+        pb::check_service_server::CheckServiceServer::new(api::check::CheckApi::new(checker))
+            .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let grace = config.server.shutdown_grace;
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(check)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async {
+            let _ = stop_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(?grace, "drain grace period over; closing remaining connections"),
+    }
+    Ok(())
+}
+
+/// Probes the store every second: `tollgate_store_up`, and health NOT_SERVING while it is down
+/// if the failure mode is closed (with `open`, checks keep being answered, so we stay SERVING).
+async fn probe_store(
+    store: AnyStore,
+    timeout: Duration,
+    mode: FailureMode,
+    health: tonic_health::server::HealthReporter,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_up = true;
+    loop {
+        tick.tick().await;
+        let up = matches!(
+            tokio::time::timeout(timeout.max(Duration::from_millis(200)), store.ping()).await,
+            Ok(Ok(()))
+        );
+        ::metrics::gauge!(metrics::STORE_UP).set(if up { 1.0 } else { 0.0 });
+        if up != last_up {
+            tracing::info!(up, "store health changed");
+            last_up = up;
+            let status = if up || mode == FailureMode::Open {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health
+                .set_service_status("tollgate.v1.CheckService", status)
+                .await;
+        }
+    }
+}
+
+/// Reloads the config on file change or SIGHUP.
+async fn watch_config(
+    path: PathBuf,
+    env: EnvLookup,
+    mut current: Config,
+    store: AnyStore,
+    catalog: Arc<ArcSwap<Catalog>>,
+    clock: Arc<dyn Clock>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    // Watch the directory: editors and Kubernetes replace files by rename.
+    let file_name = path.file_name().map(|n| n.to_os_string());
+    let watch_tx = tx.clone();
+    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
+            {
+                let _ = watch_tx.send(());
+            }
+        }
+    });
+    let _watcher = match watcher {
+        Ok(mut w) => {
+            use notify::Watcher;
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(error = %e, "cannot watch config file; SIGHUP still reloads");
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch config file; SIGHUP still reloads");
+            None
+        }
+    };
+    #[cfg(unix)]
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let Ok(mut hup) = signal(SignalKind::hangup()) {
+                while hup.recv().await.is_some() {
+                    let _ = tx.send(());
+                }
+            }
+        });
+    }
+    while rx.recv().await.is_some() {
+        // Debounce: a save is often several events.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        while rx.try_recv().is_ok() {}
+        let lookup = |k: &str| env(k);
+        match config::load(&path, &lookup) {
+            Ok(new) if new == current => {}
+            Ok(new) => {
+                if new.store != current.store || new.server != current.server {
+                    tracing::warn!("server/store settings changed: they take effect on restart");
+                }
+                catalog.store(Arc::new(build_catalog(&new, &store, &*clock).await));
+                ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(1);
+                tracing::info!(path = %path.display(), "config reloaded");
+                current = new;
+            }
+            Err(e) => {
+                ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "rejected")
+                    .increment(1);
+                tracing::error!(path = %path.display(), errors = %e, "config reload rejected; keeping the previous config");
+            }
+        }
+    }
+}

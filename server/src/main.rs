@@ -1,0 +1,167 @@
+//! The `tollgate` binary: `serve`, `check-config`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tollgate_server::{Listeners, config};
+
+/// Exit code for configuration errors (EX_USAGE), before anything is bound.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Rate limits, quotas and authorization checks for API gateways"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "TOLLGATE_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// Config file (YAML). Without one, built-in defaults: memory store, no APIs.
+        #[arg(long, short, env = "TOLLGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file, print every error, exit non-zero if any.
+    CheckConfig {
+        /// Config file (YAML).
+        file: PathBuf,
+    },
+}
+
+fn env_lookup(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match cli.command {
+        Command::CheckConfig { file } => match config::load(&file, &env_lookup) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} apis, {} usage plans, {} api keys, store {:?})",
+                    file.display(),
+                    c.apis.len(),
+                    c.usage_plans.len(),
+                    c.api_keys.len(),
+                    c.store.kind
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve { config: path } => {
+            let cfg = match &path {
+                Some(p) => config::load(p, &env_lookup),
+                None => config::parse("", &env_lookup, std::path::Path::new(".")),
+            };
+            let cfg = match cfg {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!(
+                        "{}: {e}",
+                        path.as_deref().unwrap_or("<defaults>".as_ref()).display()
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(cfg, path)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind {what} on {addr}"))
+}
+
+async fn serve(cfg: config::Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let grpc = bind(cfg.server.grpc_addr, "grpc_addr").await?;
+    let metrics = bind(cfg.server.metrics_addr, "metrics_addr").await?;
+    // One machine-readable line, so scripts and the test harness can use port 0.
+    println!(
+        "tollgate ready grpc={} metrics={} store={:?}",
+        grpc.local_addr()?,
+        metrics.local_addr()?,
+        cfg.store.kind
+    );
+    tracing::info!(grpc = %grpc.local_addr()?, metrics = %metrics.local_addr()?, store = ?cfg.store.kind, "listening");
+    let listeners = Listeners {
+        grpc,
+        metrics: Some(metrics),
+    };
+    tollgate_server::run(
+        cfg,
+        path,
+        Arc::new(env_lookup),
+        listeners,
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

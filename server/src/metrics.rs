@@ -1,0 +1,87 @@
+//! Metric names and labels (constants, bounded labels: no per-key labels), and the Prometheus
+//! recorder.
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::StoreError;
+
+/// Checks answered, by `decision` and `plan` (plan ids come from the config: bounded).
+pub const CHECKS_TOTAL: &str = "tollgate_checks_total";
+/// Check latency, seconds.
+pub const CHECK_DURATION: &str = "tollgate_check_duration_seconds";
+/// Store call latency, seconds, by `store`.
+pub const STORE_DURATION: &str = "tollgate_store_duration_seconds";
+/// Store call failures, by `store` and `kind` (timeout, unreachable, backend, protocol).
+pub const STORE_ERRORS_TOTAL: &str = "tollgate_store_errors_total";
+/// Checks allowed without counting because the store failed (failure_mode open).
+pub const DEGRADED_TOTAL: &str = "tollgate_degraded_total";
+/// Config reloads, by `result` (ok, rejected).
+pub const CONFIG_RELOADS_TOTAL: &str = "tollgate_config_reloads_total";
+/// 1 while the last store probe succeeded.
+pub const STORE_UP: &str = "tollgate_store_up";
+/// Requests rejected as invalid input.
+pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Installs the global Prometheus recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let handle = match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (an embedding application): render ours anyway.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(CHECKS_TOTAL, "Checks answered, by decision and usage plan.");
+    metrics::describe_histogram!(
+        CHECK_DURATION,
+        metrics::Unit::Seconds,
+        "CheckRequest latency."
+    );
+    metrics::describe_histogram!(
+        STORE_DURATION,
+        metrics::Unit::Seconds,
+        "Store call latency."
+    );
+    metrics::describe_counter!(STORE_ERRORS_TOTAL, "Store call failures, by kind.");
+    metrics::describe_counter!(
+        DEGRADED_TOTAL,
+        "Checks allowed uncounted because the store failed."
+    );
+    metrics::describe_counter!(CONFIG_RELOADS_TOTAL, "Config reloads, by result.");
+    metrics::describe_gauge!(STORE_UP, "1 while the store answers its health probe.");
+    metrics::describe_counter!(
+        INVALID_REQUESTS_TOTAL,
+        "Requests rejected as invalid input."
+    );
+}
+
+/// Records one store call.
+pub fn store_call(store: &'static str, took: Duration, err: Option<&StoreError>) {
+    metrics::histogram!(STORE_DURATION, "store" => store).record(took.as_secs_f64());
+    if let Some(e) = err {
+        let kind = match e {
+            StoreError::Timeout => "timeout",
+            StoreError::Unreachable(_) => "unreachable",
+            StoreError::Backend(_) => "backend",
+            StoreError::Protocol(_) => "protocol",
+        };
+        metrics::counter!(STORE_ERRORS_TOTAL, "store" => store, "kind" => kind).increment(1);
+    }
+}

@@ -1,0 +1,418 @@
+//! The check pipeline, in AWS API Gateway's order: route → authorizer → API key → throttle
+//! buckets → quota. Domain in, domain out: `api/` converts to and from the wire.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::catalog::{ApiKey, Catalog, Plan, Route, Stage, key_digest};
+use crate::config::{ApiKeySource, FailureMode, ThrottleScope};
+use crate::limiter::headers::{self, Policy};
+use crate::limiter::{Limit, Period, Verdict, quota};
+use crate::metrics as m;
+use crate::store::{AnyStore, BucketOp, CheckOp, CheckOutcome, QuotaOp, Store, StoreError};
+
+/// What the gateway should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through.
+    Allow,
+    /// 429 Too Many Requests.
+    Throttled,
+    /// 429 Limit Exceeded.
+    QuotaExceeded,
+    /// 403 Forbidden / Missing Authentication Token.
+    Forbidden,
+    /// 401 Unauthorized.
+    Unauthorized,
+    /// 403 authorizer deny.
+    AccessDenied,
+    /// 500 authorizer failure.
+    AuthorizerError,
+}
+
+impl Decision {
+    /// A bounded label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Throttled => "throttled",
+            Decision::QuotaExceeded => "quota_exceeded",
+            Decision::Forbidden => "forbidden",
+            Decision::Unauthorized => "unauthorized",
+            Decision::AccessDenied => "access_denied",
+            Decision::AuthorizerError => "authorizer_error",
+        }
+    }
+}
+
+/// One request to check (already validated for size by `api/`).
+#[derive(Debug, Clone, Default)]
+pub struct CheckInput<'a> {
+    /// API id.
+    pub api_id: &'a str,
+    /// Stage.
+    pub stage: &'a str,
+    /// Upper-case method.
+    pub method: &'a str,
+    /// Actual path.
+    pub path: &'a str,
+    /// Route template, if the gateway matched it ("" otherwise).
+    pub resource_path: &'a str,
+    /// `x-api-key` value ("" if none).
+    pub api_key: &'a str,
+    /// Units (≥ 1).
+    pub cost: u64,
+    /// Idempotency key ("" if none).
+    pub request_id: &'a str,
+    /// Consume nothing.
+    pub dry_run: bool,
+}
+
+/// A token bucket's state for the answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThrottleInfo {
+    /// The limit.
+    pub limit: Limit,
+    /// Tokens left.
+    pub remaining: u64,
+}
+
+/// A quota's state for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaInfo {
+    /// Limit in force this period.
+    pub limit: u64,
+    /// Units left.
+    pub remaining: u64,
+    /// The period.
+    pub period: Period,
+    /// When it resets, µs since the epoch.
+    pub reset_at_us: u64,
+}
+
+/// The answer to a check.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The decision.
+    pub decision: Decision,
+    /// HTTP status to answer with (200 on allow).
+    pub http_status: u16,
+    /// AWS error type ("" on allow).
+    pub error_type: &'static str,
+    /// Message for `{"message": ...}` ("" on allow).
+    pub message: &'static str,
+    /// When to retry.
+    pub retry_after_us: Option<u64>,
+    /// The most restrictive bucket.
+    pub throttle: Option<ThrottleInfo>,
+    /// The quota.
+    pub quota: Option<QuotaInfo>,
+    /// Response headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// API key id.
+    pub api_key_id: Option<String>,
+    /// Usage plan id.
+    pub plan_id: Option<String>,
+    /// Answered from an idempotency record.
+    pub replayed: bool,
+    /// Allowed because the store failed and the failure mode is open.
+    pub degraded: bool,
+    /// The matched route template.
+    pub resource_path: String,
+}
+
+impl Answer {
+    fn new(decision: Decision) -> Self {
+        let (http_status, error_type, message) = match decision {
+            Decision::Allow => (200, "", ""),
+            Decision::Throttled => (429, "TooManyRequestsException", "Too Many Requests"),
+            Decision::QuotaExceeded => (429, "LimitExceededException", "Limit Exceeded"),
+            Decision::Forbidden => (403, "ForbiddenException", "Forbidden"),
+            Decision::Unauthorized => (401, "UnauthorizedException", "Unauthorized"),
+            Decision::AccessDenied => (
+                403,
+                "AccessDeniedException",
+                "User is not authorized to access this resource",
+            ),
+            Decision::AuthorizerError => (
+                500,
+                "AuthorizerConfigurationException",
+                "Internal server error",
+            ),
+        };
+        let mut headers = Vec::new();
+        if !error_type.is_empty() {
+            headers.push((headers::AMZN_ERROR_TYPE, error_type.to_string()));
+        }
+        Self {
+            decision,
+            http_status,
+            error_type,
+            message,
+            retry_after_us: None,
+            throttle: None,
+            quota: None,
+            headers,
+            api_key_id: None,
+            plan_id: None,
+            replayed: false,
+            degraded: false,
+            resource_path: String::new(),
+        }
+    }
+}
+
+/// Why a check could not be answered with a decision.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckError {
+    /// Unknown api or stage.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed and the failure mode is closed.
+    #[error("rate-limit store unavailable and failure_mode is closed: {0}")]
+    Unavailable(StoreError),
+}
+
+/// Runs checks against the current catalog and the store.
+pub struct Checker {
+    catalog: Arc<ArcSwap<Catalog>>,
+    store: AnyStore,
+    timeout: Duration,
+}
+
+impl Checker {
+    /// A checker over a swappable catalog.
+    pub fn new(catalog: Arc<ArcSwap<Catalog>>, store: AnyStore, timeout: Duration) -> Self {
+        Self {
+            catalog,
+            store,
+            timeout,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    /// Checks one request.
+    pub async fn check(&self, input: &CheckInput<'_>) -> Result<Answer, CheckError> {
+        let cat = self.catalog.load_full();
+        let Some(stage) = cat.stage(input.api_id, input.stage) else {
+            return Err(CheckError::NotFound(if cat.has_api(input.api_id) {
+                format!(
+                    "stage {:?} not found in api {:?}",
+                    input.stage, input.api_id
+                )
+            } else {
+                format!("api {:?} not found", input.api_id)
+            }));
+        };
+        let route = if input.resource_path.is_empty() {
+            stage.match_path(input.method, input.path)
+        } else {
+            stage.route_by_template(input.method, input.resource_path)
+        };
+        let Some(route) = route else {
+            let mut a = Answer::new(Decision::Forbidden);
+            a.error_type = "MissingAuthenticationTokenException";
+            a.message = "Missing Authentication Token";
+            a.headers = vec![(headers::AMZN_ERROR_TYPE, a.error_type.to_string())];
+            return Ok(a);
+        };
+        if route.authorizer.is_some() {
+            // Authorizers (jwt, token, request, sigv4) are parsed and validated but not run yet:
+            // fail closed rather than let an unauthenticated request through.
+            let mut a = Answer::new(Decision::AuthorizerError);
+            a.resource_path = route.template.as_str().to_string();
+            return Ok(a);
+        }
+        let mut key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)> = None;
+        if route.api_key_required {
+            let value = match stage.key_source {
+                ApiKeySource::Header => input.api_key,
+                ApiKeySource::Authorizer => "",
+            };
+            let found = (!value.is_empty())
+                .then(|| cat.key_by_digest(&key_digest(value)))
+                .flatten()
+                .filter(|k| k.enabled)
+                .and_then(|k| Some((k, k.plan_for(input.api_id, input.stage)?)));
+            match found {
+                Some(kp) => key_plan = Some(kp),
+                None => {
+                    let mut a = Answer::new(Decision::Forbidden);
+                    a.resource_path = route.template.as_str().to_string();
+                    return Ok(a);
+                }
+            }
+        }
+        let op = build_op(stage, route, key_plan, input);
+        let mut answer = match op {
+            None => Answer::new(Decision::Allow),
+            Some((op, limits)) => {
+                let started = Instant::now();
+                let res = match tokio::time::timeout(self.timeout, self.store.check(&op)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::Timeout),
+                };
+                m::store_call(self.store.kind(), started.elapsed(), res.as_ref().err());
+                match res {
+                    Ok(out) => answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period)),
+                    Err(e) => {
+                        let mode = key_plan
+                            .and_then(|(_, p)| p.failure_mode)
+                            .unwrap_or(cat.failure_mode);
+                        tracing::warn!(error = %e, ?mode, "store call failed");
+                        match mode {
+                            FailureMode::Open => {
+                                let mut a = Answer::new(Decision::Allow);
+                                a.degraded = true;
+                                a
+                            }
+                            FailureMode::Closed => return Err(CheckError::Unavailable(e)),
+                        }
+                    }
+                }
+            }
+        };
+        answer.resource_path = route.template.as_str().to_string();
+        if let Some((k, p)) = key_plan {
+            answer.api_key_id = Some(k.id.clone());
+            answer.plan_id = Some(p.id.clone());
+        }
+        Ok(answer)
+    }
+}
+
+/// Builds the store operation; `None` when nothing applies (no bucket, no quota).
+fn build_op(
+    stage: &Stage,
+    route: &Route,
+    key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)>,
+    input: &CheckInput<'_>,
+) -> Option<(CheckOp, Vec<Limit>)> {
+    let template = route.template.as_str();
+    let mut buckets = Vec::with_capacity(2);
+    let mut quota = None;
+    if let Some((key, plan)) = key_plan {
+        let over = plan.method_throttle(input.api_id, input.stage, template, input.method);
+        let bucket = match (over, plan.throttle, plan.scope) {
+            (Some(m), _, _) => Some((m.limit, true)),
+            (None, Some(l), ThrottleScope::PerMethod) => Some((l, true)),
+            (None, Some(l), ThrottleScope::PerPlan) => Some((l, false)),
+            (None, None, _) => None,
+        };
+        if let Some((limit, per_method)) = bucket {
+            let field = if per_method {
+                format!("t:{}:{} {}", plan.id, input.method, template)
+            } else {
+                format!("t:{}", plan.id)
+            };
+            buckets.push(BucketOp {
+                hash: key.hash.clone(),
+                field,
+                limit,
+            });
+        }
+        quota = plan.quota.map(|q| QuotaOp {
+            field: plan.quota_field.clone(),
+            limit: q.limit,
+            offset: q.offset,
+            period: q.period,
+            initial_index: q.initial_index,
+        });
+    }
+    // Stage-wide: the route's own limit replaces the stage default.
+    match (route.throttle, stage.throttle) {
+        (Some(l), _) => buckets.push(BucketOp {
+            hash: stage.hash.clone(),
+            field: format!("t:{} {}", route.method, template),
+            limit: l,
+        }),
+        (None, Some(l)) => buckets.push(BucketOp {
+            hash: stage.hash.clone(),
+            field: "t:*".to_string(),
+            limit: l,
+        }),
+        (None, None) => {}
+    }
+    if buckets.is_empty() && quota.is_none() {
+        return None;
+    }
+    let owner = key_plan.map_or_else(|| stage.hash.clone(), |(k, _)| k.hash.clone());
+    let limits = buckets.iter().map(|b| b.limit).collect();
+    Some((
+        CheckOp {
+            owner,
+            buckets,
+            quota,
+            cost: input.cost,
+            now: None,
+            request_id: (!input.request_id.is_empty()).then(|| input.request_id.to_string()),
+            dry_run: input.dry_run,
+        },
+        limits,
+    ))
+}
+
+/// Turns a store outcome into the answer with its headers.
+pub fn answer_from(out: &CheckOutcome, limits: &[Limit], period: Option<Period>) -> Answer {
+    let decision = match out.verdict {
+        Verdict::Allowed => Decision::Allow,
+        Verdict::Throttled { .. } => Decision::Throttled,
+        Verdict::QuotaExceeded => Decision::QuotaExceeded,
+    };
+    let mut a = Answer::new(decision);
+    a.replayed = out.replayed;
+    a.retry_after_us = out.retry_after_us;
+    // The bucket to report: the denying one, else the one with the fewest tokens left.
+    let idx = match out.verdict {
+        Verdict::Throttled { bucket } => Some(bucket),
+        _ => (0..limits.len()).min_by_key(|&i| out.remaining.get(i).copied().unwrap_or(0)),
+    };
+    let mut policies = Vec::with_capacity(2);
+    if let Some(i) = idx.filter(|&i| i < limits.len()) {
+        let limit = limits[i];
+        let remaining = out.remaining.get(i).copied().unwrap_or(0);
+        a.throttle = Some(ThrottleInfo { limit, remaining });
+        let missing = u64::from(limit.burst()).saturating_sub(remaining);
+        policies.push(Policy {
+            name: "burst",
+            quota: u64::from(limit.burst()),
+            window_s: headers::ceil_secs(limit.fill_time_us()),
+            remaining,
+            reset_s: headers::ceil_secs(missing * limit.interval_us()),
+        });
+    }
+    if let (Some(q), Some(period)) = (out.quota, period) {
+        let start = quota::period_start(period, q.index);
+        let end = quota::period_end(period, q.index);
+        let remaining = q.limit.saturating_sub(q.used);
+        a.quota = Some(QuotaInfo {
+            limit: q.limit,
+            remaining,
+            period,
+            reset_at_us: end.max(0) as u64,
+        });
+        policies.push(Policy {
+            name: period.policy_name(),
+            quota: q.limit,
+            window_s: headers::ceil_secs((end - start).max(0) as u64),
+            remaining,
+            reset_s: headers::ceil_secs((end - out.now_us as i64).max(0) as u64),
+        });
+    }
+    if let Some((policy, state)) = headers::render(&policies) {
+        a.headers.push((headers::RATELIMIT_POLICY, policy));
+        a.headers.push((headers::RATELIMIT, state));
+    }
+    if a.http_status == 429 {
+        if let Some(r) = a.retry_after_us {
+            a.headers
+                .push((headers::RETRY_AFTER, headers::ceil_secs(r).to_string()));
+        }
+    }
+    a
+}

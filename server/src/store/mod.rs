@@ -1,0 +1,225 @@
+//! Where rate-limit state lives, behind one coarse [`Store`] trait: "consume `cost` against
+//! these buckets and this quota, atomically" is one call, never a get followed by a set.
+//!
+//! - [`memory::MemoryStore`]: embedded, one lock, the default (single instance).
+//! - [`redis::RedisStore`]: one `EVALSHA` per check; many instances share it.
+//!
+//! Both run [`crate::limiter::evaluate`]'s math (Redis through a Lua copy of it), and one
+//! conformance suite in the tests crate holds them to identical decisions.
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::limiter::evaluate::QuotaReport;
+use crate::limiter::{Limit, Period, Verdict};
+
+/// How long an idempotency record (`request_id`) is kept.
+pub const IDEMPOTENCY_TTL_MS: u64 = 600_000;
+/// Extra time state is kept past the moment it stops mattering (GC only; never correctness).
+pub const TTL_MARGIN_US: u64 = 60_000_000;
+
+/// One token bucket to charge.
+#[derive(Debug, Clone)]
+pub struct BucketOp {
+    /// The hash holding the bucket (the key's own hash, or a stage-wide hash).
+    pub hash: Arc<str>,
+    /// The field within that hash.
+    pub field: String,
+    /// Its limit.
+    pub limit: Limit,
+}
+
+/// The quota to charge (always in the owner hash).
+#[derive(Debug, Clone)]
+pub struct QuotaOp {
+    /// The field within the owner hash.
+    pub field: String,
+    /// Requests per period.
+    pub limit: u64,
+    /// Subtracted in the initial period.
+    pub offset: u64,
+    /// The period.
+    pub period: Period,
+    /// The plan's initial period index.
+    pub initial_index: i64,
+}
+
+/// One atomic check.
+#[derive(Debug, Clone)]
+pub struct CheckOp {
+    /// The hash that owns this check: the API key's (or the stage's, for keyless routes). The
+    /// quota and the idempotency record live under its hash tag.
+    pub owner: Arc<str>,
+    /// Buckets; every one must admit.
+    pub buckets: Vec<BucketOp>,
+    /// The quota, if the plan has one.
+    pub quota: Option<QuotaOp>,
+    /// Units to consume (≥ 1).
+    pub cost: u64,
+    /// Explicit time in µs (tests); `None` uses the store's clock (Redis `TIME`).
+    pub now: Option<u64>,
+    /// Idempotency key (already validated); its record lives next to `owner`.
+    pub request_id: Option<String>,
+    /// Evaluate, consume nothing.
+    pub dry_run: bool,
+}
+
+/// What a store decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    /// The decision.
+    pub verdict: Verdict,
+    /// Exact wait before retrying (`None` on allow or when it can never pass).
+    pub retry_after_us: Option<u64>,
+    /// Tokens left per bucket (same order as the op's buckets).
+    pub remaining: Vec<u64>,
+    /// The quota after this request.
+    pub quota: Option<QuotaReport>,
+    /// The time the decision was made at (µs since the epoch).
+    pub now_us: u64,
+    /// True when this is the stored answer to an earlier request with the same id.
+    pub replayed: bool,
+}
+
+impl CheckOutcome {
+    /// Packs the outcome as integers: the Lua script's reply format, also the idempotency record.
+    pub fn to_wire(&self) -> Vec<i64> {
+        let (verdict, bucket) = match self.verdict {
+            Verdict::Allowed => (0, 0),
+            Verdict::Throttled { bucket } => (1, bucket as i64 + 1),
+            Verdict::QuotaExceeded => (2, 0),
+        };
+        let q = self.quota.unwrap_or(QuotaReport {
+            index: 0,
+            used: 0,
+            limit: 0,
+        });
+        let mut out = vec![
+            verdict,
+            bucket,
+            self.retry_after_us.map_or(-1, |r| r as i64),
+            self.now_us as i64,
+            q.index,
+            q.used as i64,
+            q.limit as i64,
+            i64::from(self.replayed),
+            i64::from(self.quota.is_some()),
+        ];
+        out.extend(self.remaining.iter().map(|&r| r as i64));
+        out
+    }
+
+    /// Unpacks [`CheckOutcome::to_wire`].
+    pub fn from_wire(v: &[i64]) -> Result<Self, StoreError> {
+        if v.len() < 9 {
+            return Err(StoreError::Protocol(format!(
+                "short reply: {} values",
+                v.len()
+            )));
+        }
+        let verdict = match (v[0], v[1]) {
+            (0, _) => Verdict::Allowed,
+            (1, b) if b >= 1 => Verdict::Throttled {
+                bucket: (b - 1) as usize,
+            },
+            (2, _) => Verdict::QuotaExceeded,
+            other => return Err(StoreError::Protocol(format!("bad verdict {other:?}"))),
+        };
+        Ok(Self {
+            verdict,
+            retry_after_us: (v[2] >= 0).then_some(v[2] as u64),
+            now_us: v[3].max(0) as u64,
+            quota: (v[8] == 1).then_some(QuotaReport {
+                index: v[4],
+                used: v[5].max(0) as u64,
+                limit: v[6].max(0) as u64,
+            }),
+            replayed: v[7] == 1,
+            remaining: v[9..].iter().map(|&r| r.max(0) as u64).collect(),
+        })
+    }
+}
+
+/// A store failure. Over-limit is never an error: it is a [`Verdict`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The call did not finish within `store.timeout`.
+    #[error("store call timed out")]
+    Timeout,
+    /// Could not get a connection.
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
+    /// The store answered with an error.
+    #[error("store error: {0}")]
+    Backend(String),
+    /// The store answered something we cannot read.
+    #[error("unexpected store reply: {0}")]
+    Protocol(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (connection trouble, timeouts).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Timeout | StoreError::Unreachable(_))
+    }
+}
+
+/// Rate-limit state, shared by every check.
+pub trait Store: Send + Sync + 'static {
+    /// Evaluates `op` atomically and commits it if everything admits (and it is not a dry run).
+    fn check(&self, op: &CheckOp) -> impl Future<Output = Result<CheckOutcome, StoreError>> + Send;
+
+    /// Returns the stored creation time of `plan_id`, storing `now_us` if there is none: the
+    /// plan's initial quota period starts then.
+    fn plan_created_at(
+        &self,
+        plan_id: &str,
+        now_us: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Cheap liveness probe.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The store chosen by configuration (static dispatch, no boxing on the hot path).
+#[derive(Clone)]
+pub enum AnyStore {
+    /// Embedded.
+    Memory(Arc<memory::MemoryStore>),
+    /// Redis.
+    Redis(redis::RedisStore),
+}
+
+impl Store for AnyStore {
+    async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.check(op).await,
+            AnyStore::Redis(s) => s.check(op).await,
+        }
+    }
+    async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.plan_created_at(plan_id, now_us).await,
+            AnyStore::Redis(s) => s.plan_created_at(plan_id, now_us).await,
+        }
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.ping().await,
+            AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+}
+
+impl AnyStore {
+    /// "memory" or "redis", for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyStore::Memory(_) => "memory",
+            AnyStore::Redis(_) => "redis",
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The check script: a line-by-line copy of `limiter::evaluate` in Lua, so one round trip
+//! decides and commits everything about a request.
+//!
+//! Why a script and not MULTI/WATCH: the decision depends on the values read (GCRA TATs, the
+//! quota count), and "check every bucket, then commit all or nothing" must be atomic across
+//! concurrent instances. A script runs atomically on the server with no retry loop, in one
+//! round trip.
+//!
+//! Numbers: every value is an integer below 2^53 (µs timestamps ≈ 1.8e15, bounded rates, bursts
+//! and costs), so Lua's doubles are exact. Values are written with `%.0f` because Lua's default
+//! number-to-string conversion (`%.14g`) would round a µs timestamp.
+//!
+//! KEYS
+//!   1     the owner hash (API key, or stage for keyless routes): quota + per-key buckets
+//!   2     the idempotency record `<owner>:r:<request_id>` (same slot; unused without an id)
+//!   3..   other hashes holding buckets (stage-wide)
+//! ARGV
+//!   1 now µs (0 = Redis TIME)   2 cost   3 dry_run 0|1   4 use idempotency 0|1
+//!   5 idempotency TTL ms        6 TTL margin µs           7 bucket count n
+//!   then per bucket: key index (into KEYS), field, T µs, τ µs, burst
+//!   then: quota 0|1, field, limit, offset, initial period index, period (1 DAY, 2 WEEK, 3 MONTH)
+//! Reply (integers; see `CheckOutcome::to_wire`)
+//!   verdict (0 allow, 1 throttled, 2 quota), denied bucket (1-based, 0 none), retry µs (-1 none),
+//!   now µs, period index, quota used, quota limit, replayed 0|1, has quota 0|1, remaining per bucket
+pub const CHECK: &str = r#"
+local DAY = 86400000000
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m + 9
+  if m > 2 then mp = m - 3 end
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+local function month_index(days)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp - 9
+  if mp < 10 then m = mp + 3 end
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y * 12 + m - 1
+end
+local function period_index(p, now)
+  local days = math.floor(now / DAY)
+  if p == 1 then return days end
+  if p == 2 then return math.floor((days + 3) / 7) end
+  return month_index(days)
+end
+local function period_start(p, idx)
+  if p == 1 then return idx * DAY end
+  if p == 2 then return (idx * 7 - 3) * DAY end
+  local y = math.floor(idx / 12)
+  return days_from_civil(y, idx - y * 12 + 1, 1) * DAY
+end
+local function fmt(n) return string.format('%.0f', n) end
+
+local now = tonumber(ARGV[1])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local cost = tonumber(ARGV[2])
+local dry = ARGV[3] == '1'
+local use_idem = ARGV[4] == '1'
+if use_idem then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then
+    local out = {}
+    for n in string.gmatch(prev, '[^,]+') do out[#out + 1] = tonumber(n) end
+    out[8] = 1
+    return out
+  end
+end
+local margin = tonumber(ARGV[6])
+local nb = tonumber(ARGV[7])
+local i = 8
+local bk, bf, bt, btau, bb, old, new = {}, {}, {}, {}, {}, {}, {}
+local denied, denied_retry = 0, 0
+for b = 1, nb do
+  bk[b] = KEYS[tonumber(ARGV[i])]
+  bf[b] = ARGV[i + 1]
+  bt[b] = tonumber(ARGV[i + 2])
+  btau[b] = tonumber(ARGV[i + 3])
+  bb[b] = tonumber(ARGV[i + 4])
+  i = i + 5
+  local tat = now
+  local stored = redis.call('HGET', bk[b], bf[b])
+  if stored then tat = math.max(tonumber(stored), now) end
+  old[b] = tat
+  local retry = nil
+  if cost > bb[b] then
+    retry = -1
+  else
+    local allow_at = tat + bt[b] * (cost - 1) - btau[b]
+    if now >= allow_at then new[b] = tat + cost * bt[b] else retry = allow_at - now end
+  end
+  if retry ~= nil then
+    new[b] = tat
+    local worse
+    if denied == 0 then worse = true
+    elseif denied_retry == -1 then worse = false
+    elseif retry == -1 then worse = true
+    else worse = retry > denied_retry end
+    if worse then denied, denied_retry = b, retry end
+  end
+end
+
+local has_q = ARGV[i] == '1'
+local qf, qidx, qused, qlim, qperiod = ARGV[i + 1], 0, 0, 0, tonumber(ARGV[i + 5])
+if has_q then
+  qidx = period_index(qperiod, now)
+  local s = redis.call('HGET', KEYS[1], qf)
+  if s then
+    local si, su = string.match(s, '^(-?%d+):(%d+)$')
+    if si and tonumber(si) == qidx then qused = tonumber(su) end
+  end
+  qlim = tonumber(ARGV[i + 2])
+  if qidx == tonumber(ARGV[i + 4]) then qlim = math.max(qlim - tonumber(ARGV[i + 3]), 0) end
+end
+
+local verdict, retry = 0, -1
+if denied > 0 then
+  verdict, retry = 1, denied_retry
+elseif has_q and qused + cost > qlim then
+  verdict, retry = 2, math.max(period_start(qperiod, qidx + 1) - now, 0)
+end
+if verdict == 0 and has_q then qused = qused + cost end
+
+if verdict == 0 and not dry then
+  local until_ = {}
+  for b = 1, nb do
+    redis.call('HSET', bk[b], bf[b], fmt(new[b]))
+    until_[bk[b]] = math.max(until_[bk[b]] or 0, new[b])
+  end
+  if has_q then
+    redis.call('HSET', KEYS[1], qf, fmt(qidx) .. ':' .. fmt(qused))
+    until_[KEYS[1]] = math.max(until_[KEYS[1]] or 0, period_start(qperiod, qidx + 1))
+  end
+  for k, u in pairs(until_) do
+    local want = math.floor((u + margin - now) / 1000) + 1
+    if redis.call('PTTL', k) < want then redis.call('PEXPIRE', k, want) end
+  end
+end
+
+local out = {verdict, denied, retry, now, qidx, qused, qlim, 0, 0}
+if has_q then out[9] = 1 end
+for b = 1, nb do
+  local tat = old[b]
+  if verdict == 0 then tat = new[b] end
+  local slack = now + btau[b] - tat
+  local rem = 0
+  if slack >= 0 then rem = math.min(math.floor(slack / bt[b]) + 1, bb[b]) end
+  out[9 + b] = rem
+end
+if use_idem and not dry then
+  local parts = {}
+  for k = 1, #out do parts[k] = fmt(out[k]) end
+  redis.call('SET', KEYS[2], table.concat(parts, ','), 'PX', ARGV[5])
+end
+return out
+"#;
+
+/// Returns the stored creation time of a plan, storing ARGV[1] when there is none.
+/// KEYS[1] `tg:plan:<id>:created_at`; ARGV[1] now µs.
+pub const PLAN_CREATED: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then return tonumber(v) end
+redis.call('SET', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])
+"#;
