@@ -1,1 +1,7 @@
-//! harness
+//! Tollgate's test harness: real processes on free loopback ports.
+//!
+//! - [`redis::RedisServer`]: a `redis-server` spawned on a free port, killed on drop.
+//!
+//! A test that needs a binary that is not installed fails with an install hint; it never
+//! passes silently.
+pub mod redis;

@@ -1,0 +1,150 @@
+//! Spawns a real `redis-server` on a free loopback port for one test (or one suite).
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The install hint printed when `redis-server` is missing.
+pub const INSTALL_HINT: &str = "redis-server not found: install it (`apt-get install redis-server`) \
+or set REDIS_SERVER_BIN; the README test command (scripts/test.sh) does this for you";
+
+/// Path of the `redis-server` binary (`REDIS_SERVER_BIN`, else `PATH`). Panics with
+/// [`INSTALL_HINT`] when missing.
+pub fn redis_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("REDIS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join("redis-server");
+        if p.is_file() {
+            return p;
+        }
+    }
+    for p in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
+        if std::path::Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("{INSTALL_HINT}");
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; callers retry on a lost race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 must work on a test machine")
+}
+
+/// A running `redis-server`, killed when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence on a free port.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `--option value` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = spawn(port, &extra) {
+                return Self {
+                    child: Some(child),
+                    port,
+                    extra,
+                };
+            }
+        }
+        panic!("could not start redis-server after 5 attempts");
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (after [`RedisServer::kill`]); state is gone.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = spawn(self.port, &self.extra) {
+                self.child = Some(c);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The OS process id, if running (for SIGSTOP/SIGCONT fault tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A plain client connection.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("valid redis url")
+    }
+}
+
+fn spawn(port: u16, extra: &[String]) -> Option<Child> {
+    let mut child = Command::new(redis_server_bin())
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{INSTALL_HINT} ({e})"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None; // exited: port taken
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
