@@ -1,1 +1,505 @@
-fn main() {}
+//! `tollgate-bench`: a closed-loop load generator for `tollgate.v1.CheckService/CheckRequest`.
+//!
+//! `--concurrency` workers share `--connections` HTTP/2 connections; each worker keeps exactly one
+//! request in flight. Workers run for `--warmup` seconds unmeasured, then `--duration` seconds
+//! measured, and the tool prints one JSON line on stdout:
+//!
+//! ```text
+//! {"requests":N,"rps":R,"p50_us":..,"p90_us":..,"p99_us":..,"p999_us":..,"errors":E,
+//!  "decisions":{"ALLOW":n,...}, ...extra context fields...}
+//! ```
+//!
+//! `--gen-config N` instead prints a Tollgate YAML config with N API keys whose values are the
+//! ones the load generator sends (`<key-prefix>-<i>`, zero-padded to at least 20 characters), so a
+//! benchmark needs no hand-written config. See `benches/README.md` and `benches/scripts/run.sh`.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tollgate_proto::v1 as pb;
+use tollgate_proto::v1::check_service_client::CheckServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// AWS's minimum API key length (the server rejects shorter values).
+const KEY_VALUE_MIN: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyOrder {
+    /// Each request takes the next key (one shared counter).
+    RoundRobin,
+    /// Each worker draws keys uniformly from its own RNG seeded with `--seed` + worker number.
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailureMode {
+    Open,
+    Closed,
+}
+
+/// Closed-loop load generator for Tollgate's CheckService (prints one JSON line).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tollgate-bench", version)]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Requests in flight (one per worker).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the workers are spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Tokio worker threads of the load generator (default: CPU count).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// `api_id` of every request.
+    #[arg(long, default_value = "bench")]
+    api: String,
+    /// `stage` of every request.
+    #[arg(long, default_value = "prod")]
+    stage: String,
+    /// `http_method` of every request.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// `path` of every request.
+    #[arg(long, default_value = "/items")]
+    path: String,
+    /// Number of distinct API keys: 1 sends one key; N > 1 spreads requests over N keys.
+    #[arg(long, default_value_t = 1)]
+    keys: usize,
+    /// API key values are `<key-prefix>-<i>`, `i` zero-padded to a 20-character value.
+    #[arg(long, default_value = "bench-key")]
+    key_prefix: String,
+    /// How keys are chosen when `--keys` > 1.
+    #[arg(long, value_enum, default_value_t = KeyOrder::Random)]
+    key_order: KeyOrder,
+    /// Seed of the per-worker key RNG (`--key-order random`).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// `cost` of every request.
+    #[arg(long, default_value_t = 1)]
+    cost: u64,
+    /// Per-request deadline in seconds (a late answer counts as an error).
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+
+    /// Print a Tollgate config with N API keys (the values this tool sends) and exit.
+    #[arg(long, value_name = "N")]
+    gen_config: Option<usize>,
+    /// `--gen-config`: store kind.
+    #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+    store: StoreKind,
+    /// `--gen-config`: Redis URL (with `--store redis`).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// `--gen-config`: `store.pool_size` (server default when absent).
+    #[arg(long)]
+    pool_size: Option<usize>,
+    /// `--gen-config`: `store.timeout`, e.g. "50ms" (server default when absent).
+    #[arg(long)]
+    store_timeout: Option<String>,
+    /// `--gen-config`: `failure_mode`. `closed` (the default here) turns store failures into
+    /// counted errors instead of degraded ALLOWs that would flatter the numbers.
+    #[arg(long, value_enum, default_value_t = FailureMode::Closed)]
+    failure_mode: FailureMode,
+}
+
+/// The value of API key number `i`: `<prefix>-<i>` with `i` zero-padded so the value has at least
+/// [`KEY_VALUE_MIN`] characters.
+fn key_value(prefix: &str, i: usize) -> String {
+    let width = KEY_VALUE_MIN.saturating_sub(prefix.len() + 1);
+    format!("{prefix}-{i:0width$}")
+}
+
+/// Quotes a string for YAML (JSON strings are valid YAML double-quoted scalars).
+fn yaml_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// A Tollgate config with `n` API keys in one generous usage plan, for `--api`/`--stage`
+/// `--method --path` (the path is used as the route template).
+fn gen_config(a: &Args, n: usize) -> String {
+    let mut y = String::new();
+    let _ = writeln!(
+        y,
+        "# Generated by: tollgate-bench --gen-config {n} (store {:?}). Benchmark use only.",
+        a.store
+    );
+    y.push_str(concat!(
+        "server:\n",
+        "  grpc_addr: \"127.0.0.1:0\"\n",
+        "  admin_addr: \"127.0.0.1:0\"\n",
+        "  metrics_addr: \"127.0.0.1:0\"\n",
+        "  shutdown_grace: \"1s\"\n",
+        "store:\n",
+    ));
+    match a.store {
+        StoreKind::Memory => y.push_str("  kind: memory\n"),
+        StoreKind::Redis => {
+            let _ = writeln!(y, "  kind: redis\n  url: {}", yaml_str(&a.redis_url));
+        }
+    }
+    if let Some(p) = a.pool_size {
+        let _ = writeln!(y, "  pool_size: {p}");
+    }
+    if let Some(t) = &a.store_timeout {
+        let _ = writeln!(y, "  timeout: {}", yaml_str(t));
+    }
+    let _ = writeln!(
+        y,
+        "failure_mode: {}",
+        match a.failure_mode {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+        }
+    );
+    let _ = writeln!(
+        y,
+        concat!(
+            "apis:\n",
+            "  - id: {api}\n",
+            "    stages:\n",
+            "      - name: {stage}\n",
+            "        routes:\n",
+            "          - {{ method: {method}, path: {path}, api_key_required: true }}\n",
+            "usage_plans:\n",
+            "  - id: bench\n",
+            "    name: Benchmark\n",
+            "    throttle: {{ rate_limit: 1000000, burst_limit: 1000000 }}\n",
+            "    quota: {{ limit: 1000000000000, period: MONTH }}\n",
+            "    api_stages:\n",
+            "      - {{ api_id: {api}, stage: {stage} }}\n",
+            "api_keys:"
+        ),
+        api = yaml_str(&a.api),
+        stage = yaml_str(&a.stage),
+        method = a.method.to_ascii_uppercase(),
+        path = yaml_str(&a.path),
+    );
+    for i in 0..n {
+        let _ = writeln!(
+            y,
+            "  - {{ id: key-{i}, value: {}, enabled: true, usage_plans: [bench] }}",
+            yaml_str(&key_value(&a.key_prefix, i))
+        );
+    }
+    y
+}
+
+/// Everything one worker saw.
+struct Tally {
+    hist: Histogram<u64>,
+    /// Measured requests that got an answer (any decision).
+    decisions: BTreeMap<String, u64>,
+    errors: u64,
+    first_error: Option<String>,
+    warmup_requests: u64,
+    /// ALLOW answers including warm-up (to compare with server-side counters).
+    allowed_total: u64,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            // 1 µs .. 60 s, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?,
+            decisions: BTreeMap::new(),
+            errors: 0,
+            first_error: None,
+            warmup_requests: 0,
+            allowed_total: 0,
+        })
+    }
+
+    fn error(&mut self, msg: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(msg);
+    }
+
+    fn merge(&mut self, o: Tally) -> anyhow::Result<()> {
+        self.hist.add(&o.hist).context("histogram merge")?;
+        for (k, v) in o.decisions {
+            *self.decisions.entry(k).or_default() += v;
+        }
+        self.errors += o.errors;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        self.warmup_requests += o.warmup_requests;
+        self.allowed_total += o.allowed_total;
+        Ok(())
+    }
+}
+
+/// `DECISION_ALLOW` → `ALLOW`.
+fn decision_name(d: i32) -> String {
+    match pb::Decision::try_from(d) {
+        Ok(d) => d.as_str_name().trim_start_matches("DECISION_").to_string(),
+        Err(_) => format!("UNKNOWN_{d}"),
+    }
+}
+
+/// What every worker shares.
+struct Shared {
+    /// One request per key, built up front so the loop only clones.
+    requests: Vec<pb::CheckRequestRequest>,
+    next: AtomicUsize,
+    order: KeyOrder,
+    timeout: Duration,
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+async fn worker(id: usize, channel: Channel, sh: Arc<Shared>, seed: u64) -> anyhow::Result<Tally> {
+    let mut client = CheckServiceClient::new(channel);
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(id as u64));
+    let mut t = Tally::new()?;
+    let n = sh.requests.len();
+    loop {
+        let started = Instant::now();
+        if started >= sh.stop_at {
+            break;
+        }
+        let idx = match (n, sh.order) {
+            (1, _) => 0,
+            (_, KeyOrder::RoundRobin) => sh.next.fetch_add(1, Ordering::Relaxed) % n,
+            (_, KeyOrder::Random) => rng.random_range(0..n),
+        };
+        let req = sh.requests[idx].clone();
+        let res = tokio::time::timeout(sh.timeout, client.check_request(req)).await;
+        let elapsed = started.elapsed();
+        let res = match res {
+            Ok(Ok(resp)) => Ok(resp.into_inner().decision),
+            Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+            Err(_) => Err(format!("no answer within {:?}", sh.timeout)),
+        };
+        if res == Ok(pb::Decision::Allow as i32) {
+            t.allowed_total += 1;
+        }
+        if started < sh.measure_from {
+            match res {
+                Ok(_) => t.warmup_requests += 1,
+                // Fail fast on a dead or misconfigured server instead of spinning.
+                Err(e) => {
+                    t.error(format!("during warm-up: {e}"));
+                    break;
+                }
+            }
+            continue;
+        }
+        t.hist
+            .saturating_record((elapsed.as_micros() as u64).max(1));
+        match res {
+            Ok(d) => *t.decisions.entry(decision_name(d)).or_default() += 1,
+            Err(e) => t.error(e),
+        }
+    }
+    Ok(t)
+}
+
+async fn run(a: &Args) -> anyhow::Result<String> {
+    let endpoint = Endpoint::from_shared(a.addr.clone())
+        .with_context(|| format!("bad --addr {}", a.addr))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::with_capacity(a.connections);
+    for _ in 0..a.connections {
+        // Each connected Channel is its own HTTP/2 connection.
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {}", a.addr))?,
+        );
+    }
+    let requests = (0..a.keys)
+        .map(|i| pb::CheckRequestRequest {
+            api_id: a.api.clone(),
+            stage: a.stage.clone(),
+            http_method: a.method.clone(),
+            path: a.path.clone(),
+            api_key: key_value(&a.key_prefix, i),
+            cost: a.cost,
+            ..Default::default()
+        })
+        .collect();
+    let measure_from = Instant::now() + Duration::from_secs_f64(a.warmup);
+    let stop_at = measure_from + Duration::from_secs_f64(a.duration);
+    let shared = Arc::new(Shared {
+        requests,
+        next: AtomicUsize::new(0),
+        order: a.key_order,
+        timeout: Duration::from_secs_f64(a.timeout),
+        measure_from,
+        stop_at,
+    });
+    let handles: Vec<_> = (0..a.concurrency)
+        .map(|i| {
+            tokio::spawn(worker(
+                i,
+                channels[i % channels.len()].clone(),
+                shared.clone(),
+                a.seed,
+            ))
+        })
+        .collect();
+    let mut total = Tally::new()?;
+    for h in handles {
+        total.merge(h.await.context("worker panicked")??)?;
+    }
+    // Normally the full --duration; shorter when every worker stopped early (warm-up errors).
+    let measured = Instant::now()
+        .min(stop_at)
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
+    if let Some(e) = &total.first_error {
+        eprintln!("tollgate-bench: {} errors, first: {e}", total.errors);
+    }
+    let answered: u64 = total.decisions.values().sum();
+    let requests = answered + total.errors;
+    let h = &total.hist;
+    let q = |p: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(p)
+        }
+    };
+    let line = format!(
+        concat!(
+            "{{\"requests\":{},\"rps\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},",
+            "\"p999_us\":{},\"errors\":{},\"decisions\":{},\"max_us\":{},\"duration_s\":{:.3},",
+            "\"warmup_requests\":{},\"allowed_total\":{},\"concurrency\":{},\"connections\":{},",
+            "\"keys\":{},\"key_order\":\"{}\",\"addr\":{}}}"
+        ),
+        requests,
+        if measured > 0.0 {
+            requests as f64 / measured
+        } else {
+            0.0
+        },
+        q(0.50),
+        q(0.90),
+        q(0.99),
+        q(0.999),
+        total.errors,
+        serde_json::to_string(&total.decisions).context("decisions")?,
+        h.max(),
+        measured,
+        total.warmup_requests,
+        total.allowed_total,
+        a.concurrency,
+        a.connections,
+        a.keys,
+        match a.key_order {
+            KeyOrder::RoundRobin => "round-robin",
+            KeyOrder::Random => "random",
+        },
+        serde_json::Value::String(a.addr.clone()),
+    );
+    Ok(line)
+}
+
+fn check_args(a: &Args) -> anyhow::Result<()> {
+    if a.concurrency == 0 || a.connections == 0 || a.keys == 0 || a.threads == Some(0) {
+        bail!("--concurrency, --connections, --keys and --threads must be above 0");
+    }
+    if !(a.duration > 0.0 && a.warmup >= 0.0 && a.timeout > 0.0) {
+        bail!("--duration and --timeout must be above 0, --warmup at least 0");
+    }
+    if a.duration + a.warmup > 86_400.0 {
+        bail!("--duration plus --warmup must stay under a day");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(n) = args.gen_config {
+        if n == 0 {
+            eprintln!("tollgate-bench: --gen-config needs at least 1 key");
+            return ExitCode::from(2);
+        }
+        print!("{}", gen_config(&args, n));
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = check_args(&args) {
+        eprintln!("tollgate-bench: {e}");
+        return ExitCode::from(2);
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = args.threads {
+        rt.worker_threads(t);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tollgate-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(&args)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollgate-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_are_long_enough_and_distinct() {
+        assert_eq!(key_value("bench-key", 7), "bench-key-0000000007");
+        assert_eq!(key_value("bench-key", 7).len(), KEY_VALUE_MIN);
+        assert_eq!(
+            key_value("a-very-long-prefix-indeed", 12),
+            "a-very-long-prefix-indeed-12"
+        );
+        assert_ne!(key_value("p", 1), key_value("p", 10));
+    }
+
+    #[test]
+    fn generated_config_is_accepted_by_the_server() {
+        let a = Args::parse_from(["tollgate-bench", "--store", "redis", "--pool-size", "8"]);
+        let text = gen_config(&a, 3);
+        let cfg = tollgate_server::config::parse(&text, &|_| None, std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(cfg.api_keys.len(), 3);
+        assert_eq!(cfg.store.pool_size, 8);
+        assert_eq!(cfg.api_keys[2].resolved_value, key_value("bench-key", 2));
+    }
+
+    #[test]
+    fn decision_names_drop_the_prefix() {
+        assert_eq!(decision_name(pb::Decision::Allow as i32), "ALLOW");
+        assert_eq!(decision_name(99), "UNKNOWN_99");
+    }
+}

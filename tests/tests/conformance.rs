@@ -1,0 +1,416 @@
+//! One conformance suite for every store: each test is an `async fn` generic over `Store`, and
+//! `conformance!` instantiates it against the memory store and a real `redis-server`. Time is
+//! explicit (`CheckOp::now`), driven by one fake clock, so both stores see the same instants.
+//! A property test then drives both with the same random operations and requires identical
+//! outcomes.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use proptest::prelude::*;
+use tollgate_server::clock::FakeClock;
+use tollgate_server::limiter::quota::{days_from_civil, period_end, period_index};
+use tollgate_server::limiter::{Limit, Period, Verdict};
+use tollgate_server::store::memory::MemoryStore;
+use tollgate_server::store::redis::RedisStore;
+use tollgate_server::store::{BucketOp, CheckOp, CheckOutcome, QuotaOp, Store};
+use tollgate_tests::redis::RedisServer;
+
+const DAY_US: u64 = 86_400_000_000;
+/// 2026-11-26 12:00:00 UTC.
+const NOON: u64 = 1_795_694_400_000_000 + 12 * 3_600_000_000 - 1_795_694_400_000_000 % DAY_US;
+
+fn at(y: i64, m: u32, d: u32, secs: u64) -> u64 {
+    days_from_civil(y, m, d) as u64 * DAY_US + secs * 1_000_000
+}
+
+fn lim(rate: f64, burst: u64) -> Limit {
+    Limit::try_new(rate, burst).expect("valid test limit")
+}
+
+/// Unique names so tests sharing a Redis never collide.
+fn unique(name: &str) -> Arc<str> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("t{}:{{k:{name}-{}}}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)).into()
+}
+
+struct Op {
+    inner: CheckOp,
+}
+
+impl Op {
+    fn new(owner: &Arc<str>) -> Self {
+        Self {
+            inner: CheckOp {
+                owner: owner.clone(),
+                buckets: vec![],
+                quota: None,
+                cost: 1,
+                now: None,
+                request_id: None,
+                dry_run: false,
+            },
+        }
+    }
+    fn bucket(mut self, hash: &Arc<str>, field: &str, limit: Limit) -> Self {
+        self.inner.buckets.push(BucketOp {
+            hash: hash.clone(),
+            field: field.into(),
+            limit,
+        });
+        self
+    }
+    fn quota(mut self, limit: u64, offset: u64, period: Period, initial_index: i64) -> Self {
+        self.inner.quota = Some(QuotaOp {
+            field: "q:plan".into(),
+            limit,
+            offset,
+            period,
+            initial_index,
+        });
+        self
+    }
+    fn cost(mut self, c: u64) -> Self {
+        self.inner.cost = c;
+        self
+    }
+    fn id(mut self, id: &str) -> Self {
+        self.inner.request_id = Some(id.into());
+        self
+    }
+    fn dry(mut self) -> Self {
+        self.inner.dry_run = true;
+        self
+    }
+    async fn run<S: Store>(&self, s: &S, now: u64) -> CheckOutcome {
+        let mut op = self.inner.clone();
+        op.now = Some(now);
+        s.check(&op).await.expect("store call")
+    }
+}
+
+async fn burst_then_exact_retry<S: Store>(s: &S) {
+    let k = unique("burst");
+    let op = Op::new(&k).bucket(&k, "t:a", lim(2.0, 5));
+    for i in 0..5 {
+        let o = op.run(s, NOON).await;
+        assert_eq!(o.verdict, Verdict::Allowed, "request {i}");
+        assert_eq!(o.remaining, vec![4 - i]);
+    }
+    let o = op.run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::Throttled { bucket: 0 });
+    assert_eq!(o.retry_after_us, Some(500_000));
+    assert_eq!(op.run(s, NOON + 499_999).await.verdict, Verdict::Throttled { bucket: 0 });
+    assert_eq!(op.run(s, NOON + 500_000).await.verdict, Verdict::Allowed);
+}
+
+async fn cost_n_consumes_n<S: Store>(s: &S) {
+    let k = unique("cost");
+    let op = Op::new(&k).bucket(&k, "t:a", lim(1.0, 10)).cost(4);
+    assert_eq!(op.run(s, NOON).await.remaining, vec![6]);
+    assert_eq!(op.run(s, NOON).await.remaining, vec![2]);
+    let o = op.run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::Throttled { bucket: 0 });
+    assert_eq!(o.retry_after_us, Some(2_000_000));
+    assert_eq!(o.remaining, vec![2]);
+    // More than the burst can never pass: no retry time is promised.
+    let o = Op::new(&k).bucket(&k, "t:b", lim(1.0, 3)).cost(4).run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::Throttled { bucket: 0 });
+    assert_eq!(o.retry_after_us, None);
+}
+
+async fn quota_is_exact_and_resets<S: Store>(s: &S) {
+    let k = unique("quota");
+    let op = Op::new(&k).quota(3, 0, Period::Day, 0);
+    for _ in 0..3 {
+        assert_eq!(op.run(s, NOON).await.verdict, Verdict::Allowed);
+    }
+    let o = op.run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::QuotaExceeded);
+    assert_eq!(o.retry_after_us, Some(DAY_US / 2), "until midnight UTC");
+    let q = o.quota.expect("quota reported");
+    assert_eq!((q.used, q.limit), (3, 3));
+    // Next day: a fresh count.
+    let o = op.run(s, NOON + DAY_US / 2).await;
+    assert_eq!(o.verdict, Verdict::Allowed);
+    assert_eq!(o.quota.map(|q| q.used), Some(1));
+}
+
+async fn offset_only_in_initial_period<S: Store>(s: &S) {
+    let k = unique("offset");
+    let initial = period_index(Period::Month, NOON);
+    let op = Op::new(&k).quota(5, 2, Period::Month, initial);
+    let mut allowed = 0;
+    for _ in 0..6 {
+        if op.run(s, NOON).await.verdict == Verdict::Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 3, "limit 5 minus offset 2 in the initial month");
+    let next = period_end(Period::Month, initial) as u64;
+    let mut allowed = 0;
+    for _ in 0..6 {
+        if op.run(s, next).await.verdict == Verdict::Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5, "the full limit afterwards");
+}
+
+async fn week_and_month_boundaries<S: Store>(s: &S) {
+    // 2026-11-29 is a Sunday; the ISO week resets on Monday 2026-11-30 00:00 UTC.
+    let k = unique("week");
+    let op = Op::new(&k).quota(1, 0, Period::Week, 0);
+    assert_eq!(op.run(s, at(2026, 11, 23, 0)).await.verdict, Verdict::Allowed);
+    let o = op.run(s, at(2026, 11, 29, 86_399)).await;
+    assert_eq!(o.verdict, Verdict::QuotaExceeded);
+    assert_eq!(o.retry_after_us, Some(1_000_000));
+    assert_eq!(op.run(s, at(2026, 11, 30, 0)).await.verdict, Verdict::Allowed);
+
+    let k = unique("month");
+    let op = Op::new(&k).quota(1, 0, Period::Month, 0);
+    assert_eq!(op.run(s, at(2028, 2, 1, 0)).await.verdict, Verdict::Allowed);
+    assert_eq!(op.run(s, at(2028, 2, 29, 86_399)).await.verdict, Verdict::QuotaExceeded);
+    assert_eq!(op.run(s, at(2028, 3, 1, 0)).await.verdict, Verdict::Allowed);
+}
+
+async fn throttle_and_quota_are_atomic<S: Store>(s: &S) {
+    // A throttled request uses no quota.
+    let k = unique("atomic1");
+    let op = Op::new(&k).bucket(&k, "t:a", lim(1.0, 1)).quota(10, 0, Period::Day, 0);
+    assert_eq!(op.run(s, NOON).await.verdict, Verdict::Allowed);
+    let o = op.run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::Throttled { bucket: 0 });
+    assert_eq!(o.quota.map(|q| q.used), Some(1));
+    // A quota rejection takes no tokens.
+    let k = unique("atomic2");
+    let op = Op::new(&k).bucket(&k, "t:a", lim(1.0, 5)).quota(1, 0, Period::Day, 0);
+    assert_eq!(op.run(s, NOON).await.remaining, vec![4]);
+    let o = op.run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::QuotaExceeded);
+    assert_eq!(o.remaining, vec![4]);
+}
+
+async fn every_bucket_must_admit<S: Store>(s: &S) {
+    let k = unique("key");
+    let stage = unique("stage");
+    let op = Op::new(&k)
+        .bucket(&k, "t:plan", lim(1.0, 5))
+        .bucket(&stage, "t:*", lim(1.0, 2));
+    assert_eq!(op.run(s, NOON).await.verdict, Verdict::Allowed);
+    assert_eq!(op.run(s, NOON).await.verdict, Verdict::Allowed);
+    let o = op.run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::Throttled { bucket: 1 });
+    assert_eq!(o.remaining, vec![3, 0], "the key bucket kept its token");
+    // The stage bucket is shared by another key.
+    let k2 = unique("key2");
+    let o = Op::new(&k2)
+        .bucket(&k2, "t:plan", lim(1.0, 5))
+        .bucket(&stage, "t:*", lim(1.0, 2))
+        .run(s, NOON)
+        .await;
+    assert_eq!(o.verdict, Verdict::Throttled { bucket: 1 });
+}
+
+async fn idempotent_replay_and_dry_run<S: Store>(s: &S) {
+    let k = unique("idem");
+    let op = Op::new(&k).bucket(&k, "t:a", lim(1.0, 5)).quota(10, 0, Period::Day, 0);
+    let first = op.clone_with_id("req-1").run(s, NOON).await;
+    assert!(!first.replayed);
+    let again = op.clone_with_id("req-1").run(s, NOON + 1_000).await;
+    assert!(again.replayed);
+    assert_eq!(again.verdict, first.verdict);
+    assert_eq!(again.remaining, first.remaining);
+    assert_eq!(again.quota, first.quota);
+    // Nothing was charged by the replay, nor by a dry run.
+    let dry = Op::new(&k).bucket(&k, "t:a", lim(1.0, 5)).quota(10, 0, Period::Day, 0).dry();
+    let d = dry.run(s, NOON + 2_000).await;
+    assert_eq!(d.verdict, Verdict::Allowed);
+    assert_eq!(d.quota.map(|q| q.used), Some(2), "dry run reports as if charged");
+    let d2 = dry.run(s, NOON + 3_000).await;
+    assert_eq!(d2.quota.map(|q| q.used), Some(2), "but charged nothing");
+    assert_eq!(d2.remaining, vec![3], "one token taken by the first request, one as-if");
+}
+
+impl Op {
+    fn clone_with_id(&self, id: &str) -> Op {
+        Op {
+            inner: self.inner.clone(),
+        }
+        .id(id)
+    }
+}
+
+async fn concurrent_callers_are_exact<S: Store + Clone>(s: &S) {
+    let k = unique("conc");
+    let op = Arc::new(Op::new(&k).bucket(&k, "t:a", lim(1.0, 1000)).quota(20, 0, Period::Day, 0));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (s, op) = (s.clone(), op.clone());
+        tasks.push(tokio::spawn(async move { op.run(&s, NOON).await.verdict }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.expect("task") == Verdict::Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 20);
+}
+
+async fn plan_created_at_is_first_write<S: Store>(s: &S) {
+    let plan = format!("plan-{}", unique("p").len());
+    let first = s.plan_created_at(&plan, 1_000).await.expect("store");
+    let second = s.plan_created_at(&plan, 2_000).await.expect("store");
+    assert_eq!(first, second);
+}
+
+#[derive(Clone)]
+struct Mem(Arc<MemoryStore>);
+
+impl Store for Mem {
+    async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, tollgate_server::store::StoreError> {
+        self.0.check(op).await
+    }
+    async fn plan_created_at(&self, p: &str, now: u64) -> Result<u64, tollgate_server::store::StoreError> {
+        self.0.plan_created_at(p, now).await
+    }
+    async fn ping(&self) -> Result<(), tollgate_server::store::StoreError> {
+        self.0.ping().await
+    }
+}
+
+fn memory() -> Mem {
+    Mem(MemoryStore::new(Arc::new(FakeClock::new(NOON))))
+}
+
+fn redis(server: &RedisServer) -> RedisStore {
+    RedisStore::new(&server.url(), 8, "tg").expect("redis store")
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(&memory()).await; } )*
+        }
+        mod redis_store {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let server = RedisServer::start();
+                super::$name(&redis(&server)).await;
+            } )*
+        }
+    };
+}
+
+conformance!(
+    burst_then_exact_retry,
+    cost_n_consumes_n,
+    quota_is_exact_and_resets,
+    offset_only_in_initial_period,
+    week_and_month_boundaries,
+    throttle_and_quota_are_atomic,
+    every_bucket_must_admit,
+    idempotent_replay_and_dry_run,
+    concurrent_callers_are_exact,
+    plan_created_at_is_first_write,
+);
+
+#[tokio::test]
+async fn memory_store_collects_expired_state() {
+    let store = MemoryStore::new(Arc::new(FakeClock::new(NOON)));
+    for i in 0..1000 {
+        let k: Arc<str> = format!("tg:{{k:{i}}}").into();
+        Op::new(&k)
+            .bucket(&k, "t:a", lim(10.0, 10))
+            .quota(5, 0, Period::Day, 0)
+            .id("r")
+            .run(&*store, NOON)
+            .await;
+    }
+    assert_eq!(store.len(), 2000, "1000 hashes + 1000 idempotency records");
+    store.sweep(NOON + 2 * DAY_US);
+    assert!(store.is_empty(), "everything expired is dropped");
+}
+
+/// One random operation for the property test.
+#[derive(Debug, Clone)]
+struct RandomOp {
+    owner: usize,
+    buckets: Vec<usize>,
+    with_quota: bool,
+    cost: u64,
+    dt_us: u64,
+    dry_run: bool,
+    request_id: Option<u8>,
+}
+
+fn random_op() -> impl Strategy<Value = RandomOp> {
+    (
+        0usize..3,
+        proptest::sample::subsequence(vec![0usize, 1, 2], 0..=3),
+        any::<bool>(),
+        1u64..4,
+        prop_oneof![Just(0u64), 0u64..400_000, 0u64..3_000_000],
+        proptest::bool::weighted(0.1),
+        proptest::option::weighted(0.2, 0u8..4),
+    )
+        .prop_map(|(owner, buckets, with_quota, cost, dt_us, dry_run, request_id)| RandomOp {
+            owner,
+            buckets,
+            with_quota,
+            cost,
+            dt_us,
+            dry_run,
+            request_id,
+        })
+}
+
+/// The memory store and the Redis script decide identically on random operation sequences
+/// (several owners, shared buckets, costs, dry runs, idempotent retries, a day boundary).
+#[test]
+fn memory_and_redis_decide_identically() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = RedisServer::start();
+    let redis = redis(&server);
+    let limits = [lim(2.0, 3), lim(10.0, 5), lim(0.5, 2)];
+    let case = AtomicU64::new(0);
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in proptest::collection::vec(random_op(), 1..60))| {
+        let n = case.fetch_add(1, Ordering::Relaxed);
+        let memory = MemoryStore::new(Arc::new(FakeClock::new(0)));
+        // Start 20 s before midnight so some sequences cross into a new quota day.
+        let mut now = NOON + DAY_US / 2 - 20_000_000;
+        let owners: Vec<Arc<str>> = (0..3).map(|i| Arc::from(format!("pt{n}:{{k:{i}}}"))).collect();
+        let shared: Arc<str> = format!("pt{n}:{{s:stage}}").into();
+        for (step, r) in ops.iter().enumerate() {
+            now += r.dt_us;
+            let owner = &owners[r.owner];
+            let mut op = Op::new(owner).cost(r.cost);
+            for &b in &r.buckets {
+                // Bucket 2 is stage-wide, shared by every owner.
+                let hash = if b == 2 { &shared } else { owner };
+                op = op.bucket(hash, &format!("t:{b}"), limits[b]);
+            }
+            if r.with_quota {
+                op = op.quota(7, 2, Period::Day, period_index(Period::Day, NOON));
+            }
+            if r.dry_run {
+                op = op.dry();
+            }
+            if let Some(id) = r.request_id {
+                op = op.id(&format!("r{id}"));
+            }
+            let (m, d) = rt.block_on(async { (op.run(&*memory, now).await, op.run(&redis, now).await) });
+            prop_assert_eq!(m, d, "step {} of {:?}", step, ops);
+        }
+    });
+}

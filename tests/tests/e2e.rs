@@ -1,0 +1,750 @@
+//! End-to-end: the real `tollgate` binary against a real `redis-server`, over gRPC and HTTP.
+//!
+//! Every test starts its own `redis-server` on a free port (and uses its own key prefix), so
+//! the tests run in parallel. Nothing sleeps for correctness: waits for asynchronous effects
+//! (a config reload, Redis coming back) poll with a deadline.
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tollgate_proto::v1::check_service_client::CheckServiceClient;
+use tollgate_proto::v1::{CheckRequestRequest, CheckRequestResponse, Decision};
+use tollgate_tests::redis::RedisServer;
+use tollgate_tests::tollgate::{TollgateProcess, http_get, run_tollgate, workspace_root};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+type Client = CheckServiceClient<Channel>;
+
+const KEY_A: &str = "e2e-key-aaaaaaaaaaaaaaaaaaaaaaaa";
+const KEY_B: &str = "e2e-key-bbbbbbbbbbbbbbbbbbbbbbbb";
+const KEY_C: &str = "e2e-key-cccccccccccccccccccccccc";
+
+/// `server`, `store` and `failure_mode`: port 0 listeners and a Redis store.
+fn head(redis: &RedisServer, prefix: &str, failure_mode: &str) -> String {
+    format!(
+        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+store: {{kind: redis, url: "{url}", timeout: 50ms, key_prefix: {prefix}}}
+failure_mode: {failure_mode}
+"#,
+        url = redis.url()
+    )
+}
+
+/// One API `petstore`, stage `prod`, with `GET /pets` (API key required) and `extra_routes`.
+fn petstore(extra_routes: &str) -> String {
+    format!(
+        r#"apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets", api_key_required: true}}
+{extra_routes}"#
+    )
+}
+
+/// An enabled API key in one plan.
+fn key(id: &str, value: &str, plan: &str) -> String {
+    format!("  - {{id: {id}, value: \"{value}\", enabled: true, usage_plans: [{plan}]}}\n")
+}
+
+/// `GET /pets` on petstore/prod with `api_key`.
+fn get_pets(api_key: &str) -> CheckRequestRequest {
+    CheckRequestRequest {
+        api_id: "petstore".into(),
+        stage: "prod".into(),
+        http_method: "GET".into(),
+        path: "/pets".into(),
+        api_key: api_key.into(),
+        ..Default::default()
+    }
+}
+
+fn decision(r: &CheckRequestResponse) -> Decision {
+    Decision::try_from(r.decision).unwrap_or(Decision::Unspecified)
+}
+
+async fn check(client: &mut Client, req: CheckRequestRequest) -> CheckRequestResponse {
+    client
+        .check_request(req)
+        .await
+        .unwrap_or_else(|s| panic!("CheckRequest failed: {s:?}"))
+        .into_inner()
+}
+
+async fn check_err(client: &mut Client, req: CheckRequestRequest) -> tonic::Status {
+    match client.check_request(req).await {
+        Ok(r) => panic!("expected an error status, got {:?}", r.into_inner()),
+        Err(s) => s,
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns true; panics with `what` after `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `total` copies of `req` from `callers` concurrent tasks, round-robin over `clients`.
+async fn fire(
+    clients: &[Client],
+    callers: usize,
+    total: usize,
+    req: CheckRequestRequest,
+) -> Vec<CheckRequestResponse> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for i in 0..callers {
+        let mut client = clients[i % clients.len()].clone();
+        let next = next.clone();
+        let req = req.clone();
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                out.push(check(&mut client, req.clone()).await);
+            }
+            out
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.expect("a caller task panicked"));
+    }
+    assert_eq!(all.len(), total);
+    all
+}
+
+fn tally(responses: &[CheckRequestResponse]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in responses {
+        *m.entry(decision(r).as_str_name().to_string()).or_default() += 1;
+    }
+    m
+}
+
+/// (a) The quota is exact across instances sharing one Redis: 2,000 concurrent requests through
+/// two processes, a quota of 500 → exactly 500 allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_is_exact_across_two_instances() {
+    let redis = RedisServer::start();
+    let cfg = format!(
+        "{}{}usage_plans:
+  - id: metered
+    throttle: {{rate_limit: 100000, burst_limit: 100000}}
+    quota: {{limit: 500, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+{}",
+        head(&redis, "quota2", "closed"),
+        petstore(""),
+        key("k1", KEY_A, "metered"),
+    );
+    let a = TollgateProcess::start(&cfg);
+    let b = TollgateProcess::start(&cfg);
+    let clients = [a.client().await, b.client().await];
+
+    let all = fire(&clients, 32, 2_000, get_pets(KEY_A)).await;
+    let counts = tally(&all);
+    let allowed = all
+        .iter()
+        .filter(|r| decision(r) == Decision::Allow)
+        .count();
+    let exceeded: Vec<_> = all
+        .iter()
+        .filter(|r| decision(r) == Decision::QuotaExceeded)
+        .collect();
+    // (A UTC day boundary during the run would legitimately reset the quota.)
+    assert_eq!(allowed, 500, "decisions: {counts:?}");
+    assert_eq!(exceeded.len(), 1_500, "decisions: {counts:?}");
+    for r in exceeded {
+        assert_eq!(r.http_status, 429);
+        assert_eq!(r.message, "Limit Exceeded");
+        assert_eq!(r.error_type, "LimitExceededException");
+        assert!(r.retry_after.is_some(), "no retry_after: {r:?}");
+        assert!(
+            r.response_headers.contains_key("retry-after"),
+            "no retry-after header: {:?}",
+            r.response_headers
+        );
+        let q = r.quota.as_ref().expect("quota status on QUOTA_EXCEEDED");
+        assert_eq!((q.limit, q.remaining), (500, 0));
+    }
+    // Every allowed answer reports a distinct remaining count: 499 down to 0.
+    let mut remaining: Vec<u64> = all
+        .iter()
+        .filter(|r| decision(r) == Decision::Allow)
+        .map(|r| r.quota.as_ref().expect("quota status on ALLOW").remaining)
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..500).collect::<Vec<u64>>());
+}
+
+/// (b) One token bucket across instances: burst 20, 1 request/s. However the requests are
+/// spread over two processes, no more than burst + rate × elapsed (+1 for the boundary) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_bound_holds_across_two_instances() {
+    let redis = RedisServer::start();
+    let cfg = format!(
+        "{}{}usage_plans:
+  - id: slow
+    throttle: {{rate_limit: 1, burst_limit: 20}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+{}",
+        head(&redis, "bucket2", "closed"),
+        petstore(""),
+        key("k1", KEY_A, "slow"),
+    );
+    let a = TollgateProcess::start(&cfg);
+    let b = TollgateProcess::start(&cfg);
+    let clients = [a.client().await, b.client().await];
+
+    let started = Instant::now();
+    let all = fire(&clients, 32, 400, get_pets(KEY_A)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let counts = tally(&all);
+    let allowed = all
+        .iter()
+        .filter(|r| decision(r) == Decision::Allow)
+        .count();
+    let throttled: Vec<_> = all
+        .iter()
+        .filter(|r| decision(r) == Decision::Throttled)
+        .collect();
+    assert_eq!(
+        allowed + throttled.len(),
+        400,
+        "only ALLOW and THROTTLED expected: {counts:?}"
+    );
+    assert!(allowed >= 20, "the full burst must pass: {counts:?}");
+    let bound = 20.0 + elapsed * 1.0 + 1.0;
+    assert!(
+        allowed as f64 <= bound,
+        "{allowed} allowed in {elapsed:.3}s exceeds burst 20 + 1/s ({bound:.1}): {counts:?}"
+    );
+    for r in throttled {
+        assert_eq!(r.http_status, 429);
+        assert_eq!(r.message, "Too Many Requests");
+        let retry = r.retry_after.as_ref().expect("retry_after on THROTTLED");
+        let retry = Duration::new(retry.seconds as u64, retry.nanos as u32);
+        assert!(
+            retry > Duration::ZERO && retry <= Duration::from_secs(1),
+            "retry_after {retry:?} must be within one token interval"
+        );
+        assert!(r.response_headers.contains_key("retry-after"));
+    }
+}
+
+async fn health(channel: Channel, service: &str) -> ServingStatus {
+    let r = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("health check failed: {s:?}"))
+        .into_inner();
+    ServingStatus::try_from(r.status).unwrap_or(ServingStatus::Unknown)
+}
+
+/// (c) Redis dies: `open` allows (degraded), `closed` — globally or per plan — answers
+/// UNAVAILABLE, promptly. Redis comes back on the same port: the service recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failure_modes_and_recovery() {
+    let mut redis = RedisServer::start();
+    let plans_and_keys = format!(
+        "usage_plans:
+  - id: inherit
+    throttle: {{rate_limit: 1000, burst_limit: 1000}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+  - id: strict
+    throttle: {{rate_limit: 1000, burst_limit: 1000}}
+    failure_mode: closed
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+{}{}",
+        key("k-inherit", KEY_A, "inherit"),
+        key("k-strict", KEY_B, "strict"),
+    );
+    let open = TollgateProcess::start(&format!(
+        "{}{}{plans_and_keys}",
+        head(&redis, "fm", "open"),
+        petstore("")
+    ));
+    let closed = TollgateProcess::start(&format!(
+        "{}{}{plans_and_keys}",
+        head(&redis, "fm", "closed"),
+        petstore("")
+    ));
+    let mut open_c = open.client().await;
+    let mut closed_c = closed.client().await;
+
+    // Healthy: everything allowed, nothing degraded.
+    for (c, k) in [
+        (open_c.clone(), KEY_A),
+        (open_c.clone(), KEY_B),
+        (closed_c.clone(), KEY_A),
+    ] {
+        let r = check(&mut c.clone(), get_pets(k)).await;
+        assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+        assert!(!r.degraded);
+    }
+    assert_eq!(health(closed.channel().await, "").await, ServingStatus::Serving);
+
+    redis.kill();
+    let deadline = Duration::from_secs(2);
+    for _ in 0..5 {
+        // Global open, plan inherits: allowed, marked degraded.
+        let t = Instant::now();
+        let r = check(&mut open_c, get_pets(KEY_A)).await;
+        assert!(t.elapsed() < deadline, "open answer took {:?}", t.elapsed());
+        assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+        assert!(r.degraded, "store down but not marked degraded: {r:?}");
+
+        // Global open, plan overrides with closed: UNAVAILABLE.
+        let t = Instant::now();
+        let s = check_err(&mut open_c, get_pets(KEY_B)).await;
+        assert!(t.elapsed() < deadline, "override answer took {:?}", t.elapsed());
+        assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+
+        // Global closed: UNAVAILABLE.
+        let t = Instant::now();
+        let s = check_err(&mut closed_c, get_pets(KEY_A)).await;
+        assert!(t.elapsed() < deadline, "closed answer took {:?}", t.elapsed());
+        assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    }
+    // Health follows the failure mode: NOT_SERVING when closed, SERVING when open.
+    let ch = closed.channel().await;
+    eventually(
+        "closed-mode health turns NOT_SERVING",
+        Duration::from_secs(10),
+        || {
+            let ch = ch.clone();
+            async move { health(ch, "").await == ServingStatus::NotServing }
+        },
+    )
+    .await;
+    assert_eq!(health(open.channel().await, "").await, ServingStatus::Serving);
+
+    redis.restart();
+    eventually(
+        "open-mode instance answers a non-degraded ALLOW after Redis restarts",
+        Duration::from_secs(10),
+        || {
+            let mut c = open_c.clone();
+            async move {
+                let r = check(&mut c, get_pets(KEY_A)).await;
+                decision(&r) == Decision::Allow && !r.degraded
+            }
+        },
+    )
+    .await;
+    eventually(
+        "plan-closed key recovers after Redis restarts",
+        Duration::from_secs(10),
+        || {
+            let mut c = open_c.clone();
+            async move {
+                matches!(c.check_request(get_pets(KEY_B)).await,
+                    Ok(r) if decision(r.get_ref()) == Decision::Allow && !r.get_ref().degraded)
+            }
+        },
+    )
+    .await;
+    eventually(
+        "closed-mode instance recovers after Redis restarts",
+        Duration::from_secs(10),
+        || {
+            let mut c = closed_c.clone();
+            async move {
+                matches!(c.check_request(get_pets(KEY_A)).await,
+                    Ok(r) if decision(r.get_ref()) == Decision::Allow && !r.get_ref().degraded)
+            }
+        },
+    )
+    .await;
+    eventually(
+        "closed-mode health returns to SERVING",
+        Duration::from_secs(10),
+        || {
+            let ch = ch.clone();
+            async move { health(ch, "").await == ServingStatus::Serving }
+        },
+    )
+    .await;
+}
+
+/// (d) Hot reload: a renamed-over file adds a key and a route; an invalid file (plus SIGHUP) is
+/// rejected, logged, and the previous config keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_applies_valid_and_rejects_invalid_config() {
+    let redis = RedisServer::start();
+    let plan = "usage_plans:
+  - id: basic
+    throttle: {rate_limit: 1000, burst_limit: 1000}
+    api_stages: [{api_id: petstore, stage: prod}]
+";
+    let v1 = format!(
+        "{}{}{plan}api_keys:\n{}",
+        head(&redis, "reload", "closed"),
+        petstore(""),
+        key("k1", KEY_A, "basic"),
+    );
+    let v2 = format!(
+        "{}{}{plan}api_keys:\n{}{}",
+        head(&redis, "reload", "closed"),
+        petstore("          - {method: GET, path: \"/toys\", api_key_required: true}\n"),
+        key("k1", KEY_A, "basic"),
+        key("k2", KEY_B, "basic"),
+    );
+    let tg = TollgateProcess::start(&v1);
+    let mut c = tg.client().await;
+    let toys = |k: &str| CheckRequestRequest {
+        path: "/toys".into(),
+        ..get_pets(k)
+    };
+
+    assert_eq!(decision(&check(&mut c, get_pets(KEY_A)).await), Decision::Allow);
+    let r = check(&mut c, get_pets(KEY_B)).await;
+    assert_eq!(decision(&r), Decision::Forbidden, "unknown key: {r:?}");
+    let r = check(&mut c, toys(KEY_A)).await;
+    assert_eq!(decision(&r), Decision::Forbidden, "unknown route: {r:?}");
+    assert_eq!(r.message, "Missing Authentication Token");
+
+    tg.replace_config(&v2);
+    eventually(
+        "the new key and route are accepted after the file changes",
+        Duration::from_secs(10),
+        || {
+            let mut c = c.clone();
+            async move {
+                decision(&check(&mut c, get_pets(KEY_B)).await) == Decision::Allow
+                    && decision(&check(&mut c, toys(KEY_A)).await) == Decision::Allow
+            }
+        },
+    )
+    .await;
+    assert!(tg.wait_for_stderr("config reloaded", Duration::from_secs(5)));
+
+    const REJECTED: &str = "config reload rejected";
+    let rejections = |tg: &TollgateProcess| tg.stderr_text().matches(REJECTED).count();
+    assert_eq!(rejections(&tg), 0);
+    tg.replace_config("usage_plans: [{id: \"bad id!\"}]\n");
+    eventually(
+        "the invalid file is rejected",
+        Duration::from_secs(10),
+        || std::future::ready(rejections(&tg) >= 1),
+    )
+    .await;
+    let before = rejections(&tg);
+    tg.sighup();
+    eventually(
+        "SIGHUP re-reads (and again rejects) the invalid file",
+        Duration::from_secs(10),
+        || std::future::ready(rejections(&tg) > before),
+    )
+    .await;
+    let logs = tg.stderr_text();
+    assert!(
+        logs.contains("bad id!"),
+        "the rejection should name the problem:\n{logs}"
+    );
+
+    // Still serving v2: both keys, both routes.
+    for req in [get_pets(KEY_A), get_pets(KEY_B), toys(KEY_A), toys(KEY_B)] {
+        let r = check(&mut c, req).await;
+        assert_eq!(decision(&r), Decision::Allow, "after a rejected reload: {r:?}");
+    }
+    // A key that was never configured is still refused.
+    assert_eq!(
+        decision(&check(&mut c, get_pets(KEY_C)).await),
+        Decision::Forbidden
+    );
+}
+
+/// (e) `check-config` reports every error and exits 64; the shipped example is valid;
+/// `serve` with an invalid config exits 64 before binding anything.
+#[test]
+fn check_config_reports_every_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"bogus_top_level: 1
+store: {kind: redis, pool_size: 0}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {method: FETCH, path: "/pets"}
+usage_plans:
+  - id: "bad id!"
+api_keys:
+  - {id: k1, value: "short", enabled: true, usage_plans: [nope]}
+"#,
+    )
+    .expect("write bad config");
+    let out = run_tollgate(
+        [std::ffi::OsStr::new("check-config"), bad.as_os_str()],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
+    let expected = [
+        "unknown top-level key \"bogus_top_level\"",
+        "store.url: required",
+        "store.pool_size",
+        "method must be one of",
+        "\"bad id!\"",
+        "at least 20 characters",
+        "unknown usage plan \"nope\"",
+    ];
+    let missing: Vec<_> = expected.iter().filter(|e| !stderr.contains(*e)).collect();
+    assert!(
+        missing.is_empty(),
+        "missing errors {missing:?} in:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} configuration error(s)", expected.len())),
+        "expected exactly {} errors:\n{stderr}",
+        expected.len()
+    );
+
+    let example = workspace_root().join("examples/tollgate.yaml");
+    let out = run_tollgate(
+        [std::ffi::OsStr::new("check-config"), example.as_os_str()],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "examples/tollgate.yaml must be valid: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+}
+
+#[test]
+fn serve_with_invalid_config_exits_64_without_binding() {
+    // Hold the port the config names: if serve tried to bind before validating, it would fail
+    // with a bind error (exit 1), not the config error (64).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        format!(
+            "server: {{grpc_addr: \"127.0.0.1:{port}\", metrics_addr: \"127.0.0.1:{port}\"}}\n\
+             usage_plans: [{{id: \"bad id!\"}}]\n"
+        ),
+    )
+    .expect("write bad config");
+    let out = run_tollgate(
+        [
+            std::ffi::OsStr::new("serve"),
+            std::ffi::OsStr::new("--config"),
+            bad.as_os_str(),
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(!stdout.contains("tollgate ready"), "{stdout}");
+    assert!(!stderr.contains("cannot bind"), "{stderr}");
+    assert!(stderr.contains("bad id!"), "{stderr}");
+    drop(held);
+}
+
+/// (f) grpc.health.v1 and `GET /metrics`.
+#[tokio::test]
+async fn health_and_metrics() {
+    let redis = RedisServer::start();
+    let tg = TollgateProcess::start(&format!(
+        "{}{}usage_plans:
+  - id: basic
+    throttle: {{rate_limit: 1000, burst_limit: 1000}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+{}",
+        head(&redis, "health", "closed"),
+        petstore(""),
+        key("k1", KEY_A, "basic"),
+    ));
+    let ch = tg.channel().await;
+    assert_eq!(health(ch.clone(), "").await, ServingStatus::Serving);
+    assert_eq!(
+        health(ch, "tollgate.v1.CheckService").await,
+        ServingStatus::Serving
+    );
+
+    let r = check(&mut tg.client().await, get_pets(KEY_A)).await;
+    assert_eq!(decision(&r), Decision::Allow);
+    let addr = tg.metrics_addr();
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+        .await
+        .expect("join")
+        .expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("tollgate_checks_total{") && l.contains("decision=\"allow\""))
+        .unwrap_or_else(|| panic!("no tollgate_checks_total allow sample in:\n{body}"));
+    assert!(line.contains("plan=\"basic\""), "{line}");
+    // The API key's value never reaches the metrics.
+    assert!(!body.contains(KEY_A));
+}
+
+/// (g) Bad input over the wire is refused with the right status and consumes nothing.
+#[tokio::test]
+async fn bad_input_is_rejected_and_consumes_nothing() {
+    let redis = RedisServer::start();
+    let tg = TollgateProcess::start(&format!(
+        "{}{}usage_plans:
+  - id: metered
+    throttle: {{rate_limit: 1000, burst_limit: 1000}}
+    quota: {{limit: 100, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+{}",
+        head(&redis, "badinput", "closed"),
+        petstore(""),
+        key("k1", KEY_A, "metered"),
+    ));
+    let mut c = tg.client().await;
+    let dry = || CheckRequestRequest {
+        dry_run: true,
+        ..get_pets(KEY_A)
+    };
+    let remaining = |r: &CheckRequestResponse| r.quota.as_ref().map(|q| q.remaining);
+
+    let r = check(&mut c, get_pets(KEY_A)).await;
+    assert_eq!(decision(&r), Decision::Allow);
+    assert_eq!(remaining(&r), Some(99));
+    let before = check(&mut c, dry()).await;
+    assert_eq!(remaining(&before), Some(99), "dry run consumes nothing");
+
+    let s = check_err(
+        &mut c,
+        CheckRequestRequest {
+            api_id: String::new(),
+            ..get_pets(KEY_A)
+        },
+    )
+    .await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("api_id"), "{s:?}");
+
+    let s = check_err(
+        &mut c,
+        CheckRequestRequest {
+            cost: 2_000_000,
+            ..get_pets(KEY_A)
+        },
+    )
+    .await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("cost"), "{s:?}");
+
+    let s = check_err(
+        &mut c,
+        CheckRequestRequest {
+            path: format!("/{}", "p".repeat(8_999)),
+            ..get_pets(KEY_A)
+        },
+    )
+    .await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("path"), "{s:?}");
+
+    let s = check_err(
+        &mut c,
+        CheckRequestRequest {
+            api_id: "no-such-api".into(),
+            ..get_pets(KEY_A)
+        },
+    )
+    .await;
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+
+    let s = check_err(
+        &mut c,
+        CheckRequestRequest {
+            stage: "no-such-stage".into(),
+            ..get_pets(KEY_A)
+        },
+    )
+    .await;
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+
+    let r = check(
+        &mut c,
+        CheckRequestRequest {
+            path: "/no/such/route".into(),
+            ..get_pets(KEY_A)
+        },
+    )
+    .await;
+    assert_eq!(decision(&r), Decision::Forbidden, "{r:?}");
+    assert_eq!(r.http_status, 403);
+    assert_eq!(r.message, "Missing Authentication Token");
+
+    let after = check(&mut c, dry()).await;
+    assert_eq!(
+        remaining(&after),
+        Some(99),
+        "rejected requests must not consume quota: {after:?}"
+    );
+}
+
+/// (h) SIGTERM: the process drains and exits 0 promptly, even with a client still connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero() {
+    let redis = RedisServer::start();
+    let mut tg = TollgateProcess::start(&format!(
+        "{}{}usage_plans:
+  - id: basic
+    throttle: {{rate_limit: 1000, burst_limit: 1000}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+{}",
+        head(&redis, "term", "closed"),
+        petstore(""),
+        key("k1", KEY_A, "basic"),
+    ));
+    let mut c = tg.client().await;
+    assert_eq!(decision(&check(&mut c, get_pets(KEY_A)).await), Decision::Allow);
+
+    tg.terminate();
+    let status = tokio::task::block_in_place(|| tg.wait_exit(Duration::from_secs(5)));
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "tollgate did not exit within 5 s of SIGTERM\nstderr:\n{}",
+            tg.stderr_text()
+        )
+    });
+    assert!(
+        status.success(),
+        "exit status {status:?}\nstderr:\n{}",
+        tg.stderr_text()
+    );
+    drop(c);
+}
