@@ -250,14 +250,13 @@ async fn watch_config(
     let file_name = path.file_name().map(|n| n.to_os_string());
     let watch_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if ev
+        if let Ok(ev) = ev
+            && ev
                 .paths
                 .iter()
                 .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
-            {
-                let _ = watch_tx.send(());
-            }
+        {
+            let _ = watch_tx.send(());
         }
     });
     let _watcher = match watcher {

@@ -408,11 +408,15 @@ pub fn answer_from(out: &CheckOutcome, limits: &[Limit], period: Option<Period>)
         a.headers.push((headers::RATELIMIT_POLICY, policy));
         a.headers.push((headers::RATELIMIT, state));
     }
-    if a.http_status == 429 {
-        if let Some(r) = a.retry_after_us {
-            a.headers
-                .push((headers::RETRY_AFTER, headers::ceil_secs(r).to_string()));
-        }
+    if a.http_status == 429
+        && let Some(r) = a.retry_after_us
+    {
+        a.headers
+            .push((headers::RETRY_AFTER, headers::ceil_secs(r).to_string()));
     }
     a
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

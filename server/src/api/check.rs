@@ -186,3 +186,147 @@ impl pb::check_service_server::CheckService for CheckApi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use pb::check_service_server::CheckService;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::clock::SystemClock;
+    use crate::store::AnyStore;
+    use crate::store::memory::MemoryStore;
+
+    fn api() -> CheckApi {
+        let text = "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x }]\n";
+        let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
+        let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(&cfg, &HashMap::new())));
+        let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
+        CheckApi::new(Arc::new(Checker::new(
+            catalog,
+            store,
+            Duration::from_millis(50),
+        )))
+    }
+
+    fn ok_req() -> pb::CheckRequestRequest {
+        pb::CheckRequestRequest {
+            api_id: "a".into(),
+            stage: "s".into(),
+            http_method: "get".into(),
+            path: "/x".into(),
+            ..Default::default()
+        }
+    }
+
+    async fn code(
+        r: pb::CheckRequestRequest,
+    ) -> Result<pb::CheckRequestResponse, (tonic::Code, String)> {
+        api()
+            .check_request(Request::new(r))
+            .await
+            .map(Response::into_inner)
+            .map_err(|s| (s.code(), s.message().to_string()))
+    }
+
+    #[tokio::test]
+    async fn valid_request_is_allowed() {
+        let r = code(ok_req()).await.expect("ok");
+        assert_eq!(r.decision, pb::Decision::Allow as i32);
+        assert_eq!(r.http_status, 200);
+        assert_eq!(r.resource_path, "/x");
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_invalid_argument_with_a_message() {
+        let cases: Vec<(pb::CheckRequestRequest, &str)> = vec![
+            (
+                pb::CheckRequestRequest {
+                    api_id: String::new(),
+                    ..ok_req()
+                },
+                "api_id is required",
+            ),
+            (
+                pb::CheckRequestRequest {
+                    path: "x".into(),
+                    ..ok_req()
+                },
+                "path must start",
+            ),
+            (
+                pb::CheckRequestRequest {
+                    path: format!("/{}", "a".repeat(MAX_PATH_LEN)),
+                    ..ok_req()
+                },
+                "path is",
+            ),
+            (
+                pb::CheckRequestRequest {
+                    http_method: "G T".into(),
+                    ..ok_req()
+                },
+                "http_method",
+            ),
+            (
+                pb::CheckRequestRequest {
+                    cost: MAX_COST + 1,
+                    ..ok_req()
+                },
+                "cost",
+            ),
+            (
+                pb::CheckRequestRequest {
+                    request_id: "a b".into(),
+                    ..ok_req()
+                },
+                "request_id",
+            ),
+            (
+                pb::CheckRequestRequest {
+                    api_key: "k".repeat(MAX_API_KEY_LEN + 1),
+                    ..ok_req()
+                },
+                "api_key",
+            ),
+            (
+                pb::CheckRequestRequest {
+                    headers: (0..=MAX_MAP_ENTRIES)
+                        .map(|i| (format!("h{i}"), String::new()))
+                        .collect(),
+                    ..ok_req()
+                },
+                "headers has",
+            ),
+            (
+                pb::CheckRequestRequest {
+                    query: [("q".to_string(), "v".repeat(MAX_MAP_VALUE_LEN + 1))].into(),
+                    ..ok_req()
+                },
+                "query[q]",
+            ),
+        ];
+        for (r, needle) in cases {
+            let (c, msg) = code(r).await.expect_err("invalid");
+            assert_eq!(c, tonic::Code::InvalidArgument, "{needle}");
+            assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_api_is_not_found() {
+        let (c, msg) = code(pb::CheckRequestRequest {
+            api_id: "zz".into(),
+            ..ok_req()
+        })
+        .await
+        .expect_err("not found");
+        assert_eq!(c, tonic::Code::NotFound);
+        assert!(msg.contains("zz"));
+    }
+}

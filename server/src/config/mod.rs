@@ -491,10 +491,10 @@ fn resolve_key_value(
     env: &dyn Fn(&str) -> Option<String>,
     dir: &Path,
 ) -> Result<String, String> {
-    if let Some(var) = &k.value_env {
-        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
-            return Ok(v);
-        }
+    if let Some(var) = &k.value_env
+        && let Some(v) = env(var).filter(|v| !v.is_empty())
+    {
+        return Ok(v);
     }
     if let Some(file) = &k.value_file {
         let path = if file.is_absolute() {

@@ -1,1 +1,142 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
 use super::*;
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k: &str| map.get(k).cloned()
+}
+
+fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
+    parse(text, &env_of(&[]), Path::new("."))
+}
+
+const EXAMPLE: &str = include_str!("../../../examples/tollgate.yaml");
+
+#[test]
+fn example_config_parses() {
+    let c = parse_str(EXAMPLE).expect("examples/tollgate.yaml is valid");
+    assert_eq!(c.store.kind, StoreKind::Memory);
+    assert_eq!(c.store.timeout, Duration::from_millis(50));
+    assert_eq!(c.usage_plans.len(), 2);
+    assert_eq!(c.usage_plans[1].failure_mode, Some(FailureMode::Closed));
+    assert_eq!(c.api_keys[0].resolved_value, "demo-key-0123456789abcdef");
+    assert_eq!(c.authorizers.len(), 4);
+    assert_eq!(c.apis[0].stages[0].routes.len(), 4);
+}
+
+#[test]
+fn empty_config_is_defaults() {
+    let c = parse_str("").expect("empty is valid");
+    assert_eq!(c.server, ServerConfig::default());
+    assert_eq!(c.failure_mode, FailureMode::Open);
+}
+
+#[test]
+fn env_overrides_win() {
+    let env = env_of(&[
+        ("TOLLGATE_STORE_KIND", "redis"),
+        ("TOLLGATE_STORE_URL", "redis://127.0.0.1:6380/"),
+        ("TOLLGATE_STORE_POOL_SIZE", "7"),
+        ("TOLLGATE_STORE_TIMEOUT", "20ms"),
+        ("TOLLGATE_FAILURE_MODE", "closed"),
+        ("TOLLGATE_SERVER_GRPC_ADDR", "0.0.0.0:7000"),
+        ("TOLLGATE_DEMO_KEY", "from-the-environment-0123"),
+    ]);
+    let c = parse(EXAMPLE, &env, Path::new(".")).expect("valid");
+    assert_eq!(c.store.kind, StoreKind::Redis);
+    assert_eq!(c.store.url.as_deref(), Some("redis://127.0.0.1:6380/"));
+    assert_eq!(c.store.pool_size, 7);
+    assert_eq!(c.store.timeout, Duration::from_millis(20));
+    assert_eq!(c.failure_mode, FailureMode::Closed);
+    assert_eq!(c.server.grpc_addr.port(), 7000);
+    assert_eq!(
+        c.api_keys[0].resolved_value, "from-the-environment-0123",
+        "value_env wins"
+    );
+}
+
+#[test]
+fn reports_every_error_at_once() {
+    let text = r#"
+store: { kind: redis, pool_size: 0, timeout: "soon" }
+failure_mode: sideways
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - { method: FETCH, path: "pets" }
+          - { method: GET, path: "/a", authorizer: nobody }
+usage_plans:
+  - id: p1
+    quota: { limit: 10, period: DAY, offset: 10 }
+    api_stages:
+      - { api_id: petstore, stage: prod, method_throttle: { "/a/GET": { rate_limit: 1, burst_limit: 1 } } }
+      - { api_id: petstore, stage: nope }
+  - id: p2
+    throttle: { rate_limit: 0, burst_limit: 0 }
+    api_stages: [{ api_id: petstore, stage: prod }]
+api_keys:
+  - { id: k1, value: "short", usage_plans: [p1, p2, p9] }
+  - { id: k2, value_env: MISSING_VAR }
+"#;
+    let errs = parse_str(text).expect_err("invalid").0;
+    let all = errs.join("\n");
+    for needle in [
+        "store: invalid duration",
+        "failure_mode",
+        "method must be one of",
+        "must start with '/'",
+        "unknown authorizer \"nobody\"",
+        "offset: must be below the limit",
+        "Can not define fine grain throttling",
+        "no such api stage",
+        "rate_limit must be between",
+        "at least 20 characters",
+        "at most one plan per api stage",
+        "unknown usage plan \"p9\"",
+        "MISSING_VAR",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    assert!(errs.len() >= 12, "{} errors: {all}", errs.len());
+}
+
+#[test]
+fn rejects_unknown_keys_and_bad_yaml() {
+    assert!(parse_str("server: { grpc_adr: x }").expect_err("typo").0[0].contains("grpc_adr"));
+    assert!(parse_str("nonsense: 1").expect_err("unknown").0[0].contains("unknown top-level key"));
+    assert!(parse_str("a: [").expect_err("yaml").0[0].starts_with("YAML"));
+    assert!(parse_str("- 1").expect_err("not a map").0[0].contains("mapping"));
+}
+
+#[test]
+fn method_throttle_keys() {
+    use super::validate::split_method_key;
+    assert_eq!(split_method_key("/pets/GET"), Some(("/pets", "GET")));
+    assert_eq!(split_method_key("//GET"), Some(("/", "GET")));
+    assert_eq!(split_method_key("*/*"), Some(("*", "*")));
+    assert_eq!(
+        split_method_key("/pets/{id}/DELETE"),
+        Some(("/pets/{id}", "DELETE"))
+    );
+    assert_eq!(split_method_key("GET"), None);
+    assert_eq!(split_method_key("/pets/"), None);
+}
+
+#[test]
+fn value_file_is_read_relative_to_the_config() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("key.txt"), "file-value-0123456789abc\n").expect("write");
+    let text = "api_keys:\n  - { id: k, value_file: key.txt, enabled: true }\n";
+    let c = parse(text, &env_of(&[]), &dir).expect("valid");
+    assert_eq!(c.api_keys[0].resolved_value, "file-value-0123456789abc");
+    assert!(parse_str("api_keys:\n  - { id: k, value_file: /nonexistent/x }\n").is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -132,10 +132,10 @@ pub(crate) fn validate(c: &Config, errors: &mut Vec<String>) {
                 if !seen.insert((r.method.as_str(), r.path.as_str())) {
                     errors.push(format!("{rat}: duplicate route"));
                 }
-                if let Some(a) = &r.authorizer {
-                    if !authorizers.contains(a.as_str()) {
-                        errors.push(format!("{rat}: unknown authorizer {a:?}"));
-                    }
+                if let Some(a) = &r.authorizer
+                    && !authorizers.contains(a.as_str())
+                {
+                    errors.push(format!("{rat}: unknown authorizer {a:?}"));
                 }
                 if let Some(t) = &r.throttle {
                     limit(t, &format!("{rat}.throttle"), errors);
@@ -172,10 +172,10 @@ pub(crate) fn validate(c: &Config, errors: &mut Vec<String>) {
                 ));
             }
         }
-        if let Some(ts) = &p.created_at {
-            if let Err(e) = parse_timestamp(ts) {
-                errors.push(format!("{at}.created_at: {e}"));
-            }
+        if let Some(ts) = &p.created_at
+            && let Err(e) = parse_timestamp(ts)
+        {
+            errors.push(format!("{at}.created_at: {e}"));
         }
         let mut covered = Vec::new();
         for s in &p.api_stages {

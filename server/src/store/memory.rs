@@ -93,14 +93,13 @@ impl MemoryStore {
             .request_id
             .as_deref()
             .map(|r| Keys::idempotency(&op.owner, r));
-        if let Some(rk) = &record_key {
-            if let Some((exp, out)) = st.records.get(rk) {
-                if *exp > now {
-                    let mut out = out.clone();
-                    out.replayed = true;
-                    return out;
-                }
-            }
+        if let Some(rk) = &record_key
+            && let Some((exp, out)) = st.records.get(rk)
+            && *exp > now
+        {
+            let mut out = out.clone();
+            out.replayed = true;
+            return out;
         }
         let live = |st: &State, hash: &str, field: &str| -> Option<Field> {
             st.hashes

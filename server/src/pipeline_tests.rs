@@ -1,0 +1,366 @@
+//! The pipeline against the memory store and a fake clock: AWS order, key checks, bucket
+//! selection, headers, failure modes (with a Redis URL nobody listens on — a real refusal).
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::*;
+use crate::catalog::Catalog;
+use crate::clock::FakeClock;
+use crate::config;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+
+const NOON: u64 = 1_795_694_400_000_000 + 43_200_000_000 - 1_795_694_400_000_000 % 86_400_000_000;
+
+const CONFIG: &str = r#"
+apis:
+  - id: shop
+    stages:
+      - name: prod
+        throttle: { rate_limit: 1000, burst_limit: 3 }
+        routes:
+          - { method: GET, path: "/items", api_key_required: true }
+          - { method: POST, path: "/items", api_key_required: true }
+          - { method: GET, path: "/items/{id}", api_key_required: true }
+          - { method: ANY, path: "/open/{proxy+}" }
+          - { method: GET, path: "/slow", throttle: { rate_limit: 1, burst_limit: 1 } }
+          - { method: GET, path: "/secure", authorizer: auth }
+      - name: keyed
+        api_key_source: AUTHORIZER
+        routes:
+          - { method: GET, path: "/", api_key_required: true }
+authorizers:
+  - { name: auth, type: token, identity_source: "header:Authorization", endpoint: "http://127.0.0.1:1/x" }
+usage_plans:
+  - id: basic
+    throttle: { rate_limit: 1, burst_limit: 2 }
+    quota: { limit: 5, period: DAY, offset: 1 }
+    created_at: "2026-11-26"
+    api_stages:
+      - api_id: shop
+        stage: prod
+        method_throttle: { "/items/POST": { rate_limit: 1, burst_limit: 1 } }
+  - id: pooled
+    throttle: { rate_limit: 1, burst_limit: 2 }
+    throttle_scope: per_plan
+    failure_mode: closed
+    api_stages: [{ api_id: shop, stage: keyed }]
+api_keys:
+  - { id: k1, value: "key-one-0123456789abcdef", enabled: true, usage_plans: [basic] }
+  - { id: k2, value: "key-two-0123456789abcdef", enabled: true, usage_plans: [basic] }
+  - { id: off, value: "key-off-0123456789abcdef", enabled: false, usage_plans: [basic] }
+  - { id: lonely, value: "key-lonely-0123456789abc", enabled: true }
+"#;
+
+struct Fixture {
+    checker: Checker,
+    clock: FakeClock,
+}
+
+fn fixture_with(text: &str, store: Option<AnyStore>) -> Fixture {
+    let cfg = config::parse(text, &|_| None, Path::new(".")).expect("valid test config");
+    let clock = FakeClock::new(NOON);
+    let store =
+        store.unwrap_or_else(|| AnyStore::Memory(MemoryStore::new(Arc::new(clock.clone()))));
+    let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(&cfg, &HashMap::new())));
+    Fixture {
+        checker: Checker::new(catalog, store, Duration::from_millis(200)),
+        clock,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(CONFIG, None)
+}
+
+fn req<'a>(method: &'a str, path: &'a str, key: &'a str) -> CheckInput<'a> {
+    CheckInput {
+        api_id: "shop",
+        stage: "prod",
+        method,
+        path,
+        api_key: key,
+        cost: 1,
+        ..Default::default()
+    }
+}
+
+const K1: &str = "key-one-0123456789abcdef";
+const K2: &str = "key-two-0123456789abcdef";
+
+impl Fixture {
+    async fn check(&self, input: CheckInput<'_>) -> Answer {
+        self.checker.check(&input).await.expect("answered")
+    }
+}
+
+fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
+    a.headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn unknown_api_and_stage_are_not_found() {
+    let f = fixture();
+    let e = f
+        .checker
+        .check(&CheckInput {
+            api_id: "nope",
+            ..req("GET", "/items", K1)
+        })
+        .await;
+    assert!(matches!(e, Err(CheckError::NotFound(m)) if m.contains("api \"nope\"")));
+    let e = f
+        .checker
+        .check(&CheckInput {
+            stage: "dev",
+            ..req("GET", "/items", K1)
+        })
+        .await;
+    assert!(matches!(e, Err(CheckError::NotFound(m)) if m.contains("stage \"dev\"")));
+}
+
+#[tokio::test]
+async fn unknown_route_is_missing_authentication_token() {
+    let f = fixture();
+    let a = f.check(req("DELETE", "/items", K1)).await;
+    assert_eq!(
+        (a.decision, a.http_status, a.message),
+        (Decision::Forbidden, 403, "Missing Authentication Token")
+    );
+    assert_eq!(
+        header(&a, "x-amzn-errortype"),
+        Some("MissingAuthenticationTokenException")
+    );
+    // The gateway may name the template itself.
+    let a = f
+        .check(CheckInput {
+            resource_path: "/items/{id}",
+            ..req("GET", "/items/9", K1)
+        })
+        .await;
+    assert_eq!(a.decision, Decision::Allow);
+    assert_eq!(a.resource_path, "/items/{id}");
+}
+
+#[tokio::test]
+async fn key_must_be_present_known_enabled_and_in_a_plan() {
+    let f = fixture();
+    for key in [
+        "",
+        "no-such-key-0123456789",
+        "key-off-0123456789abcdef",
+        "key-lonely-0123456789abc",
+    ] {
+        let a = f.check(req("GET", "/items", key)).await;
+        assert_eq!(
+            (a.decision, a.http_status, a.message),
+            (Decision::Forbidden, 403, "Forbidden"),
+            "key {key:?}"
+        );
+        assert!(a.api_key_id.is_none());
+    }
+    let a = f.check(req("GET", "/items", K1)).await;
+    assert_eq!(a.decision, Decision::Allow);
+    assert_eq!(
+        (a.api_key_id.as_deref(), a.plan_id.as_deref()),
+        (Some("k1"), Some("basic"))
+    );
+}
+
+#[tokio::test]
+async fn per_method_buckets_and_method_override() {
+    let f = fixture_with(
+        &CONFIG.replace("burst_limit: 3 }", "burst_limit: 100 }"),
+        None,
+    );
+    // Plan burst 2 per method: GET /items and GET /items/{id} have separate buckets.
+    for _ in 0..2 {
+        assert_eq!(
+            f.check(req("GET", "/items", K1)).await.decision,
+            Decision::Allow
+        );
+    }
+    let a = f.check(req("GET", "/items", K1)).await;
+    assert_eq!(
+        (a.decision, a.http_status, a.message),
+        (Decision::Throttled, 429, "Too Many Requests")
+    );
+    assert_eq!(a.retry_after_us, Some(1_000_000));
+    assert_eq!(header(&a, "retry-after"), Some("1"));
+    assert_eq!(
+        f.check(req("GET", "/items/1", K1)).await.decision,
+        Decision::Allow
+    );
+    // POST /items has a method override of burst 1.
+    assert_eq!(
+        f.check(req("POST", "/items", K1)).await.decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        f.check(req("POST", "/items", K1)).await.decision,
+        Decision::Throttled
+    );
+    // Another key has its own buckets.
+    assert_eq!(
+        f.check(req("POST", "/items", K2)).await.decision,
+        Decision::Allow
+    );
+}
+
+#[tokio::test]
+async fn quota_with_offset_in_initial_period_and_headers() {
+    let f = fixture();
+    // limit 5, offset 1, created today: 4 today. Space requests 1 s apart to stay under the bucket.
+    for i in 0..4 {
+        let a = f.check(req("GET", "/items", K1)).await;
+        assert_eq!(a.decision, Decision::Allow, "request {i}");
+        let q = a.quota.expect("quota");
+        assert_eq!((q.limit, q.remaining), (4, 3 - i));
+        f.clock.advance(1_000_000);
+    }
+    let a = f.check(req("GET", "/items", K1)).await;
+    assert_eq!(
+        (a.decision, a.http_status, a.message),
+        (Decision::QuotaExceeded, 429, "Limit Exceeded")
+    );
+    assert_eq!(a.error_type, "LimitExceededException");
+    let reset = a.quota.expect("quota").reset_at_us;
+    assert_eq!(reset, NOON + 43_200_000_000, "midnight UTC");
+    assert_eq!(
+        a.retry_after_us,
+        Some(reset - f.clock.now_micros_for_test())
+    );
+    assert_eq!(
+        header(&a, "ratelimit-policy"),
+        Some("\"burst\";q=2;w=2, \"daily\";q=4;w=86400")
+    );
+    let state = header(&a, "ratelimit").expect("RateLimit");
+    assert!(
+        state.starts_with("\"burst\";r=2;t=0, \"daily\";r=0;t=43196"),
+        "{state}"
+    );
+    // Next day: the full limit.
+    f.clock.advance(43_200_000_000);
+    let a = f.check(req("GET", "/items", K1)).await;
+    assert_eq!(a.quota.map(|q| (q.limit, q.remaining)), Some((5, 4)));
+}
+
+impl FakeClock {
+    fn now_micros_for_test(&self) -> u64 {
+        use crate::clock::Clock;
+        self.now_micros()
+    }
+}
+
+#[tokio::test]
+async fn stage_limits_are_shared_by_all_clients() {
+    let f = fixture();
+    // Stage default burst 3 across keys (K1 and K2 each have 2 in their own bucket).
+    assert_eq!(
+        f.check(req("GET", "/items", K1)).await.decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        f.check(req("GET", "/items", K1)).await.decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        f.check(req("GET", "/items", K2)).await.decision,
+        Decision::Allow
+    );
+    let a = f.check(req("GET", "/items", K2)).await;
+    assert_eq!(
+        a.decision,
+        Decision::Throttled,
+        "stage bucket empty although K2 has a token"
+    );
+    // A keyless route with its own stage-wide limit replaces the default.
+    assert_eq!(
+        f.check(req("GET", "/slow", "")).await.decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        f.check(req("GET", "/slow", "")).await.decision,
+        Decision::Throttled
+    );
+    // A keyless route without a limit of its own uses the stage default (now empty).
+    assert_eq!(
+        f.check(req("PUT", "/open/a/b", "")).await.decision,
+        Decision::Throttled
+    );
+}
+
+#[tokio::test]
+async fn cost_idempotency_and_dry_run() {
+    let f = fixture();
+    let dry = f
+        .check(CheckInput {
+            dry_run: true,
+            ..req("GET", "/items/1", K1)
+        })
+        .await;
+    assert_eq!(dry.quota.map(|q| q.remaining), Some(3));
+    let first = f
+        .check(CheckInput {
+            request_id: "abc",
+            ..req("GET", "/items/1", K1)
+        })
+        .await;
+    assert!(!first.replayed);
+    let again = f
+        .check(CheckInput {
+            request_id: "abc",
+            ..req("GET", "/items/1", K1)
+        })
+        .await;
+    assert!(again.replayed);
+    assert_eq!(again.quota, first.quota);
+    let big = f
+        .check(CheckInput {
+            cost: 3,
+            ..req("GET", "/items", K1)
+        })
+        .await;
+    assert_eq!(big.decision, Decision::Throttled, "cost 3 > burst 2");
+    assert_eq!(big.retry_after_us, None, "never passes");
+    assert_eq!(header(&big, "retry-after"), None);
+}
+
+#[tokio::test]
+async fn authorizer_routes_fail_closed_until_authorizers_ship() {
+    let f = fixture();
+    let a = f.check(req("GET", "/secure", "")).await;
+    assert_eq!(
+        (a.decision, a.http_status),
+        (Decision::AuthorizerError, 500)
+    );
+    // api_key_source AUTHORIZER without an authorizer result: no key, 403.
+    let a = f
+        .check(CheckInput {
+            stage: "keyed",
+            ..req("GET", "/", K1)
+        })
+        .await;
+    assert_eq!(a.decision, Decision::Forbidden);
+}
+
+#[tokio::test]
+async fn failure_modes_when_the_store_is_unreachable() {
+    // Nothing listens on port 1: connections are refused, as with a crashed Redis.
+    let dead = RedisStore::new("redis://127.0.0.1:1/", 2, "tg").expect("pool");
+    let f = fixture_with(CONFIG, Some(AnyStore::Redis(dead.clone())));
+    let a = f.check(req("GET", "/items", K1)).await;
+    assert_eq!(a.decision, Decision::Allow);
+    assert!(a.degraded);
+    let closed = CONFIG.replace("apis:", "failure_mode: closed\napis:");
+    let f = fixture_with(&closed, Some(AnyStore::Redis(dead)));
+    let e = f.checker.check(&req("GET", "/items", K1)).await;
+    assert!(matches!(e, Err(CheckError::Unavailable(_))), "{e:?}");
+}
