@@ -30,7 +30,12 @@ fn lim(rate: f64, burst: u64) -> Limit {
 /// Unique names so tests sharing a Redis never collide.
 fn unique(name: &str) -> Arc<str> {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("t{}:{{k:{name}-{}}}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)).into()
+    format!(
+        "t{}:{{k:{name}-{}}}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+    .into()
 }
 
 struct Op {
@@ -99,7 +104,10 @@ async fn burst_then_exact_retry<S: Store>(s: &S) {
     let o = op.run(s, NOON).await;
     assert_eq!(o.verdict, Verdict::Throttled { bucket: 0 });
     assert_eq!(o.retry_after_us, Some(500_000));
-    assert_eq!(op.run(s, NOON + 499_999).await.verdict, Verdict::Throttled { bucket: 0 });
+    assert_eq!(
+        op.run(s, NOON + 499_999).await.verdict,
+        Verdict::Throttled { bucket: 0 }
+    );
     assert_eq!(op.run(s, NOON + 500_000).await.verdict, Verdict::Allowed);
 }
 
@@ -113,7 +121,11 @@ async fn cost_n_consumes_n<S: Store>(s: &S) {
     assert_eq!(o.retry_after_us, Some(2_000_000));
     assert_eq!(o.remaining, vec![2]);
     // More than the burst can never pass: no retry time is promised.
-    let o = Op::new(&k).bucket(&k, "t:b", lim(1.0, 3)).cost(4).run(s, NOON).await;
+    let o = Op::new(&k)
+        .bucket(&k, "t:b", lim(1.0, 3))
+        .cost(4)
+        .run(s, NOON)
+        .await;
     assert_eq!(o.verdict, Verdict::Throttled { bucket: 0 });
     assert_eq!(o.retry_after_us, None);
 }
@@ -160,30 +172,43 @@ async fn week_and_month_boundaries<S: Store>(s: &S) {
     // 2026-11-29 is a Sunday; the ISO week resets on Monday 2026-11-30 00:00 UTC.
     let k = unique("week");
     let op = Op::new(&k).quota(1, 0, Period::Week, 0);
-    assert_eq!(op.run(s, at(2026, 11, 23, 0)).await.verdict, Verdict::Allowed);
+    assert_eq!(
+        op.run(s, at(2026, 11, 23, 0)).await.verdict,
+        Verdict::Allowed
+    );
     let o = op.run(s, at(2026, 11, 29, 86_399)).await;
     assert_eq!(o.verdict, Verdict::QuotaExceeded);
     assert_eq!(o.retry_after_us, Some(1_000_000));
-    assert_eq!(op.run(s, at(2026, 11, 30, 0)).await.verdict, Verdict::Allowed);
+    assert_eq!(
+        op.run(s, at(2026, 11, 30, 0)).await.verdict,
+        Verdict::Allowed
+    );
 
     let k = unique("month");
     let op = Op::new(&k).quota(1, 0, Period::Month, 0);
     assert_eq!(op.run(s, at(2028, 2, 1, 0)).await.verdict, Verdict::Allowed);
-    assert_eq!(op.run(s, at(2028, 2, 29, 86_399)).await.verdict, Verdict::QuotaExceeded);
+    assert_eq!(
+        op.run(s, at(2028, 2, 29, 86_399)).await.verdict,
+        Verdict::QuotaExceeded
+    );
     assert_eq!(op.run(s, at(2028, 3, 1, 0)).await.verdict, Verdict::Allowed);
 }
 
 async fn throttle_and_quota_are_atomic<S: Store>(s: &S) {
     // A throttled request uses no quota.
     let k = unique("atomic1");
-    let op = Op::new(&k).bucket(&k, "t:a", lim(1.0, 1)).quota(10, 0, Period::Day, 0);
+    let op = Op::new(&k)
+        .bucket(&k, "t:a", lim(1.0, 1))
+        .quota(10, 0, Period::Day, 0);
     assert_eq!(op.run(s, NOON).await.verdict, Verdict::Allowed);
     let o = op.run(s, NOON).await;
     assert_eq!(o.verdict, Verdict::Throttled { bucket: 0 });
     assert_eq!(o.quota.map(|q| q.used), Some(1));
     // A quota rejection takes no tokens.
     let k = unique("atomic2");
-    let op = Op::new(&k).bucket(&k, "t:a", lim(1.0, 5)).quota(1, 0, Period::Day, 0);
+    let op = Op::new(&k)
+        .bucket(&k, "t:a", lim(1.0, 5))
+        .quota(1, 0, Period::Day, 0);
     assert_eq!(op.run(s, NOON).await.remaining, vec![4]);
     let o = op.run(s, NOON).await;
     assert_eq!(o.verdict, Verdict::QuotaExceeded);
@@ -213,7 +238,9 @@ async fn every_bucket_must_admit<S: Store>(s: &S) {
 
 async fn idempotent_replay_and_dry_run<S: Store>(s: &S) {
     let k = unique("idem");
-    let op = Op::new(&k).bucket(&k, "t:a", lim(1.0, 5)).quota(10, 0, Period::Day, 0);
+    let op = Op::new(&k)
+        .bucket(&k, "t:a", lim(1.0, 5))
+        .quota(10, 0, Period::Day, 0);
     let first = op.clone_with_id("req-1").run(s, NOON).await;
     assert!(!first.replayed);
     let again = op.clone_with_id("req-1").run(s, NOON + 1_000).await;
@@ -222,13 +249,24 @@ async fn idempotent_replay_and_dry_run<S: Store>(s: &S) {
     assert_eq!(again.remaining, first.remaining);
     assert_eq!(again.quota, first.quota);
     // Nothing was charged by the replay, nor by a dry run.
-    let dry = Op::new(&k).bucket(&k, "t:a", lim(1.0, 5)).quota(10, 0, Period::Day, 0).dry();
+    let dry = Op::new(&k)
+        .bucket(&k, "t:a", lim(1.0, 5))
+        .quota(10, 0, Period::Day, 0)
+        .dry();
     let d = dry.run(s, NOON + 2_000).await;
     assert_eq!(d.verdict, Verdict::Allowed);
-    assert_eq!(d.quota.map(|q| q.used), Some(2), "dry run reports as if charged");
+    assert_eq!(
+        d.quota.map(|q| q.used),
+        Some(2),
+        "dry run reports as if charged"
+    );
     let d2 = dry.run(s, NOON + 3_000).await;
     assert_eq!(d2.quota.map(|q| q.used), Some(2), "but charged nothing");
-    assert_eq!(d2.remaining, vec![3], "one token taken by the first request, one as-if");
+    assert_eq!(
+        d2.remaining,
+        vec![3],
+        "one token taken by the first request, one as-if"
+    );
 }
 
 impl Op {
@@ -242,7 +280,11 @@ impl Op {
 
 async fn concurrent_callers_are_exact<S: Store + Clone>(s: &S) {
     let k = unique("conc");
-    let op = Arc::new(Op::new(&k).bucket(&k, "t:a", lim(1.0, 1000)).quota(20, 0, Period::Day, 0));
+    let op = Arc::new(
+        Op::new(&k)
+            .bucket(&k, "t:a", lim(1.0, 1000))
+            .quota(20, 0, Period::Day, 0),
+    );
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (s, op) = (s.clone(), op.clone());
@@ -268,10 +310,17 @@ async fn plan_created_at_is_first_write<S: Store>(s: &S) {
 struct Mem(Arc<MemoryStore>);
 
 impl Store for Mem {
-    async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, tollgate_server::store::StoreError> {
+    async fn check(
+        &self,
+        op: &CheckOp,
+    ) -> Result<CheckOutcome, tollgate_server::store::StoreError> {
         self.0.check(op).await
     }
-    async fn plan_created_at(&self, p: &str, now: u64) -> Result<u64, tollgate_server::store::StoreError> {
+    async fn plan_created_at(
+        &self,
+        p: &str,
+        now: u64,
+    ) -> Result<u64, tollgate_server::store::StoreError> {
         self.0.plan_created_at(p, now).await
     }
     async fn ping(&self) -> Result<(), tollgate_server::store::StoreError> {
@@ -357,15 +406,17 @@ fn random_op() -> impl Strategy<Value = RandomOp> {
         proptest::bool::weighted(0.1),
         proptest::option::weighted(0.2, 0u8..4),
     )
-        .prop_map(|(owner, buckets, with_quota, cost, dt_us, dry_run, request_id)| RandomOp {
-            owner,
-            buckets,
-            with_quota,
-            cost,
-            dt_us,
-            dry_run,
-            request_id,
-        })
+        .prop_map(
+            |(owner, buckets, with_quota, cost, dt_us, dry_run, request_id)| RandomOp {
+                owner,
+                buckets,
+                with_quota,
+                cost,
+                dt_us,
+                dry_run,
+                request_id,
+            },
+        )
 }
 
 /// The memory store and the Redis script decide identically on random operation sequences
@@ -377,6 +428,8 @@ fn memory_and_redis_decide_identically() {
         .build()
         .expect("runtime");
     let server = RedisServer::start();
+    // The Redis store's connections spawn their driver tasks on the current runtime.
+    let _runtime = rt.enter();
     let redis = redis(&server);
     let limits = [lim(2.0, 3), lim(10.0, 5), lim(0.5, 2)];
     let case = AtomicU64::new(0);
@@ -413,4 +466,65 @@ fn memory_and_redis_decide_identically() {
             prop_assert_eq!(m, d, "step {} of {:?}", step, ops);
         }
     });
+}
+
+/// One check is one `EVALSHA` round trip: no PING, no separate reads or writes.
+#[tokio::test]
+async fn redis_makes_one_call_per_check() {
+    let server = RedisServer::start();
+    let store = redis(&server);
+    let k = unique("calls");
+    let stage = unique("stage");
+    let op = Op::new(&k)
+        .bucket(&k, "t:a", lim(1000.0, 1000))
+        .bucket(&stage, "t:*", lim(1000.0, 1000))
+        .quota(1000, 0, Period::Day, 0);
+    op.run(&store, NOON).await; // loads the script (NOSCRIPT → SCRIPT LOAD) once
+    let mut admin = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .expect("resetstat");
+    for _ in 0..100 {
+        assert_eq!(op.run(&store, NOON).await.verdict, Verdict::Allowed);
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await
+        .expect("info");
+    let calls = |cmd: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(calls("evalsha"), 100, "{info}");
+    let others: Vec<&str> = info
+        .lines()
+        .filter(|l| {
+            l.starts_with("cmdstat_")
+                && !l.starts_with("cmdstat_evalsha")
+                && !l.starts_with("cmdstat_config")
+        })
+        .collect();
+    // Commands run inside the script (HGET, HSET, PTTL, PEXPIRE, TIME) are counted too; no
+    // top-level command other than EVALSHA may appear.
+    for l in others {
+        let name = l
+            .trim_start_matches("cmdstat_")
+            .split(':')
+            .next()
+            .unwrap_or("");
+        assert!(
+            ["hget", "hset", "pttl", "pexpire", "time", "get", "set"].contains(&name),
+            "unexpected command {l}"
+        );
+    }
 }
