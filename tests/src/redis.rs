@@ -140,6 +140,7 @@ fn spawn(port: u16, extra: &[String]) -> Option<Child> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
+    let _ = child.wait();
     None
 }
 
