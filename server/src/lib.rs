@@ -175,7 +175,14 @@ pub async fn run(
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
+        .map_err(|e| StoreError::Backend(format!("reflection: {e}")))?;
+    // Older tools (grpcurl < 1.9) only speak v1alpha.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
         .map_err(|e| StoreError::Backend(format!("reflection: {e}")))?;
     let check =
         pb::check_service_server::CheckServiceServer::new(api::check::CheckApi::new(checker))
@@ -186,6 +193,7 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(check)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
             shutdown.await;
