@@ -233,9 +233,11 @@ impl Catalog {
                     .iter()
                     .filter_map(|(k, t)| {
                         let (res, m) = split_method_key(k)?;
+                        let m = m.to_ascii_uppercase();
                         Some(MethodThrottle {
                             resource: res.to_string(),
-                            method: m.to_ascii_uppercase(),
+                            // "ANY" names every method of the resource, like "*".
+                            method: if m == "ANY" { "*".to_string() } else { m },
                             limit: Limit::try_new(t.rate_limit, t.burst_limit).ok()?,
                         })
                     })
