@@ -116,13 +116,16 @@ pub async fn build_catalog(config: &Config, store: &AnyStore, clock: &dyn Clock)
 
 /// Runs the server until `shutdown` resolves, then drains in-flight requests (bounded by
 /// `server.shutdown_grace`). With `config_path`, the file is watched (and SIGHUP honoured) and
-/// reloaded; an invalid new file is logged and the old config keeps serving.
+/// reloaded; an invalid new file is logged and the old config keeps serving. `on_ready` is
+/// called once everything is set up (catalog built, reload and signal handlers installed), just
+/// before serving starts.
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
     env: EnvLookup,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(),
 ) -> Result<(), ServerError> {
     let clock: Arc<dyn Clock> = Arc::new(clock::SystemClock);
     let store = build_store(&config, clock.clone())?;
@@ -148,14 +151,15 @@ pub async fn run(
     ));
 
     if let Some(path) = config_path {
-        tokio::spawn(watch_config(
+        // Set up synchronously, so a change or SIGHUP right after "ready" is never missed.
+        watch_config(
             path,
             env,
             config.clone(),
             store.clone(),
             catalog.clone(),
             clock.clone(),
-        ));
+        );
     }
 
     if let Some(l) = listeners.metrics {
@@ -201,6 +205,7 @@ pub async fn run(
             let _ = stop_tx.send(true);
         });
     tokio::pin!(server);
+    on_ready();
     tokio::select! {
         r = &mut server => r?,
         _ = async {
@@ -244,8 +249,9 @@ async fn probe_store(
     }
 }
 
-/// Reloads the config on file change or SIGHUP.
-async fn watch_config(
+/// Reloads the config on file change or SIGHUP: the watcher and the signal handler exist when
+/// this returns; the reloads run on a spawned task.
+fn watch_config(
     path: PathBuf,
     env: EnvLookup,
     mut current: Config,
@@ -267,7 +273,7 @@ async fn watch_config(
             let _ = watch_tx.send(());
         }
     });
-    let _watcher = match watcher {
+    let watcher = match watcher {
         Ok(mut w) => {
             use notify::Watcher;
             let dir = path
@@ -286,37 +292,46 @@ async fn watch_config(
     };
     #[cfg(unix)]
     {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            if let Ok(mut hup) = signal(SignalKind::hangup()) {
-                while hup.recv().await.is_some() {
-                    let _ = tx.send(());
-                }
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let _ = tx.send(());
+                    }
+                });
             }
-        });
-    }
-    while rx.recv().await.is_some() {
-        // Debounce: a save is often several events.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        while rx.try_recv().is_ok() {}
-        let lookup = |k: &str| env(k);
-        match config::load(&path, &lookup) {
-            Ok(new) if new == current => {}
-            Ok(new) => {
-                if new.store != current.store || new.server != current.server {
-                    tracing::warn!("server/store settings changed: they take effect on restart");
-                }
-                catalog.store(Arc::new(build_catalog(&new, &store, &*clock).await));
-                ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(1);
-                tracing::info!(path = %path.display(), "config reloaded");
-                current = new;
-            }
-            Err(e) => {
-                ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "rejected")
-                    .increment(1);
-                tracing::error!(path = %path.display(), errors = %e, "config reload rejected; keeping the previous config");
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; file changes still reload"),
         }
     }
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            // Debounce: a save is often several events.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            while rx.try_recv().is_ok() {}
+            let lookup = |k: &str| env(k);
+            match config::load(&path, &lookup) {
+                Ok(new) if new == current => {}
+                Ok(new) => {
+                    if new.store != current.store || new.server != current.server {
+                        tracing::warn!(
+                            "server/store settings changed: they take effect on restart"
+                        );
+                    }
+                    catalog.store(Arc::new(build_catalog(&new, &store, &*clock).await));
+                    ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "ok")
+                        .increment(1);
+                    tracing::info!(path = %path.display(), "config reloaded");
+                    current = new;
+                }
+                Err(e) => {
+                    ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "rejected")
+                        .increment(1);
+                    tracing::error!(path = %path.display(), errors = %e, "config reload rejected; keeping the previous config");
+                }
+            }
+        }
+    });
 }

@@ -110,47 +110,41 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
 async fn serve(cfg: config::Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let grpc = bind(cfg.server.grpc_addr, "grpc_addr").await?;
     let metrics = bind(cfg.server.metrics_addr, "metrics_addr").await?;
-    // One machine-readable line, so scripts and the test harness can use port 0.
-    println!(
-        "tollgate ready grpc={} metrics={} store={:?}",
-        grpc.local_addr()?,
-        metrics.local_addr()?,
-        cfg.store.kind
-    );
-    tracing::info!(grpc = %grpc.local_addr()?, metrics = %metrics.local_addr()?, store = ?cfg.store.kind, "listening");
+    let (grpc_addr, metrics_addr) = (grpc.local_addr()?, metrics.local_addr()?);
+    // Install the SIGTERM handler now: the default action would kill us without draining.
+    let shutdown = shutdown_signal()?;
+    let store = cfg.store.kind;
     let listeners = Listeners {
         grpc,
         metrics: Some(metrics),
     };
-    tollgate_server::run(
-        cfg,
-        path,
-        Arc::new(env_lookup),
-        listeners,
-        shutdown_signal(),
-    )
-    .await?;
+    let ready = move || {
+        // One machine-readable line, so scripts and the test harness can use port 0.
+        println!("tollgate ready grpc={grpc_addr} metrics={metrics_addr} store={store:?}");
+        tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, ?store, "serving");
+    };
+    tollgate_server::run(cfg, path, Arc::new(env_lookup), listeners, shutdown, ready).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT; the handlers are installed before this returns.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn init_tracing(json: bool) {

@@ -134,14 +134,32 @@ fn spawn(port: u16, extra: &[String]) -> Option<Child> {
         if let Ok(Some(_)) = child.try_wait() {
             return None; // exited: port taken
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(child);
+        match server_pid(port) {
+            // Ours: ready.
+            Some(pid) if pid == child.id() => return Some(child),
+            // Another process's server holds the port (a `free_port` race with a parallel
+            // test or test binary): ours will fail to bind. Retry elsewhere rather than share
+            // (and later kill or restart) someone else's Redis.
+            Some(_) => break,
+            None => {}
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// The `process_id` of the Redis answering on `port`, if one answers.
+fn server_pid(port: u16) -> Option<u32> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()?;
+    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Drop for RedisServer {

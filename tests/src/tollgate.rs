@@ -426,7 +426,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     use std::io::Write;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
@@ -444,8 +447,9 @@ mod tests {
 
     #[test]
     fn parses_the_ready_line() {
-        let (g, m) = parse_ready("tollgate ready grpc=127.0.0.1:4000 metrics=127.0.0.1:4001 store=Redis\n")
-            .expect("parses");
+        let (g, m) =
+            parse_ready("tollgate ready grpc=127.0.0.1:4000 metrics=127.0.0.1:4001 store=Redis\n")
+                .expect("parses");
         assert_eq!(g.port(), 4000);
         assert_eq!(m.port(), 4001);
         assert!(parse_ready("something else").is_none());
