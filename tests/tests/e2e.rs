@@ -177,7 +177,7 @@ async fn quota_is_exact_across_two_instances() {
         "{}{}usage_plans:
   - id: metered
     throttle: {{rate_limit: 100000, burst_limit: 100000}}
-    quota: {{limit: 500, period: DAY}}
+    quota: {{limit: 500, period: MONTH}}
     api_stages: [{{api_id: petstore, stage: prod}}]
 api_keys:
 {}",
@@ -688,7 +688,7 @@ async fn bad_input_is_rejected_and_consumes_nothing() {
         "{}{}usage_plans:
   - id: metered
     throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    quota: {{limit: 100, period: DAY}}
+    quota: {{limit: 100, period: MONTH}}
     api_stages: [{{api_id: petstore, stage: prod}}]
 api_keys:
 {}",
@@ -833,7 +833,7 @@ async fn reloaded_quota_limit_applies_to_current_period() {
         format!(
             "{}{}usage_plans:
   - id: metered
-    quota: {{limit: {limit}, period: DAY}}
+    quota: {{limit: {limit}, period: MONTH}}
     api_stages: [{{api_id: petstore, stage: prod}}]
 api_keys:
 {}",
@@ -987,7 +987,7 @@ fn slow_startup_config(silent: &std::net::TcpListener) -> String {
 store: {{kind: redis, url: "redis://127.0.0.1:{port}/", timeout: 1s, key_prefix: early}}
 {}usage_plans:
   - id: metered
-    quota: {{limit: 5, period: DAY}}
+    quota: {{limit: 5, period: MONTH}}
     api_stages: [{{api_id: petstore, stage: prod}}]
 "#,
         petstore("")
@@ -1036,7 +1036,7 @@ async fn request_id_retry_is_replayed_across_instances() {
     let cfg = format!(
         "{}{}usage_plans:
   - id: metered
-    quota: {{limit: 10, period: DAY}}
+    quota: {{limit: 10, period: MONTH}}
     api_stages: [{{api_id: petstore, stage: prod}}]
 api_keys:
 {}",
