@@ -391,7 +391,7 @@ async fn run(a: &Args) -> anyhow::Result<String> {
             "{{\"requests\":{},\"rps\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},",
             "\"p999_us\":{},\"errors\":{},\"decisions\":{},\"max_us\":{},\"duration_s\":{:.3},",
             "\"warmup_requests\":{},\"allowed_total\":{},\"concurrency\":{},\"connections\":{},",
-            "\"keys\":{},\"key_order\":\"{}\",\"addr\":{}}}"
+            "\"keys\":{},\"key_order\":\"{}\",\"client_cpu_s\":{:.2},\"addr\":{}}}"
         ),
         requests,
         if measured > 0.0 {
@@ -416,9 +416,22 @@ async fn run(a: &Args) -> anyhow::Result<String> {
             KeyOrder::RoundRobin => "round-robin",
             KeyOrder::Random => "random",
         },
+        process_cpu_secs().unwrap_or(-1.0),
         serde_json::Value::String(a.addr.clone()),
     );
     Ok(line)
+}
+
+/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat` (Linux;
+/// `USER_HZ` is 100 there). `None` elsewhere.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 fn check_args(a: &Args) -> anyhow::Result<()> {

@@ -523,7 +523,7 @@ async fn redis_makes_one_call_per_check() {
             .next()
             .unwrap_or("");
         assert!(
-            ["hget", "hset", "pttl", "pexpire", "time", "get", "set"].contains(&name),
+            ["hmget", "hset", "pttl", "pexpire", "time", "get", "set"].contains(&name),
             "unexpected command {l}"
         );
     }

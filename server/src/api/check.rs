@@ -146,7 +146,8 @@ pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
 
 #[tonic::async_trait]
 impl pb::check_service_server::CheckService for CheckApi {
-    #[tracing::instrument(skip_all, fields(api = %req.get_ref().api_id, stage = %req.get_ref().stage, decision))]
+    // Debug level: at the default `info` the span (and its formatted fields) is never built.
+    #[tracing::instrument(level = "debug", skip_all, fields(api = %req.get_ref().api_id, stage = %req.get_ref().stage, decision))]
     async fn check_request(
         &self,
         req: Request<pb::CheckRequestRequest>,

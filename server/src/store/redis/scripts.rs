@@ -81,17 +81,35 @@ end
 local margin = tonumber(ARGV[6])
 local nb = tonumber(ARGV[7])
 local i = 8
+-- Read every field with one HMGET per hash (the owner, and the stage hash if any).
+local fields, order, pos = {}, {}, {}
+local function want(k, f)
+  local l = fields[k]
+  if not l then l = {}; fields[k] = l; order[#order + 1] = k end
+  l[#l + 1] = f
+  return #l
+end
 local bk, bf, bt, btau, bb, old, new = {}, {}, {}, {}, {}, {}, {}
-local denied, denied_retry = 0, 0
 for b = 1, nb do
   bk[b] = KEYS[tonumber(ARGV[i])]
   bf[b] = ARGV[i + 1]
   bt[b] = tonumber(ARGV[i + 2])
   btau[b] = tonumber(ARGV[i + 3])
   bb[b] = tonumber(ARGV[i + 4])
+  pos[b] = want(bk[b], bf[b])
   i = i + 5
+end
+local has_q = ARGV[i] == '1'
+local qf, qidx, qused, qlim, qperiod = ARGV[i + 1], 0, 0, 0, tonumber(ARGV[i + 5])
+local qpos = 0
+if has_q then qpos = want(KEYS[1], qf) end
+local vals = {}
+for _, k in ipairs(order) do vals[k] = redis.call('HMGET', k, unpack(fields[k])) end
+
+local denied, denied_retry = 0, 0
+for b = 1, nb do
   local tat = now
-  local stored = redis.call('HGET', bk[b], bf[b])
+  local stored = vals[bk[b]][pos[b]]
   if stored then tat = math.max(tonumber(stored), now) end
   old[b] = tat
   local retry = nil
@@ -112,11 +130,9 @@ for b = 1, nb do
   end
 end
 
-local has_q = ARGV[i] == '1'
-local qf, qidx, qused, qlim, qperiod = ARGV[i + 1], 0, 0, 0, tonumber(ARGV[i + 5])
 if has_q then
   qidx = period_index(qperiod, now)
-  local s = redis.call('HGET', KEYS[1], qf)
+  local s = vals[KEYS[1]][qpos]
   if s then
     local si, su = string.match(s, '^(-?%d+):(%d+)$')
     if si and tonumber(si) == qidx then qused = tonumber(su) end
@@ -134,18 +150,22 @@ end
 if verdict == 0 and has_q then qused = qused + cost end
 
 if verdict == 0 and not dry then
-  local until_ = {}
-  for b = 1, nb do
-    redis.call('HSET', bk[b], bf[b], fmt(new[b]))
-    until_[bk[b]] = math.max(until_[bk[b]] or 0, new[b])
+  -- One HSET per hash; then make sure each hash lives until its state stops mattering.
+  local writes, until_ = {}, {}
+  local function put(k, f, v, u)
+    local l = writes[k]
+    if not l then l = {}; writes[k] = l end
+    l[#l + 1] = f
+    l[#l + 1] = v
+    until_[k] = math.max(until_[k] or 0, u)
   end
-  if has_q then
-    redis.call('HSET', KEYS[1], qf, fmt(qidx) .. ':' .. fmt(qused))
-    until_[KEYS[1]] = math.max(until_[KEYS[1]] or 0, period_start(qperiod, qidx + 1))
-  end
-  for k, u in pairs(until_) do
-    local want = math.floor((u + margin - now) / 1000) + 1
-    if redis.call('PTTL', k) < want then redis.call('PEXPIRE', k, want) end
+  for b = 1, nb do put(bk[b], bf[b], fmt(new[b]), new[b]) end
+  if has_q then put(KEYS[1], qf, fmt(qidx) .. ':' .. fmt(qused), period_start(qperiod, qidx + 1)) end
+  for k, l in pairs(writes) do
+    redis.call('HSET', k, unpack(l))
+    local ttl = math.floor((until_[k] + margin - now) / 1000) + 1
+    -- TTLs only collect garbage: skip the rewrite when the current one is within a second.
+    if redis.call('PTTL', k) < ttl - 1000 then redis.call('PEXPIRE', k, ttl) end
   end
 end
 
