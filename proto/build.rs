@@ -13,7 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("tollgate_descriptor.bin"))
         .compile_with_config(
             config,
-            &[PathBuf::from("tollgate/v1/check.proto")],
+            &[
+                PathBuf::from("tollgate/v1/check.proto"),
+                PathBuf::from("tollgate/v1/auth.proto"),
+            ],
             &[PathBuf::from("."), include],
         )?;
     println!("cargo:rerun-if-changed=tollgate");

@@ -105,6 +105,19 @@ struct Args {
     timeout: f64,
 
     /// Print a Tollgate config with N API keys (the values this tool sends) and exit.
+    /// Call `AuthorizationService/Authorize` with this authorizer instead of CheckRequest; the
+    /// token (`authorization` header) is the key value `<key-prefix>-<i>`. Latency is also
+    /// reported per cache level (NONE = a miss that called the authorizer, LOCAL, SHARED).
+    #[arg(long, value_name = "AUTHORIZER")]
+    authorize: Option<String>,
+    /// Serve an allow-all Lambda-style authorizer over HTTP on this address (e.g. 127.0.0.1:0),
+    /// print `authorizer ready http://ADDR/`, and run until killed.
+    #[arg(long, value_name = "ADDR")]
+    serve_authorizer: Option<String>,
+    /// With --gen-config: add a `token` authorizer `bench-auth` calling this endpoint
+    /// (result_ttl 3600s).
+    #[arg(long, value_name = "URL")]
+    authorizer_endpoint: Option<String>,
     #[arg(long, value_name = "N")]
     gen_config: Option<usize>,
     /// `--gen-config`: store kind.
@@ -140,6 +153,18 @@ fn yaml_str(s: &str) -> String {
 /// A Tollgate config with `n` API keys in one generous usage plan, for `--api`/`--stage`
 /// `--method --path` (the path is used as the route template).
 fn gen_config(a: &Args, n: usize) -> String {
+    let mut y = gen_config_base(a, n);
+    if let Some(url) = &a.authorizer_endpoint {
+        let _ = write!(
+            y,
+            "authorizers:\n  - name: bench-auth\n    type: token\n    identity_source: \"header:Authorization\"\n    endpoint: {}\n    timeout: \"2s\"\n    result_ttl: \"3600s\"\n",
+            yaml_str(url)
+        );
+    }
+    y
+}
+
+fn gen_config_base(a: &Args, n: usize) -> String {
     let mut y = String::new();
     let _ = writeln!(
         y,
@@ -217,6 +242,8 @@ struct Tally {
     warmup_requests: u64,
     /// ALLOW answers including warm-up (to compare with server-side counters).
     allowed_total: u64,
+    /// Authorize mode: latency per cache level.
+    levels: BTreeMap<String, Histogram<u64>>,
 }
 
 impl Tally {
@@ -229,6 +256,7 @@ impl Tally {
             first_error: None,
             warmup_requests: 0,
             allowed_total: 0,
+            levels: BTreeMap::new(),
         })
     }
 
@@ -248,6 +276,14 @@ impl Tally {
         }
         self.warmup_requests += o.warmup_requests;
         self.allowed_total += o.allowed_total;
+        for (k, h) in o.levels {
+            match self.levels.get_mut(&k) {
+                Some(mine) => mine.add(&h).context("histogram merge")?,
+                None => {
+                    self.levels.insert(k, h);
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -269,13 +305,51 @@ struct Shared {
     timeout: Duration,
     measure_from: Instant,
     stop_at: Instant,
+    /// Authorize mode: (authorizer, key prefix, number of tokens).
+    authorize: Option<(String, String, usize)>,
+}
+
+/// One Authorize call for token `i`; returns (decision, cache level name).
+async fn authorize_once(
+    client: &mut pb::authorization_service_client::AuthorizationServiceClient<Channel>,
+    sh: &Shared,
+    i: usize,
+) -> Result<(i32, String), tonic::Status> {
+    let (name, prefix, _) = sh
+        .authorize
+        .as_ref()
+        .ok_or_else(|| tonic::Status::internal("not in authorize mode"))?;
+    let base = &sh.requests[0];
+    let req = pb::AuthorizeRequest {
+        authorizer: name.clone(),
+        api_id: base.api_id.clone(),
+        stage: base.stage.clone(),
+        http_method: base.http_method.clone(),
+        path: base.path.clone(),
+        headers: [("authorization".to_string(), key_value(prefix, i))].into(),
+        ..Default::default()
+    };
+    let r = client.authorize(req).await?.into_inner();
+    let level = r
+        .cache
+        .and_then(|c| pb::CacheLevel::try_from(c.level).ok())
+        .map_or("NONE", |l| {
+            l.as_str_name().trim_start_matches("CACHE_LEVEL_")
+        })
+        .to_string();
+    Ok((r.decision, level))
 }
 
 async fn worker(id: usize, channel: Channel, sh: Arc<Shared>, seed: u64) -> anyhow::Result<Tally> {
+    let mut auth_client =
+        pb::authorization_service_client::AuthorizationServiceClient::new(channel.clone());
     let mut client = CheckServiceClient::new(channel);
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(id as u64));
     let mut t = Tally::new()?;
-    let n = sh.requests.len();
+    let n = sh
+        .authorize
+        .as_ref()
+        .map_or(sh.requests.len(), |(_, _, n)| *n);
     loop {
         let started = Instant::now();
         if started >= sh.stop_at {
@@ -286,14 +360,26 @@ async fn worker(id: usize, channel: Channel, sh: Arc<Shared>, seed: u64) -> anyh
             (_, KeyOrder::RoundRobin) => sh.next.fetch_add(1, Ordering::Relaxed) % n,
             (_, KeyOrder::Random) => rng.random_range(0..n),
         };
-        let req = sh.requests[idx].clone();
-        let res = tokio::time::timeout(sh.timeout, client.check_request(req)).await;
-        let elapsed = started.elapsed();
-        let res = match res {
-            Ok(Ok(resp)) => Ok(resp.into_inner().decision),
-            Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-            Err(_) => Err(format!("no answer within {:?}", sh.timeout)),
+        let mut level = None;
+        let res = if sh.authorize.is_some() {
+            match tokio::time::timeout(sh.timeout, authorize_once(&mut auth_client, &sh, idx)).await
+            {
+                Ok(Ok((d, l))) => {
+                    level = Some(l);
+                    Ok(d)
+                }
+                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+                Err(_) => Err(format!("no answer within {:?}", sh.timeout)),
+            }
+        } else {
+            let req = sh.requests[idx].clone();
+            match tokio::time::timeout(sh.timeout, client.check_request(req)).await {
+                Ok(Ok(resp)) => Ok(resp.into_inner().decision),
+                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+                Err(_) => Err(format!("no answer within {:?}", sh.timeout)),
+            }
         };
+        let elapsed = started.elapsed();
         if res == Ok(pb::Decision::Allow as i32) {
             t.allowed_total += 1;
         }
@@ -308,8 +394,19 @@ async fn worker(id: usize, channel: Channel, sh: Arc<Shared>, seed: u64) -> anyh
             }
             continue;
         }
-        t.hist
-            .saturating_record((elapsed.as_micros() as u64).max(1));
+        let us = (elapsed.as_micros() as u64).max(1);
+        t.hist.saturating_record(us);
+        if let Some(l) = level {
+            if !t.levels.contains_key(&l) {
+                t.levels.insert(
+                    l.clone(),
+                    Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?,
+                );
+            }
+            if let Some(h) = t.levels.get_mut(&l) {
+                h.saturating_record(us);
+            }
+        }
         match res {
             Ok(d) => *t.decisions.entry(decision_name(d)).or_default() += 1,
             Err(e) => t.error(e),
@@ -333,7 +430,9 @@ async fn run(a: &Args) -> anyhow::Result<String> {
                 .with_context(|| format!("cannot connect to {}", a.addr))?,
         );
     }
-    let requests = (0..a.keys)
+    // In authorize mode tokens are made per request (--keys may be millions, for misses).
+    let prepared = if a.authorize.is_some() { 1 } else { a.keys };
+    let requests = (0..prepared)
         .map(|i| pb::CheckRequestRequest {
             api_id: a.api.clone(),
             stage: a.stage.clone(),
@@ -353,6 +452,10 @@ async fn run(a: &Args) -> anyhow::Result<String> {
         timeout: Duration::from_secs_f64(a.timeout),
         measure_from,
         stop_at,
+        authorize: a
+            .authorize
+            .clone()
+            .map(|n| (n, a.key_prefix.clone(), a.keys)),
     });
     let handles: Vec<_> = (0..a.concurrency)
         .map(|i| {
@@ -391,7 +494,7 @@ async fn run(a: &Args) -> anyhow::Result<String> {
             "{{\"requests\":{},\"rps\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},",
             "\"p999_us\":{},\"errors\":{},\"decisions\":{},\"max_us\":{},\"duration_s\":{:.3},",
             "\"warmup_requests\":{},\"allowed_total\":{},\"concurrency\":{},\"connections\":{},",
-            "\"keys\":{},\"key_order\":\"{}\",\"client_cpu_s\":{:.2},\"addr\":{}}}"
+            "\"keys\":{},\"key_order\":\"{}\",\"client_cpu_s\":{:.2},\"addr\":{},\"levels\":{}}}"
         ),
         requests,
         if measured > 0.0 {
@@ -418,8 +521,41 @@ async fn run(a: &Args) -> anyhow::Result<String> {
         },
         process_cpu_secs().unwrap_or(-1.0),
         serde_json::Value::String(a.addr.clone()),
+        levels_json(&total.levels),
     );
     Ok(line)
+}
+
+/// `{"LOCAL":{"n":..,"p50_us":..,"p99_us":..},...}` for authorize mode (`{}` otherwise).
+fn levels_json(levels: &BTreeMap<String, Histogram<u64>>) -> String {
+    let v: serde_json::Map<String, serde_json::Value> = levels
+        .iter()
+        .map(|(k, h)| {
+            (
+                k.clone(),
+                serde_json::json!({"n": h.len(), "p50_us": h.value_at_quantile(0.5), "p90_us": h.value_at_quantile(0.9), "p99_us": h.value_at_quantile(0.99)}),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(v).to_string()
+}
+
+/// An allow-all Lambda-style authorizer over HTTP, for Authorize benchmarks.
+async fn serve_authorizer(addr: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind {addr}"))?;
+    println!("authorizer ready http://{}/", listener.local_addr()?);
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [("content-type", "application/json")],
+            r#"{"principalId":"bench","policyDocument":{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"execute-api:Invoke","Resource":"*"}]},"context":{"tier":"bench"}}"#,
+        )
+    });
+    axum::serve(listener, app)
+        .await
+        .context("authorizer server")?;
+    Ok(())
 }
 
 /// CPU seconds (user + system) this process has used so far, from `/proc/self/stat` (Linux;
@@ -449,6 +585,25 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(addr) = args.serve_authorizer.clone() {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("tollgate-bench: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match rt.block_on(serve_authorizer(&addr)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(n) = args.gen_config {
         if n == 0 {
             eprintln!("tollgate-bench: --gen-config needs at least 1 key");

@@ -12,6 +12,7 @@
 //!
 //! [`run`] takes listeners that are already bound, so tests can use port 0.
 pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tollgate_proto::v1 as pb;
 
+use crate::auth::{AuthCache, Authorizers};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::{Config, FailureMode, StoreKind};
@@ -52,6 +54,9 @@ pub enum ServerError {
     /// The metrics listener failed.
     #[error("metrics server: {0}")]
     Io(#[from] std::io::Error),
+    /// The config could not be put into service (e.g. an authorizer's JWKS).
+    #[error("{} configuration error(s):\n  - {}", .0.len(), .0.join("\n  - "))]
+    Config(Vec<String>),
 }
 
 /// Listeners, bound by the caller.
@@ -81,10 +86,28 @@ pub fn build_store(config: &Config, clock: Arc<dyn Clock>) -> Result<AnyStore, S
     })
 }
 
+/// What building authorizers needs besides the config.
+pub struct AuthSetup {
+    /// The decision cache, kept across reloads.
+    pub cache: Arc<AuthCache>,
+    /// The config file's directory (relative paths).
+    pub dir: PathBuf,
+    /// Environment lookup (`secret_access_key_env`).
+    pub env: EnvLookup,
+}
+
 /// Compiles the catalog, asking the store when each plan without `created_at` was first seen
-/// (so the quota `offset` lands in the same initial period on every instance). If the store is
-/// down, "now" is used for this instance until the next reload.
-pub async fn build_catalog(config: &Config, store: &AnyStore, clock: &dyn Clock) -> Catalog {
+/// (so the quota `offset` lands in the same initial period on every instance; if the store is
+/// down, "now" is used for this instance until the next reload), and builds the authorizers.
+pub async fn build_catalog(
+    config: &Config,
+    store: &AnyStore,
+    clock: Arc<dyn Clock>,
+    auth: &AuthSetup,
+) -> Result<Catalog, Vec<String>> {
+    let env = |k: &str| (auth.env)(k);
+    let authorizers =
+        Authorizers::build(config, &auth.dir, &env, auth.cache.clone(), clock.clone()).await?;
     let now = clock.now_micros();
     let mut created = HashMap::new();
     for p in config
@@ -110,7 +133,7 @@ pub async fn build_catalog(config: &Config, store: &AnyStore, clock: &dyn Clock)
         };
         created.insert(p.id.clone(), t);
     }
-    Catalog::build(config, &created)
+    Ok(Catalog::build(config, &created, Arc::new(authorizers)))
 }
 
 /// Runs the server until `shutdown` resolves, then drains in-flight requests (bounded by
@@ -128,8 +151,19 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let clock: Arc<dyn Clock> = Arc::new(clock::SystemClock);
     let store = build_store(&config, clock.clone())?;
+    let auth = Arc::new(AuthSetup {
+        cache: AuthCache::new(store.clone(), &config.store.key_prefix),
+        dir: config_path
+            .as_deref()
+            .and_then(|p| p.parent())
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+        env: env.clone(),
+    });
     let catalog = Arc::new(ArcSwap::from_pointee(
-        build_catalog(&config, &store, &*clock).await,
+        build_catalog(&config, &store, clock.clone(), &auth)
+            .await
+            .map_err(ServerError::Config)?,
     ));
     let checker = Arc::new(Checker::new(
         catalog.clone(),
@@ -158,6 +192,7 @@ pub async fn run(
             store.clone(),
             catalog.clone(),
             clock.clone(),
+            auth.clone(),
         );
     }
 
@@ -190,6 +225,10 @@ pub async fn run(
     let check =
         pb::check_service_server::CheckServiceServer::new(api::check::CheckApi::new(checker))
             .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
+    let authorize = pb::authorization_service_server::AuthorizationServiceServer::new(
+        api::auth::AuthApi::new(catalog.clone()),
+    )
+    .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
 
     // Nagle's algorithm would hold small responses for up to 40 ms (the p99.9 showed it).
     let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
@@ -202,6 +241,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(check)
+        .add_service(authorize)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
@@ -261,6 +301,7 @@ fn watch_config(
     store: AnyStore,
     catalog: Arc<ArcSwap<Catalog>>,
     clock: Arc<dyn Clock>,
+    auth: Arc<AuthSetup>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     // Watch the directory: editors and Kubernetes replace files by rename.
@@ -323,11 +364,20 @@ fn watch_config(
                             "server/store settings changed: they take effect on restart"
                         );
                     }
-                    catalog.store(Arc::new(build_catalog(&new, &store, &*clock).await));
-                    ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "ok")
-                        .increment(1);
-                    tracing::info!(path = %path.display(), "config reloaded");
-                    current = new;
+                    match build_catalog(&new, &store, clock.clone(), &auth).await {
+                        Ok(c) => {
+                            catalog.store(Arc::new(c));
+                            ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "ok")
+                                .increment(1);
+                            tracing::info!(path = %path.display(), "config reloaded");
+                            current = new;
+                        }
+                        Err(errors) => {
+                            ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "rejected")
+                                .increment(1);
+                            tracing::error!(path = %path.display(), errors = %errors.join("; "), "config reload rejected; keeping the previous config");
+                        }
+                    }
                 }
                 Err(e) => {
                     ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "rejected")

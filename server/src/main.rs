@@ -92,6 +92,15 @@ fn main() -> ExitCode {
             };
             match rt.block_on(serve(cfg, path)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e)
+                    if matches!(
+                        e.downcast_ref(),
+                        Some(tollgate_server::ServerError::Config(_))
+                    ) =>
+                {
+                    eprintln!("tollgate: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 Err(e) => {
                     eprintln!("tollgate: {e:#}");
                     ExitCode::FAILURE

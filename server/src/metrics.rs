@@ -21,6 +21,16 @@ pub const DEGRADED_TOTAL: &str = "tollgate_degraded_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "tollgate_config_reloads_total";
 /// 1 while the last store probe succeeded.
 pub const STORE_UP: &str = "tollgate_store_up";
+/// Authorizations, by `authorizer` and `decision` (allow, unauthorized, access_denied, error).
+pub const AUTHORIZATIONS_TOTAL: &str = "tollgate_authorizations_total";
+/// Authorization latency (cache lookups and calls included), seconds, by `authorizer`.
+pub const AUTHORIZE_DURATION: &str = "tollgate_authorize_duration_seconds";
+/// Decision-cache lookups, by `authorizer` and `level` (local, shared, miss).
+pub const AUTHORIZER_CACHE_TOTAL: &str = "tollgate_authorizer_cache_total";
+/// Custom-authorizer callout latency, seconds, by `authorizer`.
+pub const AUTHORIZER_CALL_DURATION: &str = "tollgate_authorizer_call_duration_seconds";
+/// Custom-authorizer callout failures (timeouts, HTTP errors, malformed output), by `authorizer`.
+pub const AUTHORIZER_ERRORS_TOTAL: &str = "tollgate_authorizer_errors_total";
 /// Requests rejected as invalid input.
 pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
 

@@ -1,10 +1,12 @@
 //! The check pipeline, in AWS API Gateway's order: route → authorizer → API key → throttle
 //! buckets → quota. Domain in, domain out: `api/` converts to and from the wire.
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::auth::{AuthDecision, AuthInput, AuthOutcome};
 use crate::catalog::{ApiKey, Catalog, Plan, Route, Stage, key_digest};
 use crate::config::{ApiKeySource, FailureMode, ThrottleScope};
 use crate::limiter::headers::{self, Policy};
@@ -67,6 +69,18 @@ pub struct CheckInput<'a> {
     pub request_id: &'a str,
     /// Consume nothing.
     pub dry_run: bool,
+    /// Headers (authorizer identity sources).
+    pub headers: Option<&'a HashMap<String, String>>,
+    /// Query parameters.
+    pub query: Option<&'a HashMap<String, String>>,
+    /// Stage variables.
+    pub stage_variables: Option<&'a HashMap<String, String>>,
+    /// Request-context values.
+    pub context: Option<&'a HashMap<String, String>>,
+    /// Client IP.
+    pub source_ip: &'a str,
+    /// Hex SHA-256 of the body (SigV4).
+    pub body_sha256: &'a str,
 }
 
 /// A token bucket's state for the answer.
@@ -114,6 +128,10 @@ pub struct Answer {
     pub api_key_id: Option<String>,
     /// Usage plan id.
     pub plan_id: Option<String>,
+    /// The authorizer's principal.
+    pub principal_id: Option<String>,
+    /// The authorizer's context.
+    pub context: BTreeMap<String, String>,
     /// Answered from an idempotency record.
     pub replayed: bool,
     /// Allowed because the store failed and the failure mode is open.
@@ -156,6 +174,8 @@ impl Answer {
             headers,
             api_key_id: None,
             plan_id: None,
+            principal_id: None,
+            context: BTreeMap::new(),
             replayed: false,
             degraded: false,
             resource_path: String::new(),
@@ -221,18 +241,43 @@ impl Checker {
             a.headers = vec![(headers::AMZN_ERROR_TYPE, a.error_type.to_string())];
             return Ok(a);
         };
-        if route.authorizer.is_some() {
-            // Authorizers (jwt, token, request, sigv4) are parsed and validated but not run yet:
-            // fail closed rather than let an unauthenticated request through.
-            let mut a = Answer::new(Decision::AuthorizerError);
-            a.resource_path = route.template.as_str().to_string();
-            return Ok(a);
+        let mut principal: Option<AuthOutcome> = None;
+        if let Some(name) = &route.authorizer {
+            let auth_input = AuthInput {
+                api_id: input.api_id,
+                stage: input.stage,
+                method: input.method,
+                path: input.path,
+                resource_path: route.template.as_str(),
+                headers: input.headers,
+                query: input.query,
+                stage_variables: input.stage_variables,
+                context: input.context,
+                source_ip: input.source_ip,
+                body_sha256: input.body_sha256,
+                scopes: &route.scopes,
+            };
+            let outcome = cat.authorizers.authorize(name, &auth_input).await;
+            let denied = match outcome.as_ref().map(|o| o.decision) {
+                Some(AuthDecision::Allow) => None,
+                Some(d) => Some(auth_answer(d)),
+                // Validated config: a route's authorizer exists. Fail closed regardless.
+                None => Some(Answer::new(Decision::AuthorizerError)),
+            };
+            if let Some(mut a) = denied {
+                a.resource_path = route.template.as_str().to_string();
+                return Ok(a);
+            }
+            principal = outcome;
         }
         let mut key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)> = None;
         if route.api_key_required {
             let value = match stage.key_source {
                 ApiKeySource::Header => input.api_key,
-                ApiKeySource::Authorizer => "",
+                ApiKeySource::Authorizer => principal
+                    .as_ref()
+                    .and_then(|p| p.usage_identifier_key.as_deref())
+                    .unwrap_or(""),
             };
             let found = (!value.is_empty())
                 .then(|| cat.key_by_digest(&key_digest(value)))
@@ -278,11 +323,37 @@ impl Checker {
             }
         };
         answer.resource_path = route.template.as_str().to_string();
+        if let Some(p) = principal {
+            answer.principal_id = Some(p.principal_id);
+            answer.context = p.context;
+        }
         if let Some((k, p)) = key_plan {
             answer.api_key_id = Some(k.id.clone());
             answer.plan_id = Some(p.id.clone());
         }
         Ok(answer)
+    }
+}
+
+/// The answer for an authorizer's denial.
+pub fn auth_answer(d: AuthDecision) -> Answer {
+    match d {
+        AuthDecision::Allow => Answer::new(Decision::Allow),
+        AuthDecision::Unauthorized => Answer::new(Decision::Unauthorized),
+        AuthDecision::ImplicitDeny => Answer::new(Decision::AccessDenied),
+        AuthDecision::ExplicitDeny => {
+            let mut a = Answer::new(Decision::AccessDenied);
+            a.message = "User is not authorized to access this resource with an explicit deny";
+            a
+        }
+        AuthDecision::Forbidden(message, error_type) => {
+            let mut a = Answer::new(Decision::AccessDenied);
+            a.message = message;
+            a.error_type = error_type;
+            a.headers = vec![(headers::AMZN_ERROR_TYPE, error_type.to_string())];
+            a
+        }
+        AuthDecision::Error => Answer::new(Decision::AuthorizerError),
     }
 }
 

@@ -66,7 +66,16 @@ fn fixture_with(text: &str, store: Option<AnyStore>) -> Fixture {
     let clock = FakeClock::new(NOON);
     let store =
         store.unwrap_or_else(|| AnyStore::Memory(MemoryStore::new(Arc::new(clock.clone()))));
-    let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(&cfg, &HashMap::new())));
+    let clock_dyn: Arc<dyn crate::clock::Clock> = Arc::new(clock.clone());
+    let auth = crate::auth::Authorizers::empty(
+        crate::auth::AuthCache::new(store.clone(), "tg"),
+        clock_dyn,
+    );
+    let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
+        &cfg,
+        &HashMap::new(),
+        Arc::new(auth),
+    )));
     Fixture {
         checker: Checker::new(catalog, store, Duration::from_millis(200)),
         clock,
@@ -334,7 +343,8 @@ async fn cost_idempotency_and_dry_run() {
 }
 
 #[tokio::test]
-async fn authorizer_routes_fail_closed_until_authorizers_ship() {
+async fn routes_without_their_authorizer_fail_closed() {
+    // The test catalog has no authorizers built: a route naming one must not let requests in.
     let f = fixture();
     let a = f.check(req("GET", "/secure", "")).await;
     assert_eq!(

@@ -6,5 +6,6 @@
 //!
 //! A test that needs a binary that is not installed fails with an install hint; it never
 //! passes silently.
+pub mod authorizer;
 pub mod redis;
 pub mod tollgate;

@@ -326,6 +326,20 @@ impl Store for Mem {
     async fn ping(&self) -> Result<(), tollgate_server::store::StoreError> {
         self.0.ping().await
     }
+    async fn auth_get(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, tollgate_server::store::StoreError> {
+        self.0.auth_get(key).await
+    }
+    async fn auth_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), tollgate_server::store::StoreError> {
+        self.0.auth_put(key, value, ttl_ms).await
+    }
 }
 
 fn memory() -> Mem {
@@ -354,7 +368,18 @@ macro_rules! conformance {
     };
 }
 
+async fn auth_cache_entries_expire<S: Store>(s: &S) {
+    let key = format!("tg:auth:test:{}", unique("auth"));
+    assert_eq!(s.auth_get(&key).await.expect("get"), None);
+    s.auth_put(&key, b"output", 60_000).await.expect("put");
+    assert_eq!(
+        s.auth_get(&key).await.expect("get").as_deref(),
+        Some(&b"output"[..])
+    );
+}
+
 conformance!(
+    auth_cache_entries_expire,
     burst_then_exact_retry,
     cost_n_consumes_n,
     quota_is_exact_and_resets,

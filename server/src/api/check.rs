@@ -66,10 +66,14 @@ fn validate(r: &pb::CheckRequestRequest) -> Result<String, Status> {
             r.cost
         )));
     }
-    let total = limits::map("headers", r.headers.iter())? + limits::map("query", r.query.iter())?;
+    len("body_sha256", &r.body_sha256, 64)?;
+    let total = limits::map("headers", r.headers.iter())?
+        + limits::map("query", r.query.iter())?
+        + limits::map("stage_variables", r.stage_variables.iter())?
+        + limits::map("context", r.context.iter())?;
     if total > MAX_MAPS_TOTAL {
         return Err(Status::invalid_argument(format!(
-            "headers and query total {total} bytes; the limit is {MAX_MAPS_TOTAL}"
+            "headers, query, stage_variables and context total {total} bytes; the limit is {MAX_MAPS_TOTAL}"
         )));
     }
     Ok(r.http_method.to_ascii_uppercase())
@@ -133,11 +137,14 @@ pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-        identity: (a.api_key_id.is_some() || a.plan_id.is_some()).then(|| pb::Identity {
-            api_key_id: a.api_key_id.unwrap_or_default(),
-            usage_plan_id: a.plan_id.unwrap_or_default(),
-            ..Default::default()
-        }),
+        identity: (a.api_key_id.is_some() || a.plan_id.is_some() || a.principal_id.is_some()).then(
+            || pb::Identity {
+                api_key_id: a.api_key_id.unwrap_or_default(),
+                usage_plan_id: a.plan_id.unwrap_or_default(),
+                principal_id: a.principal_id.unwrap_or_default(),
+                context: a.context.into_iter().collect(),
+            },
+        ),
         replayed: a.replayed,
         degraded: a.degraded,
         resource_path: a.resource_path,
@@ -165,6 +172,12 @@ impl pb::check_service_server::CheckService for CheckApi {
             cost: r.cost.max(1),
             request_id: &r.request_id,
             dry_run: r.dry_run,
+            headers: Some(&r.headers),
+            query: Some(&r.query),
+            stage_variables: Some(&r.stage_variables),
+            context: Some(&r.context),
+            source_ip: &r.source_ip,
+            body_sha256: &r.body_sha256,
         };
         match self.checker.check(&input).await {
             Ok(answer) => {
@@ -206,8 +219,16 @@ mod tests {
     fn api() -> CheckApi {
         let text = "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x }]\n";
         let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
-        let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(&cfg, &HashMap::new())));
         let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
+        let auth = crate::auth::Authorizers::empty(
+            crate::auth::AuthCache::new(store.clone(), "tg"),
+            Arc::new(SystemClock),
+        );
+        let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
+            &cfg,
+            &HashMap::new(),
+            Arc::new(auth),
+        )));
         CheckApi::new(Arc::new(Checker::new(
             catalog,
             store,

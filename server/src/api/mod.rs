@@ -1,3 +1,4 @@
 //! gRPC handlers: wire ⇄ domain, input limits, and the only place that builds `tonic::Status`.
+pub mod auth;
 pub mod check;
 pub mod limits;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::auth::Authorizers;
 use crate::config::validate::{parse_timestamp, split_method_key};
 use crate::config::{ApiKeySource, Config, FailureMode, ThrottleConfig, ThrottleScope};
 use crate::limiter::{Limit, Period, quota};
@@ -25,6 +26,8 @@ pub struct Route {
     pub api_key_required: bool,
     /// Authorizer name, if any.
     pub authorizer: Option<String>,
+    /// OAuth scopes the route requires (JWT authorizers).
+    pub scopes: Vec<String>,
     /// Stage-wide limit for this route (replaces the stage default).
     pub throttle: Option<Limit>,
 }
@@ -170,6 +173,8 @@ pub struct Catalog {
     keys: HashMap<[u8; 32], Arc<ApiKey>>,
     /// Plans by id.
     pub plans: HashMap<String, Arc<Plan>>,
+    /// Authorizers by name.
+    pub authorizers: Arc<Authorizers>,
 }
 
 /// SHA-256 of an API key value: the only form in which values are kept.
@@ -186,7 +191,11 @@ fn limit(t: &Option<ThrottleConfig>) -> Option<Limit> {
 impl Catalog {
     /// Compiles a validated config. `plan_created` gives each plan's creation time (µs) for plans
     /// without `created_at` in the file.
-    pub fn build(config: &Config, plan_created: &HashMap<String, u64>) -> Self {
+    pub fn build(
+        config: &Config,
+        plan_created: &HashMap<String, u64>,
+        authorizers: Arc<Authorizers>,
+    ) -> Self {
         let keys = Keys::new(&config.store.key_prefix);
         let mut apis: HashMap<String, HashMap<String, Stage>> = HashMap::new();
         for api in &config.apis {
@@ -201,6 +210,7 @@ impl Catalog {
                             template: Template::parse(&r.path).ok()?,
                             api_key_required: r.api_key_required,
                             authorizer: r.authorizer.clone(),
+                            scopes: r.scopes.clone(),
                             throttle: limit(&r.throttle),
                         })
                     })
@@ -292,6 +302,7 @@ impl Catalog {
             apis,
             keys: key_map,
             plans,
+            authorizers,
         }
     }
 

@@ -174,6 +174,10 @@ pub struct AuthorizerConfig {
     pub service: Option<String>,
     /// SigV4 credentials file.
     pub credentials_file: Option<PathBuf>,
+    /// Add the route (method + resource) to the decision-cache key, so a cached policy is never
+    /// reused for another route (AWS keys by identity only).
+    #[serde(default)]
+    pub cache_key_includes_route: bool,
 }
 
 /// `authorizers[].type`
@@ -430,7 +434,7 @@ pub fn parse(
         usage_plans,
         api_keys,
     };
-    validate::validate(&config, &mut errors);
+    validate::validate(&config, dir, env, &mut errors);
     if errors.is_empty() {
         Ok(config)
     } else {

@@ -11,8 +11,13 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |k: &str| map.get(k).cloned()
 }
 
+/// The workspace root: the example config's relative paths resolve from there.
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
 fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
-    parse(text, &env_of(&[]), Path::new("."))
+    parse(text, &env_of(&[]), root())
 }
 
 const EXAMPLE: &str = include_str!("../../../examples/tollgate.yaml");
@@ -47,7 +52,7 @@ fn env_overrides_win() {
         ("TOLLGATE_SERVER_GRPC_ADDR", "0.0.0.0:7000"),
         ("TOLLGATE_DEMO_KEY", "from-the-environment-0123"),
     ]);
-    let c = parse(EXAMPLE, &env, Path::new(".")).expect("valid");
+    let c = parse(EXAMPLE, &env, root()).expect("valid");
     assert_eq!(c.store.kind, StoreKind::Redis);
     assert_eq!(c.store.url.as_deref(), Some("redis://127.0.0.1:6380/"));
     assert_eq!(c.store.pool_size, 7);

@@ -1,7 +1,7 @@
 //! Whole-config validation: every rule, every error, one pass.
 use std::collections::{HashMap, HashSet};
 
-use super::{Config, StoreKind, ThrottleConfig};
+use super::{AuthorizerKind, Config, StoreKind, ThrottleConfig};
 use crate::catalog::routes::Template;
 use crate::limiter::Limit;
 
@@ -64,7 +64,12 @@ pub fn split_method_key(key: &str) -> Option<(&str, &str)> {
     Some((res, method))
 }
 
-pub(crate) fn validate(c: &Config, errors: &mut Vec<String>) {
+pub(crate) fn validate(
+    c: &Config,
+    dir: &std::path::Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<String>,
+) {
     // store
     match c.store.kind {
         StoreKind::Memory => {}
@@ -96,9 +101,75 @@ pub(crate) fn validate(c: &Config, errors: &mut Vec<String>) {
     // authorizers
     let mut authorizers = HashSet::new();
     for a in &c.authorizers {
+        let at = format!("authorizers[{}]", a.name);
         id("authorizer", &a.name, errors);
         if !authorizers.insert(a.name.as_str()) {
             errors.push(format!("authorizers: duplicate name {:?}", a.name));
+        }
+        if let Err(e) = crate::auth::sources_of(a) {
+            errors.push(format!("{at}: {e}"));
+        }
+        if a.result_ttl.is_some_and(|t| t > crate::auth::MAX_TTL) {
+            errors.push(format!("{at}.result_ttl: at most 3600s"));
+        }
+        let missing = |what: &str, errors: &mut Vec<String>| {
+            errors.push(format!("{at}: {what} is required for type {:?}", a.kind))
+        };
+        match a.kind {
+            AuthorizerKind::Jwt => {
+                if a.issuer.is_none() {
+                    missing("issuer", errors);
+                }
+                if a.jwks_file.is_some() == a.jwks_url.is_some() {
+                    errors.push(format!(
+                        "{at}: exactly one of jwks_file and jwks_url is required"
+                    ));
+                }
+                if let Some(f) = &a.jwks_file {
+                    let path = crate::auth::resolve_path(dir, f);
+                    let ok = std::fs::read(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| {
+                            serde_json::from_slice::<serde_json::Value>(&b)
+                                .map_err(|e| e.to_string())
+                        })
+                        .and_then(|v| {
+                            if v.get("keys").is_some_and(|k| k.is_array()) {
+                                Ok(())
+                            } else {
+                                Err("no \"keys\" list".into())
+                            }
+                        });
+                    if let Err(e) = ok {
+                        errors.push(format!("{at}.jwks_file {}: {e}", path.display()));
+                    }
+                }
+            }
+            AuthorizerKind::Token | AuthorizerKind::Request => {
+                match a.endpoint.as_deref() {
+                    None => missing("endpoint", errors),
+                    Some(e) if !(e.starts_with("http://") || e.starts_with("https://")) => errors
+                        .push(format!(
+                            "{at}.endpoint: expected an http:// or https:// URL"
+                        )),
+                    Some(_) => {}
+                }
+                if let Some(re) = &a.validation_regex
+                    && let Err(e) = regex::Regex::new(re)
+                {
+                    errors.push(format!("{at}.validation_regex: {e}"));
+                }
+            }
+            AuthorizerKind::Sigv4 => match &a.credentials_file {
+                None => missing("credentials_file", errors),
+                Some(f) => {
+                    let path = crate::auth::resolve_path(dir, f);
+                    if let Err(e) = crate::auth::sigv4::SigV4Verifier::load_credentials(&path, env)
+                    {
+                        errors.push(format!("{at}.credentials_file {}: {e}", path.display()));
+                    }
+                }
+            },
         }
     }
 

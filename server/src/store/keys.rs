@@ -27,6 +27,10 @@ impl Keys {
     pub fn idempotency(owner: &str, request_id: &str) -> String {
         format!("{owner}:r:{request_id}")
     }
+    /// `tg:auth:<authorizer>:<hex digest of the identity sources>`: a shared authorizer decision.
+    pub fn auth(&self, authorizer: &str, digest_hex: &str) -> String {
+        format!("{}:auth:{authorizer}:{digest_hex}", self.prefix)
+    }
     /// `tg:plan:<id>:created_at`.
     pub fn plan_created(&self, plan_id: &str) -> String {
         format!("{}:plan:{plan_id}:created_at", self.prefix)

@@ -37,6 +37,7 @@ struct State {
     hashes: HashMap<Arc<str>, Hash>,
     records: HashMap<String, (u64, CheckOutcome)>,
     plans: HashMap<String, u64>,
+    auth: HashMap<String, (u64, Vec<u8>)>,
 }
 
 /// The embedded in-memory store.
@@ -73,6 +74,7 @@ impl MemoryStore {
         let mut st = self.state.lock();
         st.hashes.retain(|_, h| h.expires_at > now);
         st.records.retain(|_, (exp, _)| *exp > now);
+        st.auth.retain(|_, (exp, _)| *exp > now);
     }
 
     /// Number of live hashes plus records (for tests of boundedness).
@@ -182,6 +184,26 @@ impl Store for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn auth_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = self.clock.now_micros();
+        Ok(self
+            .state
+            .lock()
+            .auth
+            .get(key)
+            .filter(|(exp, _)| *exp > now)
+            .map(|(_, v)| v.clone()))
+    }
+
+    async fn auth_put(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreError> {
+        let exp = self.clock.now_micros() + ttl_ms * 1000;
+        self.state
+            .lock()
+            .auth
+            .insert(key.to_string(), (exp, value.to_vec()));
         Ok(())
     }
 }

@@ -182,6 +182,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness probe.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads a shared authorizer-cache entry (`None` when absent or expired).
+    fn auth_get(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Writes a shared authorizer-cache entry that expires after `ttl_ms`.
+    fn auth_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The store chosen by configuration (static dispatch, no boxing on the hot path).
@@ -210,6 +224,18 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.ping().await,
             AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+    async fn auth_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.auth_get(key).await,
+            AnyStore::Redis(s) => s.auth_get(key).await,
+        }
+    }
+    async fn auth_put(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.auth_put(key, value, ttl_ms).await,
+            AnyStore::Redis(s) => s.auth_put(key, value, ttl_ms).await,
         }
     }
 }

@@ -152,6 +152,27 @@ impl Store for RedisStore {
         Ok(v.max(0) as u64)
     }
 
+    async fn auth_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.conn();
+        redis::cmd("GET")
+            .arg(key)
+            .query_async::<Option<Vec<u8>>>(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
+    async fn auth_put(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
         redis::cmd("PING")

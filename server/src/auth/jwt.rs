@@ -1,0 +1,1454 @@
+//! Cognito-style JWT user-pool authorizer: verifies the pool's ID and access tokens the way API
+//! Gateway's `COGNITO_USER_POOLS` authorizer does (reference §5), so a route protected by a
+//! `type: jwt` authorizer accepts exactly the tokens API Gateway would.
+//!
+//! A token passes when its header's `kid` names an RS256 or ES256 key in the pool's JWKS, the
+//! signature holds, `exp` is in the future and `nbf` (if any) is not (60 s leeway each way),
+//! `iss` is the pool, and `token_use` fits the route: a route without scopes wants an ID token
+//! (`aud` checked against the allowed clients), a route with scopes wants an access token
+//! (`client_id` checked) whose space-separated `scope` claim holds one of them. Claims are
+//! handed back as strings, as API Gateway exposes them to the integration.
+//!
+//! Why it is built this way:
+//! - The key set sits in an [`ArcSwap`]: verifying is a lock-free load. Only a refetch takes a
+//!   lock, and tasks that queue on it reuse the first one's result, so concurrent refetches
+//!   collapse into one fetch.
+//! - Pools rotate keys, so an unknown `kid` refetches the JWKS, but at most once per 30 s,
+//!   measured with tokio's `Instant`: otherwise anyone could make us hammer the JWKS endpoint
+//!   by sending made-up kids. [`JwtAuthorizer::load`] is the operator's call and does not use up
+//!   that budget, so a key rotated just after startup is still picked up at once.
+//! - Time is an argument (`now_s`), never read here: there is one clock for the whole server,
+//!   and tests choose the time. jsonwebtoken would read the system clock, so it only checks the
+//!   signature and that `exp` and `sub` exist; every claim is judged in `check_claims`.
+//! - Input is bounded (token, header and signature sizes, JWKS bytes) and nothing here panics.
+//!   Errors never include the token: they get logged, and a token is a bearer credential.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::io::AsyncReadExt as _;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+const LEEWAY_S: u64 = 60;
+/// At most one refetch for unknown kids per this long.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Whole-request deadline for a JWKS URL (connect, headers and body).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A JWKS larger than this is refused (Cognito's are about 1 KiB).
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// The whole identity-source value, `Bearer ` prefix included.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// The encoded header; Cognito's is about 100 characters.
+const MAX_HEADER_B64: usize = 2048;
+/// The encoded signature: 1024 characters hold an RSA signature of up to 6144 bits.
+const MAX_SIGNATURE_B64: usize = 1024;
+/// RSA keys with a shorter modulus are ignored.
+const MIN_RSA_MODULUS_BYTES: usize = 2048 / 8;
+/// P-256 coordinates are 32 bytes each.
+const P256_COORDINATE_BYTES: usize = 32;
+
+/// Where the JWKS comes from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    /// A local file, read again on a refetch (so rewriting it rotates keys).
+    File(PathBuf),
+    /// An `http(s)://` URL, fetched with a 2 s timeout and a 1 MiB body limit.
+    Url(String),
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtIdentity {
+    /// The `sub` claim.
+    pub principal_id: String,
+    /// Every claim as a string: strings as-is, numbers and booleans formatted, arrays and
+    /// objects (and `null`) as compact JSON.
+    pub claims: BTreeMap<String, String>,
+    /// The `exp` claim, in seconds since the epoch.
+    pub expires_at_s: u64,
+}
+
+/// Why a token was refused. Every variant means 401 to the caller; the variants exist for logs
+/// and tests. No message includes the token.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JwtError {
+    /// Not a well-formed JWT: wrong shape or size, bad base64 or JSON, or a missing or
+    /// mistyped `sub`, `exp` or `nbf`.
+    #[error("malformed token")]
+    Malformed,
+    /// The header has no `kid`, or names a key the JWKS does not have (even after a refetch,
+    /// or a refetch was not allowed yet).
+    #[error("token signed with a key not in the JWKS")]
+    UnknownKey,
+    /// The signature does not verify with the key its `kid` names, or the header's `alg` is
+    /// not that key's algorithm.
+    #[error("bad token signature")]
+    BadSignature,
+    /// `exp` is more than 60 s in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is more than 60 s in the future.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// `iss` is missing or is not the pool's issuer.
+    #[error("token from another issuer")]
+    WrongIssuer,
+    /// An access token where an ID token is required (route without scopes), or the reverse.
+    #[error("wrong token_use for this route")]
+    WrongTokenUse,
+    /// `aud` (ID token) or `client_id` (access token) is not among the allowed clients.
+    #[error("token audience or client not allowed")]
+    WrongAudience,
+    /// The access token's `scope` claim holds none of the route's scopes.
+    #[error("token has none of the route's scopes")]
+    MissingScope,
+    /// The header's `alg` is not RS256 or ES256 (`none`, HS256, ... are refused).
+    #[error("unsupported token algorithm")]
+    UnsupportedAlgorithm,
+    /// The JWKS could not be read, fetched or parsed, or has no usable key.
+    #[error("JWKS {0}")]
+    Jwks(String),
+}
+
+/// One verification key from the JWKS.
+struct VerifyingKey {
+    /// RS256 or ES256: the only algorithm this key verifies.
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// kid → key.
+type KeySet = HashMap<String, Arc<VerifyingKey>>;
+
+/// A user pool's token verifier: the pool's issuer, its allowed clients and its JWKS.
+pub struct JwtAuthorizer {
+    issuer: String,
+    audiences: Vec<String>,
+    source: JwksSource,
+    /// For [`JwksSource::Url`]: built once in `new`, which cannot fail, so a build error is
+    /// reported by every fetch instead.
+    http: Option<Result<reqwest::Client, String>>,
+    /// Read on every verification without locking; replaced whole by a (re)fetch.
+    keys: ArcSwap<KeySet>,
+    /// When the last unknown-kid refetch started. The async mutex also serialises fetches, so
+    /// tasks that wait on it find the keys the first one fetched.
+    last_refetch: Mutex<Option<Instant>>,
+    /// JWKS reads and fetches attempted (tests count them).
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for JwtAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuthorizer")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("source", &self.source)
+            .field("keys", &self.keys.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtAuthorizer {
+    /// `issuer`: required `iss`; `audiences`: allowed `aud` (ID tokens) / `client_id` (access
+    /// tokens), empty = any.
+    ///
+    /// Reads nothing yet: call [`load`](Self::load) at startup (otherwise the first token
+    /// triggers the first fetch).
+    pub fn new(issuer: &str, audiences: Vec<String>, source: JwksSource) -> Self {
+        let http = matches!(source, JwksSource::Url(_)).then(|| {
+            reqwest::Client::builder()
+                .timeout(FETCH_TIMEOUT)
+                .connect_timeout(FETCH_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .build()
+                .map_err(|e| format!("HTTP client: {}", error_chain(&e)))
+        });
+        Self {
+            issuer: issuer.to_owned(),
+            audiences,
+            source,
+            http,
+            keys: ArcSwap::from_pointee(KeySet::new()),
+            last_refetch: Mutex::new(None),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// Loads (file) or fetches (URL) the JWKS now; the server calls this at startup so a bad
+    /// file is a config error.
+    ///
+    /// On error the previous keys (if any) stay in use. A JWKS with no RS256 or ES256 signing
+    /// key that has a `kid` is an error.
+    pub async fn load(&self) -> Result<(), JwtError> {
+        let _serialised = self.last_refetch.lock().await;
+        self.fetch_and_store().await
+    }
+
+    /// Verifies `token` (an optional "Bearer " prefix, case-insensitive, is stripped) at
+    /// `now_s` (seconds since the epoch).
+    ///
+    /// `scopes` empty → an ID token is required (`token_use` = "id", `aud` checked); non-empty
+    /// → an access token (`token_use` = "access", `client_id` checked) whose space-separated
+    /// `scope` claim contains at least one of `scopes`.
+    pub async fn verify(
+        &self,
+        token: &str,
+        scopes: &[String],
+        now_s: u64,
+    ) -> Result<JwtIdentity, JwtError> {
+        let token = strip_bearer(token)?;
+        let (alg, kid) = parse_header(token)?;
+        // Bind the lookup first: the ArcSwap guard must not live across the await below.
+        let cached = self.lookup(&kid);
+        let key = match cached {
+            Some(key) => key,
+            None => self.refetch_for(&kid).await?,
+        };
+        if key.alg != alg {
+            return Err(JwtError::BadSignature);
+        }
+        let validation = if alg == Algorithm::RS256 {
+            &*RS256
+        } else {
+            &*ES256
+        };
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+            .map_err(|e| map_decode_error(e.kind()))?;
+        self.check_claims(data.claims, scopes, now_s)
+    }
+
+    fn lookup(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
+        self.keys.load().get(kid).cloned()
+    }
+
+    /// Refetches for an unknown `kid` unless a refetch started less than 30 s ago.
+    async fn refetch_for(&self, kid: &str) -> Result<Arc<VerifyingKey>, JwtError> {
+        let mut last = self.last_refetch.lock().await;
+        // Whoever held the lock may just have fetched the key this task is looking for.
+        if let Some(key) = self.lookup(kid) {
+            return Ok(key);
+        }
+        let now = Instant::now();
+        if last.is_some_and(|at| now.saturating_duration_since(at) < REFETCH_INTERVAL) {
+            return Err(JwtError::UnknownKey);
+        }
+        *last = Some(now);
+        if let Err(e) = self.fetch_and_store().await {
+            tracing::warn!(
+                issuer = %self.issuer,
+                error = %e,
+                "JWKS refetch failed; keeping the old keys"
+            );
+            return Err(e);
+        }
+        self.lookup(kid).ok_or(JwtError::UnknownKey)
+    }
+
+    /// Reads the JWKS and replaces the key set. Callers hold `last_refetch`.
+    async fn fetch_and_store(&self) -> Result<(), JwtError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let bytes = match (&self.source, &self.http) {
+            (JwksSource::File(path), _) => read_file(path).await,
+            (JwksSource::Url(url), Some(Ok(client))) => fetch_url(client, url).await,
+            (JwksSource::Url(_), Some(Err(e))) => Err(e.clone()),
+            (JwksSource::Url(_), None) => Err("no HTTP client".to_owned()),
+        }
+        .map_err(JwtError::Jwks)?;
+        let keys = parse_jwks(&bytes)
+            .map_err(|e| JwtError::Jwks(format!("{}: {e}", self.describe_source())))?;
+        tracing::debug!(issuer = %self.issuer, keys = keys.len(), "JWKS loaded");
+        self.keys.store(Arc::new(keys));
+        Ok(())
+    }
+
+    fn describe_source(&self) -> String {
+        match &self.source {
+            JwksSource::File(path) => path.display().to_string(),
+            JwksSource::Url(url) => redact_url(url),
+        }
+    }
+
+    /// Everything after the signature: time, issuer, token use, audience, scopes.
+    fn check_claims(
+        &self,
+        claims: Map<String, Value>,
+        scopes: &[String],
+        now_s: u64,
+    ) -> Result<JwtIdentity, JwtError> {
+        let principal_id = match claims.get("sub") {
+            Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
+            _ => return Err(JwtError::Malformed),
+        };
+        let expires_at_s = claims
+            .get("exp")
+            .and_then(numeric_date)
+            .ok_or(JwtError::Malformed)?;
+        if now_s > expires_at_s.saturating_add(LEEWAY_S) {
+            return Err(JwtError::Expired);
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = numeric_date(nbf).ok_or(JwtError::Malformed)?;
+            if nbf > now_s.saturating_add(LEEWAY_S) {
+                return Err(JwtError::NotYetValid);
+            }
+        }
+        if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
+            return Err(JwtError::WrongIssuer);
+        }
+        let access = !scopes.is_empty();
+        let wanted_use = if access { "access" } else { "id" };
+        if claims.get("token_use").and_then(Value::as_str) != Some(wanted_use) {
+            return Err(JwtError::WrongTokenUse);
+        }
+        let allowed = |client: &str| self.audiences.iter().any(|a| a == client);
+        if access {
+            if !self.audiences.is_empty()
+                && !claims
+                    .get("client_id")
+                    .and_then(Value::as_str)
+                    .is_some_and(allowed)
+            {
+                return Err(JwtError::WrongAudience);
+            }
+            let granted = claims.get("scope").and_then(Value::as_str).unwrap_or("");
+            if !granted
+                .split_ascii_whitespace()
+                .any(|g| scopes.iter().any(|s| s == g))
+            {
+                return Err(JwtError::MissingScope);
+            }
+        } else if !self.audiences.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Value::String(aud)) => allowed(aud),
+                Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(allowed),
+                _ => false,
+            };
+            if !ok {
+                return Err(JwtError::WrongAudience);
+            }
+        }
+        let claims = claims
+            .into_iter()
+            .map(|(name, value)| (name, claim_string(value)))
+            .collect();
+        Ok(JwtIdentity {
+            principal_id,
+            claims,
+            expires_at_s,
+        })
+    }
+}
+
+/// Prebuilt, since `Validation` holds sets and verification is the hot path.
+static RS256: LazyLock<Validation> = LazyLock::new(|| signature_only(Algorithm::RS256));
+static ES256: LazyLock<Validation> = LazyLock::new(|| signature_only(Algorithm::ES256));
+
+/// jsonwebtoken checks the signature and that `exp` and `sub` exist; `check_claims` judges
+/// every claim, time against the caller's `now_s` rather than the system clock.
+fn signature_only(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.leeway = 0;
+    v.required_spec_claims = HashSet::from(["exp", "sub"].map(String::from));
+    v
+}
+
+fn map_decode_error(kind: &ErrorKind) -> JwtError {
+    match kind {
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_)
+        | ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_) => JwtError::Malformed,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::UnsupportedAlgorithm => JwtError::UnsupportedAlgorithm,
+        // InvalidSignature, and key errors (a JWKS key the crypto backend cannot use).
+        _ => JwtError::BadSignature,
+    }
+}
+
+/// Trims, drops an optional case-insensitive `Bearer ` and bounds the size.
+fn strip_bearer(raw: &str) -> Result<&str, JwtError> {
+    if raw.len() > MAX_TOKEN_BYTES {
+        return Err(JwtError::Malformed);
+    }
+    let token = raw.trim();
+    let token = match token.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => token[7..].trim_start(),
+        _ => token,
+    };
+    if token.is_empty() {
+        return Err(JwtError::Malformed);
+    }
+    Ok(token)
+}
+
+/// The parts of a JOSE header this module reads; others are ignored.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    kid: Option<String>,
+    /// Critical extensions: none is understood, so any is a reason to refuse (RFC 7515 §4.1.11).
+    crit: Option<Value>,
+}
+
+/// Checks the token's shape and returns its algorithm and `kid`. Runs before any key lookup,
+/// so a token with `alg: none` or HS256 never gets near a key.
+fn parse_header(token: &str) -> Result<(Algorithm, String), JwtError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    if header.is_empty()
+        || payload.is_empty()
+        || header.len() > MAX_HEADER_B64
+        || signature.len() > MAX_SIGNATURE_B64
+    {
+        return Err(JwtError::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| JwtError::Malformed)?;
+    let header: RawHeader = serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)?;
+    let alg = match header.alg.as_str() {
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        _ => return Err(JwtError::UnsupportedAlgorithm),
+    };
+    if header.crit.is_some() || signature.is_empty() {
+        return Err(JwtError::Malformed);
+    }
+    let kid = header.kid.ok_or(JwtError::UnknownKey)?;
+    Ok((alg, kid))
+}
+
+/// A NumericDate: a non-negative number of seconds (fractions are dropped).
+fn numeric_date(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f as u64)
+    })
+}
+
+/// Strings as-is; anything else as compact JSON (which is also how numbers and booleans
+/// print).
+fn claim_string(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// The usable keys of a JWKS: RS256 (modulus of at least 2048 bits) and ES256 (P-256) signing
+/// keys with a `kid`. Other keys are skipped rather than refused, since pools may publish more
+/// kinds than this verifier accepts; a JWKS with no usable key is an error.
+fn parse_jwks(bytes: &[u8]) -> Result<KeySet, String> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("is not a JWKS: {e}"))?;
+    let mut keys = KeySet::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.as_deref() else {
+            continue;
+        };
+        match verifying_key(jwk) {
+            Some(key) => {
+                if keys.contains_key(kid) {
+                    tracing::debug!(kid, "JWKS has this kid twice; the first key wins");
+                } else {
+                    keys.insert(kid.to_owned(), Arc::new(key));
+                }
+            }
+            None => tracing::debug!(kid, "JWKS key skipped: not an RS256 or ES256 signing key"),
+        }
+    }
+    if keys.is_empty() {
+        return Err("has no RS256 or ES256 signing key with a kid".into());
+    }
+    Ok(keys)
+}
+
+fn verifying_key(jwk: &Jwk) -> Option<VerifyingKey> {
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
+        return None;
+    }
+    if jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return None;
+    }
+    let decoded_len = |b64: &str| {
+        URL_SAFE_NO_PAD
+            .decode(b64)
+            .ok()
+            .map(|bytes| bytes.iter().skip_while(|b| **b == 0).count())
+    };
+    let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+        (AlgorithmParameters::RSA(rsa), None | Some(KeyAlgorithm::RS256)) => {
+            if decoded_len(&rsa.n)? < MIN_RSA_MODULUS_BYTES {
+                return None;
+            }
+            Algorithm::RS256
+        }
+        (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+            if ec.curve == EllipticCurve::P256 =>
+        {
+            // Raw lengths: leading zero bytes are part of a fixed-width coordinate.
+            let raw_len = |b64: &str| URL_SAFE_NO_PAD.decode(b64).ok().map(|b| b.len());
+            if raw_len(&ec.x)? != P256_COORDINATE_BYTES || raw_len(&ec.y)? != P256_COORDINATE_BYTES
+            {
+                return None;
+            }
+            Algorithm::ES256
+        }
+        _ => return None,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerifyingKey { alg, key })
+}
+
+async fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    let at = path.display();
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("{at}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_JWKS_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("{at}: {e}"))?;
+    if bytes.len() > MAX_JWKS_BYTES {
+        return Err(format!("{at}: larger than {MAX_JWKS_BYTES} bytes"));
+    }
+    Ok(bytes)
+}
+
+async fn fetch_url(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let at = redact_url(url);
+    let failed = |e: reqwest::Error| format!("{at}: {}", error_chain(&e.without_url()));
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(failed)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("{at}: HTTP {status}"));
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+    {
+        return Err(format!("{at}: larger than {MAX_JWKS_BYTES} bytes"));
+    }
+    let mut bytes = Vec::new();
+    // Chunk by chunk, so a body without (or lying about) Content-Length stays bounded.
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        if bytes.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("{at}: larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// The URL for messages, without a password.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have credentials, which this one has.
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `error: cause: cause`, since reqwest's own message ("error sending request") hides why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicUsize;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const ISSUER: &str = "https://issuer.example.test/pool-1";
+    const CLIENT: &str = "app-client-1";
+    /// Any time works (time is an argument); this one is in 2027.
+    const NOW: u64 = 1_800_000_000;
+    const RSA_KID: &str = "tollgate-test-rsa-1";
+    const EC_KID: &str = "tollgate-test-ec-1";
+    /// In jwks-rotated.json only.
+    const ROTATED_KID: &str = "tollgate-test-rsa-2";
+    /// In no JWKS.
+    const STRANGER_KID: &str = "tollgate-test-rsa-3";
+    const RSA_1: &[u8] = include_bytes!("testdata/jwt/rsa-1.pem");
+    const RSA_1_PUB: &[u8] = include_bytes!("testdata/jwt/rsa-1.pub.pem");
+    const RSA_2: &[u8] = include_bytes!("testdata/jwt/rsa-2.pem");
+    const EC_1: &[u8] = include_bytes!("testdata/jwt/ec-1.pem");
+    const JWKS: &str = include_str!("testdata/jwt/jwks.json");
+    const JWKS_ROTATED: &str = include_str!("testdata/jwt/jwks-rotated.json");
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/auth/testdata/jwt")
+            .join(name)
+    }
+
+    /// A JWKS file of the test's own, which it may rewrite; removed on drop.
+    struct TempJwks(PathBuf);
+
+    impl TempJwks {
+        fn new(contents: &str) -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir()
+                .join(format!("tollgate-jwt-test-{}-{n}.json", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            Self(path)
+        }
+
+        fn source(&self) -> JwksSource {
+            JwksSource::File(self.0.clone())
+        }
+
+        fn rewrite(&self, contents: impl AsRef<[u8]>) {
+            std::fs::write(&self.0, contents).unwrap();
+        }
+    }
+
+    impl Drop for TempJwks {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn sign_with(header: Header, pem: &[u8], claims: &Value) -> String {
+        let key = match header.alg {
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem).unwrap(),
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => EncodingKey::from_secret(pem),
+            _ => EncodingKey::from_rsa_pem(pem).unwrap(),
+        };
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    fn sign(alg: Algorithm, kid: &str, pem: &[u8], claims: &Value) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        sign_with(header, pem, claims)
+    }
+
+    /// RS256 with the fixture key the JWKS calls `tollgate-test-rsa-1`.
+    fn rs(claims: &Value) -> String {
+        sign(Algorithm::RS256, RSA_KID, RSA_1, claims)
+    }
+
+    fn id_claims() -> Value {
+        json!({
+            "sub": "user-1234",
+            "iss": ISSUER,
+            "aud": CLIENT,
+            "token_use": "id",
+            "cognito:username": "alice",
+            "cognito:groups": ["admins", "users"],
+            "email_verified": true,
+            "custom:tier": 3,
+            "address": {"country": "NZ"},
+            "iat": NOW - 10,
+            "exp": NOW + 3600,
+        })
+    }
+
+    fn access_claims() -> Value {
+        json!({
+            "sub": "user-1234",
+            "iss": ISSUER,
+            "client_id": CLIENT,
+            "token_use": "access",
+            "scope": "openid pets/read pets/write",
+            "username": "alice",
+            "iat": NOW - 10,
+            "exp": NOW + 3600,
+        })
+    }
+
+    /// `claims` with `name` set to `value`; `Value::Null` removes it.
+    fn with(mut claims: Value, name: &str, value: Value) -> Value {
+        let map = claims.as_object_mut().unwrap();
+        if value.is_null() {
+            map.remove(name);
+        } else {
+            map.insert(name.to_owned(), value);
+        }
+        claims
+    }
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn b64(json: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    async fn loaded(audiences: &[&str], source: JwksSource) -> JwtAuthorizer {
+        let auth = JwtAuthorizer::new(ISSUER, strings(audiences), source);
+        auth.load().await.unwrap();
+        auth
+    }
+
+    /// The fixture JWKS (rsa-1, ec-1), audience `app-client-1`.
+    async fn authorizer() -> JwtAuthorizer {
+        loaded(&[CLIENT], JwksSource::File(testdata("jwks.json"))).await
+    }
+
+    fn fetches(auth: &JwtAuthorizer) -> u64 {
+        auth.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Moves the last refetch `ago` into the past: waiting, without the wait. (Paused tokio
+    /// time would do too, but the workspace does not enable tokio's `test-util`.)
+    async fn backdate_refetch(auth: &JwtAuthorizer, ago: Duration) {
+        let mut last = auth.last_refetch.lock().await;
+        let at = last.expect("a refetch happened");
+        *last = Some(
+            at.checked_sub(ago)
+                .expect("the monotonic clock started long enough ago"),
+        );
+    }
+
+    #[tokio::test]
+    async fn valid_id_tokens_rs256_and_es256() {
+        let auth = authorizer().await;
+        let tokens = [
+            rs(&id_claims()),
+            sign(Algorithm::ES256, EC_KID, EC_1, &id_claims()),
+        ];
+        for token in tokens {
+            let id = auth.verify(&token, &[], NOW).await.unwrap();
+            assert_eq!(id.principal_id, "user-1234");
+            assert_eq!(id.expires_at_s, NOW + 3600);
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_are_exposed_as_strings() {
+        let id = authorizer()
+            .await
+            .verify(&rs(&id_claims()), &[], NOW)
+            .await
+            .unwrap();
+        let exp = (NOW + 3600).to_string();
+        let iat = (NOW - 10).to_string();
+        let expected: BTreeMap<String, String> = [
+            ("address", r#"{"country":"NZ"}"#),
+            ("aud", CLIENT),
+            ("cognito:groups", r#"["admins","users"]"#),
+            ("cognito:username", "alice"),
+            ("custom:tier", "3"),
+            ("email_verified", "true"),
+            ("exp", &exp),
+            ("iat", &iat),
+            ("iss", ISSUER),
+            ("sub", "user-1234"),
+            ("token_use", "id"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(id.claims, expected);
+        assert_eq!(claim_string(json!(null)), "null");
+        assert_eq!(claim_string(json!(1.5)), "1.5");
+    }
+
+    #[tokio::test]
+    async fn bearer_prefix_is_optional_and_case_insensitive() {
+        let auth = authorizer().await;
+        let token = rs(&id_claims());
+        for value in [
+            token.clone(),
+            format!("Bearer {token}"),
+            format!("bearer {token}"),
+            format!("BEARER   {token}"),
+            format!("  Bearer {token}  "),
+        ] {
+            assert!(auth.verify(&value, &[], NOW).await.is_ok(), "{value:.12}");
+        }
+        for value in [
+            "Bearer",
+            "Bearer ",
+            "bearer  ",
+            &format!("Basic {token}"),
+            &format!("Bearer{token}"),
+        ] {
+            assert_eq!(
+                auth.verify(value, &[], NOW).await,
+                Err(JwtError::Malformed),
+                "{value:.12}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn expiry_has_a_60_second_leeway() {
+        let auth = authorizer().await;
+        let token = rs(&with(id_claims(), "exp", json!(NOW)));
+        for now in [NOW - 3600, NOW, NOW + 60] {
+            assert!(
+                auth.verify(&token, &[], now).await.is_ok(),
+                "at exp{:+}",
+                now as i64 - NOW as i64
+            );
+        }
+        assert_eq!(
+            auth.verify(&token, &[], NOW + 61).await,
+            Err(JwtError::Expired)
+        );
+        assert_eq!(
+            auth.verify(&token, &[], u64::MAX).await,
+            Err(JwtError::Expired)
+        );
+        // Huge and fractional NumericDates are numbers too.
+        let forever = rs(&with(id_claims(), "exp", json!(u64::MAX)));
+        assert_eq!(
+            auth.verify(&forever, &[], u64::MAX)
+                .await
+                .map(|id| id.expires_at_s),
+            Ok(u64::MAX)
+        );
+        let fractional = rs(&with(id_claims(), "exp", json!(NOW as f64 + 0.5)));
+        assert_eq!(
+            auth.verify(&fractional, &[], NOW)
+                .await
+                .map(|id| id.expires_at_s),
+            Ok(NOW)
+        );
+    }
+
+    #[tokio::test]
+    async fn not_before_has_a_60_second_leeway() {
+        let auth = authorizer().await;
+        let soon = rs(&with(id_claims(), "nbf", json!(NOW + 60)));
+        assert!(auth.verify(&soon, &[], NOW).await.is_ok());
+        let later = rs(&with(id_claims(), "nbf", json!(NOW + 61)));
+        assert_eq!(
+            auth.verify(&later, &[], NOW).await,
+            Err(JwtError::NotYetValid)
+        );
+        assert!(auth.verify(&later, &[], NOW + 1).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn issuer_must_match_exactly() {
+        let auth = authorizer().await;
+        for iss in [
+            json!("https://issuer.example.test/pool-2"),
+            json!(format!("{ISSUER}/")),
+            json!(ISSUER.to_uppercase()),
+            json!([ISSUER]),
+            Value::Null, // missing
+        ] {
+            let token = rs(&with(id_claims(), "iss", iss.clone()));
+            assert_eq!(
+                auth.verify(&token, &[], NOW).await,
+                Err(JwtError::WrongIssuer),
+                "{iss}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn id_token_audience_must_be_allowed() {
+        let auth = authorizer().await;
+        let other = rs(&with(id_claims(), "aud", json!("app-client-2")));
+        assert_eq!(
+            auth.verify(&other, &[], NOW).await,
+            Err(JwtError::WrongAudience)
+        );
+        let missing = rs(&with(id_claims(), "aud", Value::Null));
+        assert_eq!(
+            auth.verify(&missing, &[], NOW).await,
+            Err(JwtError::WrongAudience)
+        );
+        let listed = rs(&with(id_claims(), "aud", json!(["app-client-2", CLIENT])));
+        assert!(auth.verify(&listed, &[], NOW).await.is_ok());
+
+        let any = loaded(&[], JwksSource::File(testdata("jwks.json"))).await;
+        assert!(any.verify(&other, &[], NOW).await.is_ok());
+        let two = loaded(
+            &["app-client-2", CLIENT],
+            JwksSource::File(testdata("jwks.json")),
+        )
+        .await;
+        assert!(two.verify(&other, &[], NOW).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn access_token_needs_one_of_the_scopes_and_an_allowed_client() {
+        let auth = authorizer().await;
+        let token = rs(&access_claims());
+        for wanted in [&["pets/write"][..], &["admin", "pets/read"], &["openid"]] {
+            let id = auth.verify(&token, &strings(wanted), NOW).await.unwrap();
+            assert_eq!(id.claims["scope"], "openid pets/read pets/write");
+        }
+        for wanted in [
+            &["admin"][..],
+            &["pets"],
+            &["pets/write/extra"],
+            &["PETS/WRITE"],
+        ] {
+            assert_eq!(
+                auth.verify(&token, &strings(wanted), NOW).await,
+                Err(JwtError::MissingScope)
+            );
+        }
+        let unscoped = rs(&with(access_claims(), "scope", Value::Null));
+        assert_eq!(
+            auth.verify(&unscoped, &strings(&["pets/write"]), NOW).await,
+            Err(JwtError::MissingScope)
+        );
+        let other_client = rs(&with(access_claims(), "client_id", json!("app-client-2")));
+        let write = strings(&["pets/write"]);
+        assert_eq!(
+            auth.verify(&other_client, &write, NOW).await,
+            Err(JwtError::WrongAudience)
+        );
+        let any = loaded(&[], JwksSource::File(testdata("jwks.json"))).await;
+        assert!(any.verify(&other_client, &write, NOW).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn token_use_must_fit_the_route() {
+        let auth = authorizer().await;
+        let write = strings(&["pets/write"]);
+        let id_token = rs(&id_claims());
+        assert_eq!(
+            auth.verify(&id_token, &write, NOW).await,
+            Err(JwtError::WrongTokenUse)
+        );
+        let access_token = rs(&access_claims());
+        assert_eq!(
+            auth.verify(&access_token, &[], NOW).await,
+            Err(JwtError::WrongTokenUse)
+        );
+        let no_use = rs(&with(id_claims(), "token_use", Value::Null));
+        assert_eq!(
+            auth.verify(&no_use, &[], NOW).await,
+            Err(JwtError::WrongTokenUse)
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_refetches_at_most_once_per_30_seconds() {
+        let file = TempJwks::new(JWKS);
+        let auth = loaded(&[CLIENT], file.source()).await;
+        assert_eq!(fetches(&auth), 1);
+        let rotated = sign(Algorithm::RS256, ROTATED_KID, RSA_2, &id_claims());
+
+        // The first unknown kid refetches, but the pool has not rotated yet.
+        assert_eq!(
+            auth.verify(&rotated, &[], NOW).await,
+            Err(JwtError::UnknownKey)
+        );
+        assert_eq!(fetches(&auth), 2);
+
+        // It rotates; within 30 s of that refetch nothing is fetched.
+        file.rewrite(JWKS_ROTATED);
+        assert_eq!(
+            auth.verify(&rotated, &[], NOW).await,
+            Err(JwtError::UnknownKey)
+        );
+        backdate_refetch(&auth, Duration::from_secs(29)).await;
+        assert_eq!(
+            auth.verify(&rotated, &[], NOW).await,
+            Err(JwtError::UnknownKey)
+        );
+        assert_eq!(fetches(&auth), 2);
+
+        // 30 s after it, the next unknown kid refetches and finds the new key.
+        backdate_refetch(&auth, Duration::from_secs(1)).await;
+        assert_eq!(
+            auth.verify(&rotated, &[], NOW)
+                .await
+                .map(|id| id.principal_id),
+            Ok("user-1234".into())
+        );
+        assert_eq!(fetches(&auth), 3);
+
+        // Known kids never fetch; a second unknown kid right after does not refetch.
+        assert!(auth.verify(&rs(&id_claims()), &[], NOW).await.is_ok());
+        assert!(auth.verify(&rotated, &[], NOW).await.is_ok());
+        let stranger = sign(Algorithm::RS256, STRANGER_KID, RSA_2, &id_claims());
+        assert_eq!(
+            auth.verify(&stranger, &[], NOW).await,
+            Err(JwtError::UnknownKey)
+        );
+        assert_eq!(fetches(&auth), 3);
+    }
+
+    #[tokio::test]
+    async fn key_rotated_right_after_load_is_picked_up_at_once() {
+        // load() does not use up the refetch budget.
+        let file = TempJwks::new(JWKS);
+        let auth = loaded(&[CLIENT], file.source()).await;
+        file.rewrite(JWKS_ROTATED);
+        let rotated = sign(Algorithm::RS256, ROTATED_KID, RSA_2, &id_claims());
+        assert!(auth.verify(&rotated, &[], NOW).await.is_ok());
+        assert_eq!(fetches(&auth), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_refetches_collapse_into_one() {
+        let file = TempJwks::new(JWKS);
+        let auth = Arc::new(loaded(&[CLIENT], file.source()).await);
+        file.rewrite(JWKS_ROTATED);
+        let rotated = sign(Algorithm::RS256, ROTATED_KID, RSA_2, &id_claims());
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (auth, token) = (Arc::clone(&auth), rotated.clone());
+                tokio::spawn(async move { auth.verify(&token, &[], NOW).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap().is_ok());
+        }
+        assert_eq!(fetches(&auth), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refetch_replaces_the_keys_and_a_failed_one_keeps_them() {
+        let file = TempJwks::new(JWKS);
+        let auth = loaded(&[CLIENT], file.source()).await;
+        let old = rs(&id_claims());
+        let rotated = sign(Algorithm::RS256, ROTATED_KID, RSA_2, &id_claims());
+
+        file.rewrite("{not json");
+        assert!(matches!(
+            auth.verify(&rotated, &[], NOW).await,
+            Err(JwtError::Jwks(_))
+        ));
+        assert!(
+            auth.verify(&old, &[], NOW).await.is_ok(),
+            "old keys stay after a failed refetch"
+        );
+
+        // The pool drops rsa-1 and publishes rsa-2 only.
+        let mut only_rotated: Value = serde_json::from_str(JWKS_ROTATED).unwrap();
+        only_rotated["keys"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|k| k["kid"] == ROTATED_KID);
+        file.rewrite(only_rotated.to_string());
+        backdate_refetch(&auth, REFETCH_INTERVAL).await;
+        assert!(auth.verify(&rotated, &[], NOW).await.is_ok());
+        assert_eq!(auth.verify(&old, &[], NOW).await, Err(JwtError::UnknownKey));
+    }
+
+    #[tokio::test]
+    async fn the_first_token_loads_the_jwks_if_load_was_not_called() {
+        let auth = JwtAuthorizer::new(
+            ISSUER,
+            strings(&[CLIENT]),
+            JwksSource::File(testdata("jwks.json")),
+        );
+        assert!(auth.verify(&rs(&id_claims()), &[], NOW).await.is_ok());
+        assert_eq!(fetches(&auth), 1);
+    }
+
+    #[tokio::test]
+    async fn load_reports_bad_jwks_files() {
+        let missing = JwtAuthorizer::new(ISSUER, vec![], JwksSource::File(testdata("nope.json")));
+        let Err(JwtError::Jwks(message)) = missing.load().await else {
+            panic!("loaded a missing file")
+        };
+        assert!(message.contains("nope.json"), "{message}");
+
+        let unusable = json!({"keys": [
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "RSA", "kid": "no-use", "use": "enc", "n": "AQAB", "e": "AQAB"},
+        ]});
+        for (contents, expect) in [
+            ("{not json".to_owned(), "is not a JWKS"),
+            ("[]".to_owned(), "is not a JWKS"),
+            (json!({"keys": []}).to_string(), "no RS256 or ES256"),
+            (unusable.to_string(), "no RS256 or ES256"),
+            (" ".repeat(MAX_JWKS_BYTES + 1), "larger than"),
+        ] {
+            let file = TempJwks::new(&contents);
+            let auth = JwtAuthorizer::new(ISSUER, vec![], file.source());
+            let Err(JwtError::Jwks(message)) = auth.load().await else {
+                panic!("loaded {contents:.40}")
+            };
+            assert!(message.contains(expect), "{message}");
+        }
+        // Exactly at the limit is fine.
+        let mut padded = JWKS.to_owned();
+        padded.push_str(&" ".repeat(MAX_JWKS_BYTES - JWKS.len()));
+        let file = TempJwks::new(&padded);
+        assert!(
+            JwtAuthorizer::new(ISSUER, vec![], file.source())
+                .load()
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn only_rs256_and_es256_signing_keys_are_used() {
+        let jwks: Value = serde_json::from_str(JWKS).unwrap();
+        let rsa = jwks["keys"][0].clone();
+        let ec = jwks["keys"][1].clone();
+        let variant = |base: &Value, kid: &str, field: &str, value: Value| {
+            let mut key = with(base.clone(), "kid", json!(kid));
+            if value.is_null() {
+                key.as_object_mut().unwrap().remove(field);
+            } else {
+                key[field] = value;
+            }
+            key
+        };
+        let short_n = URL_SAFE_NO_PAD.encode([0xffu8; 128]); // 1024 bits
+        let keys = json!({"keys": [
+            variant(&rsa, "rsa-enc", "use", json!("enc")),
+            variant(&rsa, "rsa-rs512", "alg", json!("RS512")),
+            variant(&rsa, "rsa-ps256", "alg", json!("PS256")),
+            variant(&rsa, "rsa-encrypt-only", "key_ops", json!(["encrypt"])),
+            variant(&rsa, "rsa-1024", "n", json!(short_n)),
+            variant(&ec, "ec-p384", "crv", json!("P-384")),
+            variant(&ec, "ec-short-x", "x", json!(URL_SAFE_NO_PAD.encode([1u8; 31]))),
+            variant(&rsa, "rsa-no-alg", "alg", Value::Null),
+            variant(&ec, "ec-no-use", "use", Value::Null),
+            with(rsa.clone(), "kid", Value::Null),
+            rsa,
+            ec,
+        ]});
+        let keyset = parse_jwks(keys.to_string().as_bytes()).unwrap();
+        let mut kids: Vec<_> = keyset.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, ["ec-no-use", "rsa-no-alg", EC_KID, RSA_KID]);
+        assert_eq!(keyset["rsa-no-alg"].alg, Algorithm::RS256);
+        assert_eq!(keyset["ec-no-use"].alg, Algorithm::ES256);
+    }
+
+    #[tokio::test]
+    async fn only_rs256_and_es256_tokens_are_accepted() {
+        let auth = authorizer().await;
+        let claims = id_claims();
+        let payload = b64(&claims);
+        for alg in [
+            json!("none"),
+            json!("None"),
+            json!(""),
+            json!("HS256"),
+            json!("RS384"),
+            json!("PS256"),
+            json!("ES384"),
+            json!("EdDSA"),
+        ] {
+            let header = b64(&json!({"alg": alg, "kid": RSA_KID}));
+            for token in [
+                format!("{header}.{payload}."),
+                format!("{header}.{payload}.c2ln"),
+            ] {
+                assert_eq!(
+                    auth.verify(&token, &[], NOW).await,
+                    Err(JwtError::UnsupportedAlgorithm),
+                    "{alg}"
+                );
+            }
+        }
+        // HS256 keyed with the RSA public key: the classic algorithm-confusion forgery.
+        let forged = sign(Algorithm::HS256, RSA_KID, RSA_1_PUB, &claims);
+        assert_eq!(
+            auth.verify(&forged, &[], NOW).await,
+            Err(JwtError::UnsupportedAlgorithm)
+        );
+        for alg in [Algorithm::RS384, Algorithm::RS512, Algorithm::PS256] {
+            let token = sign(alg, RSA_KID, RSA_1, &claims);
+            assert_eq!(
+                auth.verify(&token, &[], NOW).await,
+                Err(JwtError::UnsupportedAlgorithm),
+                "{alg:?}"
+            );
+        }
+        let no_alg = format!("{}.{payload}.c2ln", b64(&json!({"kid": RSA_KID})));
+        assert_eq!(
+            auth.verify(&no_alg, &[], NOW).await,
+            Err(JwtError::Malformed)
+        );
+    }
+
+    #[tokio::test]
+    async fn tampered_or_mismatched_signatures_are_refused() {
+        let auth = authorizer().await;
+        let token = rs(&id_claims());
+        let parts: Vec<&str> = token.split('.').collect();
+
+        let evil = b64(&with(id_claims(), "sub", json!("admin")));
+        let tampered = format!("{}.{evil}.{}", parts[0], parts[2]);
+        assert_eq!(
+            auth.verify(&tampered, &[], NOW).await,
+            Err(JwtError::BadSignature)
+        );
+
+        let wrong_key = sign(Algorithm::RS256, RSA_KID, RSA_2, &id_claims());
+        assert_eq!(
+            auth.verify(&wrong_key, &[], NOW).await,
+            Err(JwtError::BadSignature)
+        );
+
+        let short_signature = format!("{}.{}.{}", parts[0], parts[1], &parts[2][4..]);
+        assert_eq!(
+            auth.verify(&short_signature, &[], NOW).await,
+            Err(JwtError::BadSignature)
+        );
+
+        // A kid names one key and one algorithm.
+        let ec_as_rsa = sign(Algorithm::ES256, RSA_KID, EC_1, &id_claims());
+        assert_eq!(
+            auth.verify(&ec_as_rsa, &[], NOW).await,
+            Err(JwtError::BadSignature)
+        );
+        let rsa_as_ec = sign(Algorithm::RS256, EC_KID, RSA_1, &id_claims());
+        assert_eq!(
+            auth.verify(&rsa_as_ec, &[], NOW).await,
+            Err(JwtError::BadSignature)
+        );
+
+        let es = sign(Algorithm::ES256, EC_KID, EC_1, &id_claims());
+        let es_parts: Vec<&str> = es.split('.').collect();
+        let es_tampered = format!("{}.{evil}.{}", es_parts[0], es_parts[2]);
+        assert_eq!(
+            auth.verify(&es_tampered, &[], NOW).await,
+            Err(JwtError::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_is_malformed_and_errors_never_echo_the_token() {
+        let auth = authorizer().await;
+        let valid = rs(&id_claims());
+        let (head, rest) = valid.split_once('.').unwrap();
+        let mut crit = Header::new(Algorithm::RS256);
+        crit.kid = Some(RSA_KID.into());
+        crit.crit = Some(vec!["exp".into()]);
+        let mut garbage = vec![
+            String::new(),
+            "   ".into(),
+            "abc".into(),
+            "a.b".into(),
+            "a.b.c.d".into(),
+            "..".into(),
+            "!!.@@.##".into(),
+            "é.é.é".into(),
+            "\0.\0.\0".into(),
+            format!("{head}.{rest}.extra"),
+            format!("{head}..sig"),
+            format!(".{rest}"),
+            format!("{}.{rest}", URL_SAFE_NO_PAD.encode("not json")),
+            format!("{}.{rest}", b64(&json!([1, 2]))),
+            format!("{}.{rest}", b64(&json!({"alg": 256}))),
+            format!("{}.{rest}", b64(&json!({"alg": "RS256", "kid": 7}))),
+            format!("{head}.{}", rest.replace('.', ".%")),
+            format!("{}.{rest}", "eyJ".repeat(MAX_HEADER_B64)),
+            format!("{valid}{}", "A".repeat(MAX_SIGNATURE_B64)),
+            "x".repeat(MAX_TOKEN_BYTES + 1),
+            format!("Bearer {}", "x".repeat(MAX_TOKEN_BYTES)),
+            sign_with(crit, RSA_1, &id_claims()),
+            rs(&json!([1, 2, 3])),
+            rs(&json!("a string")),
+        ];
+        for (claim, value) in [
+            ("sub", Value::Null),
+            ("sub", json!(1234)),
+            ("sub", json!("")),
+            ("exp", Value::Null),
+            ("exp", json!("tomorrow")),
+            ("exp", json!(-1)),
+            ("nbf", json!("yesterday")),
+        ] {
+            garbage.push(rs(&with(id_claims(), claim, value)));
+        }
+        for token in &garbage {
+            let err = auth.verify(token, &[], NOW).await.unwrap_err();
+            assert_eq!(err, JwtError::Malformed, "{token:.60}");
+            let message = err.to_string();
+            assert!(
+                token.len() < 8 || !message.contains(token.as_str()),
+                "{message}"
+            );
+        }
+        // No kid: nothing to look up, and no reason to refetch.
+        let mut no_kid = Header::new(Algorithm::RS256);
+        no_kid.kid = None;
+        let token = sign_with(no_kid, RSA_1, &id_claims());
+        assert_eq!(
+            auth.verify(&token, &[], NOW).await,
+            Err(JwtError::UnknownKey)
+        );
+        assert_eq!(fetches(&auth), 1);
+    }
+
+    #[tokio::test]
+    async fn big_tokens_are_fine_up_to_16_kib() {
+        let auth = authorizer().await;
+        let big = rs(&with(
+            id_claims(),
+            "custom:blob",
+            json!("b".repeat(11 * 1024)),
+        ));
+        assert!(big.len() <= MAX_TOKEN_BYTES);
+        assert!(auth.verify(&big, &[], NOW).await.is_ok());
+        let too_big = rs(&with(
+            id_claims(),
+            "custom:blob",
+            json!("b".repeat(13 * 1024)),
+        ));
+        assert!(too_big.len() > MAX_TOKEN_BYTES);
+        assert_eq!(
+            auth.verify(&too_big, &[], NOW).await,
+            Err(JwtError::Malformed)
+        );
+    }
+
+    /// The pre-signed fixture tokens (made by gen.sh, also handy with the example config)
+    /// verify against examples/jwks.json, which holds the same keys as the fixture JWKS.
+    #[tokio::test]
+    async fn fixture_tokens_verify_against_the_example_jwks() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jwks.json");
+        let example_jwks: Value =
+            serde_json::from_str(&std::fs::read_to_string(&example).unwrap()).unwrap();
+        assert_eq!(example_jwks, serde_json::from_str::<Value>(JWKS).unwrap());
+
+        let auth = loaded(&[CLIENT], JwksSource::File(example)).await;
+        let fixture = |name: &str| std::fs::read_to_string(testdata(name)).unwrap();
+        for name in ["id-rsa-1.jwt", "id-ec-1.jwt"] {
+            let id = auth.verify(&fixture(name), &[], NOW).await.unwrap();
+            assert_eq!(id.principal_id, "user-1234");
+            assert_eq!(id.claims["cognito:username"], "alice");
+        }
+        let id = auth
+            .verify(&fixture("access-rsa-1.jwt"), &strings(&["pets/write"]), NOW)
+            .await
+            .unwrap();
+        assert_eq!(id.claims["client_id"], CLIENT);
+        for name in ["id-rsa-2.jwt", "id-unknown-kid.jwt"] {
+            assert_eq!(
+                auth.verify(&fixture(name), &[], NOW).await,
+                Err(JwtError::UnknownKey),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_authorizer_can_be_shared_across_tasks_and_stays_small() {
+        // It is a variant of the authorizer enum in auth/mod.rs (clippy: large_enum_variant).
+        assert!(
+            std::mem::size_of::<JwtAuthorizer>() <= 256,
+            "{}",
+            std::mem::size_of::<JwtAuthorizer>()
+        );
+        fn shareable<T: Send + Sync>() {}
+        shareable::<JwtAuthorizer>();
+        let auth = JwtAuthorizer::new(
+            ISSUER,
+            vec![],
+            JwksSource::Url("https://user:secret@jwks.example.test/keys".into()),
+        );
+        let debug = format!("{auth:?}");
+        assert!(debug.contains(ISSUER), "{debug}");
+        assert_eq!(
+            redact_url("https://user:secret@jwks.example.test/keys"),
+            "https://user:redacted@jwks.example.test/keys"
+        );
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn valid_token() -> &'static str {
+        static TOKEN: OnceLock<String> = OnceLock::new();
+        TOKEN.get_or_init(|| rs(&id_claims()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_input_is_refused_without_panicking(input in any::<String>()) {
+            let result = block_on(async {
+                let auth = authorizer().await;
+                auth.verify(&input, &[], NOW).await
+            });
+            prop_assert!(result.is_err());
+        }
+
+        #[test]
+        fn any_one_character_change_is_refused(
+            at in any::<prop::sample::Index>(),
+            replacement in "[A-Za-z0-9_.=+/ -]",
+        ) {
+            let token = valid_token();
+            let i = at.index(token.len());
+            prop_assume!(token[i..=i] != replacement);
+            let mut mutated = token.to_owned();
+            mutated.replace_range(i..=i, &replacement);
+            let result = block_on(async {
+                let auth = authorizer().await;
+                auth.verify(&mutated, &[], NOW).await
+            });
+            prop_assert!(result.is_err(), "accepted a change at {}", i);
+        }
+    }
+}

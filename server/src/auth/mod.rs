@@ -1,0 +1,750 @@
+//! Authorizers: Cognito-style JWT user pools ([`jwt`]), Lambda-style custom TOKEN and REQUEST
+//! authorizers called over HTTP ([`custom`]), and IAM-style SigV4 request signing ([`sigv4`]);
+//! policies ([`policy`]) and the decision cache.
+//!
+//! # The decision cache
+//! An authorizer's *output* (principal, context, usage key, policy) is cached by TTL under a key
+//! made of the authorizer, the api/stage, the identity-source values and — when
+//! `cache_key_includes_route` is set — the route. Lookups go local (moka, bounded) → shared
+//! (the store, so one identity costs one call across all instances) → the authorizer;
+//! concurrent misses for one key on one instance collapse into one call (moka's entry API).
+//! Only successful outputs are cached: errors, 401s and malformed outputs never are. The policy
+//! is re-evaluated against each request's method ARN on every hit, so an Allow for
+//! `GET /pets/*` cached by one request does not open `DELETE /pets/1` to the next.
+//! SigV4 is never cached: every request carries a new signature.
+pub mod custom;
+pub mod jwt;
+pub mod policy;
+pub mod sigv4;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::config::{AuthorizerConfig, AuthorizerKind, Config};
+use crate::metrics as m;
+use crate::store::keys::Keys;
+use crate::store::{AnyStore, Store};
+use policy::{Policy, PolicyDecision};
+
+/// Default `result_ttl`.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Largest `result_ttl`.
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Entries in each instance's local decision cache.
+pub const LOCAL_CACHE_ENTRIES: u64 = 100_000;
+/// Deadline for a shared-cache read or write.
+pub const SHARED_CACHE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Where an identity value is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// `header:Name` (case-insensitive).
+    Header(String),
+    /// `query:name`.
+    Query(String),
+    /// `stageVariables:name` (or `stage:name`).
+    StageVariable(String),
+    /// `context:name`.
+    Context(String),
+}
+
+impl IdentitySource {
+    /// Parses `header:Authorization`, `query:sig`, `stageVariables:x`, `context:y`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, name) = s
+            .split_once(':')
+            .filter(|(_, n)| !n.is_empty())
+            .ok_or_else(|| format!("identity source {s:?}: expected header:NAME, query:NAME, stageVariables:NAME or context:NAME"))?;
+        match kind {
+            "header" => Ok(Self::Header(name.to_ascii_lowercase())),
+            "query" => Ok(Self::Query(name.to_string())),
+            "stageVariables" | "stage" => Ok(Self::StageVariable(name.to_string())),
+            "context" => Ok(Self::Context(name.to_string())),
+            _ => Err(format!("identity source {s:?}: unknown kind {kind:?}")),
+        }
+    }
+
+    fn read<'a>(&self, input: &AuthInput<'a>) -> Option<&'a str> {
+        let v = match self {
+            Self::Header(n) => input.headers.and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| v.as_str())
+            }),
+            Self::Query(n) => input.query.and_then(|q| q.get(n)).map(String::as_str),
+            Self::StageVariable(n) => input
+                .stage_variables
+                .and_then(|q| q.get(n))
+                .map(String::as_str),
+            Self::Context(n) => input.context.and_then(|q| q.get(n)).map(String::as_str),
+        };
+        v.filter(|v| !v.is_empty())
+    }
+}
+
+/// One request, as an authorizer sees it.
+#[derive(Debug, Clone, Default)]
+pub struct AuthInput<'a> {
+    /// API id.
+    pub api_id: &'a str,
+    /// Stage.
+    pub stage: &'a str,
+    /// Upper-case method.
+    pub method: &'a str,
+    /// Actual path (as received).
+    pub path: &'a str,
+    /// Route template ("" when unknown).
+    pub resource_path: &'a str,
+    /// Headers.
+    pub headers: Option<&'a HashMap<String, String>>,
+    /// Query parameters (decoded).
+    pub query: Option<&'a HashMap<String, String>>,
+    /// Stage variables.
+    pub stage_variables: Option<&'a HashMap<String, String>>,
+    /// Request context values.
+    pub context: Option<&'a HashMap<String, String>>,
+    /// Client IP.
+    pub source_ip: &'a str,
+    /// Hex SHA-256 of the body ("" when unknown).
+    pub body_sha256: &'a str,
+    /// Scopes the route requires (JWT).
+    pub scopes: &'a [String],
+}
+
+/// What an authorizer decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthDecision {
+    /// Allowed.
+    Allow,
+    /// 401: identity missing or invalid.
+    Unauthorized,
+    /// 403: a matching Deny.
+    ExplicitDeny,
+    /// 403: no matching Allow.
+    ImplicitDeny,
+    /// 403 with an IAM-style message (SigV4 failures): (message, error type).
+    Forbidden(&'static str, &'static str),
+    /// 500: the authorizer failed or answered garbage.
+    Error,
+}
+
+/// Which cache answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum CacheLevel {
+    /// The authorizer ran (or caching is off).
+    #[default]
+    None,
+    /// This instance's cache.
+    Local,
+    /// The shared cache in the store.
+    Shared,
+}
+
+impl CacheLevel {
+    fn label(self) -> &'static str {
+        match self {
+            CacheLevel::None => "miss",
+            CacheLevel::Local => "local",
+            CacheLevel::Shared => "shared",
+        }
+    }
+}
+
+/// The result of authorizing one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthOutcome {
+    /// The decision.
+    pub decision: AuthDecision,
+    /// Principal (empty unless known).
+    pub principal_id: String,
+    /// Context values (JWT claims for user pools).
+    pub context: BTreeMap<String, String>,
+    /// `usageIdentifierKey`.
+    pub usage_identifier_key: Option<String>,
+    /// Cache level.
+    pub cache_level: CacheLevel,
+    /// When the cached output expires (µs), if cached.
+    pub cache_expires_at_us: Option<u64>,
+}
+
+impl AuthOutcome {
+    fn bare(decision: AuthDecision) -> Self {
+        Self {
+            decision,
+            principal_id: String::new(),
+            context: BTreeMap::new(),
+            usage_identifier_key: None,
+            cache_level: CacheLevel::None,
+            cache_expires_at_us: None,
+        }
+    }
+}
+
+/// A cacheable authorizer output.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Output {
+    principal_id: String,
+    context: BTreeMap<String, String>,
+    usage_identifier_key: Option<String>,
+    policy: Option<Policy>,
+    expires_at_us: u64,
+    #[serde(skip)]
+    level: CacheLevel,
+}
+
+/// A non-cacheable result of running an authorizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Unauthorized,
+    Error,
+}
+
+enum Kind {
+    Jwt(jwt::JwtAuthorizer),
+    Token {
+        endpoint: String,
+        timeout: Duration,
+        regex: Option<Regex>,
+    },
+    Request {
+        endpoint: String,
+        timeout: Duration,
+    },
+    SigV4(sigv4::SigV4Verifier),
+}
+
+/// One configured authorizer.
+pub struct Authorizer {
+    name: String,
+    kind: Kind,
+    ttl: Duration,
+    sources: Vec<IdentitySource>,
+    route_key: bool,
+}
+
+/// The shared decision cache (local moka + the store). Created once, kept across reloads.
+pub struct AuthCache {
+    local: moka::future::Cache<String, Arc<Output>>,
+    store: AnyStore,
+    keys: Keys,
+}
+
+impl AuthCache {
+    /// A cache in front of `store`, with keys under `key_prefix`.
+    pub fn new(store: AnyStore, key_prefix: &str) -> Arc<Self> {
+        Arc::new(Self {
+            local: moka::future::Cache::builder()
+                .max_capacity(LOCAL_CACHE_ENTRIES)
+                .time_to_live(MAX_TTL)
+                .build(),
+            store,
+            keys: Keys::new(key_prefix),
+        })
+    }
+}
+
+/// Every configured authorizer, by name.
+pub struct Authorizers {
+    map: HashMap<String, Authorizer>,
+    cache: Arc<AuthCache>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    region: String,
+    account: String,
+}
+
+impl std::fmt::Debug for Authorizers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizers")
+            .field("names", &self.map.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves a relative path against the config file's directory, then the working directory.
+pub fn resolve_path(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    let beside = dir.join(p);
+    if beside.exists() {
+        beside
+    } else {
+        p.to_path_buf()
+    }
+}
+
+impl Authorizers {
+    /// No authorizers (tests, and configs without any).
+    pub fn empty(cache: Arc<AuthCache>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            map: HashMap::new(),
+            cache,
+            http: reqwest::Client::new(),
+            clock,
+            region: String::new(),
+            account: String::new(),
+        }
+    }
+
+    /// Builds every authorizer of `config` (loading JWKS and credential files); all errors.
+    pub async fn build(
+        config: &Config,
+        dir: &Path,
+        env: &(dyn Fn(&str) -> Option<String> + Sync),
+        cache: Arc<AuthCache>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Vec<String>> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| vec![format!("http client: {e}")])?;
+        let mut map = HashMap::new();
+        let mut errors = Vec::new();
+        for a in &config.authorizers {
+            match build_one(a, dir, env, &config.server.region).await {
+                Ok(kind) => {
+                    let sources = sources_of(a).unwrap_or_default();
+                    map.insert(
+                        a.name.clone(),
+                        Authorizer {
+                            name: a.name.clone(),
+                            kind,
+                            ttl: a.result_ttl.unwrap_or(DEFAULT_TTL).min(MAX_TTL),
+                            sources,
+                            route_key: a.cache_key_includes_route,
+                        },
+                    );
+                }
+                Err(e) => errors.push(format!("authorizers[{}]: {e}", a.name)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            map,
+            cache,
+            http,
+            clock,
+            region: config.server.region.clone(),
+            account: config.server.account_id.clone(),
+        })
+    }
+
+    /// Whether `name` is configured.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Runs authorizer `name` (which must exist: `None` otherwise) for `input`.
+    pub async fn authorize(&self, name: &str, input: &AuthInput<'_>) -> Option<AuthOutcome> {
+        let a = self.map.get(name)?;
+        let started = Instant::now();
+        let out = self.run(a, input).await;
+        let decision = match out.decision {
+            AuthDecision::Allow => "allow",
+            AuthDecision::Unauthorized => "unauthorized",
+            AuthDecision::ExplicitDeny
+            | AuthDecision::ImplicitDeny
+            | AuthDecision::Forbidden(..) => "access_denied",
+            AuthDecision::Error => "error",
+        };
+        metrics::counter!(m::AUTHORIZATIONS_TOTAL, "authorizer" => a.name.clone(), "decision" => decision).increment(1);
+        metrics::histogram!(m::AUTHORIZE_DURATION, "authorizer" => a.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        Some(out)
+    }
+
+    async fn run(&self, a: &Authorizer, input: &AuthInput<'_>) -> AuthOutcome {
+        let now = self.clock.now_micros();
+        let arn = policy::method_arn(
+            &self.region,
+            &self.account,
+            input.api_id,
+            input.stage,
+            input.method,
+            input.path,
+        );
+        if let Kind::SigV4(v) = &a.kind {
+            return sigv4_outcome(v, input, &arn, now);
+        }
+        // Identity sources: all must be present (401 without a call otherwise).
+        let mut values = Vec::with_capacity(a.sources.len());
+        for s in &a.sources {
+            match s.read(input) {
+                Some(v) => values.push(v),
+                None => return AuthOutcome::bare(AuthDecision::Unauthorized),
+            }
+        }
+        if let Kind::Token {
+            regex: Some(re), ..
+        } = &a.kind
+            && !values.first().is_some_and(|t| re.is_match(t))
+        {
+            return AuthOutcome::bare(AuthDecision::Unauthorized);
+        }
+        let output = if a.ttl.is_zero() {
+            self.load(a, input, &values, &arn, now).await
+        } else {
+            self.cached(a, input, &values, &arn, now).await
+        };
+        match output {
+            Err(Failure::Unauthorized) => AuthOutcome::bare(AuthDecision::Unauthorized),
+            Err(Failure::Error) => AuthOutcome::bare(AuthDecision::Error),
+            Ok(o) => {
+                let decision = match &o.policy {
+                    None => AuthDecision::Allow,
+                    Some(p) => match p.evaluate(&arn) {
+                        PolicyDecision::Allow => AuthDecision::Allow,
+                        PolicyDecision::ExplicitDeny => AuthDecision::ExplicitDeny,
+                        PolicyDecision::ImplicitDeny => AuthDecision::ImplicitDeny,
+                    },
+                };
+                AuthOutcome {
+                    decision,
+                    principal_id: o.principal_id.clone(),
+                    context: o.context.clone(),
+                    usage_identifier_key: o.usage_identifier_key.clone(),
+                    cache_level: o.level,
+                    cache_expires_at_us: (!a.ttl.is_zero()).then_some(o.expires_at_us),
+                }
+            }
+        }
+    }
+
+    /// Local → shared → authorizer; concurrent local misses for one key make one load.
+    async fn cached(
+        &self,
+        a: &Authorizer,
+        input: &AuthInput<'_>,
+        values: &[&str],
+        arn: &str,
+        now: u64,
+    ) -> Result<Arc<Output>, Failure> {
+        let key = cache_key(a, input, values);
+        for _ in 0..2 {
+            let entry = self
+                .cache
+                .local
+                .entry(key.clone())
+                .or_try_insert_with(async {
+                    let shared_key = self.cache.keys.auth(&a.name, &key);
+                    let shared = tokio::time::timeout(
+                        SHARED_CACHE_TIMEOUT,
+                        self.cache.store.auth_get(&shared_key),
+                    )
+                    .await;
+                    if let Ok(Ok(Some(bytes))) = shared
+                        && let Ok(mut o) = serde_json::from_slice::<Output>(&bytes)
+                        && o.expires_at_us > now
+                    {
+                        o.level = CacheLevel::Shared;
+                        return Ok(Arc::new(o));
+                    }
+                    let o = self.load(a, input, values, arn, now).await?;
+                    if let Ok(bytes) = serde_json::to_vec(&*o) {
+                        let ttl_ms = o.expires_at_us.saturating_sub(now) / 1000;
+                        if ttl_ms > 0 {
+                            let put = self.cache.store.auth_put(&shared_key, &bytes, ttl_ms);
+                            if let Ok(Err(e)) | Err(e) =
+                                tokio::time::timeout(SHARED_CACHE_TIMEOUT, put)
+                                    .await
+                                    .map_err(|_| crate::store::StoreError::Timeout)
+                            {
+                                tracing::debug!(error = %e, "shared authorizer cache write failed");
+                            }
+                        }
+                    }
+                    Ok(o)
+                })
+                .await
+                .map_err(|e: Arc<Failure>| *e)?;
+            let fresh = entry.is_fresh();
+            let o = entry.into_value();
+            if o.expires_at_us <= now {
+                self.cache.local.invalidate(&key).await;
+                continue;
+            }
+            let level = if fresh { o.level } else { CacheLevel::Local };
+            metrics::counter!(m::AUTHORIZER_CACHE_TOTAL, "authorizer" => a.name.clone(), "level" => level.label()).increment(1);
+            if level == o.level {
+                return Ok(o);
+            }
+            let mut copy = (*o).clone();
+            copy.level = level;
+            return Ok(Arc::new(copy));
+        }
+        Err(Failure::Error)
+    }
+
+    /// Runs the authorizer itself.
+    async fn load(
+        &self,
+        a: &Authorizer,
+        input: &AuthInput<'_>,
+        values: &[&str],
+        arn: &str,
+        now: u64,
+    ) -> Result<Arc<Output>, Failure> {
+        let ttl_us = a.ttl.as_micros() as u64;
+        let started = Instant::now();
+        let result = match &a.kind {
+            Kind::Jwt(j) => {
+                let token = values.first().copied().unwrap_or("");
+                match j.verify(token, input.scopes, now / 1_000_000).await {
+                    Ok(id) => Ok(Output {
+                        principal_id: id.principal_id,
+                        context: id.claims,
+                        usage_identifier_key: None,
+                        policy: None,
+                        expires_at_us: (now + ttl_us)
+                            .min(id.expires_at_s.saturating_mul(1_000_000)),
+                        level: CacheLevel::None,
+                    }),
+                    Err(e) => {
+                        tracing::debug!(authorizer = %a.name, error = %e, "token rejected");
+                        Err(Failure::Unauthorized)
+                    }
+                }
+            }
+            Kind::Token {
+                endpoint, timeout, ..
+            } => {
+                let event = custom::token_event(values.first().copied().unwrap_or(""), arn);
+                self.callout(a, endpoint, &event, *timeout, now + ttl_us)
+                    .await
+            }
+            Kind::Request { endpoint, timeout } => {
+                let event = custom::request_event(&custom::RequestEvent {
+                    method_arn: arn,
+                    resource: input.resource_path,
+                    path: input.path,
+                    http_method: input.method,
+                    headers: input.headers,
+                    query: input.query,
+                    stage_variables: input.stage_variables,
+                    api_id: input.api_id,
+                    stage: input.stage,
+                    account_id: &self.account,
+                    source_ip: input.source_ip,
+                });
+                self.callout(a, endpoint, &event, *timeout, now + ttl_us)
+                    .await
+            }
+            Kind::SigV4(_) => Err(Failure::Error), // never cached, handled before
+        };
+        if !matches!(a.kind, Kind::Jwt(_)) {
+            metrics::histogram!(m::AUTHORIZER_CALL_DURATION, "authorizer" => a.name.clone())
+                .record(started.elapsed().as_secs_f64());
+        }
+        result.map(Arc::new)
+    }
+
+    async fn callout(
+        &self,
+        a: &Authorizer,
+        endpoint: &str,
+        event: &serde_json::Value,
+        timeout: Duration,
+        expires_at_us: u64,
+    ) -> Result<Output, Failure> {
+        match custom::call(&self.http, endpoint, event, timeout).await {
+            Ok(o) => Ok(Output {
+                principal_id: o.principal_id,
+                context: o.context,
+                usage_identifier_key: o.usage_identifier_key,
+                policy: Some(o.policy),
+                expires_at_us,
+                level: CacheLevel::None,
+            }),
+            Err(custom::CalloutError::Unauthorized) => Err(Failure::Unauthorized),
+            Err(custom::CalloutError::Failed(e)) => {
+                metrics::counter!(m::AUTHORIZER_ERRORS_TOTAL, "authorizer" => a.name.clone())
+                    .increment(1);
+                tracing::warn!(authorizer = %a.name, error = %e, "authorizer call failed");
+                Err(Failure::Error)
+            }
+        }
+    }
+}
+
+/// Hex SHA-256 over the cache scope and the identity values (never stored in clear).
+fn cache_key(a: &Authorizer, input: &AuthInput<'_>, values: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for part in [a.name.as_str(), input.api_id, input.stage] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for v in values {
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    // JWT decisions depend on the route's scopes.
+    for s in input.scopes {
+        h.update([1]);
+        h.update(s.as_bytes());
+    }
+    if a.route_key {
+        h.update([2]);
+        h.update(input.method.as_bytes());
+        h.update([0]);
+        h.update(
+            if input.resource_path.is_empty() {
+                input.path
+            } else {
+                input.resource_path
+            }
+            .as_bytes(),
+        );
+    }
+    hex::encode(h.finalize())
+}
+
+fn sigv4_outcome(
+    v: &sigv4::SigV4Verifier,
+    input: &AuthInput<'_>,
+    arn: &str,
+    now: u64,
+) -> AuthOutcome {
+    let headers: Vec<(String, String)> = input
+        .headers
+        .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let query: Vec<(String, String)> = input
+        .query
+        .map(|q| q.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let req = sigv4::SigV4Request {
+        method: input.method,
+        path: input.path,
+        query: &query,
+        headers: &headers,
+        payload_sha256: (!input.body_sha256.is_empty()).then_some(input.body_sha256),
+    };
+    match v.verify(&req, now) {
+        Ok(cred) => {
+            let decision = match Policy::allow(cred.resources.clone()).evaluate(arn) {
+                PolicyDecision::Allow => AuthDecision::Allow,
+                _ => AuthDecision::ImplicitDeny,
+            };
+            AuthOutcome {
+                decision,
+                principal_id: cred.principal_id.clone(),
+                ..AuthOutcome::bare(decision)
+            }
+        }
+        Err(e) => {
+            let (msg, kind) = match e {
+                sigv4::SigV4Error::MissingAuthenticationToken => (
+                    "Missing Authentication Token",
+                    "MissingAuthenticationTokenException",
+                ),
+                sigv4::SigV4Error::UnknownAccessKey => (
+                    "The security token included in the request is invalid.",
+                    "UnrecognizedClientException",
+                ),
+                sigv4::SigV4Error::InvalidSignature => (
+                    "The request signature we calculated does not match the signature you provided.",
+                    "InvalidSignatureException",
+                ),
+                sigv4::SigV4Error::Expired => ("Signature expired", "InvalidSignatureException"),
+                sigv4::SigV4Error::Malformed(_) => (
+                    "Authorization header is malformed",
+                    "IncompleteSignatureException",
+                ),
+            };
+            AuthOutcome::bare(AuthDecision::Forbidden(msg, kind))
+        }
+    }
+}
+
+/// The identity sources an authorizer reads.
+pub fn sources_of(a: &AuthorizerConfig) -> Result<Vec<IdentitySource>, String> {
+    match a.kind {
+        AuthorizerKind::Jwt | AuthorizerKind::Token => {
+            let s = a
+                .identity_source
+                .as_deref()
+                .unwrap_or("header:Authorization");
+            let src = IdentitySource::parse(s)?;
+            if a.kind == AuthorizerKind::Token && !matches!(src, IdentitySource::Header(_)) {
+                return Err("a token authorizer's identity_source must be a header".into());
+            }
+            Ok(vec![src])
+        }
+        AuthorizerKind::Request => {
+            if a.identity_sources.is_empty() {
+                return Err("identity_sources is required for a request authorizer".into());
+            }
+            a.identity_sources
+                .iter()
+                .map(|s| IdentitySource::parse(s))
+                .collect()
+        }
+        AuthorizerKind::Sigv4 => Ok(Vec::new()),
+    }
+}
+
+async fn build_one(
+    a: &AuthorizerConfig,
+    dir: &Path,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    region: &str,
+) -> Result<Kind, String> {
+    sources_of(a)?;
+    let timeout = a.timeout.unwrap_or(custom::DEFAULT_TIMEOUT);
+    match a.kind {
+        AuthorizerKind::Jwt => {
+            let issuer = a.issuer.as_deref().ok_or("issuer is required")?;
+            let source = match (&a.jwks_file, &a.jwks_url) {
+                (Some(f), None) => jwt::JwksSource::File(resolve_path(dir, f)),
+                (None, Some(u)) => jwt::JwksSource::Url(u.clone()),
+                _ => return Err("exactly one of jwks_file and jwks_url is required".into()),
+            };
+            let remote = matches!(source, jwt::JwksSource::Url(_));
+            let j = jwt::JwtAuthorizer::new(issuer, a.audiences.clone(), source);
+            if let Err(e) = j.load().await {
+                if !remote {
+                    return Err(e.to_string());
+                }
+                // A JWKS endpoint may be briefly down: keep serving (tokens are refused until
+                // a refetch on first use succeeds) rather than refuse to start.
+                tracing::warn!(authorizer = %a.name, error = %e, "cannot fetch the JWKS yet");
+            }
+            Ok(Kind::Jwt(j))
+        }
+        AuthorizerKind::Token => Ok(Kind::Token {
+            endpoint: a.endpoint.clone().ok_or("endpoint is required")?,
+            timeout,
+            regex: a
+                .validation_regex
+                .as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| format!("validation_regex: {e}"))?,
+        }),
+        AuthorizerKind::Request => Ok(Kind::Request {
+            endpoint: a.endpoint.clone().ok_or("endpoint is required")?,
+            timeout,
+        }),
+        AuthorizerKind::Sigv4 => {
+            let file = a
+                .credentials_file
+                .as_deref()
+                .ok_or("credentials_file is required")?;
+            let creds = sigv4::SigV4Verifier::load_credentials(&resolve_path(dir, file), env)?;
+            Ok(Kind::SigV4(sigv4::SigV4Verifier::new(
+                region,
+                a.service.as_deref().unwrap_or("execute-api"),
+                creds,
+            )))
+        }
+    }
+}
