@@ -49,14 +49,14 @@ log "redis :$REDIS_PORT, authorizer $AUTH_URL, tollgate A $A, B $B"
 bench() { # name addr args...
   local name=$1 addr=$2; shift 2
   timeout 120 "$BENCH" --addr "$addr" --authorize bench-auth --api bench --stage prod \
-    --concurrency "$CONCURRENCY" --connections 2 --warmup 1 --duration "$DURATION" "$@" > "$OUT/$name.json"
+    --concurrency "$CONCURRENCY" --connections 2 --warmup "${WARM:-1}" --duration "$DURATION" "$@" > "$OUT/$name.json"
   log "$name: $(cat "$OUT/$name.json")"
 }
 # Misses: every request a new token (round-robin over 50 M tokens).
 bench miss "$A" --keys 50000000 --key-order round-robin --key-prefix miss
 # Shared hits: A caches tokens shared-0.., then B asks for them in the same order (first time on B).
 bench shared-warm "$A" --keys 50000000 --key-order round-robin --key-prefix shared
-bench shared "$B" --keys 50000000 --key-order round-robin --key-prefix shared --warmup 0
+WARM=0 bench shared "$B" --keys 50000000 --key-order round-robin --key-prefix shared
 # Local hits: 1,000 hot tokens, cached during the warm-up.
 bench local "$A" --keys 1000 --key-prefix hot
 echo

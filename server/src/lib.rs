@@ -152,7 +152,11 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(clock::SystemClock);
     let store = build_store(&config, clock.clone())?;
     let auth = Arc::new(AuthSetup {
-        cache: AuthCache::new(store.clone(), &config.store.key_prefix),
+        cache: AuthCache::new(
+            store.clone(),
+            &config.store.key_prefix,
+            config.store.timeout,
+        ),
         dir: config_path
             .as_deref()
             .and_then(|p| p.parent())

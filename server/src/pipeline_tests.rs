@@ -68,7 +68,7 @@ fn fixture_with(text: &str, store: Option<AnyStore>) -> Fixture {
         store.unwrap_or_else(|| AnyStore::Memory(MemoryStore::new(Arc::new(clock.clone()))));
     let clock_dyn: Arc<dyn crate::clock::Clock> = Arc::new(clock.clone());
     let auth = crate::auth::Authorizers::empty(
-        crate::auth::AuthCache::new(store.clone(), "tg"),
+        crate::auth::AuthCache::new(store.clone(), "tg", Duration::from_millis(50)),
         clock_dyn,
     );
     let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(

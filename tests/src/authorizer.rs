@@ -21,7 +21,7 @@
 //! | `boom` | HTTP 500 |
 //! | `garbage` | 200 with a body that is not JSON |
 //! | `nested` | 200 with a nested object in `context` (malformed for AWS) |
-//! | `slow` | sleeps [`SLOW`] (longer than any test's timeout), then allows |
+//! | `slow` | sleeps [`SLOW`] (far past a 200 ms authorizer timeout), then allows |
 //! | `slow-ok` | sleeps [`SLOW_OK`], then allows like `allow-pets` |
 //! | anything else | HTTP 401 |
 use std::collections::HashMap;

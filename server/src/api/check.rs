@@ -221,7 +221,7 @@ mod tests {
         let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
         let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
         let auth = crate::auth::Authorizers::empty(
-            crate::auth::AuthCache::new(store.clone(), "tg"),
+            crate::auth::AuthCache::new(store.clone(), "tg", Duration::from_millis(50)),
             Arc::new(SystemClock),
         );
         let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(

@@ -38,8 +38,6 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Entries in each instance's local decision cache.
 pub const LOCAL_CACHE_ENTRIES: u64 = 100_000;
-/// Deadline for a shared-cache read or write.
-pub const SHARED_CACHE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Where an identity value is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,11 +231,14 @@ pub struct AuthCache {
     local: moka::future::Cache<String, Arc<Output>>,
     store: AnyStore,
     keys: Keys,
+    /// Deadline of a shared-cache read or write (`store.timeout`).
+    timeout: Duration,
 }
 
 impl AuthCache {
-    /// A cache in front of `store`, with keys under `key_prefix`.
-    pub fn new(store: AnyStore, key_prefix: &str) -> Arc<Self> {
+    /// A cache in front of `store`, with keys under `key_prefix`; shared reads and writes get
+    /// `timeout` each (a slow store costs a miss, never an error).
+    pub fn new(store: AnyStore, key_prefix: &str, timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             local: moka::future::Cache::builder()
                 .max_capacity(LOCAL_CACHE_ENTRIES)
@@ -245,6 +246,7 @@ impl AuthCache {
                 .build(),
             store,
             keys: Keys::new(key_prefix),
+            timeout,
         })
     }
 }
@@ -437,7 +439,7 @@ impl Authorizers {
                 .or_try_insert_with(async {
                     let shared_key = self.cache.keys.auth(&a.name, &key);
                     let shared = tokio::time::timeout(
-                        SHARED_CACHE_TIMEOUT,
+                        self.cache.timeout,
                         self.cache.store.auth_get(&shared_key),
                     )
                     .await;
@@ -454,7 +456,7 @@ impl Authorizers {
                         if ttl_ms > 0 {
                             let put = self.cache.store.auth_put(&shared_key, &bytes, ttl_ms);
                             if let Ok(Err(e)) | Err(e) =
-                                tokio::time::timeout(SHARED_CACHE_TIMEOUT, put)
+                                tokio::time::timeout(self.cache.timeout, put)
                                     .await
                                     .map_err(|_| crate::store::StoreError::Timeout)
                             {
@@ -470,6 +472,11 @@ impl Authorizers {
             let o = entry.into_value();
             if o.expires_at_us <= now {
                 self.cache.local.invalidate(&key).await;
+                if fresh {
+                    // Just loaded but already past its expiry (a JWT in its exp leeway): valid
+                    // for this request, not worth keeping.
+                    return Ok(o);
+                }
                 continue;
             }
             let level = if fresh { o.level } else { CacheLevel::Local };
