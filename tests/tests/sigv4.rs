@@ -55,6 +55,8 @@ struct Signing {
     content_sha256_header: bool,
     /// Sign `UNSIGNED-PAYLOAD` instead of the body.
     unsigned_payload: bool,
+    /// Signing time, seconds since the epoch.
+    at_s: u64,
 }
 
 impl Default for Signing {
@@ -66,6 +68,7 @@ impl Default for Signing {
             presign_expires: None,
             content_sha256_header: false,
             unsigned_payload: false,
+            at_s: SIGNED_AT_S,
         }
     }
 }
@@ -140,7 +143,7 @@ fn sign_with_aws(
         .identity(&identity)
         .region(REGION)
         .name(SERVICE)
-        .time(UNIX_EPOCH + Duration::from_secs(SIGNED_AT_S))
+        .time(UNIX_EPOCH + Duration::from_secs(how.at_s))
         .settings(settings)
         .build()
         .expect("complete signing params")
@@ -622,4 +625,115 @@ proptest! {
         let req = sign_with_aws(method, &uri, &[("x-custom", " spaced   value ")], &body, &how);
         prop_assert_eq!(req.verify(), Ok(PRINCIPAL.to_owned()), "uri {}", uri);
     }
+}
+
+/// End to end: requests signed by `aws-sigv4` *now*, sent through `CheckRequest` to a real
+/// `tollgate` process whose route uses a `sigv4` authorizer.
+#[test]
+fn sigv4_through_check_request_end_to_end() {
+    use tollgate_proto::v1::{
+        CheckRequestRequest, Decision, check_service_client::CheckServiceClient,
+    };
+    use tollgate_server::clock::{Clock, SystemClock};
+    use tollgate_tests::redis::RedisServer;
+    use tollgate_tests::tollgate::TollgateProcess;
+
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("tollgate-sigv4-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let creds = dir.join("credentials.yaml");
+    std::fs::write(
+        &creds,
+        format!(
+            "credentials:\n  - access_key_id: {AKID}\n    secret_access_key: \"{SECRET}\"\n    principal_id: \"{PRINCIPAL}\"\n    resources: [\"arn:aws:execute-api:us-east-1:123456789012:petstore/prod/*/admin/*\"]\n"
+        ),
+    )
+    .expect("write credentials");
+    let tg = TollgateProcess::start(&format!(
+        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+store: {{kind: redis, url: "{url}", timeout: 2s, key_prefix: sigv4e2e}}
+authorizers:
+  - {{name: signed, type: sigv4, service: execute-api, credentials_file: "{creds}"}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: ANY, path: "/admin/{{proxy+}}", authorizer: signed}}
+          - {{method: GET, path: "/other", authorizer: signed}}
+"#,
+        url = redis.url(),
+        creds = creds.display()
+    ));
+    let now_s = SystemClock.now_micros() / 1_000_000;
+    let how = Signing {
+        at_s: now_s,
+        ..Signing::default()
+    };
+    let to_check = |r: &Received| CheckRequestRequest {
+        api_id: "petstore".into(),
+        stage: "prod".into(),
+        http_method: r.method.clone(),
+        path: r.path.clone(),
+        headers: r.headers.iter().cloned().collect(),
+        query: r.query.iter().cloned().collect(),
+        body_sha256: r.body_sha256.clone(),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let c: CheckServiceClient<_> = tg.client().await;
+        let check = |req: CheckRequestRequest| {
+            let mut c = c.clone();
+            async move { c.check_request(req).await.expect("check").into_inner() }
+        };
+        // Signed and allowed by the principal's resources.
+        let ok = sign_with_aws("POST", &format!("{BASE}/admin/users?x=1"), &[], b"{}", &how);
+        let r = check(to_check(&ok)).await;
+        assert_eq!(r.decision, Decision::Allow as i32, "{r:?}");
+        assert_eq!(
+            r.identity.map(|i| i.principal_id).as_deref(),
+            Some(PRINCIPAL)
+        );
+        // The same signature on another path: the signature no longer matches.
+        let mut tampered = to_check(&ok);
+        tampered.path = "/admin/root".into();
+        let r = check(tampered).await;
+        assert_eq!(
+            (r.decision, r.http_status),
+            (Decision::AccessDenied as i32, 403)
+        );
+        assert_eq!(
+            r.message,
+            "The request signature we calculated does not match the signature you provided."
+        );
+        // A valid signature for a resource the principal may not invoke.
+        let other = sign_with_aws("GET", &format!("{BASE}/other"), &[], b"", &how);
+        let r = check(to_check(&other)).await;
+        assert_eq!(
+            (r.decision, r.http_status),
+            (Decision::AccessDenied as i32, 403)
+        );
+        assert_eq!(r.message, "User is not authorized to access this resource");
+        // Unsigned.
+        let mut bare = to_check(&ok);
+        bare.headers.clear();
+        let r = check(bare).await;
+        assert_eq!(r.message, "Missing Authentication Token");
+        assert_eq!(r.http_status, 403);
+        // Presigned URL form.
+        let pre = sign_with_aws(
+            "GET",
+            &format!("{BASE}/admin/report"),
+            &[],
+            b"",
+            &Signing {
+                presign_expires: Some(300),
+                ..how.clone()
+            },
+        );
+        let r = check(to_check(&pre)).await;
+        assert_eq!(r.decision, Decision::Allow as i32, "{r:?}");
+    });
+    let _ = std::fs::remove_dir_all(dir);
 }
