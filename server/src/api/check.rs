@@ -67,15 +67,7 @@ fn validate(r: &pb::CheckRequestRequest) -> Result<String, Status> {
         )));
     }
     len("body_sha256", &r.body_sha256, 64)?;
-    let total = limits::map("headers", r.headers.iter())?
-        + limits::map("query", r.query.iter())?
-        + limits::map("stage_variables", r.stage_variables.iter())?
-        + limits::map("context", r.context.iter())?;
-    if total > MAX_MAPS_TOTAL {
-        return Err(Status::invalid_argument(format!(
-            "headers, query, stage_variables and context total {total} bytes; the limit is {MAX_MAPS_TOTAL}"
-        )));
-    }
+    limits::identity_maps(&r.headers, &r.query, &r.stage_variables, &r.context)?;
     Ok(r.http_method.to_ascii_uppercase())
 }
 

@@ -1,5 +1,7 @@
 //! Size limits on every request field, in one place (also listed in the README). Anything over a
 //! limit is `INVALID_ARGUMENT` with a message naming the field; nothing is counted.
+use std::collections::HashMap;
+
 use tonic::Status;
 
 /// `api_id`, `stage`.
@@ -77,6 +79,25 @@ pub fn map<'a>(
         total += k.len() + v.len();
     }
     Ok(total)
+}
+
+/// Checks the identity-source maps one by one and together (at most [`MAX_MAPS_TOTAL`] bytes).
+pub fn identity_maps(
+    headers: &HashMap<String, String>,
+    query: &HashMap<String, String>,
+    stage_variables: &HashMap<String, String>,
+    context: &HashMap<String, String>,
+) -> Result<(), Status> {
+    let total = map("headers", headers.iter())?
+        + map("query", query.iter())?
+        + map("stage_variables", stage_variables.iter())?
+        + map("context", context.iter())?;
+    if total > MAX_MAPS_TOTAL {
+        return Err(Status::invalid_argument(format!(
+            "headers, query, stage_variables and context total {total} bytes; the limit is {MAX_MAPS_TOTAL}"
+        )));
+    }
+    Ok(())
 }
 
 /// At most 64 characters of `s`, for error messages.
