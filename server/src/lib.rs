@@ -99,11 +99,14 @@ pub struct AuthSetup {
 /// Compiles the catalog, asking the store when each plan without `created_at` was first seen
 /// (so the quota `offset` lands in the same initial period on every instance; if the store is
 /// down, "now" is used for this instance until the next reload), and builds the authorizers.
+/// `previous` (on reload) supplies the creation times already known, so a store blip during a
+/// reload cannot move a plan's initial period.
 pub async fn build_catalog(
     config: &Config,
     store: &AnyStore,
     clock: Arc<dyn Clock>,
     auth: &AuthSetup,
+    previous: Option<&Catalog>,
 ) -> Result<Catalog, Vec<String>> {
     let env = |k: &str| (auth.env)(k);
     let authorizers =
@@ -115,6 +118,10 @@ pub async fn build_catalog(
         .iter()
         .filter(|p| p.created_at.is_none() && p.quota.is_some())
     {
+        if let Some(&t) = previous.and_then(|c| c.plan_created.get(&p.id)) {
+            created.insert(p.id.clone(), t);
+            continue;
+        }
         let t = match tokio::time::timeout(
             config.store.timeout * 4,
             store.plan_created_at(&p.id, now),
@@ -165,7 +172,7 @@ pub async fn run(
         env: env.clone(),
     });
     let catalog = Arc::new(ArcSwap::from_pointee(
-        build_catalog(&config, &store, clock.clone(), &auth)
+        build_catalog(&config, &store, clock.clone(), &auth, None)
             .await
             .map_err(ServerError::Config)?,
     ));
@@ -361,14 +368,19 @@ fn watch_config(
             while rx.try_recv().is_ok() {}
             let lookup = |k: &str| env(k);
             match config::load(&path, &lookup) {
-                Ok(new) if new == current => {}
-                Ok(new) => {
+                // Always rebuild, even for an identical file: a SIGHUP also re-reads the files the
+                // config names (JWKS, SigV4 credentials).
+                Ok(mut new) => {
                     if new.store != current.store || new.server != current.server {
                         tracing::warn!(
                             "server/store settings changed: they take effect on restart"
                         );
+                        // Keep running with the ones in force (key prefix, region, ...).
+                        new.store = current.store.clone();
+                        new.server = current.server.clone();
                     }
-                    match build_catalog(&new, &store, clock.clone(), &auth).await {
+                    let previous = catalog.load_full();
+                    match build_catalog(&new, &store, clock.clone(), &auth, Some(&previous)).await {
                         Ok(c) => {
                             catalog.store(Arc::new(c));
                             ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "ok")

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 use crate::auth::{AuthDecision, AuthInput, AuthOutcome};
 use crate::catalog::{ApiKey, Catalog, Plan, Route, Stage, key_digest};
@@ -377,7 +378,11 @@ fn build_op(
         };
         if let Some((limit, per_method)) = bucket {
             let field = if per_method {
-                format!("t:{}:{} {}", plan.id, input.method, template)
+                // Per api stage too: method throttles are set per api stage.
+                format!(
+                    "t:{}:{}/{}:{} {}",
+                    plan.id, input.api_id, input.stage, input.method, template
+                )
             } else {
                 format!("t:{}", plan.id)
             };
@@ -421,11 +426,29 @@ fn build_op(
             quota,
             cost: input.cost,
             now: None,
-            request_id: (!input.request_id.is_empty()).then(|| input.request_id.to_string()),
+            request_id: (!input.request_id.is_empty()).then(|| idempotency_id(input, template)),
             dry_run: input.dry_run,
         },
         limits,
     ))
+}
+
+/// The idempotency record's id: the client's id bound to what the request is (api, stage,
+/// method, route, cost), so reusing an id for a different request replays nothing.
+fn idempotency_id(input: &CheckInput<'_>, template: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        input.api_id,
+        input.stage,
+        input.method,
+        template,
+        input.request_id,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(input.cost.to_le_bytes());
+    hex::encode(h.finalize())
 }
 
 /// Turns a store outcome into the answer with its headers.

@@ -15,6 +15,7 @@
 //! | behaviour | answer |
 //! |---|---|
 //! | `allow-pets` | 200: Allow `GET /pets/*` of petstore/prod, context `{"tier":"gold","n":3}`, `usageIdentifierKey` [`USAGE_KEY`] |
+//! | `allow-nokey` | the same without `usageIdentifierKey` |
 //! | `deny-secret` | 200: Allow `GET /*`, Deny `GET /pets/secret` (no usage key) |
 //! | `unauthorized` | HTTP 401 |
 //! | `unauthorized-body` | 200 `{"errorMessage":"Unauthorized"}` |
@@ -226,6 +227,13 @@ async fn handle(State(seen): State<Arc<Seen>>, body: Bytes) -> Response {
     let ok = |v: Value| json_response(StatusCode::OK, v.to_string());
     match behaviour {
         "allow-pets" => ok(allow_pets_response()),
+        "allow-nokey" => {
+            let mut r = allow_pets_response();
+            if let Some(o) = r.as_object_mut() {
+                o.remove("usageIdentifierKey");
+            }
+            ok(r)
+        }
         "deny-secret" => ok(json!({
             "principalId": PRINCIPAL,
             "policyDocument": policy(json!([

@@ -486,15 +486,15 @@ async fn shared_cache_across_two_instances() {
     // Warm up both processes' Redis connections (dialled lazily), so the shared-cache
     // round trips below are not the first use of a connection.
     for (c, t) in [
-        (&mut ca, "allow-pets:warm-a"),
-        (&mut cb, "allow-pets:warm-b"),
+        (&mut ca, "allow-nokey:warm-a"),
+        (&mut cb, "allow-nokey:warm-b"),
     ] {
         for _ in 0..4 {
             authorize(c, authz_req("pets-token", "GET", "/pets/1", t)).await;
         }
     }
 
-    let x = "allow-pets:shared-7c1d";
+    let x = "allow-nokey:shared-7c1d";
     let r = authorize(&mut ca, authz_req("pets-token", "GET", "/pets/1", x)).await;
     assert_eq!(decision(r.decision), Decision::Allow, "{r:?}");
     assert_eq!(level(&r), CacheLevel::None, "{r:?}");
@@ -511,7 +511,7 @@ async fn shared_cache_across_two_instances() {
     );
     assert_eq!(r.principal_id, PRINCIPAL);
     assert_eq!(r.context.get("tier").map(String::as_str), Some("gold"));
-    assert_eq!(r.usage_identifier_key, USAGE_KEY);
+    assert_eq!(r.usage_identifier_key, "", "allow-nokey names no usage key");
     assert!(expires_at(&r).is_some(), "{r:?}");
     assert_eq!(
         ep.calls_for(x),
@@ -561,6 +561,34 @@ async fn shared_cache_across_two_instances() {
             .await
             .expect("PTTL");
         assert!(ttl > 0 && ttl <= 300_000, "{k} PTTL {ttl}");
+    }
+
+    // An output naming a usage key carries an API key value: it is cached per instance only,
+    // never written to the store, so B calls the authorizer itself.
+    let y = "allow-pets:keyed-42";
+    let r = authorize(&mut ca, authz_req("pets-token", "GET", "/pets/1", y)).await;
+    assert_eq!(r.usage_identifier_key, USAGE_KEY);
+    let r = authorize(&mut cb, authz_req("pets-token", "GET", "/pets/1", y)).await;
+    assert_eq!(
+        (level(&r), r.usage_identifier_key.as_str()),
+        (CacheLevel::None, USAGE_KEY)
+    );
+    assert_eq!(ep.calls_for(y), 2);
+    let dump: Vec<String> = redis::cmd("KEYS")
+        .arg("authz-shared:auth:*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    for k in &dump {
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .expect("GET");
+        assert!(
+            !String::from_utf8_lossy(&v).contains(USAGE_KEY),
+            "a usage key value reached Redis under {k}"
+        );
     }
 }
 

@@ -220,6 +220,9 @@ enum Kind {
 /// One configured authorizer.
 pub struct Authorizer {
     name: String,
+    /// SHA-256 of the authorizer's settings and the files they name: part of every cache key,
+    /// so a changed issuer, audience, endpoint or key file never serves outputs cached before.
+    fingerprint: [u8; 32],
     kind: Kind,
     ttl: Duration,
     sources: Vec<IdentitySource>,
@@ -317,6 +320,7 @@ impl Authorizers {
                         a.name.clone(),
                         Authorizer {
                             name: a.name.clone(),
+                            fingerprint: fingerprint(a, dir),
                             kind,
                             ttl: a.result_ttl.unwrap_or(DEFAULT_TTL).min(MAX_TTL),
                             sources,
@@ -451,6 +455,11 @@ impl Authorizers {
                         return Ok(Arc::new(o));
                     }
                     let o = self.load(a, input, values, arn, now).await?;
+                    // An output naming a usage key carries an API key value: it stays in this
+                    // process, never in the store (values are only ever stored as hashes).
+                    if o.usage_identifier_key.is_some() {
+                        return Ok(o);
+                    }
                     if let Ok(bytes) = serde_json::to_vec(&*o) {
                         let ttl_ms = o.expires_at_us.saturating_sub(now) / 1000;
                         if ttl_ms > 0 {
@@ -582,9 +591,22 @@ impl Authorizers {
     }
 }
 
+/// SHA-256 of an authorizer's settings and the contents of the files it names.
+fn fingerprint(a: &AuthorizerConfig, dir: &Path) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(format!("{a:?}").as_bytes());
+    for f in [&a.jwks_file, &a.credentials_file].into_iter().flatten() {
+        if let Ok(bytes) = std::fs::read(resolve_path(dir, f)) {
+            h.update(&bytes);
+        }
+    }
+    h.finalize().into()
+}
+
 /// Hex SHA-256 over the cache scope and the identity values (never stored in clear).
 fn cache_key(a: &Authorizer, input: &AuthInput<'_>, values: &[&str]) -> String {
     let mut h = Sha256::new();
+    h.update(a.fingerprint);
     for part in [a.name.as_str(), input.api_id, input.stage] {
         h.update(part.as_bytes());
         h.update([0]);

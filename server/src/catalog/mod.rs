@@ -175,6 +175,8 @@ pub struct Catalog {
     pub plans: HashMap<String, Arc<Plan>>,
     /// Authorizers by name.
     pub authorizers: Arc<Authorizers>,
+    /// Creation times (µs) used for plans without `created_at`: kept across reloads.
+    pub plan_created: HashMap<String, u64>,
 }
 
 /// SHA-256 of an API key value: the only form in which values are kept.
@@ -303,6 +305,7 @@ impl Catalog {
             keys: key_map,
             plans,
             authorizers,
+            plan_created: plan_created.clone(),
         }
     }
 

@@ -34,9 +34,10 @@ pub const ENV_OVERRIDES: &[(&str, Option<&str>, &str)] = &[
 pub fn apply(root: &mut Mapping, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<String>) {
     for &(var, section, key) in ENV_OVERRIDES {
         let Some(raw) = env(var) else { continue };
-        // Typed like YAML ("32" is a number, "null" is null), but never a nested structure.
-        let value = match serde_norway::from_str::<Value>(&raw) {
-            Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => v,
+        // Strings, except the one numeric setting (an account id or a prefix of digits must stay
+        // a string).
+        let value = match (key, raw.parse::<u64>()) {
+            ("pool_size", Ok(n)) => Value::Number(n.into()),
             _ => Value::String(raw),
         };
         let target = match section {

@@ -9,6 +9,8 @@ use crate::limiter::Limit;
 pub const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY",
 ];
+/// Largest quota limit: counts stay exact in the Redis script's doubles (2^53 minus a cost).
+pub const MAX_QUOTA_LIMIT: u64 = (1 << 53) - 1_000_000;
 /// API key values: AWS's bounds.
 pub const KEY_VALUE_MIN: usize = 20;
 /// See [`KEY_VALUE_MIN`].
@@ -234,8 +236,8 @@ pub(crate) fn validate(
             limit(t, &format!("{at}.throttle"), errors);
         }
         if let Some(q) = &p.quota {
-            if q.limit == 0 {
-                errors.push(format!("{at}.quota.limit: must be at least 1"));
+            if q.limit == 0 || q.limit > MAX_QUOTA_LIMIT {
+                errors.push(format!("{at}.quota.limit: must be 1..={MAX_QUOTA_LIMIT}"));
             }
             if q.offset >= q.limit.max(1) {
                 errors.push(format!(

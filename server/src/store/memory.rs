@@ -89,8 +89,9 @@ impl MemoryStore {
     }
 
     fn check_locked(&self, op: &CheckOp) -> CheckOutcome {
-        let now = op.now.unwrap_or_else(|| self.clock.now_micros());
+        // Lock first, then read the clock: decisions are ordered as their times are.
         let mut st = self.state.lock();
+        let now = op.now.unwrap_or_else(|| self.clock.now_micros());
         let record_key = op
             .request_id
             .as_deref()
@@ -101,6 +102,11 @@ impl MemoryStore {
         {
             let mut out = out.clone();
             out.replayed = true;
+            // The wait counts from the first answer, not from the replay.
+            out.retry_after_us = out
+                .retry_after_us
+                .map(|r| (out.now_us + r).saturating_sub(now));
+            out.now_us = now;
             return out;
         }
         let live = |st: &State, hash: &str, field: &str| -> Option<Field> {

@@ -70,7 +70,7 @@ impl RedisStore {
 
 /// Hides a password in anything that may echo a URL.
 fn redact(s: &str) -> String {
-    match (s.find("://"), s.find('@')) {
+    match (s.find("://"), s.rfind('@')) {
         (Some(a), Some(b)) if b > a => format!("{}://***{}", &s[..a], &s[b..]),
         _ => s.to_string(),
     }

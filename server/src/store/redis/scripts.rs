@@ -75,6 +75,9 @@ if use_idem then
     local out = {}
     for n in string.gmatch(prev, '[^,]+') do out[#out + 1] = tonumber(n) end
     out[8] = 1
+    -- The wait counts from the first answer, not from the replay.
+    if out[3] >= 0 then out[3] = math.max(out[4] + out[3] - now, 0) end
+    out[4] = now
     return out
   end
 end
