@@ -374,3 +374,45 @@ async fn failure_modes_when_the_store_is_unreachable() {
     let e = f.checker.check(&req("GET", "/items", K1)).await;
     assert!(matches!(e, Err(CheckError::Unavailable(_))), "{e:?}");
 }
+
+#[tokio::test]
+async fn plan_buckets_are_per_api_stage() {
+    // One plan on two stages of one API; prod has a method throttle of burst 1 for GET /items.
+    let text = r#"
+apis:
+  - id: shop
+    stages:
+      - name: prod
+        routes: [{ method: GET, path: "/items", api_key_required: true }]
+      - name: beta
+        routes: [{ method: GET, path: "/items", api_key_required: true }]
+usage_plans:
+  - id: p
+    throttle: { rate_limit: 1, burst_limit: 2 }
+    api_stages:
+      - { api_id: shop, stage: prod, method_throttle: { "/items/GET": { rate_limit: 1, burst_limit: 1 } } }
+      - { api_id: shop, stage: beta }
+api_keys:
+  - { id: k, value: "key-one-0123456789abcdef", enabled: true, usage_plans: [p] }
+"#;
+    let f = fixture_with(text, None);
+    let beta = || CheckInput {
+        stage: "beta",
+        ..req("GET", "/items", K1)
+    };
+    assert_eq!(f.check(beta()).await.decision, Decision::Allow);
+    // prod's bucket is its own: beta's request did not use it.
+    assert_eq!(
+        f.check(req("GET", "/items", K1)).await.decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        f.check(req("GET", "/items", K1)).await.decision,
+        Decision::Throttled
+    );
+    assert_eq!(
+        f.check(beta()).await.decision,
+        Decision::Allow,
+        "beta has burst 2"
+    );
+}
