@@ -38,13 +38,13 @@ CHILDREN+=($!)
 AUTH_URL=$(wait_line "$OUT/authorizer.out" 'authorizer ready' | sed 's/.*ready //')
 "$BENCH" --gen-config 1 --store redis --redis-url "redis://127.0.0.1:$REDIS_PORT/" \
   --authorizer-endpoint "$AUTH_URL" > "$OUT/config.yaml"
-start_tollgate() { # name -> grpc url
+start_tollgate() { # name: sets URL (not in a subshell, so CHILDREN keeps the pid for cleanup)
   TOLLGATE_LOG=warn "$TOLLGATE" serve --config "$OUT/config.yaml" > "$OUT/$1.out" 2> "$OUT/$1.err" &
   CHILDREN+=($!)
-  echo "http://$(wait_line "$OUT/$1.out" 'tollgate ready' | sed 's/.*grpc=\([^ ]*\).*/\1/')"
+  URL="http://$(wait_line "$OUT/$1.out" 'tollgate ready' | sed 's/.*grpc=\([^ ]*\).*/\1/')"
 }
-A=$(start_tollgate a)
-B=$(start_tollgate b)
+start_tollgate a; A=$URL
+start_tollgate b; B=$URL
 log "redis :$REDIS_PORT, authorizer $AUTH_URL, tollgate A $A, B $B"
 bench() { # name addr args...
   local name=$1 addr=$2; shift 2
