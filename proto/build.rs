@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 PathBuf::from("tollgate/v1/check.proto"),
                 PathBuf::from("tollgate/v1/auth.proto"),
+                PathBuf::from("tollgate/v1/admin.proto"),
             ],
             &[PathBuf::from("."), include],
         )?;
