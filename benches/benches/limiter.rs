@@ -90,6 +90,7 @@ fn bench_evaluate(c: &mut Criterion) {
             index,
             used: 12_345,
         }),
+        override_limit: None,
     };
     g.bench_function("allow", |b| {
         b.iter(|| evaluate(black_box(&buckets), Some(black_box(&q)), black_box(NOW), 1))
@@ -127,6 +128,7 @@ fn op_for(keys: &Keys, i: usize, initial_index: i64) -> CheckOp {
         }],
         quota: Some(QuotaOp {
             field: "q:bench".to_string(),
+            override_field: "ql:bench".to_string(),
             limit: 1_000_000_000_000,
             offset: 0,
             period: Period::Month,
@@ -136,6 +138,7 @@ fn op_for(keys: &Keys, i: usize, initial_index: i64) -> CheckOp {
         now: None,
         request_id: None,
         dry_run: false,
+        usage: None,
     }
 }
 

@@ -16,27 +16,27 @@ pub mod auth;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod defs;
 pub mod limiter;
 pub mod metrics;
 pub mod pipeline;
+pub mod registry;
 pub mod store;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tollgate_proto::v1 as pb;
 
 use crate::auth::{AuthCache, Authorizers};
-use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::{Config, FailureMode, StoreKind};
 use crate::pipeline::Checker;
+use crate::registry::Registry;
 use crate::store::{AnyStore, Store, StoreError};
 
 /// An environment lookup (`TOLLGATE_*` overrides, `value_env` keys).
@@ -63,6 +63,8 @@ pub enum ServerError {
 pub struct Listeners {
     /// CheckService, health, reflection.
     pub grpc: TcpListener,
+    /// AdminService; `None` serves it on `grpc` (`admin_addr` equal to `grpc_addr`).
+    pub admin: Option<TcpListener>,
     /// `GET /metrics`, if wanted.
     pub metrics: Option<TcpListener>,
 }
@@ -96,51 +98,16 @@ pub struct AuthSetup {
     pub env: EnvLookup,
 }
 
-/// Compiles the catalog, asking the store when each plan without `created_at` was first seen
-/// (so the quota `offset` lands in the same initial period on every instance; if the store is
-/// down, "now" is used for this instance until the next reload), and builds the authorizers.
-/// `previous` (on reload) supplies the creation times already known, so a store blip during a
-/// reload cannot move a plan's initial period.
-pub async fn build_catalog(
+/// Builds the configured authorizers (reads JWKS and credentials files).
+pub async fn build_authorizers(
     config: &Config,
-    store: &AnyStore,
     clock: Arc<dyn Clock>,
     auth: &AuthSetup,
-    previous: Option<&Catalog>,
-) -> Result<Catalog, Vec<String>> {
+) -> Result<Arc<Authorizers>, Vec<String>> {
     let env = |k: &str| (auth.env)(k);
-    let authorizers =
-        Authorizers::build(config, &auth.dir, &env, auth.cache.clone(), clock.clone()).await?;
-    let now = clock.now_micros();
-    let mut created = HashMap::new();
-    for p in config
-        .usage_plans
-        .iter()
-        .filter(|p| p.created_at.is_none() && p.quota.is_some())
-    {
-        if let Some(&t) = previous.and_then(|c| c.plan_created.get(&p.id)) {
-            created.insert(p.id.clone(), t);
-            continue;
-        }
-        let t = match tokio::time::timeout(
-            config.store.timeout * 4,
-            store.plan_created_at(&p.id, now),
-        )
+    Authorizers::build(config, &auth.dir, &env, auth.cache.clone(), clock)
         .await
-        {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                tracing::warn!(plan = %p.id, error = %e, "cannot read plan creation time; using now");
-                now
-            }
-            Err(_) => {
-                tracing::warn!(plan = %p.id, "timed out reading plan creation time; using now");
-                now
-            }
-        };
-        created.insert(p.id.clone(), t);
-    }
-    Ok(Catalog::build(config, &created, Arc::new(authorizers)))
+        .map(Arc::new)
 }
 
 /// Runs the server until `shutdown` resolves, then drains in-flight requests (bounded by
@@ -171,11 +138,30 @@ pub async fn run(
             .unwrap_or_default(),
         env: env.clone(),
     });
-    let catalog = Arc::new(ArcSwap::from_pointee(
-        build_catalog(&config, &store, clock.clone(), &auth, None)
-            .await
-            .map_err(ServerError::Config)?,
-    ));
+    let authorizers = build_authorizers(&config, clock.clone(), &auth)
+        .await
+        .map_err(ServerError::Config)?;
+    let admin_auth = load_admin_tokens(&config, config_path.as_deref(), &env)?;
+    let registry = Registry::new(
+        config.clone(),
+        store.clone(),
+        clock.clone(),
+        authorizers,
+        auth.cache.clone(),
+    );
+    registry.spawn_follower();
+    // The file's plans and keys serve at once; the store's are waited for briefly (a store that
+    // is down at start is retried in the background).
+    match tokio::time::timeout(config.store.timeout * 4, registry.reload()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot load plans and keys from the store yet; serving the config file's until it answers");
+        }
+        Err(_) => tracing::warn!(
+            "timed out loading plans and keys from the store; serving the config file's until it answers"
+        ),
+    }
+    let catalog = registry.catalog.clone();
     let checker = Arc::new(Checker::new(
         catalog.clone(),
         store.clone(),
@@ -200,8 +186,7 @@ pub async fn run(
             path,
             env,
             config.clone(),
-            store.clone(),
-            catalog.clone(),
+            registry.clone(),
             clock.clone(),
             auth.clone(),
         );
@@ -241,11 +226,39 @@ pub async fn run(
     )
     .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
 
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let admin = {
+        let a = admin_auth.clone();
+        tonic::service::interceptor::InterceptedService::new(
+            pb::admin_service_server::AdminServiceServer::new(api::admin::AdminApi::new(
+                registry.clone(),
+            ))
+            .max_decoding_message_size(api::admin::MAX_ADMIN_MESSAGE_BYTES),
+            move |req| a.check(req),
+        )
+    };
+    let mut admin_on_grpc = None;
+    if let Some(l) = listeners.admin {
+        let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+        let mut stop = stop_rx.clone();
+        let server = tonic::transport::Server::builder()
+            .add_service(admin)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    } else {
+        admin_on_grpc = Some(admin);
+    }
+
     // Nagle's algorithm would hold small responses for up to 40 ms (the p99.9 showed it).
     let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let grace = config.server.shutdown_grace;
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -253,6 +266,7 @@ pub async fn run(
         .add_service(reflection_alpha)
         .add_service(check)
         .add_service(authorize)
+        .add_optional_service(admin_on_grpc)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
@@ -268,6 +282,38 @@ pub async fn run(
         } => tracing::warn!(?grace, "drain grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+/// The admin bearer tokens: `TOLLGATE_ADMIN_TOKEN` and `server.admin_tokens_file` (relative to
+/// the config file's directory).
+fn load_admin_tokens(
+    config: &Config,
+    config_path: Option<&std::path::Path>,
+    env: &EnvLookup,
+) -> Result<api::admin::AdminAuth, ServerError> {
+    let file_text = match &config.server.admin_tokens_file {
+        Some(f) => {
+            let dir = config_path
+                .and_then(|p| p.parent())
+                .unwrap_or(std::path::Path::new("."));
+            let path = auth::resolve_path(dir, f);
+            Some(std::fs::read_to_string(&path).map_err(|e| {
+                ServerError::Config(vec![format!(
+                    "server.admin_tokens_file: cannot read {}: {e}",
+                    path.display()
+                )])
+            })?)
+        }
+        None => None,
+    };
+    let a =
+        api::admin::AdminAuth::new(env("TOLLGATE_ADMIN_TOKEN").as_deref(), file_text.as_deref());
+    if a.is_empty() {
+        tracing::warn!(
+            "no admin token configured: the admin API refuses every call (set TOLLGATE_ADMIN_TOKEN or server.admin_tokens_file)"
+        );
+    }
+    Ok(a)
 }
 
 /// Probes the store every second: `tollgate_store_up`, and health NOT_SERVING while it is down
@@ -309,8 +355,7 @@ fn watch_config(
     path: PathBuf,
     env: EnvLookup,
     mut current: Config,
-    store: AnyStore,
-    catalog: Arc<ArcSwap<Catalog>>,
+    registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     auth: Arc<AuthSetup>,
 ) {
@@ -379,10 +424,9 @@ fn watch_config(
                         new.store = current.store.clone();
                         new.server = current.server.clone();
                     }
-                    let previous = catalog.load_full();
-                    match build_catalog(&new, &store, clock.clone(), &auth, Some(&previous)).await {
-                        Ok(c) => {
-                            catalog.store(Arc::new(c));
+                    match build_authorizers(&new, clock.clone(), &auth).await {
+                        Ok(authorizers) => {
+                            registry.set_config(new.clone(), authorizers);
                             ::metrics::counter!(metrics::CONFIG_RELOADS_TOTAL, "result" => "ok")
                                 .increment(1);
                             tracing::info!(path = %path.display(), "config reloaded");

@@ -118,19 +118,31 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
 
 async fn serve(cfg: config::Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let grpc = bind(cfg.server.grpc_addr, "grpc_addr").await?;
+    let admin = if cfg.server.admin_addr == cfg.server.grpc_addr {
+        None
+    } else {
+        Some(bind(cfg.server.admin_addr, "admin_addr").await?)
+    };
     let metrics = bind(cfg.server.metrics_addr, "metrics_addr").await?;
     let (grpc_addr, metrics_addr) = (grpc.local_addr()?, metrics.local_addr()?);
+    let admin_addr = match &admin {
+        Some(l) => l.local_addr()?,
+        None => grpc_addr,
+    };
     // Install the SIGTERM handler now: the default action would kill us without draining.
     let shutdown = shutdown_signal()?;
     let store = cfg.store.kind;
     let listeners = Listeners {
         grpc,
+        admin,
         metrics: Some(metrics),
     };
     let ready = move || {
         // One machine-readable line, so scripts and the test harness can use port 0.
-        println!("tollgate ready grpc={grpc_addr} metrics={metrics_addr} store={store:?}");
-        tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, ?store, "serving");
+        println!(
+            "tollgate ready grpc={grpc_addr} admin={admin_addr} metrics={metrics_addr} store={store:?}"
+        );
+        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, metrics = %metrics_addr, ?store, "serving");
     };
     tollgate_server::run(cfg, path, Arc::new(env_lookup), listeners, shutdown, ready).await?;
     Ok(())

@@ -13,7 +13,9 @@ use crate::config::{ApiKeySource, FailureMode, ThrottleScope};
 use crate::limiter::headers::{self, Policy};
 use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
-use crate::store::{AnyStore, BucketOp, CheckOp, CheckOutcome, QuotaOp, Store, StoreError};
+use crate::store::{
+    AnyStore, BucketOp, CheckOp, CheckOutcome, QuotaOp, Store, StoreError, UsageOp,
+};
 
 /// What the gateway should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,7 +296,7 @@ impl Checker {
                 }
             }
         }
-        let op = build_op(stage, route, key_plan, input);
+        let op = build_op(stage, route, key_plan, input, cat.usage_retention_days);
         let mut answer = match op {
             None => Answer::new(Decision::Allow),
             Some((op, limits)) => {
@@ -364,6 +366,7 @@ fn build_op(
     route: &Route,
     key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)>,
     input: &CheckInput<'_>,
+    retention_days: u64,
 ) -> Option<(CheckOp, Vec<Limit>)> {
     let template = route.template.as_str();
     let mut buckets = Vec::with_capacity(2);
@@ -394,6 +397,7 @@ fn build_op(
         }
         quota = plan.quota.map(|q| QuotaOp {
             field: plan.quota_field.clone(),
+            override_field: plan.quota_override_field.clone(),
             limit: q.limit,
             offset: q.offset,
             period: q.period,
@@ -414,7 +418,14 @@ fn build_op(
         }),
         (None, None) => {}
     }
-    if buckets.is_empty() && quota.is_none() {
+    // A key in a plan always reaches the store: its daily usage is counted (GetUsage).
+    let usage = key_plan.and_then(|(k, p)| {
+        k.usage_base(&p.id).map(|base| UsageOp {
+            base: base.clone(),
+            retention_days,
+        })
+    });
+    if buckets.is_empty() && quota.is_none() && usage.is_none() {
         return None;
     }
     let owner = key_plan.map_or_else(|| stage.hash.clone(), |(k, _)| k.hash.clone());
@@ -428,6 +439,7 @@ fn build_op(
             now: None,
             request_id: (!input.request_id.is_empty()).then(|| idempotency_id(input, template)),
             dry_run: input.dry_run,
+            usage,
         },
         limits,
     ))

@@ -1,6 +1,5 @@
 //! The pipeline against the memory store and a fake clock: AWS order, key checks, bucket
 //! selection, headers, failure modes (with a Redis URL nobody listens on — a real refusal).
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +72,7 @@ fn fixture_with(text: &str, store: Option<AnyStore>) -> Fixture {
     );
     let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
         &cfg,
-        &HashMap::new(),
+        &crate::defs::test_defs(&cfg),
         Arc::new(auth),
     )));
     Fixture {

@@ -12,7 +12,9 @@ use tollgate_server::limiter::quota::{days_from_civil, period_end, period_index}
 use tollgate_server::limiter::{Limit, Period, Verdict};
 use tollgate_server::store::memory::MemoryStore;
 use tollgate_server::store::redis::RedisStore;
-use tollgate_server::store::{BucketOp, CheckOp, CheckOutcome, QuotaOp, Store};
+use tollgate_server::store::{
+    AnyStore, BucketOp, CheckOp, CheckOutcome, DefKind, DefWrite, QuotaOp, Store, UsageOp,
+};
 use tollgate_tests::redis::RedisServer;
 
 const DAY_US: u64 = 86_400_000_000;
@@ -53,8 +55,20 @@ impl Op {
                 now: None,
                 request_id: None,
                 dry_run: false,
+                usage: None,
             },
         }
+    }
+    fn usage(mut self, base: &str) -> Self {
+        self.inner.usage = Some(UsageOp {
+            base: base.into(),
+            retention_days: 90,
+        });
+        self
+    }
+    /// Uses the store's own clock (Redis `TIME`, the memory store's clock).
+    async fn run_now<S: Store>(&self, s: &S) -> CheckOutcome {
+        s.check(&self.inner).await.expect("store call")
     }
     fn bucket(mut self, hash: &Arc<str>, field: &str, limit: Limit) -> Self {
         self.inner.buckets.push(BucketOp {
@@ -67,6 +81,7 @@ impl Op {
     fn quota(mut self, limit: u64, offset: u64, period: Period, initial_index: i64) -> Self {
         self.inner.quota = Some(QuotaOp {
             field: "q:plan".into(),
+            override_field: "ql:plan".into(),
             limit,
             offset,
             period,
@@ -81,6 +96,14 @@ impl Op {
     fn id(mut self, id: &str) -> Self {
         self.inner.request_id = Some(id.into());
         self
+    }
+    fn clone_dry(&self) -> Self {
+        Self {
+            inner: CheckOp {
+                dry_run: true,
+                ..self.inner.clone()
+            },
+        }
     }
     fn dry(mut self) -> Self {
         self.inner.dry_run = true;
@@ -306,44 +329,126 @@ async fn plan_created_at_is_first_write<S: Store>(s: &S) {
     assert_eq!(first, second);
 }
 
-#[derive(Clone)]
-struct Mem(Arc<MemoryStore>);
-
-impl Store for Mem {
-    async fn check(
-        &self,
-        op: &CheckOp,
-    ) -> Result<CheckOutcome, tollgate_server::store::StoreError> {
-        self.0.check(op).await
-    }
-    async fn plan_created_at(
-        &self,
-        p: &str,
-        now: u64,
-    ) -> Result<u64, tollgate_server::store::StoreError> {
-        self.0.plan_created_at(p, now).await
-    }
-    async fn ping(&self) -> Result<(), tollgate_server::store::StoreError> {
-        self.0.ping().await
-    }
-    async fn auth_get(
-        &self,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, tollgate_server::store::StoreError> {
-        self.0.auth_get(key).await
-    }
-    async fn auth_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl_ms: u64,
-    ) -> Result<(), tollgate_server::store::StoreError> {
-        self.0.auth_put(key, value, ttl_ms).await
-    }
+/// Daily usage: admitted checks add their cost to the day they happened on; throttled,
+/// quota-rejected and dry-run checks add nothing.
+async fn daily_usage_counts_admitted_cost<S: Store>(s: &S) {
+    let k = unique("usage");
+    let base = format!("{k}:u:plan");
+    let op = Op::new(&k)
+        .bucket(&k, "t:a", lim(1000.0, 3))
+        .quota(5, 0, Period::Month, 0)
+        .usage(&base);
+    let day1 = at(2026, 11, 30, 3600);
+    let day2 = at(2026, 12, 1, 3600);
+    assert_eq!(op.run(s, day1).await.verdict, Verdict::Allowed);
+    assert_eq!(op.cost(2).run(s, day1 + 1).await.verdict, Verdict::Allowed);
+    let op = Op::new(&k)
+        .bucket(&k, "t:a", lim(1000.0, 3))
+        .quota(5, 0, Period::Month, 0)
+        .usage(&base);
+    // The bucket is empty now (3 tokens used): throttled, not counted.
+    assert!(matches!(
+        op.run(s, day1 + 2).await.verdict,
+        Verdict::Throttled { .. }
+    ));
+    assert_eq!(op.clone_dry().run(s, day2).await.verdict, Verdict::Allowed);
+    assert_eq!(op.run(s, day2).await.verdict, Verdict::Allowed);
+    let d1 = (day1 / DAY_US) as i64;
+    let got = s.usage_read(&base, d1 - 3, d1 + 3).await.expect("usage");
+    assert_eq!(got, vec![(d1, 3), (d1 + 1, 1)]);
+    assert_eq!(
+        s.usage_read(&base, d1 + 1, d1 + 1).await.expect("usage"),
+        vec![(d1 + 1, 1)],
+        "range bounds are inclusive and cross the month"
+    );
 }
 
-fn memory() -> Mem {
-    Mem(MemoryStore::new(Arc::new(FakeClock::new(NOON))))
+/// UpdateUsage: the remaining quota of the current period is set exactly, whatever was used.
+async fn set_remaining_admits_exactly_that_many<S: Store>(s: &S) {
+    let k = unique("grant");
+    let op = Op::new(&k).quota(3, 0, Period::Month, 0);
+    for _ in 0..3 {
+        assert_eq!(op.run_now(s).await.verdict, Verdict::Allowed);
+    }
+    assert_eq!(op.run_now(s).await.verdict, Verdict::QuotaExceeded);
+    let q = op.inner.quota.clone().expect("quota");
+    let (r, _) = s.quota_set_remaining(&k, &q, 2).await.expect("set");
+    assert_eq!((r.used, r.limit), (3, 5));
+    for i in 0..2 {
+        assert_eq!(op.run_now(s).await.verdict, Verdict::Allowed, "granted {i}");
+    }
+    let o = op.run_now(s).await;
+    assert_eq!(o.verdict, Verdict::QuotaExceeded);
+    assert_eq!(o.quota.map(|q| (q.used, q.limit)), Some((5, 5)));
+    // Down as well as up.
+    let (r, _) = s.quota_set_remaining(&k, &q, 0).await.expect("set");
+    assert_eq!((r.used, r.limit), (5, 5));
+    let st = s.owner_state(&k).await.expect("state");
+    assert!(
+        st.fields
+            .iter()
+            .any(|(f, v)| f == "q:plan" && v.ends_with(":5")),
+        "{st:?}"
+    );
+    assert!(
+        st.fields
+            .iter()
+            .any(|(f, v)| f == "ql:plan" && v.ends_with(":5")),
+        "{st:?}"
+    );
+}
+
+/// Definition writes are compare-and-set on the version, and announced to subscribers.
+async fn defs_are_compare_and_set<S: Store>(s: &S) {
+    let mut events = s.events();
+    let before = s.defs_load().await.expect("load");
+    let w = |id: &str, json: Option<&str>| DefWrite {
+        kind: DefKind::Plan,
+        id: id.into(),
+        json: json.map(String::from),
+    };
+    let id = unique("plan").to_string();
+    let v = s
+        .defs_write(before.version, &[w(&id, Some("{}"))])
+        .await
+        .expect("write")
+        .expect("no conflict");
+    assert_eq!(v, before.version + 1);
+    assert_eq!(
+        s.defs_write(before.version, &[w(&id, None)])
+            .await
+            .expect("write"),
+        None,
+        "a stale version is refused"
+    );
+    let after = s.defs_load().await.expect("load");
+    assert_eq!(after.version, v);
+    assert!(after.plans.iter().any(|(i, j)| *i == id && j == "{}"));
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if let Ok(tollgate_server::store::StoreEvent::Definitions) = events.recv().await {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ev.is_ok(), "a definitions event arrives");
+    s.defs_write(v, &[w(&id, None)])
+        .await
+        .expect("write")
+        .expect("no conflict");
+    assert!(
+        !s.defs_load()
+            .await
+            .expect("load")
+            .plans
+            .iter()
+            .any(|(i, _)| *i == id)
+    );
+}
+
+fn memory() -> AnyStore {
+    AnyStore::Memory(MemoryStore::new(Arc::new(FakeClock::new(NOON))))
 }
 
 fn redis(server: &RedisServer) -> RedisStore {
@@ -390,6 +495,9 @@ conformance!(
     idempotent_replay_and_dry_run,
     concurrent_callers_are_exact,
     plan_created_at_is_first_write,
+    daily_usage_counts_admitted_cost,
+    set_remaining_admits_exactly_that_many,
+    defs_are_compare_and_set,
 );
 
 #[tokio::test]

@@ -195,7 +195,6 @@ impl pb::check_service_server::CheckService for CheckApi {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::path::Path;
     use std::time::Duration;
 
@@ -218,7 +217,7 @@ mod tests {
         );
         let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
             &cfg,
-            &HashMap::new(),
+            &crate::defs::test_defs(&cfg),
             Arc::new(auth),
         )));
         CheckApi::new(Arc::new(Checker::new(

@@ -1,4 +1,5 @@
 //! gRPC handlers: wire ⇄ domain, input limits, and the only place that builds `tonic::Status`.
+pub mod admin;
 pub mod auth;
 pub mod check;
 pub mod limits;

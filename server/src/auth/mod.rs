@@ -246,11 +246,30 @@ impl AuthCache {
             local: moka::future::Cache::builder()
                 .max_capacity(LOCAL_CACHE_ENTRIES)
                 .time_to_live(MAX_TTL)
+                .support_invalidation_closures()
                 .build(),
             store,
             keys: Keys::new(key_prefix),
             timeout,
         })
+    }
+}
+
+impl AuthCache {
+    /// The prefix of `authorizer`'s cache entries (local and shared).
+    pub fn prefix(&self, authorizer: &str) -> String {
+        self.keys.auth(authorizer, "")
+    }
+
+    /// Drops this instance's cached decisions of `authorizer`.
+    pub fn flush_local(&self, authorizer: &str) {
+        let prefix = self.prefix(authorizer);
+        if let Err(e) = self
+            .local
+            .invalidate_entries_if(move |k, _| k.starts_with(&prefix))
+        {
+            tracing::warn!(error = %e, "cannot flush the local authorizer cache");
+        }
     }
 }
 
@@ -436,14 +455,16 @@ impl Authorizers {
         arn: &str,
         now: u64,
     ) -> Result<Arc<Output>, Failure> {
-        let key = cache_key(a, input, values);
+        let digest = cache_key(a, input, values);
+        // Local entries are named like shared ones, so one authorizer's can be flushed.
+        let key = self.cache.keys.auth(&a.name, &digest);
         for _ in 0..2 {
             let entry = self
                 .cache
                 .local
                 .entry(key.clone())
                 .or_try_insert_with(async {
-                    let shared_key = self.cache.keys.auth(&a.name, &key);
+                    let shared_key = key.clone();
                     let shared = tokio::time::timeout(
                         self.cache.timeout,
                         self.cache.store.auth_get(&shared_key),

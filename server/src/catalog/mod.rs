@@ -9,8 +9,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Authorizers;
-use crate::config::validate::{parse_timestamp, split_method_key};
+use crate::config::validate::split_method_key;
 use crate::config::{ApiKeySource, Config, FailureMode, ThrottleConfig, ThrottleScope};
+use crate::defs::Definitions;
 use crate::limiter::{Limit, Period, quota};
 use crate::store::keys::Keys;
 use routes::Template;
@@ -117,6 +118,10 @@ pub struct Plan {
     pub method_throttles: HashMap<(String, String), Vec<MethodThrottle>>,
     /// Quota field name in the key's hash.
     pub quota_field: String,
+    /// `UpdateUsage` override field name in the key's hash.
+    pub quota_override_field: String,
+    /// The (api, stage) pairs the plan covers.
+    pub stages: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -152,9 +157,19 @@ pub struct ApiKey {
     pub plans: Vec<(String, String, Arc<Plan>)>,
     /// The key's hash in the store.
     pub hash: Arc<str>,
+    /// (plan id, daily usage base) per plan.
+    pub usage_bases: Vec<(String, Arc<str>)>,
 }
 
 impl ApiKey {
+    /// The daily usage base of the key in `plan_id`.
+    pub fn usage_base(&self, plan_id: &str) -> Option<&Arc<str>> {
+        self.usage_bases
+            .iter()
+            .find(|(p, _)| p == plan_id)
+            .map(|(_, b)| b)
+    }
+
     /// The plan covering `api`/`stage`.
     pub fn plan_for(&self, api: &str, stage: &str) -> Option<&Arc<Plan>> {
         self.plans
@@ -175,8 +190,12 @@ pub struct Catalog {
     pub plans: HashMap<String, Arc<Plan>>,
     /// Authorizers by name.
     pub authorizers: Arc<Authorizers>,
-    /// Creation times (µs) used for plans without `created_at`: kept across reloads.
-    pub plan_created: HashMap<String, u64>,
+    /// Keys by id.
+    key_ids: HashMap<String, Arc<ApiKey>>,
+    /// Daily usage retention (`store.usage_retention`) in days.
+    pub usage_retention_days: u64,
+    /// The definitions version compiled in.
+    pub version: u64,
 }
 
 /// SHA-256 of an API key value: the only form in which values are kept.
@@ -191,13 +210,9 @@ fn limit(t: &Option<ThrottleConfig>) -> Option<Limit> {
 }
 
 impl Catalog {
-    /// Compiles a validated config. `plan_created` gives each plan's creation time (µs) for plans
-    /// without `created_at` in the file.
-    pub fn build(
-        config: &Config,
-        plan_created: &HashMap<String, u64>,
-        authorizers: Arc<Authorizers>,
-    ) -> Self {
+    /// Compiles the config's APIs with the stored plans and keys (`defs`, which already hold
+    /// the file's own, see [`crate::defs::seed`]).
+    pub fn build(config: &Config, defs: &Definitions, authorizers: Arc<Authorizers>) -> Self {
         let keys = Keys::new(&config.store.key_prefix);
         let mut apis: HashMap<String, HashMap<String, Stage>> = HashMap::new();
         for api in &config.apis {
@@ -231,13 +246,8 @@ impl Catalog {
             }
         }
         let mut plans = HashMap::new();
-        for p in &config.usage_plans {
-            let created = p
-                .created_at
-                .as_deref()
-                .and_then(|s| parse_timestamp(s).ok())
-                .or_else(|| plan_created.get(&p.id).copied())
-                .unwrap_or(0);
+        for rec in defs.plans.values() {
+            let p = &rec.plan;
             let mut method_throttles = HashMap::new();
             for s in &p.api_stages {
                 let mut v: Vec<MethodThrottle> = s
@@ -267,45 +277,55 @@ impl Catalog {
                         limit: q.limit,
                         offset: q.offset,
                         period: q.period,
-                        initial_index: quota::period_index(q.period, created),
+                        initial_index: quota::period_index(q.period, rec.created_at_us),
                     }),
                     scope: p.throttle_scope,
                     failure_mode: p.failure_mode,
                     method_throttles,
                     quota_field: format!("q:{}", p.id),
+                    quota_override_field: format!("ql:{}", p.id),
+                    stages: p
+                        .api_stages
+                        .iter()
+                        .map(|s| (s.api_id.clone(), s.stage.clone()))
+                        .collect(),
                 }),
             );
         }
         let mut key_map = HashMap::new();
-        for k in &config.api_keys {
+        let mut key_ids = HashMap::new();
+        for k in defs.keys.values() {
+            let Some(digest) = k.digest() else { continue };
+            let hash = keys.api_key(&k.id);
             let mut kp = Vec::new();
+            let mut usage_bases = Vec::new();
             for pid in &k.usage_plans {
-                if let (Some(plan), Some(cfg)) = (
-                    plans.get(pid),
-                    config.usage_plans.iter().find(|p| &p.id == pid),
-                ) {
-                    for s in &cfg.api_stages {
-                        kp.push((s.api_id.clone(), s.stage.clone(), Arc::clone(plan)));
+                if let Some(plan) = plans.get(pid) {
+                    for (api, stage) in &plan.stages {
+                        kp.push((api.clone(), stage.clone(), Arc::clone(plan)));
                     }
+                    usage_bases.push((pid.clone(), Arc::from(Keys::usage_base(&hash, pid))));
                 }
             }
-            key_map.insert(
-                key_digest(&k.resolved_value),
-                Arc::new(ApiKey {
-                    id: k.id.clone(),
-                    enabled: k.enabled,
-                    plans: kp,
-                    hash: keys.api_key(&k.id),
-                }),
-            );
+            let key = Arc::new(ApiKey {
+                id: k.id.clone(),
+                enabled: k.enabled,
+                plans: kp,
+                hash,
+                usage_bases,
+            });
+            key_ids.insert(k.id.clone(), Arc::clone(&key));
+            key_map.insert(digest, key);
         }
         Self {
             failure_mode: config.failure_mode,
             apis,
             keys: key_map,
+            key_ids,
             plans,
             authorizers,
-            plan_created: plan_created.clone(),
+            usage_retention_days: config.store.usage_retention.as_secs() / 86_400,
+            version: defs.version,
         }
     }
 
@@ -317,6 +337,29 @@ impl Catalog {
     /// Whether an API with this id exists.
     pub fn has_api(&self, api: &str) -> bool {
         self.apis.contains_key(api)
+    }
+
+    /// The key with id `id`.
+    pub fn key_by_id(&self, id: &str) -> Option<&Arc<ApiKey>> {
+        self.key_ids.get(id)
+    }
+
+    /// Every stage, as (api, stage) → its routes as (method, path template): what plans are
+    /// validated against.
+    pub fn stage_routes(&self) -> HashMap<(&str, &str), Vec<(&str, &str)>> {
+        let mut out = HashMap::new();
+        for (api, stages) in &self.apis {
+            for (name, st) in stages {
+                out.insert(
+                    (api.as_str(), name.as_str()),
+                    st.routes
+                        .iter()
+                        .map(|r| (r.method.as_str(), r.template.as_str()))
+                        .collect(),
+                );
+            }
+        }
+        out
     }
 
     /// The key whose value hashes to `digest`.

@@ -27,6 +27,11 @@ pub const ENV_OVERRIDES: &[(&str, Option<&str>, &str)] = &[
     ("TOLLGATE_STORE_POOL_SIZE", Some("store"), "pool_size"),
     ("TOLLGATE_STORE_TIMEOUT", Some("store"), "timeout"),
     ("TOLLGATE_STORE_KEY_PREFIX", Some("store"), "key_prefix"),
+    (
+        "TOLLGATE_STORE_USAGE_RETENTION",
+        Some("store"),
+        "usage_retention",
+    ),
     ("TOLLGATE_FAILURE_MODE", None, "failure_mode"),
 ];
 

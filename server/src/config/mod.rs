@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
 pub use env::ENV_OVERRIDES;
@@ -25,6 +25,8 @@ use crate::limiter::Period;
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 /// Default Redis connection pool size.
 pub const DEFAULT_POOL_SIZE: usize = 32;
+/// Default retention of daily usage counters.
+pub const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// Default key prefix in the store.
 pub const DEFAULT_KEY_PREFIX: &str = "tg";
 
@@ -53,7 +55,7 @@ pub struct Config {
 pub struct ServerConfig {
     /// CheckService, health, reflection.
     pub grpc_addr: SocketAddr,
-    /// AdminService (not served yet).
+    /// AdminService (may equal `grpc_addr`).
     pub admin_addr: SocketAddr,
     /// `GET /metrics`.
     pub metrics_addr: SocketAddr,
@@ -112,6 +114,9 @@ pub struct StoreConfig {
     pub timeout: Duration,
     /// Prefix of every key Tollgate writes.
     pub key_prefix: String,
+    /// How long daily usage (GetUsage) is kept: whole days.
+    #[serde(with = "duration")]
+    pub usage_retention: Duration,
 }
 
 impl Default for StoreConfig {
@@ -122,12 +127,13 @@ impl Default for StoreConfig {
             pool_size: DEFAULT_POOL_SIZE,
             timeout: DEFAULT_STORE_TIMEOUT,
             key_prefix: DEFAULT_KEY_PREFIX.into(),
+            usage_retention: DEFAULT_USAGE_RETENTION,
         }
     }
 }
 
 /// `failure_mode`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureMode {
     /// Allow (marked degraded) when the store is unreachable.
@@ -195,7 +201,7 @@ pub enum AuthorizerKind {
 }
 
 /// A token-bucket limit as written in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleConfig {
     /// Requests per second (fractional allowed).
@@ -264,7 +270,7 @@ pub struct RouteConfig {
 }
 
 /// How a plan's per-key bucket is scoped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ThrottleScope {
     /// One bucket per key per method (AWS default).
@@ -275,7 +281,7 @@ pub enum ThrottleScope {
 }
 
 /// `usage_plans[].quota`
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
     /// Requests per period.
@@ -288,7 +294,7 @@ pub struct QuotaConfig {
 }
 
 /// `usage_plans[].api_stages[]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanStageConfig {
     /// API id.
@@ -301,7 +307,7 @@ pub struct PlanStageConfig {
 }
 
 /// `usage_plans[]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsagePlanConfig {
     /// Plan id.

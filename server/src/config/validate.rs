@@ -1,7 +1,7 @@
 //! Whole-config validation: every rule, every error, one pass.
 use std::collections::{HashMap, HashSet};
 
-use super::{AuthorizerKind, Config, StoreKind, ThrottleConfig};
+use super::{AuthorizerKind, Config, StoreKind, ThrottleConfig, UsagePlanConfig};
 use crate::catalog::routes::Template;
 use crate::limiter::Limit;
 
@@ -11,6 +11,14 @@ pub const METHODS: &[&str] = &[
 ];
 /// Largest quota limit: counts stay exact in the Redis script's doubles (2^53 minus a cost).
 pub const MAX_QUOTA_LIMIT: u64 = (1 << 53) - 1_000_000;
+/// Longest daily-usage retention.
+pub const MAX_USAGE_RETENTION_DAYS: u64 = 3660;
+/// Names (plans, keys): AWS's bound.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Descriptions.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+/// Method throttles per plan stage (AWS's cap).
+pub const MAX_METHOD_THROTTLES: usize = 20;
 /// API key values: AWS's bounds.
 pub const KEY_VALUE_MIN: usize = 20;
 /// See [`KEY_VALUE_MIN`].
@@ -98,6 +106,15 @@ pub(crate) fn validate(
     }
     if !valid_id(&c.store.key_prefix) {
         errors.push("store.key_prefix: 1-128 characters of A-Z a-z 0-9 . _ -".into());
+    }
+    let days = c.store.usage_retention.as_secs() / 86_400;
+    if c.store.usage_retention.as_secs() % 86_400 != 0
+        || c.store.usage_retention.subsec_nanos() != 0
+        || !(1..=MAX_USAGE_RETENTION_DAYS).contains(&days)
+    {
+        errors.push(format!(
+            "store.usage_retention: whole days from 1d to {MAX_USAGE_RETENTION_DAYS}d"
+        ));
     }
 
     // authorizers
@@ -228,64 +245,17 @@ pub(crate) fn validate(
     let mut plan_stages: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
     for p in &c.usage_plans {
         let at = format!("usage_plans[{}]", p.id);
-        id("usage plan", &p.id, errors);
         if plan_stages.contains_key(p.id.as_str()) {
             errors.push(format!("{at}: duplicate id"));
         }
-        if let Some(t) = &p.throttle {
-            limit(t, &format!("{at}.throttle"), errors);
-        }
-        if let Some(q) = &p.quota {
-            if q.limit == 0 || q.limit > MAX_QUOTA_LIMIT {
-                errors.push(format!("{at}.quota.limit: must be 1..={MAX_QUOTA_LIMIT}"));
-            }
-            if q.offset >= q.limit.max(1) {
-                errors.push(format!(
-                    "{at}.quota.offset: must be below the limit (0 <= offset < limit)"
-                ));
-            }
-        }
-        if let Some(ts) = &p.created_at
-            && let Err(e) = parse_timestamp(ts)
-        {
-            errors.push(format!("{at}.created_at: {e}"));
-        }
-        let mut covered = Vec::new();
-        for s in &p.api_stages {
-            let sat = format!("{at}.api_stages[{}/{}]", s.api_id, s.stage);
-            let Some(routes) = stages.get(&(s.api_id.as_str(), s.stage.as_str())) else {
-                errors.push(format!("{sat}: no such api stage"));
-                continue;
-            };
-            if covered.contains(&(s.api_id.as_str(), s.stage.as_str())) {
-                errors.push(format!("{sat}: stage listed twice"));
-            }
-            covered.push((s.api_id.as_str(), s.stage.as_str()));
-            if !s.method_throttle.is_empty() && p.throttle.is_none() {
-                errors.push(format!(
-                    "{sat}: Can not define fine grain throttling if usage plan throttle is not defined"
-                ));
-            }
-            for (key, t) in &s.method_throttle {
-                limit(t, &format!("{sat}.method_throttle[{key}]"), errors);
-                match split_method_key(key) {
-                    None => errors.push(format!(
-                        "{sat}.method_throttle[{key}]: expected \"/resource/path/METHOD\" (e.g. \"/pets/GET\", \"//GET\", \"*/*\")"
-                    )),
-                    Some((res, m)) => {
-                        let known = routes.iter().any(|(rm, rp)| {
-                            (res == "*" || res == *rp) && (m == "*" || m == *rm || *rm == "ANY")
-                        });
-                        if !known {
-                            errors.push(format!(
-                                "{sat}.method_throttle[{key}]: no route {m} {res} in this stage"
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        plan_stages.insert(p.id.as_str(), covered);
+        validate_plan(p, &at, &stages, errors);
+        plan_stages.insert(
+            p.id.as_str(),
+            p.api_stages
+                .iter()
+                .map(|s| (s.api_id.as_str(), s.stage.as_str()))
+                .collect(),
+        );
     }
 
     // api keys
@@ -324,6 +294,84 @@ pub(crate) fn validate(
                         "{at}: plans {other:?} and {plan:?} both cover {}/{}; a key may be in at most one plan per api stage",
                         st.0, st.1
                     ));
+                }
+            }
+        }
+    }
+}
+
+/// Checks one usage plan against the stages that exist (`(api, stage)` → its routes as
+/// `(method, path)`): the file's rules and the admin API's, with AWS's messages. Errors are
+/// prefixed with `at`.
+pub fn validate_plan(
+    p: &UsagePlanConfig,
+    at: &str,
+    stages: &HashMap<(&str, &str), Vec<(&str, &str)>>,
+    errors: &mut Vec<String>,
+) {
+    id("usage plan", &p.id, errors);
+    if p.name.len() > MAX_NAME_LEN {
+        errors.push(format!("{at}.name: at most {MAX_NAME_LEN} characters"));
+    }
+    if p.description.len() > MAX_DESCRIPTION_LEN {
+        errors.push(format!(
+            "{at}.description: at most {MAX_DESCRIPTION_LEN} characters"
+        ));
+    }
+    if let Some(t) = &p.throttle {
+        limit(t, &format!("{at}.throttle"), errors);
+    }
+    if let Some(q) = &p.quota {
+        if q.limit == 0 || q.limit > MAX_QUOTA_LIMIT {
+            errors.push(format!("{at}.quota.limit: must be 1..={MAX_QUOTA_LIMIT}"));
+        }
+        if q.offset >= q.limit.max(1) {
+            errors.push(format!(
+                "{at}.quota.offset: must be below the limit (0 <= offset < limit)"
+            ));
+        }
+    }
+    if let Some(ts) = &p.created_at
+        && let Err(e) = parse_timestamp(ts)
+    {
+        errors.push(format!("{at}.created_at: {e}"));
+    }
+    let mut covered = Vec::new();
+    for s in &p.api_stages {
+        let sat = format!("{at}.api_stages[{}/{}]", s.api_id, s.stage);
+        let Some(routes) = stages.get(&(s.api_id.as_str(), s.stage.as_str())) else {
+            errors.push(format!("{sat}: no such api stage"));
+            continue;
+        };
+        if covered.contains(&(s.api_id.as_str(), s.stage.as_str())) {
+            errors.push(format!("{sat}: stage listed twice"));
+        }
+        covered.push((s.api_id.as_str(), s.stage.as_str()));
+        if !s.method_throttle.is_empty() && p.throttle.is_none() {
+            errors.push(format!(
+                "{sat}: Can not define fine grain throttling if usage plan throttle is not defined"
+            ));
+        }
+        if s.method_throttle.len() > MAX_METHOD_THROTTLES {
+            errors.push(format!(
+                "{sat}.method_throttle: at most {MAX_METHOD_THROTTLES} per stage"
+            ));
+        }
+        for (key, t) in &s.method_throttle {
+            limit(t, &format!("{sat}.method_throttle[{key}]"), errors);
+            match split_method_key(key) {
+                None => errors.push(format!(
+                    "{sat}.method_throttle[{key}]: expected \"/resource/path/METHOD\" (e.g. \"/pets/GET\", \"//GET\", \"*/*\")"
+                )),
+                Some((res, m)) => {
+                    let known = routes.iter().any(|(rm, rp)| {
+                        (res == "*" || res == *rp) && (m == "*" || m == *rm || *rm == "ANY")
+                    });
+                    if !known {
+                        errors.push(format!(
+                            "{sat}.method_throttle[{key}]: no route {m} {res} in this stage"
+                        ));
+                    }
                 }
             }
         }

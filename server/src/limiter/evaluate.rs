@@ -28,6 +28,8 @@ pub struct QuotaInput {
     pub initial_index: i64,
     /// Stored count, `None` when absent.
     pub state: Option<QuotaState>,
+    /// An `UpdateUsage` override: `(period index, limit)` (ignored in other periods).
+    pub override_limit: Option<(i64, u64)>,
 }
 
 /// A stored quota count: `used` units in period `index`.
@@ -122,7 +124,10 @@ pub fn evaluate(
             Some(s) if s.index == index => s.used,
             _ => 0,
         };
-        let limit = quota::effective_limit(q.limit, q.offset, index, q.initial_index);
+        let limit = match q.override_limit {
+            Some((i, l)) if i == index => l,
+            _ => quota::effective_limit(q.limit, q.offset, index, q.initial_index),
+        };
         (q.period, QuotaReport { index, used, limit })
     });
 
@@ -189,6 +194,7 @@ mod tests {
             period: Period::Day,
             initial_index: 0,
             state: None,
+            override_limit: None,
         };
         // Empty bucket: throttled, the quota count stays 0.
         let empty = BucketInput {
@@ -225,6 +231,52 @@ mod tests {
             period: Period::Day,
             initial_index: 0,
             state: Some(QuotaState { index: 1, used: 3 }),
+            override_limit: None,
+        };
+        let r = evaluate(&[], Some(&q), now, 2);
+        assert!(r.allowed());
+        assert_eq!(r.quota.map(|q| (q.used, q.limit)), Some((2, 3)));
+    }
+
+    #[test]
+    fn override_replaces_the_limit_in_its_period_only() {
+        let now = 1_800_000_000_000_000;
+        let index = quota::period_index(Period::Day, now);
+        let q = QuotaInput {
+            limit: 3,
+            offset: 0,
+            period: Period::Day,
+            initial_index: 0,
+            state: Some(QuotaState { index, used: 3 }),
+            override_limit: Some((index, 5)),
+        };
+        let r = evaluate(&[], Some(&q), now, 2);
+        assert!(r.allowed());
+        assert_eq!(r.quota.map(|q| (q.used, q.limit)), Some((5, 5)));
+        assert_eq!(
+            evaluate(&[], Some(&q), now, 3).verdict,
+            Verdict::QuotaExceeded
+        );
+        let stale = QuotaInput {
+            override_limit: Some((index - 1, 100)),
+            ..q
+        };
+        assert_eq!(
+            evaluate(&[], Some(&stale), now, 1).verdict,
+            Verdict::QuotaExceeded
+        );
+    }
+
+    #[test]
+    fn stale_override_is_ignored() {
+        let now = 1_800_000_000_000_000;
+        let q = QuotaInput {
+            limit: 3,
+            offset: 0,
+            period: Period::Day,
+            initial_index: 0,
+            state: Some(QuotaState { index: 1, used: 3 }),
+            override_limit: Some((1, 0)),
         };
         let r = evaluate(&[], Some(&q), now, 2);
         assert!(r.allowed());

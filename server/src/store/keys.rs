@@ -35,4 +35,29 @@ impl Keys {
     pub fn plan_created(&self, plan_id: &str) -> String {
         format!("{}:plan:{plan_id}:created_at", self.prefix)
     }
+    /// `tg:{defs}:plans`: plan id → JSON record (one hash tag: definition writes are one
+    /// atomic script even in Redis Cluster).
+    pub fn defs_plans(&self) -> String {
+        format!("{}:{{defs}}:plans", self.prefix)
+    }
+    /// `tg:{defs}:keys`: API key id → JSON record (the value only as SHA-256).
+    pub fn defs_keys(&self) -> String {
+        format!("{}:{{defs}}:keys", self.prefix)
+    }
+    /// `tg:{defs}:version`: bumped by every definition write.
+    pub fn defs_version(&self) -> String {
+        format!("{}:{{defs}}:version", self.prefix)
+    }
+    /// `tg:events`: the pub/sub channel every instance listens on.
+    pub fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+    /// `<owner>:u:<plan>`: the base of a key's daily usage hashes in a plan.
+    pub fn usage_base(owner: &str, plan_id: &str) -> String {
+        format!("{owner}:u:{plan_id}")
+    }
+    /// `<base>:<month index>`: one month of daily usage.
+    pub fn usage_month(base: &str, month_index: i64) -> String {
+        format!("{base}:{month_index}")
+    }
 }

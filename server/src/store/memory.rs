@@ -4,16 +4,18 @@
 //! key's buckets, the stage-wide buckets and the quota, exactly like the Redis script does. The
 //! layout mirrors Redis — hashes of fields with an expiry — so both stores keep the same TTL
 //! rules, and a background sweep drops expired hashes so memory stays bounded.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use super::{
-    CheckOp, CheckOutcome, IDEMPOTENCY_TTL_MS, Store, StoreError, TTL_MARGIN_US, keys::Keys,
+    CheckOp, CheckOutcome, DefKind, DefWrite, IDEMPOTENCY_TTL_MS, OwnerState, QuotaOp, RawDefs,
+    Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys,
 };
 use crate::clock::Clock;
+use crate::limiter::evaluate::QuotaReport;
 use crate::limiter::evaluate::{BucketInput, QuotaInput, QuotaState, evaluate};
 use crate::limiter::quota;
 
@@ -24,6 +26,28 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 enum Field {
     Tat(u64),
     Quota(QuotaState),
+    /// `UpdateUsage`: (period index, limit).
+    Override(i64, u64),
+}
+
+impl Field {
+    /// The value as the Redis store writes it.
+    fn render(&self) -> String {
+        match self {
+            Field::Tat(t) => t.to_string(),
+            Field::Quota(q) => format!("{}:{}", q.index, q.used),
+            Field::Override(i, l) => format!("{i}:{l}"),
+        }
+    }
+}
+
+const DAY_US: u64 = 86_400_000_000;
+
+/// One usage base: retention in days and used units per day.
+#[derive(Debug, Default)]
+struct Usage {
+    retention_days: u64,
+    days: BTreeMap<i64, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -38,12 +62,17 @@ struct State {
     records: HashMap<String, (u64, CheckOutcome)>,
     plans: HashMap<String, u64>,
     auth: HashMap<String, (u64, Vec<u8>)>,
+    defs_version: u64,
+    defs_plans: BTreeMap<String, String>,
+    defs_keys: BTreeMap<String, String>,
+    usage: HashMap<String, Usage>,
 }
 
 /// The embedded in-memory store.
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    events: tokio::sync::broadcast::Sender<StoreEvent>,
 }
 
 impl MemoryStore {
@@ -53,6 +82,7 @@ impl MemoryStore {
         let store = Arc::new(Self {
             clock,
             state: Mutex::new(State::default()),
+            events: tokio::sync::broadcast::channel(64).0,
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak: Weak<Self> = Arc::downgrade(&store);
@@ -75,6 +105,12 @@ impl MemoryStore {
         st.hashes.retain(|_, h| h.expires_at > now);
         st.records.retain(|_, (exp, _)| *exp > now);
         st.auth.retain(|_, (exp, _)| *exp > now);
+        let today = (now / DAY_US) as i64;
+        st.usage.retain(|_, u| {
+            let keep_from = today - u.retention_days as i64;
+            u.days.retain(|d, _| *d > keep_from);
+            !u.days.is_empty()
+        });
     }
 
     /// Number of live hashes plus records (for tests of boundedness).
@@ -135,6 +171,10 @@ impl MemoryStore {
                 Some(Field::Quota(s)) => Some(s),
                 _ => None,
             },
+            override_limit: match live(&st, &op.owner, &q.override_field) {
+                Some(Field::Override(i, l)) => Some((i, l)),
+                _ => None,
+            },
         });
         let r = evaluate(&buckets, quota.as_ref(), now, op.cost);
         if r.allowed() && !op.dry_run {
@@ -148,6 +188,11 @@ impl MemoryStore {
                 let h = hash_mut(&mut st, &op.owner, now);
                 h.fields.insert(q.field.clone(), Field::Quota(s));
                 h.expires_at = h.expires_at.max(end + TTL_MARGIN_US);
+            }
+            if let Some(u) = &op.usage {
+                let usage = st.usage.entry(u.base.to_string()).or_default();
+                usage.retention_days = u.retention_days;
+                *usage.days.entry((now / DAY_US) as i64).or_default() += op.cost;
             }
         }
         let out = CheckOutcome {
@@ -176,6 +221,129 @@ fn hash_mut<'a>(st: &'a mut State, key: &Arc<str>, now: u64) -> &'a mut Hash {
 }
 
 impl Store for MemoryStore {
+    async fn defs_load(&self) -> Result<RawDefs, StoreError> {
+        let st = self.state.lock();
+        let pairs = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        Ok(RawDefs {
+            version: st.defs_version,
+            plans: pairs(&st.defs_plans),
+            keys: pairs(&st.defs_keys),
+        })
+    }
+
+    async fn defs_write(
+        &self,
+        expected: u64,
+        writes: &[DefWrite],
+    ) -> Result<Option<u64>, StoreError> {
+        let version = {
+            let mut st = self.state.lock();
+            if st.defs_version != expected {
+                return Ok(None);
+            }
+            for w in writes {
+                let map = match w.kind {
+                    DefKind::Plan => &mut st.defs_plans,
+                    DefKind::Key => &mut st.defs_keys,
+                };
+                match &w.json {
+                    Some(j) => {
+                        map.insert(w.id.clone(), j.clone());
+                    }
+                    None => {
+                        map.remove(&w.id);
+                    }
+                }
+            }
+            st.defs_version += 1;
+            st.defs_version
+        };
+        let _ = self.events.send(StoreEvent::Definitions);
+        Ok(Some(version))
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    async fn usage_read(
+        &self,
+        base: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let st = self.state.lock();
+        Ok(st
+            .usage
+            .get(base)
+            .map(|u| u.days.range(from..=to).map(|(d, n)| (*d, *n)).collect())
+            .unwrap_or_default())
+    }
+
+    async fn quota_set_remaining(
+        &self,
+        owner: &str,
+        quota: &QuotaOp,
+        remaining: u64,
+    ) -> Result<(QuotaReport, u64), StoreError> {
+        let mut st = self.state.lock();
+        let now = self.clock.now_micros();
+        let index = quota::period_index(quota.period, now);
+        let owner: Arc<str> = owner.into();
+        let used = match st
+            .hashes
+            .get(&owner)
+            .filter(|h| h.expires_at > now)
+            .and_then(|h| h.fields.get(&quota.field))
+        {
+            Some(Field::Quota(s)) if s.index == index => s.used,
+            _ => 0,
+        };
+        let limit = used.saturating_add(remaining);
+        let end = quota::period_end(quota.period, index).max(0) as u64;
+        let h = hash_mut(&mut st, &owner, now);
+        h.fields
+            .insert(quota.override_field.clone(), Field::Override(index, limit));
+        h.expires_at = h.expires_at.max(end + TTL_MARGIN_US);
+        Ok((QuotaReport { index, used, limit }, now))
+    }
+
+    async fn owner_state(&self, owner: &str) -> Result<OwnerState, StoreError> {
+        let st = self.state.lock();
+        let now = self.clock.now_micros();
+        Ok(OwnerState {
+            now_us: now,
+            fields: st
+                .hashes
+                .get(owner)
+                .filter(|h| h.expires_at > now)
+                .map(|h| {
+                    h.fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.render()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
+        let removed = {
+            let mut st = self.state.lock();
+            let before = st.auth.len();
+            st.auth.retain(|k, _| !k.starts_with(prefix));
+            (before - st.auth.len()) as u64
+        };
+        let _ = self
+            .events
+            .send(StoreEvent::AuthFlush(authorizer.to_string()));
+        Ok(removed)
+    }
+
     async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
         Ok(self.check_locked(op))
     }

@@ -37,6 +37,8 @@ pub struct BucketOp {
 pub struct QuotaOp {
     /// The field within the owner hash.
     pub field: String,
+    /// The field holding an `UpdateUsage` override (`<period index>:<limit>`) in the owner hash.
+    pub override_field: String,
     /// Requests per period.
     pub limit: u64,
     /// Subtracted in the initial period.
@@ -65,6 +67,67 @@ pub struct CheckOp {
     pub request_id: Option<String>,
     /// Evaluate, consume nothing.
     pub dry_run: bool,
+    /// Daily usage to record when admitted (API keys in a plan).
+    pub usage: Option<UsageOp>,
+}
+
+/// Where an admitted check's cost is added to the daily usage counters.
+#[derive(Debug, Clone)]
+pub struct UsageOp {
+    /// `<owner>:u:<plan>`: one hash per month is kept at `<base>:<month index>`, a field per day
+    /// (days since the epoch) — same hash tag as the owner.
+    pub base: Arc<str>,
+    /// How long a day's counter is kept, in whole days.
+    pub retention_days: u64,
+}
+
+/// Usage plans and API keys as stored: JSON records by id, and the version they are at.
+#[derive(Debug, Clone, Default)]
+pub struct RawDefs {
+    /// Bumped by every write.
+    pub version: u64,
+    /// Plan id → JSON.
+    pub plans: Vec<(String, String)>,
+    /// Key id → JSON.
+    pub keys: Vec<(String, String)>,
+}
+
+/// Which definitions map a [`DefWrite`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefKind {
+    /// Usage plans.
+    Plan,
+    /// API keys.
+    Key,
+}
+
+/// One definition write: `json` `None` deletes.
+#[derive(Debug, Clone)]
+pub struct DefWrite {
+    /// Plans or keys.
+    pub kind: DefKind,
+    /// The record id.
+    pub id: String,
+    /// The new record, or `None` to delete it.
+    pub json: Option<String>,
+}
+
+/// Something another instance (or this one) told every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Definitions changed: reload them.
+    Definitions,
+    /// Drop the local cache of this authorizer's decisions.
+    AuthFlush(String),
+}
+
+/// The fields of an owner hash, as the store holds them, and the store's time.
+#[derive(Debug, Clone, Default)]
+pub struct OwnerState {
+    /// The store's clock (µs).
+    pub now_us: u64,
+    /// Field → value (`t:*` TATs in µs, `q:*` `<index>:<used>`, `ql:*` `<index>:<limit>`).
+    pub fields: Vec<(String, String)>,
 }
 
 /// What a store decided.
@@ -169,6 +232,55 @@ impl StoreError {
 
 /// Rate-limit state, shared by every check.
 pub trait Store: Send + Sync + 'static {
+    /// Reads every usage plan and API key record and their version, atomically.
+    fn defs_load(&self) -> impl Future<Output = Result<RawDefs, StoreError>> + Send;
+
+    /// Applies `writes` atomically if the definitions are still at `expected`, bumps the
+    /// version and tells every instance ([`StoreEvent::Definitions`]). `Ok(None)`: someone else
+    /// wrote first (reload and retry).
+    fn defs_write(
+        &self,
+        expected: u64,
+        writes: &[DefWrite],
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Events from every instance (definitions changed, authorizer cache flushed). After a lost
+    /// subscription, [`StoreEvent::Definitions`] is sent once it is back (changes may have been
+    /// missed).
+    fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+
+    /// Daily usage under `base` (see [`UsageOp`]) from day `from` to day `to` (days since the
+    /// epoch, inclusive): `(day, used)` for the days with usage.
+    fn usage_read(
+        &self,
+        base: &str,
+        from: i64,
+        to: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, u64)>, StoreError>> + Send;
+
+    /// Sets the remaining quota of the current period (store clock) to `remaining`: the
+    /// period's limit becomes used + remaining until it ends. Returns the quota after it.
+    fn quota_set_remaining(
+        &self,
+        owner: &str,
+        quota: &QuotaOp,
+        remaining: u64,
+    ) -> impl Future<Output = Result<(QuotaReport, u64), StoreError>> + Send;
+
+    /// Every field of an owner hash and the store's time.
+    fn owner_state(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<OwnerState, StoreError>> + Send;
+
+    /// Deletes every shared authorizer-cache entry whose key starts with `prefix` and tells
+    /// every instance to drop its local entries for `authorizer`. Returns the entries deleted.
+    fn auth_flush(
+        &self,
+        prefix: &str,
+        authorizer: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Evaluates `op` atomically and commits it if everything admits (and it is not a dry run).
     fn check(&self, op: &CheckOp) -> impl Future<Output = Result<CheckOutcome, StoreError>> + Send;
 
@@ -208,6 +320,62 @@ pub enum AnyStore {
 }
 
 impl Store for AnyStore {
+    async fn defs_load(&self) -> Result<RawDefs, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.defs_load().await,
+            AnyStore::Redis(s) => s.defs_load().await,
+        }
+    }
+    async fn defs_write(
+        &self,
+        expected: u64,
+        writes: &[DefWrite],
+    ) -> Result<Option<u64>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.defs_write(expected, writes).await,
+            AnyStore::Redis(s) => s.defs_write(expected, writes).await,
+        }
+    }
+    fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
+        match self {
+            AnyStore::Memory(s) => s.events(),
+            AnyStore::Redis(s) => s.events(),
+        }
+    }
+    async fn usage_read(
+        &self,
+        base: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.usage_read(base, from, to).await,
+            AnyStore::Redis(s) => s.usage_read(base, from, to).await,
+        }
+    }
+    async fn quota_set_remaining(
+        &self,
+        owner: &str,
+        quota: &QuotaOp,
+        remaining: u64,
+    ) -> Result<(QuotaReport, u64), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.quota_set_remaining(owner, quota, remaining).await,
+            AnyStore::Redis(s) => s.quota_set_remaining(owner, quota, remaining).await,
+        }
+    }
+    async fn owner_state(&self, owner: &str) -> Result<OwnerState, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.owner_state(owner).await,
+            AnyStore::Redis(s) => s.owner_state(owner).await,
+        }
+    }
+    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.auth_flush(prefix, authorizer).await,
+            AnyStore::Redis(s) => s.auth_flush(prefix, authorizer).await,
+        }
+    }
     async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
         match self {
             AnyStore::Memory(s) => s.check(op).await,

@@ -18,9 +18,13 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use tokio::sync::broadcast;
+
 use super::{
-    CheckOp, CheckOutcome, IDEMPOTENCY_TTL_MS, Store, StoreError, TTL_MARGIN_US, keys::Keys,
+    CheckOp, CheckOutcome, DefKind, DefWrite, IDEMPOTENCY_TTL_MS, OwnerState, QuotaOp, RawDefs,
+    Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys,
 };
+use crate::limiter::evaluate::QuotaReport;
 
 /// How long one connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -35,6 +39,13 @@ pub struct RedisStore {
     keys: Keys,
     check: Arc<Script>,
     plan_created: Arc<Script>,
+    defs_load: Arc<Script>,
+    defs_write: Arc<Script>,
+    set_remaining: Arc<Script>,
+    owner_state: Arc<Script>,
+    client: redis::Client,
+    events: broadcast::Sender<StoreEvent>,
+    subscribed: Arc<std::sync::Once>,
 }
 
 impl RedisStore {
@@ -57,15 +68,82 @@ impl RedisStore {
             conns: conns.into(),
             next: Arc::new(AtomicUsize::new(0)),
             keys: Keys::new(key_prefix),
-            check: Arc::new(Script::new(scripts::CHECK)),
+            check: Arc::new(Script::new(&scripts::with_periods(scripts::CHECK))),
             plan_created: Arc::new(Script::new(scripts::PLAN_CREATED)),
+            defs_load: Arc::new(Script::new(scripts::DEFS_LOAD)),
+            defs_write: Arc::new(Script::new(scripts::DEFS_WRITE)),
+            set_remaining: Arc::new(Script::new(&scripts::with_periods(scripts::SET_REMAINING))),
+            owner_state: Arc::new(Script::new(scripts::OWNER_STATE)),
+            client,
+            events: broadcast::channel(256).0,
+            subscribed: Arc::new(std::sync::Once::new()),
         })
+    }
+
+    /// Listens on the events channel for as long as the store lives, reconnecting with a short
+    /// backoff; every (re)subscription is followed by [`StoreEvent::Definitions`], since
+    /// messages may have been missed while it was down.
+    fn subscribe(&self) {
+        let client = self.client.clone();
+        let channel = self.keys.events_channel();
+        let events = self.events.downgrade();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut first = true;
+            loop {
+                let Some(tx) = events.upgrade() else { return };
+                match client.get_async_pubsub().await {
+                    Ok(mut ps) => match ps.subscribe(&channel).await {
+                        Ok(()) => {
+                            if !first {
+                                tracing::info!("store events subscription restored");
+                            }
+                            first = false;
+                            let _ = tx.send(StoreEvent::Definitions);
+                            drop(tx);
+                            let mut stream = ps.into_on_message();
+                            while let Some(msg) = stream.next().await {
+                                let Some(tx) = events.upgrade() else { return };
+                                let payload: String = msg.get_payload().unwrap_or_default();
+                                if let Some(name) = payload.strip_prefix("authflush ") {
+                                    let _ = tx.send(StoreEvent::AuthFlush(name.to_string()));
+                                } else {
+                                    let _ = tx.send(StoreEvent::Definitions);
+                                }
+                            }
+                            tracing::warn!("store events subscription lost; reconnecting");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %redact(&e.to_string()), "cannot subscribe to store events")
+                        }
+                    },
+                    Err(e) => {
+                        if first {
+                            tracing::debug!(error = %redact(&e.to_string()), "store events: not connected yet");
+                        }
+                    }
+                }
+                tokio::time::sleep(MAX_RECONNECT_DELAY).await;
+            }
+        });
     }
 
     fn conn(&self) -> ConnectionManager {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
     }
+}
+
+/// Escapes the glob characters of a `SCAN MATCH` pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Hides a password in anything that may echo a URL.
@@ -121,16 +199,177 @@ fn invocation<'a>(script: &'a Script, op: &CheckOp) -> redis::ScriptInvocation<'
                 .arg(q.limit)
                 .arg(q.offset)
                 .arg(q.initial_index)
-                .arg(q.period.code());
+                .arg(q.period.code())
+                .arg(&q.override_field);
         }
         None => {
-            inv.arg(0).arg("").arg(0).arg(0).arg(0).arg(1);
+            inv.arg(0).arg("").arg(0).arg(0).arg(0).arg(1).arg("");
         }
     }
+    match &op.usage {
+        Some(u) => inv.arg(1).arg(&*u.base).arg(u.retention_days),
+        None => inv.arg(0).arg("").arg(0),
+    };
     inv
 }
 
+fn split_pairs(v: Vec<String>) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(v.len() / 2);
+    let mut it = v.into_iter();
+    while let (Some(k), Some(val)) = (it.next(), it.next()) {
+        out.push((k, val));
+    }
+    out
+}
+
 impl Store for RedisStore {
+    async fn defs_load(&self) -> Result<RawDefs, StoreError> {
+        let mut conn = self.conn();
+        let (version, plans, keys): (u64, Vec<String>, Vec<String>) = self
+            .defs_load
+            .key(self.keys.defs_plans())
+            .key(self.keys.defs_keys())
+            .key(self.keys.defs_version())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(RawDefs {
+            version,
+            plans: split_pairs(plans),
+            keys: split_pairs(keys),
+        })
+    }
+
+    async fn defs_write(
+        &self,
+        expected: u64,
+        writes: &[DefWrite],
+    ) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn();
+        let mut inv = self.defs_write.prepare_invoke();
+        inv.key(self.keys.defs_plans())
+            .key(self.keys.defs_keys())
+            .key(self.keys.defs_version())
+            .arg(expected)
+            .arg(self.keys.events_channel());
+        for w in writes {
+            inv.arg(match w.kind {
+                DefKind::Plan => "p",
+                DefKind::Key => "k",
+            })
+            .arg(&w.id)
+            .arg(w.json.as_deref().unwrap_or(""));
+        }
+        let v: i64 = inv.invoke_async(&mut conn).await.map_err(backend)?;
+        Ok((v >= 0).then_some(v as u64))
+    }
+
+    fn events(&self) -> broadcast::Receiver<StoreEvent> {
+        let rx = self.events.subscribe();
+        self.subscribed.call_once(|| self.subscribe());
+        rx
+    }
+
+    async fn usage_read(
+        &self,
+        base: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        use crate::limiter::quota::{Period, period_index};
+        let mut conn = self.conn();
+        let day_us = 86_400_000_000_i64;
+        let (m0, m1) = (
+            period_index(Period::Month, (from.max(0) * day_us) as u64),
+            period_index(Period::Month, (to.max(0) * day_us) as u64),
+        );
+        let mut pipe = redis::pipe();
+        for m in m0..=m1 {
+            pipe.cmd("HGETALL").arg(Keys::usage_month(base, m));
+        }
+        let months: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(backend)?;
+        let mut out: Vec<(i64, u64)> = months
+            .into_iter()
+            .flat_map(split_pairs)
+            .filter_map(|(d, n)| Some((d.parse().ok()?, n.parse().ok()?)))
+            .filter(|(d, _)| (from..=to).contains(d))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn quota_set_remaining(
+        &self,
+        owner: &str,
+        quota: &QuotaOp,
+        remaining: u64,
+    ) -> Result<(QuotaReport, u64), StoreError> {
+        let mut conn = self.conn();
+        let (index, used, limit, now): (i64, u64, u64, u64) = self
+            .set_remaining
+            .key(owner)
+            .arg(&quota.field)
+            .arg(&quota.override_field)
+            .arg(quota.period.code())
+            .arg(remaining)
+            .arg(TTL_MARGIN_US)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok((QuotaReport { index, used, limit }, now))
+    }
+
+    async fn owner_state(&self, owner: &str) -> Result<OwnerState, StoreError> {
+        let mut conn = self.conn();
+        let (now_us, fields): (u64, Vec<String>) = self
+            .owner_state
+            .key(owner)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(OwnerState {
+            now_us,
+            fields: split_pairs(fields),
+        })
+    }
+
+    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(backend)?;
+                removed += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        redis::cmd("PUBLISH")
+            .arg(self.keys.events_channel())
+            .arg(format!("authflush {authorizer}"))
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(removed)
+    }
+
     async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
         let mut conn = self.conn();
         let reply: Vec<i64> = invocation(&self.check, op)

@@ -10,6 +10,8 @@
 //! and costs), so Lua's doubles are exact. Values are written with `%.0f` because Lua's default
 //! number-to-string conversion (`%.14g`) would round a µs timestamp.
 //!
+//! [`CHECK`] and [`SET_REMAINING`] are prefixed with [`PERIODS`] (see [`with_periods`]).
+//!
 //! KEYS
 //!   1     the owner hash (API key, or stage for keyless routes): quota + per-key buckets
 //!   2     the idempotency record `<owner>:r:<request_id>` (same slot; unused without an id)
@@ -18,49 +20,13 @@
 //!   1 now µs (0 = Redis TIME)   2 cost   3 dry_run 0|1   4 use idempotency 0|1
 //!   5 idempotency TTL ms        6 TTL margin µs           7 bucket count n
 //!   then per bucket: key index (into KEYS), field, T µs, τ µs, burst
-//!   then: quota 0|1, field, limit, offset, initial period index, period (1 DAY, 2 WEEK, 3 MONTH)
+//!   then: quota 0|1, field, limit, offset, initial period index, period (1 DAY, 2 WEEK, 3 MONTH),
+//!         override field (`UpdateUsage`: `<period index>:<limit>`)
+//!   then: usage 0|1, usage base (`<owner>:u:<plan>`, same slot), retention days
 //! Reply (integers; see `CheckOutcome::to_wire`)
 //!   verdict (0 allow, 1 throttled, 2 quota), denied bucket (1-based, 0 none), retry µs (-1 none),
 //!   now µs, period index, quota used, quota limit, replayed 0|1, has quota 0|1, remaining per bucket
 pub const CHECK: &str = r#"
-local DAY = 86400000000
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local mp = m + 9
-  if m > 2 then mp = m - 3 end
-  local doy = math.floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-local function month_index(days)
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m = mp - 9
-  if mp < 10 then m = mp + 3 end
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  return y * 12 + m - 1
-end
-local function period_index(p, now)
-  local days = math.floor(now / DAY)
-  if p == 1 then return days end
-  if p == 2 then return math.floor((days + 3) / 7) end
-  return month_index(days)
-end
-local function period_start(p, idx)
-  if p == 1 then return idx * DAY end
-  if p == 2 then return (idx * 7 - 3) * DAY end
-  local y = math.floor(idx / 12)
-  return days_from_civil(y, idx - y * 12 + 1, 1) * DAY
-end
-local function fmt(n) return string.format('%.0f', n) end
-
 local now = tonumber(ARGV[1])
 if now == 0 then
   local t = redis.call('TIME')
@@ -104,8 +70,13 @@ for b = 1, nb do
 end
 local has_q = ARGV[i] == '1'
 local qf, qidx, qused, qlim, qperiod = ARGV[i + 1], 0, 0, 0, tonumber(ARGV[i + 5])
-local qpos = 0
-if has_q then qpos = want(KEYS[1], qf) end
+local qpos, qopos = 0, 0
+if has_q then
+  qpos = want(KEYS[1], qf)
+  qopos = want(KEYS[1], ARGV[i + 6])
+end
+local use_usage = ARGV[i + 7] == '1'
+local ubase, uret = ARGV[i + 8], tonumber(ARGV[i + 9])
 local vals = {}
 for _, k in ipairs(order) do vals[k] = redis.call('HMGET', k, unpack(fields[k])) end
 
@@ -142,6 +113,11 @@ if has_q then
   end
   qlim = tonumber(ARGV[i + 2])
   if qidx == tonumber(ARGV[i + 4]) then qlim = math.max(qlim - tonumber(ARGV[i + 3]), 0) end
+  local o = vals[KEYS[1]][qopos]
+  if o then
+    local oi, ol = string.match(o, '^(-?%d+):(%d+)$')
+    if oi and tonumber(oi) == qidx then qlim = tonumber(ol) end
+  end
 end
 
 local verdict, retry = 0, -1
@@ -169,6 +145,15 @@ if verdict == 0 and not dry then
     local ttl = math.floor((until_[k] + margin - now) / 1000) + 1
     -- TTLs only collect garbage: skip the rewrite when the current one is within a second.
     if redis.call('PTTL', k) < ttl - 1000 then redis.call('PEXPIRE', k, ttl) end
+  end
+  if use_usage then
+    -- Daily usage: one hash per month (same hash tag as the owner), a field per day.
+    local day = math.floor(now / DAY)
+    local mi = month_index(day)
+    local uk = ubase .. ':' .. fmt(mi)
+    redis.call('HINCRBY', uk, fmt(day), cost)
+    local ttl = math.floor((period_start(3, mi + 1) + uret * DAY - now) / 1000) + 1
+    if redis.call('PTTL', uk) < ttl - 1000 then redis.call('PEXPIRE', uk, ttl) end
   end
 end
 
@@ -198,3 +183,104 @@ if v then return tonumber(v) end
 redis.call('SET', KEYS[1], ARGV[1])
 return tonumber(ARGV[1])
 "#;
+
+/// Reads every definition and the version atomically.
+/// KEYS plans hash, keys hash, version. Reply: {version, plans HGETALL, keys HGETALL}.
+pub const DEFS_LOAD: &str = r#"
+local v = tonumber(redis.call('GET', KEYS[3]) or '0')
+return {v, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"#;
+
+/// Applies definition writes if the version is still ARGV[1]; bumps it and publishes.
+/// KEYS plans hash, keys hash, version. ARGV expected version, channel, then triples
+/// (`p`|`k`, id, JSON or empty to delete). Reply: the new version, or -1 on a conflict.
+pub const DEFS_WRITE: &str = r#"
+local v = tonumber(redis.call('GET', KEYS[3]) or '0')
+if v ~= tonumber(ARGV[1]) then return -1 end
+local i = 3
+while i <= #ARGV do
+  local h = KEYS[1]
+  if ARGV[i] == 'k' then h = KEYS[2] end
+  if ARGV[i + 2] == '' then redis.call('HDEL', h, ARGV[i + 1])
+  else redis.call('HSET', h, ARGV[i + 1], ARGV[i + 2]) end
+  i = i + 3
+end
+v = redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', ARGV[2], 'defs ' .. v)
+return v
+"#;
+
+/// `UpdateUsage`: sets the current period's limit to used + ARGV remaining.
+/// KEYS owner hash. ARGV quota field, override field, period code, remaining, TTL margin µs.
+/// Reply: {period index, used, limit, now µs}.
+pub const SET_REMAINING: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local p = tonumber(ARGV[3])
+local idx = period_index(p, now)
+local used = 0
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+if s then
+  local si, su = string.match(s, '^(-?%d+):(%d+)$')
+  if si and tonumber(si) == idx then used = tonumber(su) end
+end
+local limit = used + tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[2], fmt(idx) .. ':' .. fmt(limit))
+local ttl = math.floor((period_start(p, idx + 1) + tonumber(ARGV[5]) - now) / 1000) + 1
+if redis.call('PTTL', KEYS[1]) < ttl - 1000 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {idx, used, limit, now}
+"#;
+
+/// Every field of an owner hash and the server time. KEYS owner hash.
+/// Reply: {now µs, HGETALL}.
+pub const OWNER_STATE: &str = r#"
+local t = redis.call('TIME')
+return {tonumber(t[1]) * 1000000 + tonumber(t[2]), redis.call('HGETALL', KEYS[1])}
+"#;
+
+/// Period helpers shared by the scripts that need the quota calendar.
+pub const PERIODS: &str = r#"
+local DAY = 86400000000
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m + 9
+  if m > 2 then mp = m - 3 end
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+local function month_index(days)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp - 9
+  if mp < 10 then m = mp + 3 end
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y * 12 + m - 1
+end
+local function period_index(p, now)
+  local days = math.floor(now / DAY)
+  if p == 1 then return days end
+  if p == 2 then return math.floor((days + 3) / 7) end
+  return month_index(days)
+end
+local function period_start(p, idx)
+  if p == 1 then return idx * DAY end
+  if p == 2 then return (idx * 7 - 3) * DAY end
+  local y = math.floor(idx / 12)
+  return days_from_civil(y, idx - y * 12 + 1, 1) * DAY
+end
+local function fmt(n) return string.format('%.0f', n) end
+
+"#;
+
+/// `PERIODS` followed by `body`.
+pub fn with_periods(body: &str) -> String {
+    format!("{PERIODS}\n{body}")
+}

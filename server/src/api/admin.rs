@@ -1,0 +1,1492 @@
+//! `tollgate.v1.AdminService`: usage plans, API keys, plan keys, usage, live throttle state and
+//! the authorizer cache, behind bearer-token authentication ([`AdminAuth`]).
+//!
+//! Every change is one compare-and-set write of the definitions ([`Registry::write`]), so
+//! validation (value uniqueness, one plan per key per api stage) holds under concurrent admin
+//! calls on any number of instances, and every instance applies it within milliseconds.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tollgate_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::catalog::{Catalog, key_digest};
+use crate::config::validate::{
+    KEY_VALUE_MAX, KEY_VALUE_MIN, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_QUOTA_LIMIT,
+    parse_timestamp, valid_id, validate_plan,
+};
+use crate::config::{
+    FailureMode, PlanStageConfig, QuotaConfig, ThrottleConfig, ThrottleScope, UsagePlanConfig,
+};
+use crate::defs::{Change, Definitions, KeyRecord, PlanRecord, Source};
+use crate::limiter::{Limit, Period, gcra, quota};
+use crate::registry::{Registry, WriteError};
+use crate::store::keys::Keys;
+use crate::store::{QuotaOp, Store, StoreError};
+
+/// Default page size of list calls.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Largest page size (AWS's cap for usage).
+pub const MAX_PAGE_SIZE: usize = 500;
+/// Longest `customer_id`.
+pub const MAX_CUSTOMER_ID_LEN: usize = 1024;
+/// Tags per key.
+pub const MAX_TAGS: usize = 50;
+/// Tag key length (AWS).
+pub const MAX_TAG_KEY_LEN: usize = 128;
+/// Tag value length (AWS).
+pub const MAX_TAG_VALUE_LEN: usize = 256;
+/// Plans one create/import row may name.
+pub const MAX_PLANS_PER_KEY: usize = 10;
+/// Stages per plan.
+pub const MAX_PLAN_STAGES: usize = 100;
+/// Rows of one CSV import.
+pub const MAX_IMPORT_ROWS: usize = 10_000;
+/// Whole admin message (CSV imports), bytes.
+pub const MAX_ADMIN_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Longest `GetUsage` range, days.
+pub const MAX_USAGE_DAYS: i64 = 366;
+/// Length of generated key values.
+pub const GENERATED_VALUE_LEN: usize = 40;
+/// Length of generated ids.
+pub const GENERATED_ID_LEN: usize = 10;
+
+const DAY_US: i64 = 86_400_000_000;
+const KEY_NOT_FOUND: &str = "Invalid API Key identifier specified";
+const PLAN_NOT_FOUND: &str = "Invalid Usage Plan ID specified";
+
+// ---------------------------------------------------------------- authentication
+
+/// The admin bearer tokens, kept only as SHA-256 digests.
+#[derive(Clone, Default)]
+pub struct AdminAuth {
+    digests: Arc<Vec<[u8; 32]>>,
+}
+
+impl AdminAuth {
+    /// Tokens from `TOLLGATE_ADMIN_TOKEN` (one token) and a tokens file (one per line; blank
+    /// lines and `#` comments skipped).
+    pub fn new(env_token: Option<&str>, file_text: Option<&str>) -> Self {
+        let mut digests = Vec::new();
+        let mut add = |t: &str| {
+            let t = t.trim();
+            if !t.is_empty() && !t.starts_with('#') {
+                digests.push(Sha256::digest(t.as_bytes()).into());
+            }
+        };
+        if let Some(t) = env_token {
+            add(t);
+        }
+        for line in file_text.unwrap_or_default().lines() {
+            add(line);
+        }
+        Self {
+            digests: Arc::new(digests),
+        }
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    /// Whether no token is configured (every call is refused).
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// Checks `authorization: Bearer <token>`. Digests are compared in constant time, and every
+    /// token is compared, so timing tells nothing about which (or how much) matched.
+    #[allow(clippy::result_large_err)]
+    pub fn check<T>(&self, req: Request<T>) -> Result<Request<T>, Status> {
+        if self.digests.is_empty() {
+            return Err(Status::unauthenticated(
+                "the admin API is disabled: no admin token is configured (set TOLLGATE_ADMIN_TOKEN or server.admin_tokens_file)",
+            ));
+        }
+        let Some(v) = req.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "missing authorization: Bearer <admin token>",
+            ));
+        };
+        let token = v
+            .to_str()
+            .ok()
+            .and_then(|s| {
+                s.strip_prefix("Bearer ")
+                    .or_else(|| s.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated("malformed authorization: expected Bearer <admin token>")
+            })?;
+        let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut ok = subtle::Choice::from(0);
+        for known in self.digests.iter() {
+            ok |= known.ct_eq(&d);
+        }
+        if bool::from(ok) {
+            Ok(req)
+        } else {
+            Err(Status::permission_denied("invalid admin token"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn rfc3339(us: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_micros(us)).to_string()
+}
+
+fn date_of_day(day: i64) -> String {
+    let s = rfc3339((day.max(0) * DAY_US) as u64);
+    s[..10].to_string()
+}
+
+fn parse_date(field: &str, s: &str) -> Result<i64, Status> {
+    let shape = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !shape {
+        return Err(Status::invalid_argument(format!(
+            "{field}: expected YYYY-MM-DD, got {s:?}"
+        )));
+    }
+    let us = parse_timestamp(s).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+    Ok((us / DAY_US as u64) as i64)
+}
+
+fn random_string(len: usize, alphabet: &[u8]) -> String {
+    // `rand::rng()` is a CSPRNG (ChaCha12) seeded from the OS.
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+const LOWER_ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+fn new_id(taken: impl Fn(&str) -> bool) -> String {
+    loop {
+        let id = random_string(GENERATED_ID_LEN, LOWER_ALNUM);
+        if !taken(&id) {
+            return id;
+        }
+    }
+}
+
+fn check_len(field: &str, s: &str, max: usize) -> Result<(), Status> {
+    if s.chars().count() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_value(v: &str) -> Result<(), Status> {
+    let n = v.chars().count();
+    if n < KEY_VALUE_MIN {
+        return Err(Status::invalid_argument(format!(
+            "API Key value should be at least {KEY_VALUE_MIN} characters"
+        )));
+    }
+    if n > KEY_VALUE_MAX {
+        return Err(Status::invalid_argument(format!(
+            "API Key value exceeds maximum size of {KEY_VALUE_MAX} characters"
+        )));
+    }
+    if !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Status::invalid_argument(
+            "API Key value: printable ASCII without spaces only",
+        ));
+    }
+    Ok(())
+}
+
+fn check_tags(tags: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+    if tags.len() > MAX_TAGS {
+        return Err(Status::invalid_argument(format!(
+            "tags: at most {MAX_TAGS}"
+        )));
+    }
+    for (k, v) in tags {
+        if k.is_empty() {
+            return Err(Status::invalid_argument("tags: empty tag key"));
+        }
+        check_len("tag key", k, MAX_TAG_KEY_LEN)?;
+        check_len("tag value", v, MAX_TAG_VALUE_LEN)?;
+    }
+    Ok(())
+}
+
+fn page<'a, T>(
+    items: impl Iterator<Item = (&'a String, T)>,
+    size: u32,
+    token: &str,
+) -> Result<(Vec<T>, String), Status> {
+    let size = match size as usize {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n > MAX_PAGE_SIZE => {
+            return Err(Status::invalid_argument(format!(
+                "page_size: at most {MAX_PAGE_SIZE}"
+            )));
+        }
+        n => n,
+    };
+    let mut out = Vec::new();
+    let mut last = String::new();
+    let mut more = false;
+    for (id, item) in items.filter(|(id, _)| token.is_empty() || id.as_str() > token) {
+        if out.len() == size {
+            more = true;
+            break;
+        }
+        last = id.clone();
+        out.push(item);
+    }
+    Ok((out, if more { last } else { String::new() }))
+}
+
+fn write_error(e: WriteError<Status>) -> Status {
+    match e {
+        WriteError::Rejected(s) => s,
+        WriteError::Store(e) => store_error(e),
+        WriteError::Contended => Status::aborted("concurrent changes to plans and keys; retry"),
+    }
+}
+
+fn store_error(e: StoreError) -> Status {
+    Status::unavailable(format!("store unavailable: {e}"))
+}
+
+fn not_admin(source: Source, what: &str, id: &str) -> Result<(), Status> {
+    if source == Source::Config {
+        return Err(Status::failed_precondition(format!(
+            "{what} {id:?} is defined in the config file; change it there"
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- conversions
+
+fn period_to_pb(p: Period) -> pb::QuotaPeriod {
+    match p {
+        Period::Day => pb::QuotaPeriod::Day,
+        Period::Week => pb::QuotaPeriod::Week,
+        Period::Month => pb::QuotaPeriod::Month,
+    }
+}
+
+fn plan_to_pb(r: &PlanRecord) -> pb::UsagePlan {
+    let p = &r.plan;
+    let th = |t: &ThrottleConfig| pb::Throttle {
+        rate_limit: t.rate_limit,
+        burst_limit: t.burst_limit,
+    };
+    pb::UsagePlan {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        description: p.description.clone(),
+        throttle: p.throttle.as_ref().map(th),
+        quota: p.quota.map(|q| pb::Quota {
+            limit: q.limit,
+            period: period_to_pb(q.period) as i32,
+            offset: q.offset,
+        }),
+        throttle_scope: match p.throttle_scope {
+            ThrottleScope::PerMethod => pb::ThrottleScope::PerMethod,
+            ThrottleScope::PerPlan => pb::ThrottleScope::PerPlan,
+        } as i32,
+        failure_mode: match p.failure_mode {
+            None => pb::FailureMode::Unspecified,
+            Some(FailureMode::Open) => pb::FailureMode::Open,
+            Some(FailureMode::Closed) => pb::FailureMode::Closed,
+        } as i32,
+        api_stages: p
+            .api_stages
+            .iter()
+            .map(|s| pb::ApiStage {
+                api_id: s.api_id.clone(),
+                stage: s.stage.clone(),
+                method_throttle: s
+                    .method_throttle
+                    .iter()
+                    .map(|(k, t)| (k.clone(), th(t)))
+                    .collect(),
+            })
+            .collect(),
+        created_at: rfc3339(r.created_at_us),
+        source: r.source.as_str().to_string(),
+    }
+}
+
+fn plan_from_pb(p: pb::UsagePlan) -> Result<UsagePlanConfig, Status> {
+    if p.api_stages.len() > MAX_PLAN_STAGES {
+        return Err(Status::invalid_argument(format!(
+            "api_stages: at most {MAX_PLAN_STAGES}"
+        )));
+    }
+    let th = |t: pb::Throttle| ThrottleConfig {
+        rate_limit: t.rate_limit,
+        burst_limit: t.burst_limit,
+    };
+    let quota = match p.quota {
+        None => None,
+        Some(q) => Some(QuotaConfig {
+            limit: q.limit,
+            offset: q.offset,
+            period: match pb::QuotaPeriod::try_from(q.period) {
+                Ok(pb::QuotaPeriod::Day) => Period::Day,
+                Ok(pb::QuotaPeriod::Week) => Period::Week,
+                Ok(pb::QuotaPeriod::Month) => Period::Month,
+                _ => {
+                    return Err(Status::invalid_argument("quota.period: DAY, WEEK or MONTH"));
+                }
+            },
+        }),
+    };
+    let throttle_scope = match pb::ThrottleScope::try_from(p.throttle_scope) {
+        Ok(pb::ThrottleScope::Unspecified | pb::ThrottleScope::PerMethod) => {
+            ThrottleScope::PerMethod
+        }
+        Ok(pb::ThrottleScope::PerPlan) => ThrottleScope::PerPlan,
+        Err(_) => return Err(Status::invalid_argument("throttle_scope: unknown value")),
+    };
+    let failure_mode = match pb::FailureMode::try_from(p.failure_mode) {
+        Ok(pb::FailureMode::Unspecified) => None,
+        Ok(pb::FailureMode::Open) => Some(FailureMode::Open),
+        Ok(pb::FailureMode::Closed) => Some(FailureMode::Closed),
+        Err(_) => return Err(Status::invalid_argument("failure_mode: unknown value")),
+    };
+    Ok(UsagePlanConfig {
+        id: p.id,
+        name: p.name,
+        description: p.description,
+        throttle: p.throttle.map(th),
+        quota,
+        throttle_scope,
+        failure_mode,
+        created_at: None,
+        api_stages: p
+            .api_stages
+            .into_iter()
+            .map(|s| PlanStageConfig {
+                api_id: s.api_id,
+                stage: s.stage,
+                method_throttle: s
+                    .method_throttle
+                    .into_iter()
+                    .map(|(k, t)| (k, th(t)))
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+fn key_to_pb(k: &KeyRecord, value: Option<String>) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.clone(),
+        value: value.unwrap_or_default(),
+        name: k.name.clone(),
+        description: k.description.clone(),
+        enabled: k.enabled,
+        customer_id: k.customer_id.clone(),
+        tags: k.tags.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+        usage_plan_ids: k.usage_plans.clone(),
+        created_at: rfc3339(k.created_at_us),
+        last_updated: rfc3339(k.updated_at_us),
+        source: k.source.as_str().to_string(),
+    }
+}
+
+fn plan_key_to_pb(k: &KeyRecord, plan: &str) -> pb::UsagePlanKey {
+    pb::UsagePlanKey {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        r#type: "API_KEY".into(),
+        usage_plan_id: plan.to_string(),
+        enabled: k.enabled,
+    }
+}
+
+// ---------------------------------------------------------------- rules
+
+/// Checks a plan (not its id's uniqueness) against the stages in force.
+fn check_plan(p: &UsagePlanConfig, catalog: &Catalog) -> Result<(), Status> {
+    let mut errors = Vec::new();
+    check_len("name", &p.name, MAX_NAME_LEN)?;
+    validate_plan(p, "usage_plan", &catalog.stage_routes(), &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(errors.join("; ")))
+    }
+}
+
+/// The stages `plan_ids` cover; `ALREADY_EXISTS` when two cover one stage (a key may be in at
+/// most one plan per api stage), `NOT_FOUND` for an unknown plan.
+fn check_plan_set(defs: &Definitions, plan_ids: &[String]) -> Result<(), Status> {
+    let mut seen: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for pid in plan_ids {
+        let p = defs
+            .plans
+            .get(pid)
+            .ok_or_else(|| Status::not_found(format!("{PLAN_NOT_FOUND}: {pid:?}")))?;
+        for s in &p.plan.api_stages {
+            if let Some(other) = seen.insert((s.api_id.as_str(), s.stage.as_str()), pid.as_str()) {
+                if other == pid {
+                    return Err(Status::already_exists(format!(
+                        "the key is already in usage plan {pid:?}"
+                    )));
+                }
+                return Err(Status::already_exists(format!(
+                    "usage plans {other:?} and {pid:?} both cover {}/{}; a key may be in at most one plan per api stage",
+                    s.api_id, s.stage
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- CSV
+
+/// Splits CSV text into rows of fields (RFC 4180 quoting; CRLF or LF).
+fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    let mut line = 1;
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                '\n' => {
+                    line += 1;
+                    field.push(c);
+                }
+                _ => field.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' if field.is_empty() => quoted = true,
+            ',' => row.push(std::mem::take(&mut field)),
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                row.push(std::mem::take(&mut field));
+                if row.iter().any(|f| !f.is_empty()) {
+                    rows.push(std::mem::take(&mut row));
+                } else {
+                    row.clear();
+                }
+                line += 1;
+            }
+            _ => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("line {line}: unterminated quoted field"));
+    }
+    row.push(field);
+    if row.iter().any(|f| !f.is_empty()) {
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "0" | "no" => Some(false),
+        "true" | "1" | "yes" => Some(true),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- the service
+
+/// The admin gRPC service.
+pub struct AdminApi {
+    registry: Arc<Registry>,
+}
+
+impl AdminApi {
+    /// A service editing `registry`'s definitions.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+
+    fn now(&self) -> u64 {
+        crate::clock::Clock::now_micros(&crate::clock::SystemClock)
+    }
+
+    async fn write(
+        &self,
+        f: impl Fn(&Definitions) -> Result<Vec<Change>, Status>,
+    ) -> Result<Arc<Definitions>, Status> {
+        self.registry.write(f).await.map_err(write_error)
+    }
+
+    fn key_in_plan(&self, defs: &Definitions, plan_id: &str, key_id: &str) -> Result<(), Status> {
+        let k = defs
+            .keys
+            .get(key_id)
+            .ok_or_else(|| Status::not_found(format!("{KEY_NOT_FOUND}: {key_id:?}")))?;
+        if !k.usage_plans.iter().any(|p| p == plan_id) {
+            return Err(Status::not_found(format!(
+                "API key {key_id:?} is not in usage plan {plan_id:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn quota_op(&self, rec: &PlanRecord) -> Result<(QuotaOp, QuotaConfig), Status> {
+        let q = rec.plan.quota.ok_or_else(|| {
+            Status::failed_precondition(format!("usage plan {:?} has no quota", rec.plan.id))
+        })?;
+        Ok((
+            QuotaOp {
+                field: format!("q:{}", rec.plan.id),
+                override_field: format!("ql:{}", rec.plan.id),
+                limit: q.limit,
+                offset: q.offset,
+                period: q.period,
+                initial_index: quota::period_index(q.period, rec.created_at_us),
+            },
+            q,
+        ))
+    }
+
+    fn owner(&self, key_id: &str) -> Arc<str> {
+        Keys::new(&self.registry.config().store.key_prefix).api_key(key_id)
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::admin_service_server::AdminService for AdminApi {
+    async fn create_usage_plan(
+        &self,
+        req: Request<pb::CreateUsagePlanRequest>,
+    ) -> R<pb::UsagePlan> {
+        let p = req
+            .into_inner()
+            .usage_plan
+            .ok_or_else(|| Status::invalid_argument("usage_plan is required"))?;
+        let mut plan = plan_from_pb(p)?;
+        if plan.id.is_empty() {
+            let defs = self.registry.defs();
+            plan.id = new_id(|id| defs.plans.contains_key(id));
+        }
+        let catalog = self.registry.catalog.load_full();
+        check_plan(&plan, &catalog)?;
+        let now = self.now();
+        let defs = self
+            .write(|d| {
+                if d.plans.contains_key(&plan.id) {
+                    return Err(Status::already_exists(format!(
+                        "usage plan {:?} already exists",
+                        plan.id
+                    )));
+                }
+                Ok(vec![Change::PutPlan(PlanRecord {
+                    plan: plan.clone(),
+                    created_at_us: now,
+                    updated_at_us: now,
+                    source: Source::Admin,
+                })])
+            })
+            .await?;
+        let rec = defs
+            .plans
+            .get(&plan.id)
+            .ok_or_else(|| Status::internal("created plan not found"))?;
+        Ok(Response::new(plan_to_pb(rec)))
+    }
+
+    async fn get_usage_plan(&self, req: Request<pb::GetUsagePlanRequest>) -> R<pb::UsagePlan> {
+        let id = req.into_inner().id;
+        let defs = self.registry.defs();
+        let p = defs
+            .plans
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("{PLAN_NOT_FOUND}: {id:?}")))?;
+        Ok(Response::new(plan_to_pb(p)))
+    }
+
+    async fn list_usage_plans(
+        &self,
+        req: Request<pb::ListUsagePlansRequest>,
+    ) -> R<pb::ListUsagePlansResponse> {
+        let r = req.into_inner();
+        let defs = self.registry.defs();
+        let (items, next_page_token) = page(
+            defs.plans.iter().map(|(id, p)| (id, plan_to_pb(p))),
+            r.page_size,
+            &r.page_token,
+        )?;
+        Ok(Response::new(pb::ListUsagePlansResponse {
+            items,
+            next_page_token,
+        }))
+    }
+
+    async fn update_usage_plan(
+        &self,
+        req: Request<pb::UpdateUsagePlanRequest>,
+    ) -> R<pb::UsagePlan> {
+        let p = req
+            .into_inner()
+            .usage_plan
+            .ok_or_else(|| Status::invalid_argument("usage_plan is required"))?;
+        let plan = plan_from_pb(p)?;
+        let catalog = self.registry.catalog.load_full();
+        check_plan(&plan, &catalog)?;
+        let now = self.now();
+        let defs = self
+            .write(|d| {
+                let old = d
+                    .plans
+                    .get(&plan.id)
+                    .ok_or_else(|| Status::not_found(format!("{PLAN_NOT_FOUND}: {:?}", plan.id)))?;
+                not_admin(old.source, "usage plan", &plan.id)?;
+                // A stage added to the plan must not collide with another plan of its keys.
+                let mut next = d.clone();
+                let rec = PlanRecord {
+                    plan: plan.clone(),
+                    created_at_us: old.created_at_us,
+                    updated_at_us: now,
+                    source: Source::Admin,
+                };
+                next.plans.insert(plan.id.clone(), rec.clone());
+                for k in d.keys.values().filter(|k| k.usage_plans.contains(&plan.id)) {
+                    check_plan_set(&next, &k.usage_plans).map_err(|e| {
+                        Status::already_exists(format!("key {:?}: {}", k.id, e.message()))
+                    })?;
+                }
+                Ok(vec![Change::PutPlan(rec)])
+            })
+            .await?;
+        let rec = defs
+            .plans
+            .get(&plan.id)
+            .ok_or_else(|| Status::not_found(PLAN_NOT_FOUND))?;
+        Ok(Response::new(plan_to_pb(rec)))
+    }
+
+    async fn delete_usage_plan(
+        &self,
+        req: Request<pb::DeleteUsagePlanRequest>,
+    ) -> R<pb::DeleteUsagePlanResponse> {
+        let id = req.into_inner().id;
+        self.write(|d| {
+            let old = d
+                .plans
+                .get(&id)
+                .ok_or_else(|| Status::not_found(format!("{PLAN_NOT_FOUND}: {id:?}")))?;
+            not_admin(old.source, "usage plan", &id)?;
+            let n = d.keys.values().filter(|k| k.usage_plans.contains(&id)).count();
+            if n > 0 {
+                return Err(Status::failed_precondition(format!(
+                    "usage plan {id:?} still has {n} API key(s); remove them first (DeleteUsagePlanKey)"
+                )));
+            }
+            Ok(vec![Change::DeletePlan(id.clone())])
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteUsagePlanResponse {}))
+    }
+
+    async fn create_api_key(&self, req: Request<pb::CreateApiKeyRequest>) -> R<pb::ApiKey> {
+        let r = req.into_inner();
+        check_len("name", &r.name, MAX_NAME_LEN)?;
+        check_len("description", &r.description, MAX_DESCRIPTION_LEN)?;
+        check_len("customer_id", &r.customer_id, MAX_CUSTOMER_ID_LEN)?;
+        check_tags(&r.tags)?;
+        if r.usage_plan_ids.len() > MAX_PLANS_PER_KEY {
+            return Err(Status::invalid_argument(format!(
+                "usage_plan_ids: at most {MAX_PLANS_PER_KEY}"
+            )));
+        }
+        if !r.id.is_empty() && !valid_id(&r.id) {
+            return Err(Status::invalid_argument(
+                "id: 1-128 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        if let Some(v) = &r.value {
+            check_value(v)?;
+        }
+        let value = r
+            .value
+            .clone()
+            .unwrap_or_else(|| random_string(GENERATED_VALUE_LEN, ALNUM));
+        let digest = hex::encode(key_digest(&value));
+        let now = self.now();
+        let mut plans = r.usage_plan_ids.clone();
+        plans.dedup();
+        let id_cell = parking_lot::Mutex::new(String::new());
+        let defs = self
+            .write(|d| {
+                let id = if r.id.is_empty() {
+                    new_id(|id| d.keys.contains_key(id))
+                } else if d.keys.contains_key(&r.id) {
+                    return Err(Status::already_exists(format!(
+                        "API key {:?} already exists",
+                        r.id
+                    )));
+                } else {
+                    r.id.clone()
+                };
+                if d.key_by_digest(&digest).is_some() {
+                    return Err(Status::already_exists("API Key value already exists"));
+                }
+                check_plan_set(d, &plans)?;
+                *id_cell.lock() = id.clone();
+                Ok(vec![Change::PutKey(KeyRecord {
+                    id,
+                    name: r.name.clone(),
+                    description: r.description.clone(),
+                    enabled: r.enabled,
+                    customer_id: r.customer_id.clone(),
+                    tags: r.tags.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+                    value_sha256: digest.clone(),
+                    usage_plans: plans.clone(),
+                    created_at_us: now,
+                    updated_at_us: now,
+                    source: Source::Admin,
+                })])
+            })
+            .await?;
+        let id = id_cell.into_inner();
+        let k = defs
+            .keys
+            .get(&id)
+            .ok_or_else(|| Status::internal("created key not found"))?;
+        Ok(Response::new(key_to_pb(k, Some(value))))
+    }
+
+    async fn get_api_key(&self, req: Request<pb::GetApiKeyRequest>) -> R<pb::ApiKey> {
+        let id = req.into_inner().id;
+        let defs = self.registry.defs();
+        let k = defs
+            .keys
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("{KEY_NOT_FOUND}: {id:?}")))?;
+        Ok(Response::new(key_to_pb(k, None)))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> R<pb::ListApiKeysResponse> {
+        let r = req.into_inner();
+        let defs = self.registry.defs();
+        let (items, next_page_token) = page(
+            defs.keys
+                .iter()
+                .filter(|(_, k)| {
+                    k.name.starts_with(&r.name_prefix)
+                        && (r.customer_id.is_empty() || k.customer_id == r.customer_id)
+                })
+                .map(|(id, k)| (id, key_to_pb(k, None))),
+            r.page_size,
+            &r.page_token,
+        )?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            items,
+            next_page_token,
+        }))
+    }
+
+    async fn update_api_key(&self, req: Request<pb::UpdateApiKeyRequest>) -> R<pb::ApiKey> {
+        let r = req.into_inner();
+        if let Some(n) = &r.name {
+            check_len("name", n, MAX_NAME_LEN)?;
+        }
+        if let Some(d) = &r.description {
+            check_len("description", d, MAX_DESCRIPTION_LEN)?;
+        }
+        if let Some(c) = &r.customer_id {
+            check_len("customer_id", c, MAX_CUSTOMER_ID_LEN)?;
+        }
+        let now = self.now();
+        let defs = self
+            .write(|d| {
+                let mut k = d
+                    .keys
+                    .get(&r.id)
+                    .cloned()
+                    .ok_or_else(|| Status::not_found(format!("{KEY_NOT_FOUND}: {:?}", r.id)))?;
+                not_admin(k.source, "API key", &r.id)?;
+                if let Some(n) = &r.name {
+                    k.name = n.clone();
+                }
+                if let Some(e) = r.enabled {
+                    k.enabled = e;
+                }
+                if let Some(x) = &r.description {
+                    k.description = x.clone();
+                }
+                if let Some(c) = &r.customer_id {
+                    k.customer_id = c.clone();
+                }
+                k.updated_at_us = now;
+                Ok(vec![Change::PutKey(k)])
+            })
+            .await?;
+        let k = defs
+            .keys
+            .get(&r.id)
+            .ok_or_else(|| Status::not_found(KEY_NOT_FOUND))?;
+        Ok(Response::new(key_to_pb(k, None)))
+    }
+
+    async fn delete_api_key(
+        &self,
+        req: Request<pb::DeleteApiKeyRequest>,
+    ) -> R<pb::DeleteApiKeyResponse> {
+        let id = req.into_inner().id;
+        self.write(|d| {
+            let k = d
+                .keys
+                .get(&id)
+                .ok_or_else(|| Status::not_found(format!("{KEY_NOT_FOUND}: {id:?}")))?;
+            not_admin(k.source, "API key", &id)?;
+            // The record carries its plan associations: they go with it.
+            Ok(vec![Change::DeleteKey(id.clone())])
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteApiKeyResponse {}))
+    }
+
+    async fn import_api_keys(
+        &self,
+        req: Request<pb::ImportApiKeysRequest>,
+    ) -> R<pb::ImportApiKeysResponse> {
+        let r = req.into_inner();
+        let rows = parse_csv(&r.csv).map_err(Status::invalid_argument)?;
+        let Some((header, body)) = rows.split_first() else {
+            return Err(Status::invalid_argument(
+                "csv: empty (a header row is required)",
+            ));
+        };
+        if body.len() > MAX_IMPORT_ROWS {
+            return Err(Status::invalid_argument(format!(
+                "csv: at most {MAX_IMPORT_ROWS} rows per import"
+            )));
+        }
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+        };
+        let (c_key, c_name, c_desc, c_enabled, c_plans, c_id, c_customer) = (
+            col("key").or_else(|| col("value")),
+            col("name"),
+            col("description"),
+            col("enabled"),
+            col("usageplanids"),
+            col("id"),
+            col("customerid"),
+        );
+        let Some(c_key) = c_key else {
+            return Err(Status::invalid_argument("csv: no Key column"));
+        };
+        for (i, h) in header.iter().enumerate() {
+            let known = [
+                "key",
+                "value",
+                "name",
+                "description",
+                "enabled",
+                "usageplanids",
+                "id",
+                "customerid",
+            ];
+            if !known.contains(&h.trim().to_ascii_lowercase().as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "csv: unknown column {h:?} (column {})",
+                    i + 1
+                )));
+            }
+        }
+        let now = self.now();
+        let out = parking_lot::Mutex::new((Vec::new(), Vec::new()));
+        self.write(|d| {
+            let mut next = d.clone();
+            let mut changes = Vec::new();
+            let mut ids = Vec::new();
+            let mut warnings = Vec::new();
+            let mut seen_values = BTreeSet::new();
+            for (n, row) in body.iter().enumerate() {
+                let line = n + 2;
+                let get = |c: Option<usize>| {
+                    c.and_then(|i| row.get(i))
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_default()
+                };
+                let value = get(Some(c_key));
+                let row_result = (|| -> Result<KeyRecord, String> {
+                    check_value(&value).map_err(|e| e.message().to_string())?;
+                    if !seen_values.insert(value.clone()) {
+                        return Err("the same value appears twice in the file".into());
+                    }
+                    let name = get(c_name);
+                    let description = get(c_desc);
+                    let customer_id = get(c_customer);
+                    check_len("Name", &name, MAX_NAME_LEN).map_err(|e| e.message().to_string())?;
+                    check_len("Description", &description, MAX_DESCRIPTION_LEN)
+                        .map_err(|e| e.message().to_string())?;
+                    check_len("CustomerId", &customer_id, MAX_CUSTOMER_ID_LEN)
+                        .map_err(|e| e.message().to_string())?;
+                    let enabled = parse_bool(&get(c_enabled))
+                        .ok_or_else(|| "Enabled: expected true or false".to_string())?;
+                    let mut plans: Vec<String> = get(c_plans)
+                        .split([',', ';'])
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                    plans.dedup();
+                    check_plan_set(&next, &plans).map_err(|e| e.message().to_string())?;
+                    let digest = hex::encode(key_digest(&value));
+                    // Re-import overwrites the key with the same value.
+                    let existing = next.key_by_digest(&digest).cloned();
+                    let id = match (&existing, get(c_id)) {
+                        (Some(e), id) if id.is_empty() || id == e.id => e.id.clone(),
+                        (Some(e), id) => {
+                            return Err(format!("value belongs to key {:?}, not {id:?}", e.id));
+                        }
+                        (None, id) if id.is_empty() => new_id(|x| next.keys.contains_key(x)),
+                        (None, id) if !valid_id(&id) => {
+                            return Err("Id: 1-128 characters of A-Z a-z 0-9 . _ -".into());
+                        }
+                        (None, id) if next.keys.contains_key(&id) => {
+                            return Err(format!("key {id:?} exists with another value"));
+                        }
+                        (None, id) => id,
+                    };
+                    if let Some(e) = &existing
+                        && e.source == Source::Config
+                    {
+                        return Err(format!(
+                            "key {:?} is defined in the config file; change it there",
+                            e.id
+                        ));
+                    }
+                    Ok(KeyRecord {
+                        id,
+                        name,
+                        description,
+                        enabled,
+                        customer_id,
+                        tags: existing
+                            .as_ref()
+                            .map(|e| e.tags.clone())
+                            .unwrap_or_default(),
+                        value_sha256: digest,
+                        usage_plans: plans,
+                        created_at_us: existing.as_ref().map_or(now, |e| e.created_at_us),
+                        updated_at_us: now,
+                        source: Source::Admin,
+                    })
+                })();
+                match row_result {
+                    Ok(rec) => {
+                        ids.push(rec.id.clone());
+                        let c = Change::PutKey(rec);
+                        next.apply(std::slice::from_ref(&c));
+                        changes.push(c);
+                    }
+                    Err(e) => warnings.push(format!("line {line}: {e}")),
+                }
+            }
+            if r.fail_on_warnings && !warnings.is_empty() {
+                return Err(Status::invalid_argument(warnings.join("; ")));
+            }
+            *out.lock() = (ids, warnings);
+            Ok(changes)
+        })
+        .await?;
+        let (ids, warnings) = out.into_inner();
+        Ok(Response::new(pb::ImportApiKeysResponse { ids, warnings }))
+    }
+
+    async fn create_usage_plan_key(
+        &self,
+        req: Request<pb::CreateUsagePlanKeyRequest>,
+    ) -> R<pb::UsagePlanKey> {
+        let r = req.into_inner();
+        let now = self.now();
+        let defs = self
+            .write(|d| {
+                if !d.plans.contains_key(&r.usage_plan_id) {
+                    return Err(Status::not_found(format!(
+                        "{PLAN_NOT_FOUND}: {:?}",
+                        r.usage_plan_id
+                    )));
+                }
+                let mut k =
+                    d.keys.get(&r.key_id).cloned().ok_or_else(|| {
+                        Status::not_found(format!("{KEY_NOT_FOUND}: {:?}", r.key_id))
+                    })?;
+                not_admin(k.source, "API key", &r.key_id)?;
+                if k.usage_plans.contains(&r.usage_plan_id) {
+                    return Err(Status::already_exists(format!(
+                        "API key {:?} is already in usage plan {:?}",
+                        r.key_id, r.usage_plan_id
+                    )));
+                }
+                k.usage_plans.push(r.usage_plan_id.clone());
+                check_plan_set(d, &k.usage_plans)?;
+                k.updated_at_us = now;
+                Ok(vec![Change::PutKey(k)])
+            })
+            .await?;
+        let k = defs
+            .keys
+            .get(&r.key_id)
+            .ok_or_else(|| Status::not_found(KEY_NOT_FOUND))?;
+        Ok(Response::new(plan_key_to_pb(k, &r.usage_plan_id)))
+    }
+
+    async fn list_usage_plan_keys(
+        &self,
+        req: Request<pb::ListUsagePlanKeysRequest>,
+    ) -> R<pb::ListUsagePlanKeysResponse> {
+        let r = req.into_inner();
+        let defs = self.registry.defs();
+        let (items, next_page_token) = page(
+            defs.keys
+                .iter()
+                .filter(|(_, k)| {
+                    k.usage_plans.contains(&r.usage_plan_id) && k.name.starts_with(&r.name_prefix)
+                })
+                .map(|(id, k)| (id, plan_key_to_pb(k, &r.usage_plan_id))),
+            r.page_size,
+            &r.page_token,
+        )?;
+        Ok(Response::new(pb::ListUsagePlanKeysResponse {
+            items,
+            next_page_token,
+        }))
+    }
+
+    async fn delete_usage_plan_key(
+        &self,
+        req: Request<pb::DeleteUsagePlanKeyRequest>,
+    ) -> R<pb::DeleteUsagePlanKeyResponse> {
+        let r = req.into_inner();
+        let now = self.now();
+        self.write(|d| {
+            if !d.plans.contains_key(&r.usage_plan_id) {
+                return Err(Status::not_found(format!(
+                    "{PLAN_NOT_FOUND}: {:?}",
+                    r.usage_plan_id
+                )));
+            }
+            self.key_in_plan(d, &r.usage_plan_id, &r.key_id)?;
+            let mut k = d.keys[&r.key_id].clone();
+            not_admin(k.source, "API key", &r.key_id)?;
+            k.usage_plans.retain(|p| p != &r.usage_plan_id);
+            k.updated_at_us = now;
+            Ok(vec![Change::PutKey(k)])
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteUsagePlanKeyResponse {}))
+    }
+
+    async fn get_usage(&self, req: Request<pb::GetUsageRequest>) -> R<pb::GetUsageResponse> {
+        let r = req.into_inner();
+        let from = parse_date("start_date", &r.start_date)?;
+        let to = parse_date("end_date", &r.end_date)?;
+        if to < from {
+            return Err(Status::invalid_argument(
+                "end_date must not be before start_date",
+            ));
+        }
+        if to - from + 1 > MAX_USAGE_DAYS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_USAGE_DAYS} days per call"
+            )));
+        }
+        let defs = self.registry.defs();
+        let plan = defs
+            .plans
+            .get(&r.usage_plan_id)
+            .ok_or_else(|| Status::not_found(format!("{PLAN_NOT_FOUND}: {:?}", r.usage_plan_id)))?;
+        if !r.key_id.is_empty() {
+            self.key_in_plan(&defs, &r.usage_plan_id, &r.key_id)?;
+        }
+        let (key_ids, next_page_token) = page(
+            defs.keys
+                .iter()
+                .filter(|(id, k)| {
+                    k.usage_plans.contains(&r.usage_plan_id)
+                        && (r.key_id.is_empty() || **id == r.key_id)
+                })
+                .map(|(id, _)| (id, id.clone())),
+            r.page_size,
+            &r.page_token,
+        )?;
+        let quota = plan.plan.quota;
+        // Remaining needs the whole period up to each day: read from the first period's start.
+        let read_from = match quota {
+            Some(q) => {
+                quota::period_start(
+                    q.period,
+                    quota::period_index(q.period, (from * DAY_US) as u64),
+                ) / DAY_US
+            }
+            None => from,
+        };
+        let store = self.registry.store();
+        let mut items = std::collections::HashMap::new();
+        for id in key_ids {
+            let owner = self.owner(&id);
+            let base = Keys::usage_base(&owner, &r.usage_plan_id);
+            let days: BTreeMap<i64, u64> = store
+                .usage_read(&base, read_from, to)
+                .await
+                .map_err(store_error)?
+                .into_iter()
+                .collect();
+            let over = match quota {
+                Some(_) => {
+                    let st = store.owner_state(&owner).await.map_err(store_error)?;
+                    st.fields
+                        .iter()
+                        .find(|(f, _)| *f == format!("ql:{}", r.usage_plan_id))
+                        .and_then(|(_, v)| {
+                            let (i, l) = v.split_once(':')?;
+                            Some((i.parse::<i64>().ok()?, l.parse::<u64>().ok()?))
+                        })
+                }
+                None => None,
+            };
+            let mut out = Vec::new();
+            for day in from..=to {
+                let used = days.get(&day).copied().unwrap_or(0);
+                let remaining = quota.map(|q| {
+                    let idx = quota::period_index(q.period, (day * DAY_US) as u64);
+                    let start = quota::period_start(q.period, idx) / DAY_US;
+                    let limit = match over {
+                        Some((i, l)) if i == idx => l,
+                        _ => quota::effective_limit(
+                            q.limit,
+                            q.offset,
+                            idx,
+                            quota::period_index(q.period, plan.created_at_us),
+                        ),
+                    };
+                    let cum: u64 = days.range(start..=day).map(|(_, n)| n).sum();
+                    limit.saturating_sub(cum)
+                });
+                out.push(pb::DailyUsage {
+                    date: date_of_day(day),
+                    used,
+                    remaining,
+                });
+            }
+            items.insert(id, pb::KeyUsage { days: out });
+        }
+        Ok(Response::new(pb::GetUsageResponse {
+            usage_plan_id: r.usage_plan_id,
+            start_date: r.start_date,
+            end_date: r.end_date,
+            items,
+            next_page_token,
+        }))
+    }
+
+    async fn update_usage(
+        &self,
+        req: Request<pb::UpdateUsageRequest>,
+    ) -> R<pb::UpdateUsageResponse> {
+        let r = req.into_inner();
+        if r.remaining > MAX_QUOTA_LIMIT {
+            return Err(Status::invalid_argument(format!(
+                "remaining: at most {MAX_QUOTA_LIMIT}"
+            )));
+        }
+        let defs = self.registry.defs();
+        let plan = defs
+            .plans
+            .get(&r.usage_plan_id)
+            .ok_or_else(|| Status::not_found(format!("{PLAN_NOT_FOUND}: {:?}", r.usage_plan_id)))?;
+        self.key_in_plan(&defs, &r.usage_plan_id, &r.key_id)?;
+        let (op, q) = self.quota_op(plan)?;
+        let (report, _now) = self
+            .registry
+            .store()
+            .quota_set_remaining(&self.owner(&r.key_id), &op, r.remaining)
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(pb::UpdateUsageResponse {
+            usage_plan_id: r.usage_plan_id,
+            key_id: r.key_id,
+            limit: report.limit,
+            used: report.used,
+            remaining: report.limit.saturating_sub(report.used),
+            reset_at: rfc3339(quota::period_end(q.period, report.index).max(0) as u64),
+        }))
+    }
+
+    async fn get_throttle_state(
+        &self,
+        req: Request<pb::GetThrottleStateRequest>,
+    ) -> R<pb::GetThrottleStateResponse> {
+        let key_id = req.into_inner().key_id;
+        let defs = self.registry.defs();
+        let k = defs
+            .keys
+            .get(&key_id)
+            .ok_or_else(|| Status::not_found(format!("{KEY_NOT_FOUND}: {key_id:?}")))?;
+        let catalog = self.registry.catalog.load_full();
+        let st = self
+            .registry
+            .store()
+            .owner_state(&self.owner(&key_id))
+            .await
+            .map_err(store_error)?;
+        let now = st.now_us;
+        let field = |name: &str| {
+            st.fields
+                .iter()
+                .find(|(f, _)| f == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let pair = |v: &str| -> Option<(i64, u64)> {
+            let (i, n) = v.split_once(':')?;
+            Some((i.parse().ok()?, n.parse().ok()?))
+        };
+        let mut buckets = Vec::new();
+        let mut quotas = Vec::new();
+        for pid in &k.usage_plans {
+            let Some(plan) = catalog.plans.get(pid) else {
+                continue;
+            };
+            let bucket =
+                |limit: Limit, tat: u64, api: &str, stage: &str, route: &str| pb::BucketState {
+                    usage_plan_id: pid.clone(),
+                    api_id: api.to_string(),
+                    stage: stage.to_string(),
+                    route: route.to_string(),
+                    rate_limit: limit.rate(),
+                    burst_limit: limit.burst().into(),
+                    remaining: gcra::remaining(&limit, Some(tat), now),
+                    full_at: rfc3339(tat.max(now)),
+                };
+            for (f, v) in &st.fields {
+                let Ok(tat) = v.parse::<u64>() else { continue };
+                let Some(rest) = f
+                    .strip_prefix("t:")
+                    .and_then(|r| r.strip_prefix(pid.as_str()))
+                else {
+                    continue;
+                };
+                if rest.is_empty() {
+                    if let Some(l) = plan.throttle {
+                        buckets.push(bucket(l, tat, "", "", ""));
+                    }
+                    continue;
+                }
+                // ":<api>/<stage>:<METHOD> <template>"
+                let Some(rest) = rest.strip_prefix(':') else {
+                    continue;
+                };
+                let Some((api_stage, route)) = rest.split_once(':') else {
+                    continue;
+                };
+                let Some((api, stage)) = api_stage.split_once('/') else {
+                    continue;
+                };
+                let Some((method, template)) = route.split_once(' ') else {
+                    continue;
+                };
+                let limit = plan
+                    .method_throttle(api, stage, template, method)
+                    .map(|m| m.limit)
+                    .or(plan.throttle);
+                if let Some(l) = limit {
+                    buckets.push(bucket(l, tat, api, stage, route));
+                }
+            }
+            if let Some(q) = plan.quota {
+                let idx = quota::period_index(q.period, now);
+                let used = field(&plan.quota_field)
+                    .and_then(pair)
+                    .filter(|(i, _)| *i == idx)
+                    .map_or(0, |(_, n)| n);
+                let limit = match field(&plan.quota_override_field).and_then(pair) {
+                    Some((i, l)) if i == idx => l,
+                    _ => quota::effective_limit(q.limit, q.offset, idx, q.initial_index),
+                };
+                quotas.push(pb::QuotaState {
+                    usage_plan_id: pid.clone(),
+                    limit,
+                    used,
+                    remaining: limit.saturating_sub(used),
+                    period: period_to_pb(q.period) as i32,
+                    reset_at: rfc3339(quota::period_end(q.period, idx).max(0) as u64),
+                });
+            }
+        }
+        Ok(Response::new(pb::GetThrottleStateResponse {
+            key_id,
+            buckets,
+            quotas,
+            now: rfc3339(now),
+        }))
+    }
+
+    async fn flush_authorizer_cache(
+        &self,
+        req: Request<pb::FlushAuthorizerCacheRequest>,
+    ) -> R<pb::FlushAuthorizerCacheResponse> {
+        let r = req.into_inner();
+        let catalog = self.registry.catalog.load_full();
+        let stage = catalog.stage(&r.api_id, &r.stage).ok_or_else(|| {
+            Status::not_found(format!(
+                "stage {:?} of api {:?} not found",
+                r.stage, r.api_id
+            ))
+        })?;
+        let names: BTreeSet<String> = stage
+            .routes
+            .iter()
+            .filter_map(|r| r.authorizer.clone())
+            .collect();
+        let cache = self.registry.auth_cache();
+        let mut removed = 0;
+        for name in &names {
+            cache.flush_local(name);
+            removed += self
+                .registry
+                .store()
+                .auth_flush(&cache.prefix(name), name)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(Response::new(pb::FlushAuthorizerCacheResponse {
+            authorizers: names.into_iter().collect(),
+            removed,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_crlf_and_blank_lines() {
+        let rows = parse_csv("Key,Name\r\n\"a,b\",\"say \"\"hi\"\"\"\r\n\r\nx,y").expect("csv");
+        assert_eq!(
+            rows,
+            vec![
+                vec!["Key".to_string(), "Name".into()],
+                vec!["a,b".into(), "say \"hi\"".into()],
+                vec!["x".into(), "y".into()],
+            ]
+        );
+        assert!(parse_csv("Key\n\"open").is_err());
+    }
+
+    #[test]
+    fn tokens_are_checked_in_constant_time_and_by_digest() {
+        let auth = AdminAuth::new(Some("s3cret-token"), Some("# comment\n\nother-token\n"));
+        assert_eq!(auth.len(), 2);
+        let with = |v: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut()
+                .insert("authorization", v.parse().expect("ascii"));
+            r
+        };
+        assert!(auth.check(with("Bearer s3cret-token")).is_ok());
+        assert!(auth.check(with("Bearer other-token")).is_ok());
+        assert_eq!(
+            auth.check(with("Bearer nope"))
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            auth.check(with("Basic abc"))
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            auth.check(Request::new(())).map(|_| ()).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let none = AdminAuth::new(None, None);
+        assert_eq!(
+            none.check(with("Bearer s3cret-token"))
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn dates_are_strict() {
+        assert_eq!(parse_date("d", "1970-01-02").expect("date"), 1);
+        assert_eq!(date_of_day(20_000), "2024-10-04");
+        for bad in [
+            "2024-1-01",
+            "2024/01/01",
+            "2024-13-01",
+            "",
+            "2024-01-01T00:00:00Z",
+        ] {
+            assert!(parse_date("d", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generated_values_are_long_and_distinct() {
+        let a = random_string(GENERATED_VALUE_LEN, ALNUM);
+        let b = random_string(GENERATED_VALUE_LEN, ALNUM);
+        assert_eq!(a.len(), 40);
+        assert_ne!(a, b);
+        assert!(check_value(&a).is_ok());
+    }
+
+    #[test]
+    fn pages_follow_the_token() {
+        let ids: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+        let (p1, t1) = page(ids.iter().map(|i| (i, i.clone())), 2, "").expect("page");
+        assert_eq!(p1, vec!["k0", "k1"]);
+        assert_eq!(t1, "k1");
+        let (p3, t3) = page(ids.iter().map(|i| (i, i.clone())), 2, "k3").expect("page");
+        assert_eq!(p3, vec!["k4"]);
+        assert_eq!(t3, "");
+        assert!(page(ids.iter().map(|i| (i, i.clone())), 501, "").is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! Keeps every instance's catalog in step with the store's plans and keys.
+//!
+//! - On start and on every config reload the file's plans and keys are seeded into the store
+//!   ([`crate::defs::seed`]); until the store has them (e.g. it is down at start) the catalog
+//!   overlays the file's records, so the file always works.
+//! - Every definition write bumps a version and publishes on the events channel; each instance
+//!   reloads on that message (and after its subscription reconnects, since messages may have
+//!   been missed), so a change made through one instance is honoured by all within
+//!   milliseconds.
+//! - An admin write is a compare-and-set on the version: validated against the definitions
+//!   this instance holds, applied only if nobody wrote in between (else reload and retry).
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::auth::{AuthCache, Authorizers};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::defs::{self, Change, Definitions};
+use crate::store::{AnyStore, Store, StoreError, StoreEvent};
+
+/// How often a failed reload is retried.
+pub const RETRY: Duration = Duration::from_secs(1);
+/// Compare-and-set attempts before an admin write gives up.
+pub const WRITE_ATTEMPTS: usize = 8;
+
+/// Why an admin write did not happen.
+#[derive(Debug)]
+pub enum WriteError<E> {
+    /// The change was refused (validation, not found, ...).
+    Rejected(E),
+    /// The store failed.
+    Store(StoreError),
+    /// Others kept writing first.
+    Contended,
+}
+
+/// The live catalog and the definitions behind it.
+pub struct Registry {
+    /// What the check path reads.
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    config: ArcSwap<Config>,
+    defs: ArcSwap<Definitions>,
+    store: AnyStore,
+    clock: Arc<dyn Clock>,
+    auth_cache: Arc<AuthCache>,
+    kick: Notify,
+    seed_needed: AtomicBool,
+    install_lock: Mutex<()>,
+    timeout: Duration,
+}
+
+impl Registry {
+    /// A registry serving `config`'s own plans and keys until the store's are loaded.
+    pub fn new(
+        config: Config,
+        store: AnyStore,
+        clock: Arc<dyn Clock>,
+        authorizers: Arc<Authorizers>,
+        auth_cache: Arc<AuthCache>,
+    ) -> Arc<Self> {
+        let defs = Definitions::default();
+        let catalog = Catalog::build(&config, &overlay(&config, &defs, &*clock), authorizers);
+        Arc::new(Self {
+            catalog: Arc::new(ArcSwap::from_pointee(catalog)),
+            timeout: config.store.timeout.max(Duration::from_millis(200)) * 10,
+            config: ArcSwap::from_pointee(config),
+            defs: ArcSwap::from_pointee(defs),
+            store,
+            clock,
+            auth_cache,
+            kick: Notify::new(),
+            seed_needed: AtomicBool::new(true),
+            install_lock: Mutex::new(()),
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The definitions as last read from (or written to) the store.
+    pub fn defs(&self) -> Arc<Definitions> {
+        self.defs.load_full()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    /// The authorizer decision cache.
+    pub fn auth_cache(&self) -> &Arc<AuthCache> {
+        &self.auth_cache
+    }
+
+    /// Puts a reloaded config in force: the catalog is rebuilt at once (the file's plans and
+    /// keys overlaid) and the store is re-seeded in the background.
+    pub fn set_config(&self, config: Config, authorizers: Arc<Authorizers>) {
+        let _g = self.install_lock.lock();
+        let defs = self.defs.load_full();
+        self.catalog.store(Arc::new(Catalog::build(
+            &config,
+            &overlay(&config, &defs, &*self.clock),
+            authorizers,
+        )));
+        self.config.store(Arc::new(config));
+        self.seed_needed.store(true, Ordering::SeqCst);
+        self.kick.notify_one();
+    }
+
+    /// Installs `defs` unless something newer is installed, and rebuilds the catalog.
+    fn install(&self, defs: Definitions) {
+        let _g = self.install_lock.lock();
+        if defs.version < self.defs.load().version {
+            return;
+        }
+        let config = self.config.load_full();
+        let authorizers = self.catalog.load().authorizers.clone();
+        self.catalog.store(Arc::new(Catalog::build(
+            &config,
+            &overlay(&config, &defs, &*self.clock),
+            authorizers,
+        )));
+        self.defs.store(Arc::new(defs));
+    }
+
+    async fn timed<T>(
+        &self,
+        f: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
+    /// Loads the definitions from the store (seeding the file's first if needed) and installs
+    /// them.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let raw = self.timed(self.store.defs_load()).await?;
+            let (mut defs, warnings) = Definitions::from_raw(raw);
+            for w in warnings {
+                tracing::warn!(problem = %w, "damaged definition in the store");
+            }
+            if self.seed_needed.swap(false, Ordering::SeqCst) {
+                let config = self.config.load_full();
+                match self.seed(&config, &defs).await {
+                    Ok(Some((version, changes))) => {
+                        defs.apply(&changes);
+                        defs.version = version;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.seed_needed.store(true, Ordering::SeqCst);
+                        if matches!(e, StoreError::Protocol(_)) {
+                            // A concurrent write: read again and retry.
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            self.install(defs);
+            return Ok(());
+        }
+        Err(StoreError::Backend(
+            "definitions kept changing while seeding".into(),
+        ))
+    }
+
+    /// Writes the file's plans and keys; `Ok(None)` when the store already has them.
+    async fn seed(
+        &self,
+        config: &Config,
+        defs: &Definitions,
+    ) -> Result<Option<(u64, Vec<Change>)>, StoreError> {
+        let now = self.clock.now_micros();
+        // Plans seeded by earlier releases kept their first-seen time under their own key.
+        let mut created = std::collections::HashMap::new();
+        for p in &config.usage_plans {
+            if p.created_at.is_none() && p.quota.is_some() && !defs.plans.contains_key(&p.id) {
+                let t = self.timed(self.store.plan_created_at(&p.id, now)).await?;
+                created.insert(p.id.clone(), t);
+            }
+        }
+        let changes = defs::seed(config, defs, now, &|id| created.get(id).copied());
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        match self
+            .timed(self.store.defs_write(defs.version, &defs::writes(&changes)))
+            .await?
+        {
+            Some(v) => {
+                tracing::info!(
+                    changes = changes.len(),
+                    version = v,
+                    "seeded plans and keys from the config file"
+                );
+                Ok(Some((v, changes)))
+            }
+            None => Err(StoreError::Protocol("concurrent definitions write".into())),
+        }
+    }
+
+    /// Applies the changes `f` computes from the current definitions, atomically: retried on
+    /// a concurrent write. Returns the definitions after the write.
+    pub async fn write<E>(
+        &self,
+        f: impl Fn(&Definitions) -> Result<Vec<Change>, E>,
+    ) -> Result<Arc<Definitions>, WriteError<E>> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let cur = self.defs.load_full();
+            let changes = f(&cur).map_err(WriteError::Rejected)?;
+            if changes.is_empty() {
+                return Ok(cur);
+            }
+            match self
+                .timed(self.store.defs_write(cur.version, &defs::writes(&changes)))
+                .await
+                .map_err(WriteError::Store)?
+            {
+                Some(v) => {
+                    let mut next = (*cur).clone();
+                    next.apply(&changes);
+                    next.version = v;
+                    self.install(next);
+                    return Ok(self.defs.load_full());
+                }
+                None => self.reload().await.map_err(WriteError::Store)?,
+            }
+        }
+        Err(WriteError::Contended)
+    }
+
+    /// Follows the store's events for as long as the process runs: reloads on definition
+    /// changes (and retries failed reloads), flushes local authorizer caches on request.
+    pub fn spawn_follower(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        let mut events = me.store.events();
+        tokio::spawn(async move {
+            let mut pending = false;
+            loop {
+                let retry = async {
+                    if pending {
+                        tokio::time::sleep(RETRY).await
+                    } else {
+                        std::future::pending::<()>().await
+                    }
+                };
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Ok(StoreEvent::AuthFlush(name)) => {
+                            me.auth_cache.flush_local(&name);
+                            continue;
+                        }
+                        Ok(StoreEvent::Definitions)
+                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = me.kick.notified() => {}
+                    _ = retry => {}
+                }
+                match me.reload().await {
+                    Ok(()) => {
+                        if pending {
+                            tracing::info!("plans and keys reloaded from the store");
+                        }
+                        pending = false;
+                    }
+                    Err(e) => {
+                        if !pending {
+                            tracing::warn!(error = %e, "cannot load plans and keys from the store; retrying");
+                        }
+                        pending = true;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `defs` with the file's plans and keys laid over (what the store will hold once seeded).
+fn overlay(config: &Config, defs: &Definitions, clock: &dyn Clock) -> Definitions {
+    let changes = defs::seed(config, defs, clock.now_micros(), &|_| None);
+    let mut out = defs.clone();
+    out.apply(&changes);
+    out
+}
