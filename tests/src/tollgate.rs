@@ -107,7 +107,34 @@ where
 {
     let mut cmd = Command::new(tollgate_bin());
     cmd.args(args).stdin(Stdio::null());
+    // Every process gets its own admin port and the test token (callers may override both).
+    cmd.env("TOLLGATE_SERVER_ADMIN_ADDR", "127.0.0.1:0")
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN);
     cmd
+}
+
+/// The admin token every harness process accepts (`TOLLGATE_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// An admin client that sends `authorization: Bearer <token>` on every call.
+pub type AdminClient = tollgate_proto::v1::admin_service_client::AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, BearerToken>,
+>;
+
+/// Adds `authorization: Bearer <token>` (or nothing, for `None`).
+#[derive(Clone)]
+pub struct BearerToken(pub Option<String>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            let v = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("token is not ASCII"))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
 }
 
 /// Runs `tollgate` with `args` to completion, killing it (and panicking) after `timeout`.
@@ -203,6 +230,7 @@ fn drain(pipe: impl Read + Send + 'static, lines: Option<mpsc::Sender<String>>) 
 pub struct TollgateProcess {
     child: Option<Child>,
     grpc: SocketAddr,
+    admin: SocketAddr,
     metrics: SocketAddr,
     config_path: PathBuf,
     stdout: Drain,
@@ -216,6 +244,11 @@ impl TollgateProcess {
     /// to [`READY_TIMEOUT`]) for its ready line. Panics with the process's stderr if it exits
     /// or never becomes ready.
     pub fn start(config_yaml: &str) -> Self {
+        Self::start_with_env(config_yaml, &[])
+    }
+
+    /// [`TollgateProcess::start`] with extra environment variables.
+    pub fn start_with_env(config_yaml: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tollgate-e2e-")
             .tempdir()
@@ -226,6 +259,7 @@ impl TollgateProcess {
 
         let mut child = tollgate_command(["serve", "--config"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -269,7 +303,8 @@ impl TollgateProcess {
         Self {
             child: Some(child),
             grpc: addrs.0,
-            metrics: addrs.1,
+            admin: addrs.1,
+            metrics: addrs.2,
             config_path,
             stdout,
             stderr,
@@ -305,6 +340,34 @@ impl TollgateProcess {
     /// The OS process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// `http://ADDR` of the admin listener.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// An admin client sending [`ADMIN_TOKEN`].
+    pub async fn admin(&self) -> AdminClient {
+        self.admin_with_token(Some(ADMIN_TOKEN)).await
+    }
+
+    /// An admin client sending `token` (or no authorization header).
+    pub async fn admin_with_token(&self, token: Option<&str>) -> AdminClient {
+        let channel = Channel::from_shared(self.admin_url())
+            .expect("valid url")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the admin API at {}: {e}", self.admin));
+        tollgate_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
+            channel,
+            BearerToken(token.map(String::from)),
+        )
     }
 
     /// A connected CheckService client.
@@ -406,19 +469,22 @@ impl Drop for TollgateProcess {
     }
 }
 
-/// Parses `tollgate ready grpc=ADDR metrics=ADDR store=...`.
-fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// Parses `tollgate ready grpc=ADDR admin=ADDR metrics=ADDR store=...`.
+fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
     let rest = line.trim().strip_prefix("tollgate ready ")?;
     let mut grpc = None;
+    let mut admin = None;
     let mut metrics = None;
     for part in rest.split_whitespace() {
         if let Some(v) = part.strip_prefix("grpc=") {
             grpc = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("admin=") {
+            admin = v.parse().ok();
         } else if let Some(v) = part.strip_prefix("metrics=") {
             metrics = v.parse().ok();
         }
     }
-    Some((grpc?, metrics?))
+    Some((grpc?, admin?, metrics?))
 }
 
 /// A plain HTTP/1.0 GET on `addr` (no HTTP client crate needed); returns (status, body).
@@ -447,10 +513,12 @@ mod tests {
 
     #[test]
     fn parses_the_ready_line() {
-        let (g, m) =
-            parse_ready("tollgate ready grpc=127.0.0.1:4000 metrics=127.0.0.1:4001 store=Redis\n")
-                .expect("parses");
+        let (g, a, m) = parse_ready(
+            "tollgate ready grpc=127.0.0.1:4000 admin=127.0.0.1:4002 metrics=127.0.0.1:4001 store=Redis\n",
+        )
+        .expect("parses");
         assert_eq!(g.port(), 4000);
+        assert_eq!(a.port(), 4002);
         assert_eq!(m.port(), 4001);
         assert!(parse_ready("something else").is_none());
     }
