@@ -151,9 +151,10 @@ if verdict == 0 and not dry then
     local day = math.floor(now / DAY)
     local mi = month_index(day)
     local uk = ubase .. ':' .. fmt(mi)
-    redis.call('HINCRBY', uk, fmt(day), cost)
-    local ttl = math.floor((period_start(3, mi + 1) + uret * DAY - now) / 1000) + 1
-    if redis.call('PTTL', uk) < ttl - 1000 then redis.call('PEXPIRE', uk, ttl) end
+    -- The TTL (month end + retention) is set by the day's first request only.
+    if redis.call('HINCRBY', uk, fmt(day), cost) == cost then
+      redis.call('PEXPIRE', uk, math.floor((period_start(3, mi + 1) + uret * DAY - now) / 1000) + 1)
+    end
   end
 end
 
