@@ -31,6 +31,10 @@ pub const AUTHORIZER_CACHE_TOTAL: &str = "tollgate_authorizer_cache_total";
 pub const AUTHORIZER_CALL_DURATION: &str = "tollgate_authorizer_call_duration_seconds";
 /// Custom-authorizer callout failures (timeouts, HTTP errors, malformed output), by `authorizer`.
 pub const AUTHORIZER_ERRORS_TOTAL: &str = "tollgate_authorizer_errors_total";
+/// The definitions (plans and keys) version this instance serves.
+pub const DEFINITIONS_VERSION: &str = "tollgate_definitions_version";
+/// Loads of plans and keys from the store, by `result` (ok, error).
+pub const DEFINITIONS_LOADS_TOTAL: &str = "tollgate_definitions_loads_total";
 /// Requests rejected as invalid input.
 pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
 
@@ -58,6 +62,14 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_gauge!(
+        DEFINITIONS_VERSION,
+        "Version of the plans and keys this instance serves."
+    );
+    metrics::describe_counter!(
+        DEFINITIONS_LOADS_TOTAL,
+        "Loads of plans and keys from the store, by result."
+    );
     metrics::describe_counter!(CHECKS_TOTAL, "Checks answered, by decision and usage plan.");
     metrics::describe_histogram!(
         CHECK_DURATION,

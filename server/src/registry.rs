@@ -128,6 +128,7 @@ impl Registry {
             &overlay(&config, &defs, &*self.clock),
             authorizers,
         )));
+        ::metrics::gauge!(crate::metrics::DEFINITIONS_VERSION).set(defs.version as f64);
         self.defs.store(Arc::new(defs));
     }
 
@@ -268,7 +269,13 @@ impl Registry {
                     _ = me.kick.notified() => {}
                     _ = retry => {}
                 }
-                match me.reload().await {
+                let r = me.reload().await;
+                ::metrics::counter!(
+                    crate::metrics::DEFINITIONS_LOADS_TOTAL,
+                    "result" => if r.is_ok() { "ok" } else { "error" }
+                )
+                .increment(1);
+                match r {
                     Ok(()) => {
                         if pending {
                             tracing::info!("plans and keys reloaded from the store");

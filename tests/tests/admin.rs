@@ -13,6 +13,7 @@
 //! - authentication: missing, malformed, wrong and empty tokens, a tokens file, and the admin
 //!   service on its own port or on the check port ([`admin_auth_is_enforced`],
 //!   [`admin_tokens_file_adds_tokens`], [`admin_service_is_not_on_the_check_port`],
+//!   [`admin_port_zero_is_its_own_port`],
 //!   [`admin_service_on_the_check_port_when_the_addresses_are_equal`]);
 //! - every validation error with its code and message ([`validation_errors`]);
 //! - lists, filters and paging ([`lists_filters_and_paging`]);
@@ -36,12 +37,11 @@ use tollgate_proto::v1::admin_service_client::AdminServiceClient;
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{
     ApiKey, ApiStage, CheckRequestRequest, CheckRequestResponse, CreateApiKeyRequest,
-    CreateUsagePlanKeyRequest, CreateUsagePlanRequest, DailyUsage, Decision,
-    DeleteApiKeyRequest, DeleteUsagePlanRequest, FlushAuthorizerCacheRequest, GetApiKeyRequest,
-    GetThrottleStateRequest, GetUsagePlanRequest, GetUsageRequest, ImportApiKeysRequest,
-    ListApiKeysRequest, ListUsagePlanKeysRequest, ListUsagePlansRequest, Quota, QuotaPeriod,
-    Throttle, ThrottleScope, UpdateApiKeyRequest, UpdateUsagePlanRequest, UpdateUsageRequest,
-    UsagePlan,
+    CreateUsagePlanKeyRequest, CreateUsagePlanRequest, DailyUsage, Decision, DeleteApiKeyRequest,
+    DeleteUsagePlanRequest, FlushAuthorizerCacheRequest, GetApiKeyRequest, GetThrottleStateRequest,
+    GetUsagePlanRequest, GetUsageRequest, ImportApiKeysRequest, ListApiKeysRequest,
+    ListUsagePlanKeysRequest, ListUsagePlansRequest, Quota, QuotaPeriod, Throttle, ThrottleScope,
+    UpdateApiKeyRequest, UpdateUsagePlanRequest, UpdateUsageRequest, UsagePlan,
 };
 use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::AuthorizerEndpoint;
@@ -387,14 +387,8 @@ async fn key_changes_propagate_across_instances() {
     let value = k.value.clone();
 
     // Created → allowed on B.
-    let took = eventually_decision(
-        &procs,
-        "B allows the new key",
-        &cb,
-        &value,
-        Decision::Allow,
-    )
-    .await;
+    let took =
+        eventually_decision(&procs, "B allows the new key", &cb, &value, Decision::Allow).await;
     println!("propagation of CreateApiKey to B: {} ms", took.as_millis());
     let r = check(&mut cb.clone(), get_pets(&value, 1)).await;
     let identity = r.identity.expect("identity on ALLOW");
@@ -656,7 +650,11 @@ async fn update_usage_readmits_exactly_the_granted_number() {
         ),
     )
     .await;
-    create_plan(&mut admin, plan("noquota", Some(throttle(1000.0, 1000)), None)).await;
+    create_plan(
+        &mut admin,
+        plan("noquota", Some(throttle(1000.0, 1000)), None),
+    )
+    .await;
     const V: &str = "update-usage-key-0123456789";
     const V_NOQUOTA: &str = "update-usage-noquota-0123456789";
     create_key(&mut admin, key_req("uu", "uu", Some(V), &["three"])).await;
@@ -666,7 +664,14 @@ async fn update_usage_readmits_exactly_the_granted_number() {
     )
     .await;
     // B has the key before the quota is spent (so B's answers below are about the quota).
-    eventually_decision(&[&a, &b], "B knows the key", &cb, V_NOQUOTA, Decision::Allow).await;
+    eventually_decision(
+        &[&a, &b],
+        "B knows the key",
+        &cb,
+        V_NOQUOTA,
+        Decision::Allow,
+    )
+    .await;
 
     for i in 1..=3u64 {
         let r = check(&mut ca, get_pets(V, 1)).await;
@@ -697,7 +702,8 @@ async fn update_usage_readmits_exactly_the_granted_number() {
         "limit = used + remaining; the refused fourth request is not counted: {up:?}"
     );
     assert!(
-        up.reset_at.starts_with(&format!("{}T00:00:00", date_of(t + 1))),
+        up.reset_at
+            .starts_with(&format!("{}T00:00:00", date_of(t + 1))),
         "a daily quota resets at the next UTC midnight: {up:?}"
     );
 
@@ -926,11 +932,14 @@ async fn admin_tokens_file_adds_tokens() {
     }
 }
 
-/// The admin service is on `admin_addr`, not on the check port: there it is UNIMPLEMENTED.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_service_is_not_on_the_check_port() {
-    let tg = TollgateProcess::start(&memory_config(""));
-    assert_ne!(tg.admin_addr(), tg.grpc_addr());
+/// Asserts that `tg` serves AdminService on its admin port only: on the check port it is
+/// UNIMPLEMENTED.
+async fn assert_admin_only_on_admin_port(tg: &TollgateProcess) {
+    assert_ne!(
+        tg.admin_addr(),
+        tg.grpc_addr(),
+        "the ready line names one port for admin and grpc"
+    );
     let mut on_grpc = AdminServiceClient::with_interceptor(
         tg.channel().await,
         BearerToken(Some(ADMIN_TOKEN.into())),
@@ -943,12 +952,34 @@ async fn admin_service_is_not_on_the_check_port() {
         Code::Unimplemented,
         "",
     );
-    // And it is served on its own port.
     tg.admin()
         .await
         .list_usage_plans(ListUsagePlansRequest::default())
         .await
         .expect("AdminService on admin_addr");
+}
+
+/// The admin service is on `admin_addr`, not on the check port: there it is UNIMPLEMENTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_service_is_not_on_the_check_port() {
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    let tg = TollgateProcess::start_with_env(
+        &memory_config(""),
+        &[("TOLLGATE_SERVER_ADMIN_ADDR", &admin_addr)],
+    );
+    assert_eq!(tg.admin_addr().to_string(), admin_addr);
+    assert_admin_only_on_admin_port(&tg).await;
+}
+
+/// `grpc_addr` and `admin_addr` both on port 0 (what the harness does for every process) are
+/// two ephemeral ports, not one shared port: "127.0.0.1:0" means "any free port" each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_port_zero_is_its_own_port() {
+    let tg = TollgateProcess::start_with_env(
+        &memory_config(""),
+        &[("TOLLGATE_SERVER_ADMIN_ADDR", "127.0.0.1:0")],
+    );
+    assert_admin_only_on_admin_port(&tg).await;
 }
 
 /// With `admin_addr` equal to `grpc_addr`, one port serves both (with the same auth rules).
@@ -961,7 +992,11 @@ async fn admin_service_on_the_check_port_when_the_addresses_are_equal() {
     );
     let tg = TollgateProcess::start_with_env(&cfg, &[("TOLLGATE_SERVER_ADMIN_ADDR", &addr)]);
     assert_eq!(tg.grpc_addr().to_string(), addr);
-    assert_eq!(tg.admin_addr(), tg.grpc_addr(), "the ready line names one port");
+    assert_eq!(
+        tg.admin_addr(),
+        tg.grpc_addr(),
+        "the ready line names one port"
+    );
     list_plans_with(tg.grpc_url(), Some(&format!("Bearer {ADMIN_TOKEN}")))
         .await
         .expect("AdminService on the shared port");
@@ -1012,7 +1047,11 @@ async fn validation_errors() {
     );
     let v20 = "a".repeat(20);
     create_key(&mut admin, key_req("v20", "", Some(v20.as_str()), &["va"])).await;
-    create_key(&mut admin, key_req("v128", "", Some("b".repeat(128).as_str()), &[])).await;
+    create_key(
+        &mut admin,
+        key_req("v128", "", Some("b".repeat(128).as_str()), &[]),
+    )
+    .await;
     assert_status(
         "duplicate value",
         admin
@@ -1037,7 +1076,9 @@ async fn validation_errors() {
     );
     assert_status(
         "the config key's id",
-        admin.create_api_key(key_req(CONFIG_KEY, "", None, &[])).await,
+        admin
+            .create_api_key(key_req(CONFIG_KEY, "", None, &[]))
+            .await,
         Code::AlreadyExists,
         "already exists",
     );
@@ -1049,7 +1090,11 @@ async fn validation_errors() {
         Code::InvalidArgument,
         "name: at most 1024 characters",
     );
-    create_key(&mut admin, key_req("name-1024", &"n".repeat(1024), None, &[])).await;
+    create_key(
+        &mut admin,
+        key_req("name-1024", &"n".repeat(1024), None, &[]),
+    )
+    .await;
     assert_status(
         "tag key of 129 characters",
         admin
@@ -1063,7 +1108,9 @@ async fn validation_errors() {
     );
     assert_status(
         "bad key id",
-        admin.create_api_key(key_req("bad id!", "", None, &[])).await,
+        admin
+            .create_api_key(key_req("bad id!", "", None, &[]))
+            .await,
         Code::InvalidArgument,
         "id: 1-128 characters",
     );
@@ -1134,7 +1181,11 @@ async fn validation_errors() {
         "quota period UNSPECIFIED",
         admin
             .create_usage_plan(CreateUsagePlanRequest {
-                usage_plan: Some(plan("noperiod", None, Some(quota(10, QuotaPeriod::Unspecified)))),
+                usage_plan: Some(plan(
+                    "noperiod",
+                    None,
+                    Some(quota(10, QuotaPeriod::Unspecified)),
+                )),
             })
             .await,
         Code::InvalidArgument,
@@ -1301,12 +1352,14 @@ async fn validation_errors() {
     );
 
     // Nothing refused above was written; the config key is untouched.
-    let ids: BTreeSet<String> = all_keys(&mut admin).await.into_iter().map(|k| k.id).collect();
+    let ids: BTreeSet<String> = all_keys(&mut admin)
+        .await
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
     assert_eq!(
         ids,
-        BTreeSet::from(
-            [CONFIG_KEY, "name-1024", "v128", "v20"].map(String::from)
-        )
+        BTreeSet::from([CONFIG_KEY, "name-1024", "v128", "v20"].map(String::from))
     );
     let plans: BTreeSet<String> = admin
         .list_usage_plans(ListUsagePlansRequest::default())
@@ -1317,7 +1370,10 @@ async fn validation_errors() {
         .into_iter()
         .map(|p| p.id)
         .collect();
-    assert_eq!(plans, BTreeSet::from([CONFIG_PLAN, "va", "vb"].map(String::from)));
+    assert_eq!(
+        plans,
+        BTreeSet::from([CONFIG_PLAN, "va", "vb"].map(String::from))
+    );
     let cfg_key = get_key(&mut admin, CONFIG_KEY).await.expect("config key");
     assert!(cfg_key.enabled);
     assert_eq!(cfg_key.source, "config");
@@ -1374,9 +1430,8 @@ async fn lists_filters_and_paging() {
         customer_id: customer_id.into(),
         ..Default::default()
     };
-    let names = |items: Vec<ApiKey>| -> BTreeSet<String> {
-        items.into_iter().map(|k| k.name).collect()
-    };
+    let names =
+        |items: Vec<ApiKey>| -> BTreeSet<String> { items.into_iter().map(|k| k.name).collect() };
 
     let acme = admin
         .list_api_keys(list("acme", ""))
@@ -1412,7 +1467,11 @@ async fn lists_filters_and_paging() {
         .expect("ListApiKeys Config")
         .into_inner();
     assert_eq!(
-        config_only.items.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        config_only
+            .items
+            .iter()
+            .map(|k| k.id.as_str())
+            .collect::<Vec<_>>(),
         vec![CONFIG_KEY]
     );
     assert_eq!(config_only.items[0].source, "config");
@@ -1445,13 +1504,19 @@ async fn lists_filters_and_paging() {
     }
     assert_eq!(pages, 3, "{seen:?}");
     let unique: BTreeSet<String> = seen.iter().cloned().collect();
-    assert_eq!(unique.len(), seen.len(), "duplicates across pages: {seen:?}");
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "duplicates across pages: {seen:?}"
+    );
     let mut expected: BTreeSet<String> = created.iter().map(|k| k.id.clone()).collect();
     expected.insert(CONFIG_KEY.into());
     assert_eq!(unique, expected);
 
     // GetApiKey never returns the value, even when asked to.
-    let got = get_key(&mut admin, &id_of("acme-1")).await.expect("GetApiKey");
+    let got = get_key(&mut admin, &id_of("acme-1"))
+        .await
+        .expect("GetApiKey");
     assert_eq!(got.value, "");
     assert_eq!(got.name, "acme-1");
     assert_eq!(got.customer_id, "c1");
@@ -1533,7 +1598,11 @@ async fn lists_filters_and_paging() {
         .expect("ListUsagePlanKeys config plan")
         .into_inner();
     assert_eq!(
-        cfg_plan_keys.items.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        cfg_plan_keys
+            .items
+            .iter()
+            .map(|k| k.id.as_str())
+            .collect::<Vec<_>>(),
         vec![CONFIG_KEY]
     );
 
@@ -1628,10 +1697,7 @@ async fn import_api_keys_from_csv() {
     for v in [V1, V2] {
         let r = check(&mut c, get_pets(v, 1)).await;
         assert_eq!(decision(&r), Decision::Allow, "{v}: {r:?}");
-        assert_eq!(
-            r.identity.map(|i| i.usage_plan_id),
-            Some("imp".to_string())
-        );
+        assert_eq!(r.identity.map(|i| i.usage_plan_id), Some("imp".to_string()));
     }
     let r = check(&mut c, get_pets("too-short", 1)).await;
     assert_eq!(decision(&r), Decision::Forbidden);
@@ -1650,7 +1716,10 @@ async fn import_api_keys_from_csv() {
     let k = get_key(&mut admin, &id1).await.expect("re-imported key");
     assert_eq!(k.name, "Renamed");
     assert!(!k.enabled);
-    assert_eq!(decision(&check(&mut c, get_pets(V1, 1)).await), Decision::Forbidden);
+    assert_eq!(
+        decision(&check(&mut c, get_pets(V1, 1)).await),
+        Decision::Forbidden
+    );
     let before = all_keys(&mut admin).await.len();
     assert_eq!(before, 3, "the config key and the two imported");
 
@@ -1660,7 +1729,9 @@ async fn import_api_keys_from_csv() {
         "import with fail_on_warnings and a bad row",
         admin
             .import_api_keys(ImportApiKeysRequest {
-                csv: format!("Name,Key,Enabled,UsagePlanIds\nthree,{V3},true,imp\nbad,short,true,imp\n"),
+                csv: format!(
+                    "Name,Key,Enabled,UsagePlanIds\nthree,{V3},true,imp\nbad,short,true,imp\n"
+                ),
                 fail_on_warnings: true,
             })
             .await,
@@ -1668,7 +1739,10 @@ async fn import_api_keys_from_csv() {
         "line 3",
     );
     assert_eq!(all_keys(&mut admin).await.len(), before);
-    assert_eq!(decision(&check(&mut c, get_pets(V3, 1)).await), Decision::Forbidden);
+    assert_eq!(
+        decision(&check(&mut c, get_pets(V3, 1)).await),
+        Decision::Forbidden
+    );
 
     // A file without a Key column, or with an unknown column, is refused as a whole.
     assert_status(
@@ -1738,7 +1812,11 @@ async fn throttle_state_shows_buckets_and_quota() {
     for left in [4, 3, 2] {
         let r = check(&mut c, get_pets(V, 1)).await;
         assert_eq!(decision(&r), Decision::Allow, "{r:?}");
-        assert_eq!(r.throttle.as_ref().map(|t| t.remaining), Some(left), "{r:?}");
+        assert_eq!(
+            r.throttle.as_ref().map(|t| t.remaining),
+            Some(left),
+            "{r:?}"
+        );
     }
     let t = today();
     let st = admin
@@ -1758,14 +1836,18 @@ async fn throttle_state_shows_buckets_and_quota() {
     assert_eq!(b.rate_limit, 0.01);
     assert_eq!(b.burst_limit, 5);
     assert_eq!(b.remaining, 2, "{st:?}");
-    assert!(b.full_at > st.now, "a bucket with tokens missing fills later: {st:?}");
+    assert!(
+        b.full_at > st.now,
+        "a bucket with tokens missing fills later: {st:?}"
+    );
     assert_eq!(st.quotas.len(), 1, "{st:?}");
     let q = &st.quotas[0];
     assert_eq!(q.usage_plan_id, "slow");
     assert_eq!((q.limit, q.used, q.remaining), (100, 3, 97), "{st:?}");
     assert_eq!(q.period, QuotaPeriod::Day as i32);
     assert!(
-        q.reset_at.starts_with(&format!("{}T00:00:00", date_of(t + 1))),
+        q.reset_at
+            .starts_with(&format!("{}T00:00:00", date_of(t + 1))),
         "{st:?}"
     );
 
@@ -1802,7 +1884,11 @@ async fn throttle_state_shows_buckets_and_quota() {
     assert_eq!(st.buckets, vec![]);
     assert_eq!(st.quotas.len(), 1, "{st:?}");
     assert_eq!(
-        (st.quotas[0].limit, st.quotas[0].used, st.quotas[0].remaining),
+        (
+            st.quotas[0].limit,
+            st.quotas[0].used,
+            st.quotas[0].remaining
+        ),
         (100_000, 0, 100_000)
     );
 
@@ -1917,17 +2003,29 @@ apis:
 
     // A flushed its own cache before answering.
     allow(ca.clone(), T).await;
-    assert_eq!(ep.calls_for(T), 2, "A calls the authorizer again after the flush");
+    assert_eq!(
+        ep.calls_for(T),
+        2,
+        "A calls the authorizer again after the flush"
+    );
     // B flushes on the event (and the shared entry of U is gone): U is loaded again.
-    let took = eventually(&[&a, &b], "B calls the authorizer for U again", PROPAGATION, || {
-        let c = cb.clone();
-        async move {
-            allow(c, U).await;
-            ep.calls_for(U) == 2
-        }
-    })
+    let took = eventually(
+        &[&a, &b],
+        "B calls the authorizer for U again",
+        PROPAGATION,
+        || {
+            let c = cb.clone();
+            async move {
+                allow(c, U).await;
+                ep.calls_for(U) == 2
+            }
+        },
+    )
     .await;
-    println!("propagation of FlushAuthorizerCache to B: {} ms", took.as_millis());
+    println!(
+        "propagation of FlushAuthorizerCache to B: {} ms",
+        took.as_millis()
+    );
 }
 
 // ---------------------------------------------------------------- 10. persistence

@@ -108,7 +108,7 @@ pub(crate) fn validate(
         errors.push("store.key_prefix: 1-128 characters of A-Z a-z 0-9 . _ -".into());
     }
     let days = c.store.usage_retention.as_secs() / 86_400;
-    if c.store.usage_retention.as_secs() % 86_400 != 0
+    if !c.store.usage_retention.as_secs().is_multiple_of(86_400)
         || c.store.usage_retention.subsec_nanos() != 0
         || !(1..=MAX_USAGE_RETENTION_DAYS).contains(&days)
     {

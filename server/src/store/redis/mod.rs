@@ -31,21 +31,31 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait between reconnection attempts.
 pub const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
+/// The scripts, loaded once per Redis (`EVALSHA`, `NOSCRIPT` handled).
+struct Scripts {
+    check: Script,
+    plan_created: Script,
+    defs_load: Script,
+    defs_write: Script,
+    set_remaining: Script,
+    owner_state: Script,
+}
+
 /// A Redis-backed store.
 #[derive(Clone)]
 pub struct RedisStore {
     conns: Arc<[ConnectionManager]>,
     next: Arc<AtomicUsize>,
     keys: Keys,
-    check: Arc<Script>,
-    plan_created: Arc<Script>,
-    defs_load: Arc<Script>,
-    defs_write: Arc<Script>,
-    set_remaining: Arc<Script>,
-    owner_state: Arc<Script>,
+    scripts: Arc<Scripts>,
+    shared: Arc<Shared>,
+}
+
+/// The events side: a client for the pub/sub connection and the local fan-out.
+struct Shared {
     client: redis::Client,
     events: broadcast::Sender<StoreEvent>,
-    subscribed: Arc<std::sync::Once>,
+    subscribed: std::sync::Once,
 }
 
 impl RedisStore {
@@ -68,15 +78,19 @@ impl RedisStore {
             conns: conns.into(),
             next: Arc::new(AtomicUsize::new(0)),
             keys: Keys::new(key_prefix),
-            check: Arc::new(Script::new(&scripts::with_periods(scripts::CHECK))),
-            plan_created: Arc::new(Script::new(scripts::PLAN_CREATED)),
-            defs_load: Arc::new(Script::new(scripts::DEFS_LOAD)),
-            defs_write: Arc::new(Script::new(scripts::DEFS_WRITE)),
-            set_remaining: Arc::new(Script::new(&scripts::with_periods(scripts::SET_REMAINING))),
-            owner_state: Arc::new(Script::new(scripts::OWNER_STATE)),
-            client,
-            events: broadcast::channel(256).0,
-            subscribed: Arc::new(std::sync::Once::new()),
+            scripts: Arc::new(Scripts {
+                check: Script::new(&scripts::with_periods(scripts::CHECK)),
+                plan_created: Script::new(scripts::PLAN_CREATED),
+                defs_load: Script::new(scripts::DEFS_LOAD),
+                defs_write: Script::new(scripts::DEFS_WRITE),
+                set_remaining: Script::new(&scripts::with_periods(scripts::SET_REMAINING)),
+                owner_state: Script::new(scripts::OWNER_STATE),
+            }),
+            shared: Arc::new(Shared {
+                client,
+                events: broadcast::channel(256).0,
+                subscribed: std::sync::Once::new(),
+            }),
         })
     }
 
@@ -84,9 +98,9 @@ impl RedisStore {
     /// backoff; every (re)subscription is followed by [`StoreEvent::Definitions`], since
     /// messages may have been missed while it was down.
     fn subscribe(&self) {
-        let client = self.client.clone();
+        let client = self.shared.client.clone();
         let channel = self.keys.events_channel();
-        let events = self.events.downgrade();
+        let events = self.shared.events.downgrade();
         tokio::spawn(async move {
             use futures_util::StreamExt;
             let mut first = true;
@@ -226,6 +240,7 @@ impl Store for RedisStore {
     async fn defs_load(&self) -> Result<RawDefs, StoreError> {
         let mut conn = self.conn();
         let (version, plans, keys): (u64, Vec<String>, Vec<String>) = self
+            .scripts
             .defs_load
             .key(self.keys.defs_plans())
             .key(self.keys.defs_keys())
@@ -246,7 +261,7 @@ impl Store for RedisStore {
         writes: &[DefWrite],
     ) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn();
-        let mut inv = self.defs_write.prepare_invoke();
+        let mut inv = self.scripts.defs_write.prepare_invoke();
         inv.key(self.keys.defs_plans())
             .key(self.keys.defs_keys())
             .key(self.keys.defs_version())
@@ -265,8 +280,8 @@ impl Store for RedisStore {
     }
 
     fn events(&self) -> broadcast::Receiver<StoreEvent> {
-        let rx = self.events.subscribe();
-        self.subscribed.call_once(|| self.subscribe());
+        let rx = self.shared.events.subscribe();
+        self.shared.subscribed.call_once(|| self.subscribe());
         rx
     }
 
@@ -306,6 +321,7 @@ impl Store for RedisStore {
     ) -> Result<(QuotaReport, u64), StoreError> {
         let mut conn = self.conn();
         let (index, used, limit, now): (i64, u64, u64, u64) = self
+            .scripts
             .set_remaining
             .key(owner)
             .arg(&quota.field)
@@ -322,6 +338,7 @@ impl Store for RedisStore {
     async fn owner_state(&self, owner: &str) -> Result<OwnerState, StoreError> {
         let mut conn = self.conn();
         let (now_us, fields): (u64, Vec<String>) = self
+            .scripts
             .owner_state
             .key(owner)
             .invoke_async(&mut conn)
@@ -372,7 +389,7 @@ impl Store for RedisStore {
 
     async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
         let mut conn = self.conn();
-        let reply: Vec<i64> = invocation(&self.check, op)
+        let reply: Vec<i64> = invocation(&self.scripts.check, op)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -382,6 +399,7 @@ impl Store for RedisStore {
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {
         let mut conn = self.conn();
         let v: i64 = self
+            .scripts
             .plan_created
             .key(self.keys.plan_created(plan_id))
             .arg(now_us)
