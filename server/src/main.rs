@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tollgate_server::{Listeners, config};
 
+mod cli;
+
 /// Exit code for configuration errors (EX_USAGE), before anything is bound.
 const EXIT_CONFIG: u8 = 64;
 
@@ -38,6 +40,9 @@ enum Command {
         /// Config file (YAML).
         file: PathBuf,
     },
+    // The admin API commands: plans, keys, usage, authorizers.
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
 }
 
 fn env_lookup(k: &str) -> Option<String> {
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match cli.command {
+        Command::Admin(command) => cli::run(command),
         Command::CheckConfig { file } => match config::load(&file, &env_lookup) {
             Ok(c) => {
                 println!(
