@@ -1,4 +1,4 @@
-//! The `tollgate` binary: `serve`, `check-config`.
+//! The `tollgate` binary: `serve`, `check-config`, and the admin commands (`plans`, `keys`, `usage`, `authorizers`) that call the admin API.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,7 +124,9 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
 
 async fn serve(cfg: config::Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let grpc = bind(cfg.server.grpc_addr, "grpc_addr").await?;
-    let admin = if cfg.server.admin_addr == cfg.server.grpc_addr {
+    // Port 0 means "any free port": equal only when a real port is shared.
+    let admin = if cfg.server.admin_addr == cfg.server.grpc_addr && cfg.server.grpc_addr.port() != 0
+    {
         None
     } else {
         Some(bind(cfg.server.admin_addr, "admin_addr").await?)
