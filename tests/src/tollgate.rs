@@ -113,6 +113,34 @@ where
     cmd
 }
 
+/// Polls `probe` every 10 ms until it is true and returns how long that took; after `timeout`,
+/// panics with `what` and the stderr of `procs`.
+pub async fn eventually<F, Fut>(
+    procs: &[&TollgateProcess],
+    what: &str,
+    timeout: Duration,
+    mut probe: F,
+) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if probe().await {
+            return start.elapsed();
+        }
+        if start.elapsed() >= timeout {
+            let logs: Vec<String> = procs
+                .iter()
+                .map(|p| format!("--- tollgate {} stderr:\n{}", p.grpc_url(), p.stderr_text()))
+                .collect();
+            panic!("timed out after {timeout:?}: {what}\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The admin token every harness process accepts (`TOLLGATE_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 

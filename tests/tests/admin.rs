@@ -29,8 +29,7 @@
 //! change) are polled with a deadline. Tests that compare dates compute "today" (UTC) from the
 //! wall clock; run across UTC midnight they may fail once.
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tollgate_proto::v1::admin_service_client::AdminServiceClient;
@@ -46,7 +45,9 @@ use tollgate_proto::v1::{
 use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::AuthorizerEndpoint;
 use tollgate_tests::redis::{RedisServer, free_port};
-use tollgate_tests::tollgate::{ADMIN_TOKEN, AdminClient, BearerToken, TollgateProcess};
+use tollgate_tests::tollgate::{
+    ADMIN_TOKEN, AdminClient, BearerToken, TollgateProcess, eventually,
+};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -251,34 +252,6 @@ async fn check(client: &mut Client, req: CheckRequestRequest) -> CheckRequestRes
 /// The decision for one `GET /pets` with `api_key` (cost 1).
 async fn pets_decision(mut client: Client, api_key: String) -> Decision {
     decision(&check(&mut client, get_pets(&api_key, 1)).await)
-}
-
-/// Polls `probe` every 5 ms until it returns true and returns how long that took; after
-/// `timeout`, panics with `what` and the logs of `procs`.
-async fn eventually<F, Fut>(
-    procs: &[&TollgateProcess],
-    what: &str,
-    timeout: Duration,
-    mut probe: F,
-) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if probe().await {
-            return start.elapsed();
-        }
-        if start.elapsed() >= timeout {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- tollgate {} stderr:\n{}", p.grpc_url(), p.stderr_text()))
-                .collect();
-            panic!("timed out after {timeout:?}: {what}\n{}", logs.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Waits until `client`'s instance answers `GET /pets` with `api_key` by `want`; returns the

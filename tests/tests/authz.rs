@@ -10,7 +10,6 @@
 //! the token before the first `:` picks the answer, the rest makes it a new identity, so each
 //! test can start from a cold cache with e.g. `allow-pets:shared-1`.
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -25,7 +24,7 @@ use tollgate_proto::v1::{
 use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::{ARN_PREFIX, AuthorizerEndpoint, PRINCIPAL, SLOW, USAGE_KEY};
 use tollgate_tests::redis::RedisServer;
-use tollgate_tests::tollgate::{TollgateProcess, http_get, workspace_root};
+use tollgate_tests::tollgate::{TollgateProcess, eventually, http_get, workspace_root};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -163,29 +162,6 @@ async fn authorize_err(c: &mut Authz, req: AuthorizeRequest) -> tonic::Status {
 
 async fn authz_client(tg: &TollgateProcess) -> Authz {
     AuthorizationServiceClient::new(tg.channel().await)
-}
-
-/// Polls `probe` every 50 ms until it returns true; after `timeout`, panics with `what` and the
-/// logs of `procs`.
-async fn eventually<F, Fut>(procs: &[&TollgateProcess], what: &str, timeout: Duration, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if probe().await {
-            return;
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- tollgate {} stderr:\n{}", p.grpc_url(), p.stderr_text()))
-                .collect();
-            panic!("timed out after {timeout:?}: {what}\n{}", logs.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Asserts the answer to a denied check: decision, status, message, and the error-type header.

@@ -4,7 +4,6 @@
 //! the tests run in parallel. Nothing sleeps for correctness: waits for asynchronous effects
 //! (a config reload, Redis coming back) poll with a deadline.
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,9 @@ use tokio::task::JoinSet;
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{CheckRequestRequest, CheckRequestResponse, Decision};
 use tollgate_tests::redis::RedisServer;
-use tollgate_tests::tollgate::{TollgateProcess, http_get, run_tollgate, workspace_root};
+use tollgate_tests::tollgate::{
+    TollgateProcess, eventually, http_get, run_tollgate, workspace_root,
+};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -99,29 +100,6 @@ async fn check_err(client: &mut Client, req: CheckRequestRequest) -> tonic::Stat
     match client.check_request(req).await {
         Ok(r) => panic!("expected an error status, got {:?}", r.into_inner()),
         Err(s) => s,
-    }
-}
-
-/// Polls `probe` every 50 ms until it returns true; after `timeout`, panics with `what` and the
-/// logs of `procs`.
-async fn eventually<F, Fut>(procs: &[&TollgateProcess], what: &str, timeout: Duration, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if probe().await {
-            return;
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- tollgate {} stderr:\n{}", p.grpc_url(), p.stderr_text()))
-                .collect();
-            panic!("timed out after {timeout:?}: {what}\n{}", logs.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
