@@ -173,30 +173,32 @@ impl Definitions {
 }
 
 /// Serializes changes for [`crate::store::Store::defs_write`].
-pub fn writes(changes: &[Change]) -> Vec<DefWrite> {
+pub fn writes(changes: &[Change]) -> Result<Vec<DefWrite>, serde_json::Error> {
     changes
         .iter()
-        .map(|c| match c {
-            Change::PutPlan(p) => DefWrite {
-                kind: DefKind::Plan,
-                id: p.plan.id.clone(),
-                json: serde_json::to_string(p).ok(),
-            },
-            Change::DeletePlan(id) => DefWrite {
-                kind: DefKind::Plan,
-                id: id.clone(),
-                json: None,
-            },
-            Change::PutKey(k) => DefWrite {
-                kind: DefKind::Key,
-                id: k.id.clone(),
-                json: serde_json::to_string(k).ok(),
-            },
-            Change::DeleteKey(id) => DefWrite {
-                kind: DefKind::Key,
-                id: id.clone(),
-                json: None,
-            },
+        .map(|c| {
+            Ok(match c {
+                Change::PutPlan(p) => DefWrite {
+                    kind: DefKind::Plan,
+                    id: p.plan.id.clone(),
+                    json: Some(serde_json::to_string(p)?),
+                },
+                Change::DeletePlan(id) => DefWrite {
+                    kind: DefKind::Plan,
+                    id: id.clone(),
+                    json: None,
+                },
+                Change::PutKey(k) => DefWrite {
+                    kind: DefKind::Key,
+                    id: k.id.clone(),
+                    json: Some(serde_json::to_string(k)?),
+                },
+                Change::DeleteKey(id) => DefWrite {
+                    kind: DefKind::Key,
+                    id: id.clone(),
+                    json: None,
+                },
+            })
         })
         .collect()
 }
@@ -237,9 +239,25 @@ pub fn seed(
         }
         changes.push(Change::PutPlan(rec));
     }
+    let mut removed_plans = Vec::new();
     for (id, p) in &current.plans {
         if p.source == Source::Config && !config.usage_plans.iter().any(|c| &c.id == id) {
             changes.push(Change::DeletePlan(id.clone()));
+            removed_plans.push(id.as_str());
+        }
+    }
+    // Admin keys leave plans that left the file (a later plan with that id must not inherit
+    // them without the association checks).
+    for k in current.keys.values().filter(|k| k.source == Source::Admin) {
+        if k.usage_plans
+            .iter()
+            .any(|p| removed_plans.contains(&p.as_str()))
+        {
+            let mut k = k.clone();
+            k.usage_plans
+                .retain(|p| !removed_plans.contains(&p.as_str()));
+            k.updated_at_us = now_us;
+            changes.push(Change::PutKey(k));
         }
     }
     for k in &config.api_keys {
@@ -324,11 +342,13 @@ api_keys:
         let raw = RawDefs {
             version: 3,
             plans: writes(&first)
+                .expect("serializable")
                 .iter()
                 .filter(|w| w.kind == DefKind::Plan)
                 .map(|w| (w.id.clone(), w.json.clone().unwrap_or_default()))
                 .collect(),
             keys: writes(&first)
+                .expect("serializable")
                 .iter()
                 .filter(|w| w.kind == DefKind::Key)
                 .map(|w| (w.id.clone(), w.json.clone().unwrap_or_default()))
@@ -351,10 +371,15 @@ api_keys:
         d.apply(&[Change::PutKey(admin)]);
         let empty = cfg("");
         let changes = seed(&empty, &d, 200, &|_| None);
+        let mut left = d.keys["adm"].clone();
+        left.usage_plans.clear();
+        left.updated_at_us = 200;
         assert_eq!(
             changes,
             vec![
                 Change::DeletePlan("p".into()),
+                // The admin key stays, without the plan that left the file.
+                Change::PutKey(left),
                 Change::DeleteKey("k".into())
             ]
         );

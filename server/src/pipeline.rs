@@ -308,6 +308,12 @@ impl Checker {
                 m::store_call(self.store.kind(), started.elapsed(), res.as_ref().err());
                 match res {
                     Ok(out) => answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period)),
+                    // Only usage was to be counted: nothing limits this key, so a store failure
+                    // changes no decision (the day's count misses this request).
+                    Err(e) if op.buckets.is_empty() && op.quota.is_none() => {
+                        tracing::debug!(error = %e, "usage not counted: store call failed");
+                        Answer::new(Decision::Allow)
+                    }
                     Err(e) => {
                         let mode = key_plan
                             .and_then(|(_, p)| p.failure_mode)

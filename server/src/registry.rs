@@ -29,6 +29,20 @@ pub const RETRY: Duration = Duration::from_secs(1);
 /// Compare-and-set attempts before an admin write gives up.
 pub const WRITE_ATTEMPTS: usize = 8;
 
+/// What seeding did.
+enum Seed {
+    /// Wrote these changes; the store is at this version.
+    Done(u64, Vec<Change>),
+    /// The store already holds the file's records.
+    Nothing,
+    /// Someone wrote first.
+    Conflict,
+}
+
+/// How often the store's definitions version is compared with ours, in case a pub/sub message
+/// was lost without the subscription noticing (a silently dropped idle connection).
+pub const POLL: Duration = Duration::from_secs(5);
+
 /// Why an admin write did not happen.
 #[derive(Debug)]
 pub enum WriteError<E> {
@@ -115,10 +129,12 @@ impl Registry {
         self.kick.notify_one();
     }
 
-    /// Installs `defs` unless something newer is installed, and rebuilds the catalog.
-    fn install(&self, defs: Definitions) {
+    /// Installs `defs` and rebuilds the catalog. An admin write's result (`loaded` false) is
+    /// skipped if something newer is installed; what was just loaded from the store always
+    /// wins (the store is the truth, also after it was reset and its version went back).
+    fn install(&self, defs: Definitions, loaded: bool) {
         let _g = self.install_lock.lock();
-        if defs.version < self.defs.load().version {
+        if !loaded && defs.version <= self.defs.load().version {
             return;
         }
         let config = self.config.load_full();
@@ -132,7 +148,8 @@ impl Registry {
         self.defs.store(Arc::new(defs));
     }
 
-    async fn timed<T>(
+    /// `f`, bounded by the registry's store deadline.
+    pub async fn timed<T>(
         &self,
         f: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -150,25 +167,31 @@ impl Registry {
             for w in warnings {
                 tracing::warn!(problem = %w, "damaged definition in the store");
             }
-            if self.seed_needed.swap(false, Ordering::SeqCst) {
+            if defs.version < self.defs.load().version {
+                // The store was flushed or replaced (a restart without persistence, a failover
+                // to a replica behind): put the file's plans and keys back.
+                tracing::warn!(
+                    stored = defs.version,
+                    known = self.defs.load().version,
+                    "the store's plans and keys went back in time; re-seeding the config file's"
+                );
+                self.seed_needed.store(true, Ordering::SeqCst);
+            }
+            // Cleared only once the seed is written: a cancelled reload seeds next time.
+            if self.seed_needed.load(Ordering::SeqCst) {
                 let config = self.config.load_full();
-                match self.seed(&config, &defs).await {
-                    Ok(Some((version, changes))) => {
+                match self.seed(&config, &defs).await? {
+                    Seed::Done(version, changes) => {
                         defs.apply(&changes);
                         defs.version = version;
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.seed_needed.store(true, Ordering::SeqCst);
-                        if matches!(e, StoreError::Protocol(_)) {
-                            // A concurrent write: read again and retry.
-                            continue;
-                        }
-                        return Err(e);
-                    }
+                    Seed::Nothing => {}
+                    // A concurrent write: read again and retry.
+                    Seed::Conflict => continue,
                 }
+                self.seed_needed.store(false, Ordering::SeqCst);
             }
-            self.install(defs);
+            self.install(defs, true);
             return Ok(());
         }
         Err(StoreError::Backend(
@@ -176,12 +199,8 @@ impl Registry {
         ))
     }
 
-    /// Writes the file's plans and keys; `Ok(None)` when the store already has them.
-    async fn seed(
-        &self,
-        config: &Config,
-        defs: &Definitions,
-    ) -> Result<Option<(u64, Vec<Change>)>, StoreError> {
+    /// Writes the file's plans and keys.
+    async fn seed(&self, config: &Config, defs: &Definitions) -> Result<Seed, StoreError> {
         let now = self.clock.now_micros();
         // Plans seeded by earlier releases kept their first-seen time under their own key.
         let mut created = std::collections::HashMap::new();
@@ -193,10 +212,10 @@ impl Registry {
         }
         let changes = defs::seed(config, defs, now, &|id| created.get(id).copied());
         if changes.is_empty() {
-            return Ok(None);
+            return Ok(Seed::Nothing);
         }
         match self
-            .timed(self.store.defs_write(defs.version, &defs::writes(&changes)))
+            .timed(self.store.defs_write(defs.version, &encode(&changes)?))
             .await?
         {
             Some(v) => {
@@ -205,9 +224,9 @@ impl Registry {
                     version = v,
                     "seeded plans and keys from the config file"
                 );
-                Ok(Some((v, changes)))
+                Ok(Seed::Done(v, changes))
             }
-            None => Err(StoreError::Protocol("concurrent definitions write".into())),
+            None => Ok(Seed::Conflict),
         }
     }
 
@@ -224,7 +243,7 @@ impl Registry {
                 return Ok(cur);
             }
             match self
-                .timed(self.store.defs_write(cur.version, &defs::writes(&changes)))
+                .timed(async { self.store.defs_write(cur.version, &encode(&changes)?).await })
                 .await
                 .map_err(WriteError::Store)?
             {
@@ -232,7 +251,7 @@ impl Registry {
                     let mut next = (*cur).clone();
                     next.apply(&changes);
                     next.version = v;
-                    self.install(next);
+                    self.install(next, false);
                     return Ok(self.defs.load_full());
                 }
                 None => self.reload().await.map_err(WriteError::Store)?,
@@ -248,6 +267,8 @@ impl Registry {
         let mut events = me.store.events();
         tokio::spawn(async move {
             let mut pending = false;
+            let mut poll = tokio::time::interval(POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let retry = async {
                     if pending {
@@ -262,12 +283,30 @@ impl Registry {
                             me.auth_cache.flush_local(&name);
                             continue;
                         }
-                        Ok(StoreEvent::Definitions)
-                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Ok(StoreEvent::Definitions) => {
+                            // Our own writes come back as events too: skip what we have.
+                            if !pending
+                                && matches!(me.timed(me.store.defs_version()).await, Ok(v) if v == me.defs.load().version)
+                            {
+                                continue;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            // Flush requests may be among the lost events.
+                            me.auth_cache.flush_all_local();
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     },
                     _ = me.kick.notified() => {}
                     _ = retry => {}
+                    _ = poll.tick() => {
+                        match me.timed(me.store.defs_version()).await {
+                            Ok(v) if v == me.defs.load().version => continue,
+                            Ok(_) => {}
+                            // A down store is the probe's and the checks' business.
+                            Err(_) => continue,
+                        }
+                    }
                 }
                 let r = me.reload().await;
                 ::metrics::counter!(
@@ -292,6 +331,11 @@ impl Registry {
             }
         });
     }
+}
+
+fn encode(changes: &[Change]) -> Result<Vec<crate::store::DefWrite>, StoreError> {
+    defs::writes(changes)
+        .map_err(|e| StoreError::Protocol(format!("cannot encode a definition: {e}")))
 }
 
 /// `defs` with the file's plans and keys laid over (what the store will hold once seeded).

@@ -2112,3 +2112,94 @@ async fn definitions_survive_restart_and_config_is_seeded() {
         assert_eq!(decision(&r), Decision::Allow, "{v}: {r:?}");
     }
 }
+
+/// A store that lost everything (FLUSHALL: a restart without persistence, a failover to an
+/// empty replica): the instance notices the version went back (by polling, no event is sent),
+/// seeds the config file's plan and key again, and keeps serving them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_store_is_reseeded_from_the_file() {
+    let redis = RedisServer::start();
+    let tg = TollgateProcess::start(&config(&redis, "adm-flush"));
+    let mut admin = tg.admin().await;
+    let p = create_plan(&mut admin, plan("gone", Some(throttle(10.0, 10)), None)).await;
+    assert_eq!(p.id, "gone");
+    let mut conn = redis.client().get_connection().expect("redis connection");
+    redis::cmd("FLUSHALL")
+        .query::<()>(&mut conn)
+        .expect("FLUSHALL");
+    let took = eventually(
+        &[&tg],
+        "the config plan is seeded again",
+        Duration::from_secs(15),
+        || {
+            let redis = redis.client();
+            async move {
+                let Ok(mut c) = redis.get_connection() else {
+                    return false;
+                };
+                redis::cmd("HEXISTS")
+                    .arg("adm-flush:{defs}:plans")
+                    .arg(CONFIG_PLAN)
+                    .query::<bool>(&mut c)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    println!("re-seeded {took:?} after FLUSHALL");
+    let mut c = tg.client().await;
+    let r = check(&mut c, get_pets(CONFIG_KEY_VALUE, 1)).await;
+    assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+    let plans = all_plan_ids(&mut admin).await;
+    assert_eq!(
+        plans,
+        vec![CONFIG_PLAN.to_string()],
+        "the admin plan was lost with the store"
+    );
+}
+
+async fn all_plan_ids(admin: &mut AdminClient) -> Vec<String> {
+    admin
+        .list_usage_plans(ListUsagePlansRequest::default())
+        .await
+        .expect("ListUsagePlans")
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|p| p.id)
+        .collect()
+}
+
+/// A deleted key's quota use does not pass to a new key created with the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_key_id_starts_clean() {
+    let redis = RedisServer::start();
+    let tg = TollgateProcess::start(&config(&redis, "adm-recreate"));
+    let mut admin = tg.admin().await;
+    create_plan(
+        &mut admin,
+        plan("tiny", None, Some(quota(2, QuotaPeriod::Month))),
+    )
+    .await;
+    const V1: &str = "recreate-value-one-0123456789";
+    const V2: &str = "recreate-value-two-0123456789";
+    create_key(&mut admin, key_req("same-id", "first", Some(V1), &["tiny"])).await;
+    let mut c = tg.client().await;
+    for want in [Decision::Allow, Decision::Allow, Decision::QuotaExceeded] {
+        assert_eq!(decision(&check(&mut c, get_pets(V1, 1)).await), want);
+    }
+    admin
+        .delete_api_key(DeleteApiKeyRequest {
+            id: "same-id".into(),
+        })
+        .await
+        .expect("DeleteApiKey");
+    create_key(
+        &mut admin,
+        key_req("same-id", "second", Some(V2), &["tiny"]),
+    )
+    .await;
+    let r = check(&mut c, get_pets(V2, 1)).await;
+    assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+    assert_eq!(r.quota.map(|q| q.remaining), Some(1));
+}

@@ -515,6 +515,28 @@ fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
     Ok(rows)
 }
 
+/// `v` without repeats, first occurrence kept.
+fn dedup(v: &[String]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    v.iter()
+        .filter(|x| seen.insert(x.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Bounds an identifier or filter taken from a request (so no message echoes megabytes).
+fn check_field(field: &str, s: &str, max: usize) -> Result<(), Status> {
+    if s.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Longest id, page token or filter in a request.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
 fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "" | "false" | "0" | "no" => Some(false),
@@ -577,6 +599,11 @@ impl AdminApi {
         ))
     }
 
+    /// A store call bounded by the registry's deadline.
+    async fn call<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, Status> {
+        self.registry.timed(f).await.map_err(store_error)
+    }
+
     fn owner(&self, key_id: &str) -> Arc<str> {
         Keys::new(&self.registry.config().store.key_prefix).api_key(key_id)
     }
@@ -627,6 +654,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
 
     async fn get_usage_plan(&self, req: Request<pb::GetUsagePlanRequest>) -> R<pb::UsagePlan> {
         let id = req.into_inner().id;
+        check_field("id", &id, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
         let p = defs
             .plans
@@ -640,6 +668,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::ListUsagePlansRequest>,
     ) -> R<pb::ListUsagePlansResponse> {
         let r = req.into_inner();
+        check_field("page_token", &r.page_token, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
         let (items, next_page_token) = page(
             defs.plans.iter().map(|(id, p)| (id, plan_to_pb(p))),
@@ -700,6 +729,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::DeleteUsagePlanRequest>,
     ) -> R<pb::DeleteUsagePlanResponse> {
         let id = req.into_inner().id;
+        check_field("id", &id, MAX_REQUEST_ID_LEN)?;
         self.write(|d| {
             let old = d
                 .plans
@@ -743,8 +773,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
             .unwrap_or_else(|| random_string(GENERATED_VALUE_LEN, ALNUM));
         let digest = hex::encode(key_digest(&value));
         let now = self.now();
-        let mut plans = r.usage_plan_ids.clone();
-        plans.dedup();
+        let plans = dedup(&r.usage_plan_ids);
         let id_cell = parking_lot::Mutex::new(String::new());
         let defs = self
             .write(|d| {
@@ -788,6 +817,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
 
     async fn get_api_key(&self, req: Request<pb::GetApiKeyRequest>) -> R<pb::ApiKey> {
         let id = req.into_inner().id;
+        check_field("id", &id, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
         let k = defs
             .keys
@@ -801,6 +831,9 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::ListApiKeysRequest>,
     ) -> R<pb::ListApiKeysResponse> {
         let r = req.into_inner();
+        check_field("name_prefix", &r.name_prefix, MAX_NAME_LEN)?;
+        check_field("customer_id", &r.customer_id, MAX_CUSTOMER_ID_LEN)?;
+        check_field("page_token", &r.page_token, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
         let (items, next_page_token) = page(
             defs.keys
@@ -821,6 +854,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
 
     async fn update_api_key(&self, req: Request<pb::UpdateApiKeyRequest>) -> R<pb::ApiKey> {
         let r = req.into_inner();
+        check_field("id", &r.id, MAX_REQUEST_ID_LEN)?;
         if let Some(n) = &r.name {
             check_len("name", n, MAX_NAME_LEN)?;
         }
@@ -867,6 +901,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::DeleteApiKeyRequest>,
     ) -> R<pb::DeleteApiKeyResponse> {
         let id = req.into_inner().id;
+        check_field("id", &id, MAX_REQUEST_ID_LEN)?;
         self.write(|d| {
             let k = d
                 .keys
@@ -877,6 +912,9 @@ impl pb::admin_service_server::AdminService for AdminApi {
             Ok(vec![Change::DeleteKey(id.clone())])
         })
         .await?;
+        // Its buckets, quotas and usage go too, so a new key with this id starts clean.
+        self.call(self.registry.store().owner_clear(&self.owner(&id)))
+            .await?;
         Ok(Response::new(pb::DeleteApiKeyResponse {}))
     }
 
@@ -952,27 +990,46 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     if !seen_values.insert(value.clone()) {
                         return Err("the same value appears twice in the file".into());
                     }
-                    let name = get(c_name);
-                    let description = get(c_desc);
-                    let customer_id = get(c_customer);
+                    let keep = |c: Option<usize>, old: Option<&String>| match (c, old) {
+                        (None, Some(o)) => o.clone(),
+                        _ => get(c),
+                    };
+                    let existing_now = next
+                        .key_by_digest(&hex::encode(key_digest(&value)))
+                        .cloned();
+                    let name = keep(c_name, existing_now.as_ref().map(|e| &e.name));
+                    let description = keep(c_desc, existing_now.as_ref().map(|e| &e.description));
+                    let customer_id =
+                        keep(c_customer, existing_now.as_ref().map(|e| &e.customer_id));
                     check_len("Name", &name, MAX_NAME_LEN).map_err(|e| e.message().to_string())?;
                     check_len("Description", &description, MAX_DESCRIPTION_LEN)
                         .map_err(|e| e.message().to_string())?;
                     check_len("CustomerId", &customer_id, MAX_CUSTOMER_ID_LEN)
                         .map_err(|e| e.message().to_string())?;
-                    let enabled = parse_bool(&get(c_enabled))
-                        .ok_or_else(|| "Enabled: expected true or false".to_string())?;
-                    let mut plans: Vec<String> = get(c_plans)
-                        .split([',', ';'])
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect();
-                    plans.dedup();
-                    check_plan_set(&next, &plans).map_err(|e| e.message().to_string())?;
+                    let enabled = match (c_enabled, &existing_now) {
+                        (None, Some(e)) => e.enabled,
+                        _ => parse_bool(&get(c_enabled))
+                            .ok_or_else(|| "Enabled: expected true or false".to_string())?,
+                    };
                     let digest = hex::encode(key_digest(&value));
-                    // Re-import overwrites the key with the same value.
-                    let existing = next.key_by_digest(&digest).cloned();
+                    // Re-import overwrites the key with the same value; columns the file does
+                    // not have keep the key's values.
+                    let existing = existing_now.clone();
+                    let plans: Vec<String> = match (c_plans, &existing) {
+                        (None, Some(e)) => e.usage_plans.clone(),
+                        _ => dedup(
+                            &get(c_plans)
+                                .split([',', ';'])
+                                .map(str::trim)
+                                .filter(|s| !s.is_empty())
+                                .map(String::from)
+                                .collect::<Vec<_>>(),
+                        ),
+                    };
+                    if plans.len() > MAX_PLANS_PER_KEY {
+                        return Err(format!("UsagePlanIds: at most {MAX_PLANS_PER_KEY}"));
+                    }
+                    check_plan_set(&next, &plans).map_err(|e| e.message().to_string())?;
                     let id = match (&existing, get(c_id)) {
                         (Some(e), id) if id.is_empty() || id == e.id => e.id.clone(),
                         (Some(e), id) => {
@@ -1038,6 +1095,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::CreateUsagePlanKeyRequest>,
     ) -> R<pb::UsagePlanKey> {
         let r = req.into_inner();
+        check_field("usage_plan_id", &r.usage_plan_id, MAX_REQUEST_ID_LEN)?;
+        check_field("key_id", &r.key_id, MAX_REQUEST_ID_LEN)?;
         let now = self.now();
         let defs = self
             .write(|d| {
@@ -1058,6 +1117,12 @@ impl pb::admin_service_server::AdminService for AdminApi {
                         r.key_id, r.usage_plan_id
                     )));
                 }
+                if k.usage_plans.len() >= MAX_PLANS_PER_KEY {
+                    return Err(Status::failed_precondition(format!(
+                        "API key {:?} is already in {MAX_PLANS_PER_KEY} usage plans (the limit)",
+                        r.key_id
+                    )));
+                }
                 k.usage_plans.push(r.usage_plan_id.clone());
                 check_plan_set(d, &k.usage_plans)?;
                 k.updated_at_us = now;
@@ -1076,6 +1141,9 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::ListUsagePlanKeysRequest>,
     ) -> R<pb::ListUsagePlanKeysResponse> {
         let r = req.into_inner();
+        check_field("usage_plan_id", &r.usage_plan_id, MAX_REQUEST_ID_LEN)?;
+        check_field("name_prefix", &r.name_prefix, MAX_NAME_LEN)?;
+        check_field("page_token", &r.page_token, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
         let (items, next_page_token) = page(
             defs.keys
@@ -1098,6 +1166,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::DeleteUsagePlanKeyRequest>,
     ) -> R<pb::DeleteUsagePlanKeyResponse> {
         let r = req.into_inner();
+        check_field("usage_plan_id", &r.usage_plan_id, MAX_REQUEST_ID_LEN)?;
+        check_field("key_id", &r.key_id, MAX_REQUEST_ID_LEN)?;
         let now = self.now();
         self.write(|d| {
             if !d.plans.contains_key(&r.usage_plan_id) {
@@ -1119,6 +1189,9 @@ impl pb::admin_service_server::AdminService for AdminApi {
 
     async fn get_usage(&self, req: Request<pb::GetUsageRequest>) -> R<pb::GetUsageResponse> {
         let r = req.into_inner();
+        check_field("usage_plan_id", &r.usage_plan_id, MAX_REQUEST_ID_LEN)?;
+        check_field("key_id", &r.key_id, MAX_REQUEST_ID_LEN)?;
+        check_field("page_token", &r.page_token, MAX_REQUEST_ID_LEN)?;
         let from = parse_date("start_date", &r.start_date)?;
         let to = parse_date("end_date", &r.end_date)?;
         if to < from {
@@ -1166,15 +1239,14 @@ impl pb::admin_service_server::AdminService for AdminApi {
         for id in key_ids {
             let owner = self.owner(&id);
             let base = Keys::usage_base(&owner, &r.usage_plan_id);
-            let days: BTreeMap<i64, u64> = store
-                .usage_read(&base, read_from, to)
-                .await
-                .map_err(store_error)?
+            let days: BTreeMap<i64, u64> = self
+                .call(store.usage_read(&base, read_from, to))
+                .await?
                 .into_iter()
                 .collect();
             let over = match quota {
                 Some(_) => {
-                    let st = store.owner_state(&owner).await.map_err(store_error)?;
+                    let st = self.call(store.owner_state(&owner)).await?;
                     st.fields
                         .iter()
                         .find(|(f, _)| *f == format!("ql:{}", r.usage_plan_id))
@@ -1225,6 +1297,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::UpdateUsageRequest>,
     ) -> R<pb::UpdateUsageResponse> {
         let r = req.into_inner();
+        check_field("usage_plan_id", &r.usage_plan_id, MAX_REQUEST_ID_LEN)?;
+        check_field("key_id", &r.key_id, MAX_REQUEST_ID_LEN)?;
         if r.remaining > MAX_QUOTA_LIMIT {
             return Err(Status::invalid_argument(format!(
                 "remaining: at most {MAX_QUOTA_LIMIT}"
@@ -1238,11 +1312,12 @@ impl pb::admin_service_server::AdminService for AdminApi {
         self.key_in_plan(&defs, &r.usage_plan_id, &r.key_id)?;
         let (op, q) = self.quota_op(plan)?;
         let (report, _now) = self
-            .registry
-            .store()
-            .quota_set_remaining(&self.owner(&r.key_id), &op, r.remaining)
-            .await
-            .map_err(store_error)?;
+            .call(self.registry.store().quota_set_remaining(
+                &self.owner(&r.key_id),
+                &op,
+                r.remaining,
+            ))
+            .await?;
         Ok(Response::new(pb::UpdateUsageResponse {
             usage_plan_id: r.usage_plan_id,
             key_id: r.key_id,
@@ -1258,6 +1333,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::GetThrottleStateRequest>,
     ) -> R<pb::GetThrottleStateResponse> {
         let key_id = req.into_inner().key_id;
+        check_field("key_id", &key_id, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
         let k = defs
             .keys
@@ -1265,11 +1341,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
             .ok_or_else(|| Status::not_found(format!("{KEY_NOT_FOUND}: {key_id:?}")))?;
         let catalog = self.registry.catalog.load_full();
         let st = self
-            .registry
-            .store()
-            .owner_state(&self.owner(&key_id))
-            .await
-            .map_err(store_error)?;
+            .call(self.registry.store().owner_state(&self.owner(&key_id)))
+            .await?;
         let now = st.now_us;
         let field = |name: &str| {
             st.fields
@@ -1366,6 +1439,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::FlushAuthorizerCacheRequest>,
     ) -> R<pb::FlushAuthorizerCacheResponse> {
         let r = req.into_inner();
+        check_field("api_id", &r.api_id, MAX_REQUEST_ID_LEN)?;
+        check_field("stage", &r.stage, MAX_REQUEST_ID_LEN)?;
         let catalog = self.registry.catalog.load_full();
         let stage = catalog.stage(&r.api_id, &r.stage).ok_or_else(|| {
             Status::not_found(format!(
@@ -1383,11 +1458,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         for name in &names {
             cache.flush_local(name);
             removed += self
-                .registry
-                .store()
-                .auth_flush(&cache.prefix(name), name)
-                .await
-                .map_err(store_error)?;
+                .call(self.registry.store().auth_flush(&cache.prefix(name), name))
+                .await?;
         }
         Ok(Response::new(pb::FlushAuthorizerCacheResponse {
             authorizers: names.into_iter().collect(),

@@ -261,6 +261,11 @@ impl AuthCache {
         self.keys.auth(authorizer, "")
     }
 
+    /// Drops every decision this instance cached.
+    pub fn flush_all_local(&self) {
+        self.local.invalidate_all();
+    }
+
     /// Drops this instance's cached decisions of `authorizer`.
     pub fn flush_local(&self, authorizer: &str) {
         let prefix = self.prefix(authorizer);

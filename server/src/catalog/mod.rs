@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Authorizers;
 use crate::config::validate::split_method_key;
 use crate::config::{ApiKeySource, Config, FailureMode, ThrottleConfig, ThrottleScope};
-use crate::defs::Definitions;
+use crate::defs::{Definitions, Source};
 use crate::limiter::{Limit, Period, quota};
 use crate::store::keys::Keys;
 use routes::Template;
@@ -190,12 +190,8 @@ pub struct Catalog {
     pub plans: HashMap<String, Arc<Plan>>,
     /// Authorizers by name.
     pub authorizers: Arc<Authorizers>,
-    /// Keys by id.
-    key_ids: HashMap<String, Arc<ApiKey>>,
     /// Daily usage retention (`store.usage_retention`) in days.
     pub usage_retention_days: u64,
-    /// The definitions version compiled in.
-    pub version: u64,
 }
 
 /// SHA-256 of an API key value: the only form in which values are kept.
@@ -293,8 +289,13 @@ impl Catalog {
             );
         }
         let mut key_map = HashMap::new();
-        let mut key_ids = HashMap::new();
-        for k in defs.keys.values() {
+        // The file's keys last: if an admin key has the same value, the file wins.
+        let ordered = defs
+            .keys
+            .values()
+            .filter(|k| k.source != Source::Config)
+            .chain(defs.keys.values().filter(|k| k.source == Source::Config));
+        for k in ordered {
             let Some(digest) = k.digest() else { continue };
             let hash = keys.api_key(&k.id);
             let mut kp = Vec::new();
@@ -314,18 +315,15 @@ impl Catalog {
                 hash,
                 usage_bases,
             });
-            key_ids.insert(k.id.clone(), Arc::clone(&key));
             key_map.insert(digest, key);
         }
         Self {
             failure_mode: config.failure_mode,
             apis,
             keys: key_map,
-            key_ids,
             plans,
             authorizers,
             usage_retention_days: config.store.usage_retention.as_secs() / 86_400,
-            version: defs.version,
         }
     }
 
@@ -337,11 +335,6 @@ impl Catalog {
     /// Whether an API with this id exists.
     pub fn has_api(&self, api: &str) -> bool {
         self.apis.contains_key(api)
-    }
-
-    /// The key with id `id`.
-    pub fn key_by_id(&self, id: &str) -> Option<&Arc<ApiKey>> {
-        self.key_ids.get(id)
     }
 
     /// Every stage, as (api, stage) → its routes as (method, path template): what plans are

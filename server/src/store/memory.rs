@@ -105,10 +105,13 @@ impl MemoryStore {
         st.hashes.retain(|_, h| h.expires_at > now);
         st.records.retain(|_, (exp, _)| *exp > now);
         st.auth.retain(|_, (exp, _)| *exp > now);
-        let today = (now / DAY_US) as i64;
+        // As in Redis: a month of usage lives until the month ends plus the retention.
         st.usage.retain(|_, u| {
-            let keep_from = today - u.retention_days as i64;
-            u.days.retain(|d, _| *d > keep_from);
+            let retention = u.retention_days * DAY_US;
+            u.days.retain(|d, _| {
+                let month = quota::period_index(quota::Period::Month, *d as u64 * DAY_US);
+                quota::period_end(quota::Period::Month, month).max(0) as u64 + retention > now
+            });
             !u.days.is_empty()
         });
     }
@@ -235,6 +238,10 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn defs_version(&self) -> Result<u64, StoreError> {
+        Ok(self.state.lock().defs_version)
+    }
+
     async fn defs_write(
         &self,
         expected: u64,
@@ -303,7 +310,9 @@ impl Store for MemoryStore {
             Some(Field::Quota(s)) if s.index == index => s.used,
             _ => 0,
         };
-        let limit = used.saturating_add(remaining);
+        let limit = used
+            .saturating_add(remaining)
+            .min(crate::config::validate::MAX_QUOTA_LIMIT);
         let end = quota::period_end(quota.period, index).max(0) as u64;
         let h = hash_mut(&mut st, &owner, now);
         h.fields
@@ -329,6 +338,14 @@ impl Store for MemoryStore {
                 })
                 .unwrap_or_default(),
         })
+    }
+
+    async fn owner_clear(&self, owner: &str) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        st.hashes.remove(owner);
+        let usage = format!("{owner}:u:");
+        st.usage.retain(|base, _| !base.starts_with(&usage));
+        Ok(())
     }
 
     async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {

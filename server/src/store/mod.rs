@@ -235,6 +235,9 @@ pub trait Store: Send + Sync + 'static {
     /// Reads every usage plan and API key record and their version, atomically.
     fn defs_load(&self) -> impl Future<Output = Result<RawDefs, StoreError>> + Send;
 
+    /// The definitions' version (cheap: for polling).
+    fn defs_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Applies `writes` atomically if the definitions are still at `expected`, bumps the
     /// version and tells every instance ([`StoreEvent::Definitions`]). `Ok(None)`: someone else
     /// wrote first (reload and retry).
@@ -272,6 +275,10 @@ pub trait Store: Send + Sync + 'static {
         &self,
         owner: &str,
     ) -> impl Future<Output = Result<OwnerState, StoreError>> + Send;
+
+    /// Deletes an owner hash (buckets, quotas, overrides) and its daily usage: a deleted API
+    /// key's state must not reach a new key with the same id.
+    fn owner_clear(&self, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes every shared authorizer-cache entry whose key starts with `prefix` and tells
     /// every instance to drop its local entries for `authorizer`. Returns the entries deleted.
@@ -326,6 +333,12 @@ impl Store for AnyStore {
             AnyStore::Redis(s) => s.defs_load().await,
         }
     }
+    async fn defs_version(&self) -> Result<u64, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.defs_version().await,
+            AnyStore::Redis(s) => s.defs_version().await,
+        }
+    }
     async fn defs_write(
         &self,
         expected: u64,
@@ -368,6 +381,12 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.owner_state(owner).await,
             AnyStore::Redis(s) => s.owner_state(owner).await,
+        }
+    }
+    async fn owner_clear(&self, owner: &str) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.owner_clear(owner).await,
+            AnyStore::Redis(s) => s.owner_clear(owner).await,
         }
     }
     async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {

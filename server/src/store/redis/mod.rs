@@ -255,6 +255,16 @@ impl Store for RedisStore {
         })
     }
 
+    async fn defs_version(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        redis::cmd("GET")
+            .arg(self.keys.defs_version())
+            .query_async::<Option<u64>>(&mut conn)
+            .await
+            .map(Option::unwrap_or_default)
+            .map_err(backend)
+    }
+
     async fn defs_write(
         &self,
         expected: u64,
@@ -329,6 +339,7 @@ impl Store for RedisStore {
             .arg(quota.period.code())
             .arg(remaining)
             .arg(TTL_MARGIN_US)
+            .arg(crate::config::validate::MAX_QUOTA_LIMIT)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -348,6 +359,40 @@ impl Store for RedisStore {
             now_us,
             fields: split_pairs(fields),
         })
+    }
+
+    async fn owner_clear(&self, owner: &str) -> Result<(), StoreError> {
+        // The owner hash, then its usage months (a SCAN limited to the owner's own names).
+        let mut conn = self.conn();
+        redis::cmd("UNLINK")
+            .arg(owner)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(backend)?;
+        let pattern = format!("{}*", glob_escape(&format!("{owner}:u:")));
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map_err(backend)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {

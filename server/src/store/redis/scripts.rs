@@ -212,7 +212,8 @@ return v
 "#;
 
 /// `UpdateUsage`: sets the current period's limit to used + ARGV remaining.
-/// KEYS owner hash. ARGV quota field, override field, period code, remaining, TTL margin µs.
+/// KEYS owner hash. ARGV quota field, override field, period code, remaining, TTL margin µs,
+/// largest limit (counts stay exact in doubles).
 /// Reply: {period index, used, limit, now µs}.
 pub const SET_REMAINING: &str = r#"
 local t = redis.call('TIME')
@@ -225,7 +226,7 @@ if s then
   local si, su = string.match(s, '^(-?%d+):(%d+)$')
   if si and tonumber(si) == idx then used = tonumber(su) end
 end
-local limit = used + tonumber(ARGV[4])
+local limit = math.min(used + tonumber(ARGV[4]), tonumber(ARGV[6]))
 redis.call('HSET', KEYS[1], ARGV[2], fmt(idx) .. ':' .. fmt(limit))
 local ttl = math.floor((period_start(p, idx + 1) + tonumber(ARGV[5]) - now) / 1000) + 1
 if redis.call('PTTL', KEYS[1]) < ttl - 1000 then redis.call('PEXPIRE', KEYS[1], ttl) end
