@@ -79,7 +79,7 @@ impl Registry {
         auth_cache: Arc<AuthCache>,
     ) -> Arc<Self> {
         let defs = Definitions::default();
-        let catalog = Catalog::build(&config, &overlay(&config, &defs, &*clock), authorizers);
+        let catalog = build_with_file(&config, &defs, authorizers, &*clock);
         Arc::new(Self {
             catalog: Arc::new(ArcSwap::from_pointee(catalog)),
             timeout: config.store.timeout.max(Duration::from_millis(200)) * 10,
@@ -119,11 +119,8 @@ impl Registry {
     pub fn set_config(&self, config: Config, authorizers: Arc<Authorizers>) {
         let _g = self.install_lock.lock();
         let defs = self.defs.load_full();
-        self.catalog.store(Arc::new(Catalog::build(
-            &config,
-            &overlay(&config, &defs, &*self.clock),
-            authorizers,
-        )));
+        self.catalog
+            .store(Arc::new(build_with_file(&config, &defs, authorizers, &*self.clock)));
         self.config.store(Arc::new(config));
         self.seed_needed.store(true, Ordering::SeqCst);
         self.kick.notify_one();
@@ -139,11 +136,8 @@ impl Registry {
         }
         let config = self.config.load_full();
         let authorizers = self.catalog.load().authorizers.clone();
-        self.catalog.store(Arc::new(Catalog::build(
-            &config,
-            &overlay(&config, &defs, &*self.clock),
-            authorizers,
-        )));
+        self.catalog
+            .store(Arc::new(build_with_file(&config, &defs, authorizers, &*self.clock)));
         ::metrics::gauge!(crate::metrics::DEFINITIONS_VERSION).set(defs.version as f64);
         self.defs.store(Arc::new(defs));
     }
@@ -338,10 +332,19 @@ fn encode(changes: &[Change]) -> Result<Vec<crate::store::DefWrite>, StoreError>
         .map_err(|e| StoreError::Protocol(format!("cannot encode a definition: {e}")))
 }
 
-/// `defs` with the file's plans and keys laid over (what the store will hold once seeded).
-fn overlay(config: &Config, defs: &Definitions, clock: &dyn Clock) -> Definitions {
+/// The catalog of `defs` with the file's plans and keys laid over (what the store holds once
+/// seeded); `defs` is copied only when the store lacks some of the file's records.
+fn build_with_file(
+    config: &Config,
+    defs: &Definitions,
+    authorizers: Arc<Authorizers>,
+    clock: &dyn Clock,
+) -> Catalog {
     let changes = defs::seed(config, defs, clock.now_micros(), &|_| None);
+    if changes.is_empty() {
+        return Catalog::build(config, defs, authorizers);
+    }
     let mut out = defs.clone();
     out.apply(&changes);
-    out
+    Catalog::build(config, &out, authorizers)
 }
