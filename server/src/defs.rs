@@ -95,8 +95,10 @@ pub struct Definitions {
     pub version: u64,
     /// Plans by id.
     pub plans: BTreeMap<String, PlanRecord>,
-    /// Keys by id.
+    /// Keys by id (change them through [`Definitions::apply`], which keeps the value index).
     pub keys: BTreeMap<String, KeyRecord>,
+    /// Hex SHA-256 of a value → key id.
+    by_digest: std::collections::HashMap<String, String>,
 }
 
 /// One change to the definitions.
@@ -136,11 +138,16 @@ impl Definitions {
                 Err(e) => warnings.push(format!("stored key {id:?}: {e}; skipped")),
             }
         }
+        let by_digest = keys
+            .values()
+            .map(|k| (k.value_sha256.clone(), k.id.clone()))
+            .collect();
         (
             Self {
                 version: raw.version,
                 plans,
                 keys,
+                by_digest,
             },
             warnings,
         )
@@ -157,10 +164,15 @@ impl Definitions {
                     self.plans.remove(id);
                 }
                 Change::PutKey(k) => {
+                    self.by_digest.insert(k.value_sha256.clone(), k.id.clone());
                     self.keys.insert(k.id.clone(), k.clone());
                 }
                 Change::DeleteKey(id) => {
-                    self.keys.remove(id);
+                    if let Some(k) = self.keys.remove(id)
+                        && self.by_digest.get(&k.value_sha256) == Some(id)
+                    {
+                        self.by_digest.remove(&k.value_sha256);
+                    }
                 }
             }
         }
@@ -168,7 +180,9 @@ impl Definitions {
 
     /// The key whose value hashes to `hex_digest`.
     pub fn key_by_digest(&self, hex_digest: &str) -> Option<&KeyRecord> {
-        self.keys.values().find(|k| k.value_sha256 == hex_digest)
+        self.by_digest
+            .get(hex_digest)
+            .and_then(|id| self.keys.get(id))
     }
 }
 

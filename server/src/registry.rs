@@ -119,8 +119,12 @@ impl Registry {
     pub fn set_config(&self, config: Config, authorizers: Arc<Authorizers>) {
         let _g = self.install_lock.lock();
         let defs = self.defs.load_full();
-        self.catalog
-            .store(Arc::new(build_with_file(&config, &defs, authorizers, &*self.clock)));
+        self.catalog.store(Arc::new(build_with_file(
+            &config,
+            &defs,
+            authorizers,
+            &*self.clock,
+        )));
         self.config.store(Arc::new(config));
         self.seed_needed.store(true, Ordering::SeqCst);
         self.kick.notify_one();
@@ -136,8 +140,12 @@ impl Registry {
         }
         let config = self.config.load_full();
         let authorizers = self.catalog.load().authorizers.clone();
-        self.catalog
-            .store(Arc::new(build_with_file(&config, &defs, authorizers, &*self.clock)));
+        self.catalog.store(Arc::new(build_with_file(
+            &config,
+            &defs,
+            authorizers,
+            &*self.clock,
+        )));
         ::metrics::gauge!(crate::metrics::DEFINITIONS_VERSION).set(defs.version as f64);
         self.defs.store(Arc::new(defs));
     }

@@ -246,10 +246,11 @@ fn page<'a, T>(
         }
         n => n,
     };
+    // Items come in id order (BTreeMap): skip to the token, convert only the page.
     let mut out = Vec::new();
     let mut last = String::new();
     let mut more = false;
-    for (id, item) in items.filter(|(id, _)| token.is_empty() || id.as_str() > token) {
+    for (id, item) in items.skip_while(|(id, _)| !token.is_empty() && id.as_str() <= token) {
         if out.len() == size {
             more = true;
             break;
@@ -670,11 +671,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         let r = req.into_inner();
         check_field("page_token", &r.page_token, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
-        let (items, next_page_token) = page(
-            defs.plans.iter().map(|(id, p)| (id, plan_to_pb(p))),
-            r.page_size,
-            &r.page_token,
-        )?;
+        let (items, next_page_token) = page(defs.plans.iter(), r.page_size, &r.page_token)?;
+        let items = items.into_iter().map(plan_to_pb).collect();
         Ok(Response::new(pb::ListUsagePlansResponse {
             items,
             next_page_token,
@@ -836,16 +834,14 @@ impl pb::admin_service_server::AdminService for AdminApi {
         check_field("page_token", &r.page_token, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
         let (items, next_page_token) = page(
-            defs.keys
-                .iter()
-                .filter(|(_, k)| {
-                    k.name.starts_with(&r.name_prefix)
-                        && (r.customer_id.is_empty() || k.customer_id == r.customer_id)
-                })
-                .map(|(id, k)| (id, key_to_pb(k, None))),
+            defs.keys.iter().filter(|(_, k)| {
+                k.name.starts_with(&r.name_prefix)
+                    && (r.customer_id.is_empty() || k.customer_id == r.customer_id)
+            }),
             r.page_size,
             &r.page_token,
         )?;
+        let items = items.into_iter().map(|k| key_to_pb(k, None)).collect();
         Ok(Response::new(pb::ListApiKeysResponse {
             items,
             next_page_token,
@@ -1146,15 +1142,16 @@ impl pb::admin_service_server::AdminService for AdminApi {
         check_field("page_token", &r.page_token, MAX_REQUEST_ID_LEN)?;
         let defs = self.registry.defs();
         let (items, next_page_token) = page(
-            defs.keys
-                .iter()
-                .filter(|(_, k)| {
-                    k.usage_plans.contains(&r.usage_plan_id) && k.name.starts_with(&r.name_prefix)
-                })
-                .map(|(id, k)| (id, plan_key_to_pb(k, &r.usage_plan_id))),
+            defs.keys.iter().filter(|(_, k)| {
+                k.usage_plans.contains(&r.usage_plan_id) && k.name.starts_with(&r.name_prefix)
+            }),
             r.page_size,
             &r.page_token,
         )?;
+        let items = items
+            .into_iter()
+            .map(|k| plan_key_to_pb(k, &r.usage_plan_id))
+            .collect();
         Ok(Response::new(pb::ListUsagePlanKeysResponse {
             items,
             next_page_token,
@@ -1213,16 +1210,14 @@ impl pb::admin_service_server::AdminService for AdminApi {
             self.key_in_plan(&defs, &r.usage_plan_id, &r.key_id)?;
         }
         let (key_ids, next_page_token) = page(
-            defs.keys
-                .iter()
-                .filter(|(id, k)| {
-                    k.usage_plans.contains(&r.usage_plan_id)
-                        && (r.key_id.is_empty() || **id == r.key_id)
-                })
-                .map(|(id, _)| (id, id.clone())),
+            defs.keys.iter().filter(|(id, k)| {
+                k.usage_plans.contains(&r.usage_plan_id)
+                    && (r.key_id.is_empty() || **id == r.key_id)
+            }),
             r.page_size,
             &r.page_token,
         )?;
+        let key_ids: Vec<String> = key_ids.into_iter().map(|k| k.id.clone()).collect();
         let quota = plan.plan.quota;
         // Remaining needs the whole period up to each day: read from the first period's start.
         let read_from = match quota {
