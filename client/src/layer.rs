@@ -1,0 +1,283 @@
+//! [`TollgateLayer`]: a tower layer that checks every HTTP request with Tollgate.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{Check, CheckResult, Client, Source};
+
+/// A boxed error, as tower and hyper use it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The layer's response body: the inner service's body boxed, or the JSON denial.
+///
+/// `UnsyncBoxBody<Bytes, BoxError>` is `Send` and implements `http_body::Body`, so it can be
+/// returned from an axum router (`Router::layer`, it implements `IntoResponse`) and served by hyper
+/// directly (`hyper::service::service_fn` / `hyper_util::service::TowerToHyperService`).
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The client's IP, if the caller knows it: put it in the request's extensions before the layer
+/// and it is sent as `source_ip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceIp(pub std::net::IpAddr);
+
+#[derive(Debug, Clone)]
+struct Config {
+    api_id: String,
+    stage: String,
+    api_key_header: HeaderName,
+    request_id_header: Option<HeaderName>,
+}
+
+/// A tower [`Layer`] that checks each `http::Request<B>` with Tollgate before the inner service.
+///
+/// * The API key is read from `x-api-key` (see [`TollgateLayer::api_key_header`]); method, path,
+///   the headers (up to the server's bounds) and the query string are sent too.
+/// * Allowed: the request goes on with the caller's [`Identity`](crate::Identity) (when the server
+///   resolved one) and the answer's [`Source`] in its extensions; the server's `response_headers`
+///   (the RateLimit headers) are added to the response.
+/// * Denied: answered here with the server's status and `{"message": …}` JSON body, its headers
+///   and `Retry-After`; the inner service is not called. Fail-closed answers 503.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Router, routing::get};
+/// use tollgate_client::{Client, TollgateLayer};
+///
+/// let client = Client::builder(["http://127.0.0.1:50051"]).build()?;
+/// let app: Router = Router::new()
+///     .route("/pets", get(|| async { "[]" }))
+///     .layer(TollgateLayer::new(client, "petstore", "prod"));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// axum::serve(listener, app).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TollgateLayer {
+    client: Client,
+    config: Arc<Config>,
+}
+
+impl TollgateLayer {
+    /// A layer checking requests to `api_id`/`stage`.
+    pub fn new(client: Client, api_id: impl Into<String>, stage: impl Into<String>) -> Self {
+        Self {
+            client,
+            config: Arc::new(Config {
+                api_id: api_id.into(),
+                stage: stage.into(),
+                api_key_header: HeaderName::from_static("x-api-key"),
+                request_id_header: Some(HeaderName::from_static("x-request-id")),
+            }),
+        }
+    }
+
+    /// The header carrying the API key (default `x-api-key`).
+    pub fn api_key_header(mut self, name: HeaderName) -> Self {
+        Arc::make_mut(&mut self.config).api_key_header = name;
+        self
+    }
+
+    /// The header carrying a request id sent as `request_id` (default `x-request-id`; `None` to
+    /// send none).
+    pub fn request_id_header(mut self, name: Option<HeaderName>) -> Self {
+        Arc::make_mut(&mut self.config).request_id_header = name;
+        self
+    }
+}
+
+impl<S> Layer<S> for TollgateLayer {
+    type Service = Tollgate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Tollgate {
+            inner,
+            client: self.client.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service [`TollgateLayer`] wraps around an inner service.
+#[derive(Debug, Clone)]
+pub struct Tollgate<S> {
+    inner: S,
+    client: Client,
+    config: Arc<Config>,
+}
+
+impl<S, B, ResB> Service<Request<B>> for Tollgate<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Keep the service that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let check = build_check(&self.config, &request);
+        let client = self.client.clone();
+        Box::pin(async move {
+            let result = client.check(check).await;
+            if !result.is_allowed() {
+                return Ok(denial(&result));
+            }
+            if let Some(identity) = result.identity.clone() {
+                request.extensions_mut().insert(identity);
+            }
+            request.extensions_mut().insert(result.source.clone());
+            let response = inner.call(request).await?;
+            let (mut parts, body) = response.into_parts();
+            add_headers(&mut parts.headers, &result);
+            Ok(Response::from_parts(
+                parts,
+                body.map_err(Into::into).boxed_unsync(),
+            ))
+        })
+    }
+}
+
+fn build_check<B>(config: &Config, request: &Request<B>) -> Check {
+    let headers = request.headers();
+    let api_key = headers
+        .get(&config.api_key_header)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let request_id = config
+        .request_id_header
+        .as_ref()
+        .and_then(|name| headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let headers = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .take(4 * crate::request::MAX_MAP_ENTRIES)
+        .collect();
+    let query = request.uri().query().map(parse_query).unwrap_or_default();
+    Check {
+        api_id: config.api_id.clone(),
+        stage: config.stage.clone(),
+        http_method: request.method().as_str().to_owned(),
+        path: request.uri().path().to_owned(),
+        api_key,
+        headers,
+        query,
+        source_ip: request
+            .extensions()
+            .get::<SourceIp>()
+            .map(|ip| ip.0.to_string())
+            .unwrap_or_default(),
+        request_id,
+        ..Check::default()
+    }
+}
+
+/// `a=1&b=x%20y&c` → `[(a, 1), (b, "x y"), (c, "")]` (`+` is a space).
+pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let s = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .take(4 * crate::request::MAX_MAP_ENTRIES)
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(pair), String::new()),
+        })
+        .collect()
+}
+
+fn add_headers(headers: &mut HeaderMap, result: &CheckResult) {
+    for (name, value) in &result.response_headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The AWS-shaped denial: status, `{"message": …}`, the server's headers, `Retry-After`.
+fn denial(result: &CheckResult) -> Response<ResponseBody> {
+    let body = serde_json::json!({ "message": result.message }).to_string();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() =
+        StatusCode::from_u16(result.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if !result.error_type.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&result.error_type)
+    {
+        headers.insert(HeaderName::from_static("x-amzn-errortype"), v);
+    }
+    add_headers(headers, result);
+    if let Some(d) = result.retry_after
+        && (!headers.contains_key(RETRY_AFTER) || result.source == Source::DenyCache)
+    {
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_decoded() {
+        assert_eq!(
+            parse_query("a=1&b=x%20y+z&c&&d="),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y z".into()),
+                ("c".into(), String::new()),
+                ("d".into(), String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+    }
+}

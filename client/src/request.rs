@@ -1,0 +1,141 @@
+//! Typed requests → protos, within the server's size limits (`server/src/api/limits.rs`): long
+//! strings are cut (at a char boundary), map entries over the limits are skipped.
+use std::collections::HashMap;
+
+use crate::{Authorize, Check, v1};
+
+/// `api_id`, `stage`.
+pub(crate) const MAX_ID_LEN: usize = 128;
+/// `http_method`.
+pub(crate) const MAX_METHOD_LEN: usize = 16;
+/// `path`.
+pub(crate) const MAX_PATH_LEN: usize = 8 * 1024;
+/// `resource_path`.
+pub(crate) const MAX_RESOURCE_PATH_LEN: usize = 1024;
+/// `api_key`.
+pub(crate) const MAX_API_KEY_LEN: usize = 1024;
+/// Entries in `headers`, and in `query`.
+pub(crate) const MAX_MAP_ENTRIES: usize = 128;
+/// A header or query name.
+pub(crate) const MAX_MAP_KEY_LEN: usize = 256;
+/// A header or query value.
+pub(crate) const MAX_MAP_VALUE_LEN: usize = 8 * 1024;
+/// All names and values of `headers` plus `query`.
+pub(crate) const MAX_MAPS_TOTAL: usize = 64 * 1024;
+/// `source_ip`.
+pub(crate) const MAX_SOURCE_IP_LEN: usize = 64;
+/// `request_id`.
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
+/// `cost`.
+pub(crate) const MAX_COST: u64 = 1_000_000;
+
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// Builds a bounded map; `budget` is what is left of [`MAX_MAPS_TOTAL`]. Repeated names are joined
+/// with `,` (as HTTP does for headers) while they fit.
+fn bounded_map(entries: Vec<(String, String)>, budget: &mut usize) -> HashMap<String, String> {
+    let mut map: HashMap<String, String> = HashMap::new();
+    for (k, v) in entries {
+        if k.len() > MAX_MAP_KEY_LEN || v.len() > MAX_MAP_VALUE_LEN {
+            continue;
+        }
+        if let Some(existing) = map.get_mut(&k) {
+            if existing.len() + 1 + v.len() <= MAX_MAP_VALUE_LEN && v.len() < *budget {
+                *budget -= v.len() + 1;
+                existing.push(',');
+                existing.push_str(&v);
+            }
+            continue;
+        }
+        if map.len() >= MAX_MAP_ENTRIES || k.len() + v.len() > *budget {
+            continue;
+        }
+        *budget -= k.len() + v.len();
+        map.insert(k, v);
+    }
+    map
+}
+
+pub(crate) fn check_request(c: Check) -> v1::CheckRequestRequest {
+    let mut budget = MAX_MAPS_TOTAL;
+    let headers = bounded_map(c.headers, &mut budget);
+    let query = bounded_map(c.query, &mut budget);
+    v1::CheckRequestRequest {
+        api_id: cut(c.api_id, MAX_ID_LEN),
+        stage: cut(c.stage, MAX_ID_LEN),
+        http_method: cut(c.http_method, MAX_METHOD_LEN),
+        path: cut(c.path, MAX_PATH_LEN),
+        resource_path: cut(c.resource_path, MAX_RESOURCE_PATH_LEN),
+        api_key: cut(c.api_key, MAX_API_KEY_LEN),
+        headers,
+        query,
+        source_ip: cut(c.source_ip, MAX_SOURCE_IP_LEN),
+        cost: c.cost.min(MAX_COST),
+        request_id: cut(c.request_id, MAX_REQUEST_ID_LEN),
+        dry_run: c.dry_run,
+        ..v1::CheckRequestRequest::default()
+    }
+}
+
+pub(crate) fn authorize_request(a: Authorize) -> v1::AuthorizeRequest {
+    let mut budget = MAX_MAPS_TOTAL;
+    let headers = bounded_map(a.headers, &mut budget);
+    let query = bounded_map(a.query, &mut budget);
+    v1::AuthorizeRequest {
+        authorizer: cut(a.authorizer, MAX_ID_LEN),
+        api_id: cut(a.api_id, MAX_ID_LEN),
+        stage: cut(a.stage, MAX_ID_LEN),
+        http_method: cut(a.http_method, MAX_METHOD_LEN),
+        path: cut(a.path, MAX_PATH_LEN),
+        headers,
+        query,
+        source_ip: cut(a.source_ip, MAX_SOURCE_IP_LEN),
+        scopes: a.scopes,
+        ..v1::AuthorizeRequest::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_respect_the_server_limits() {
+        let headers: Vec<(String, String)> = (0..200)
+            .map(|i| (format!("h{i}"), "v".repeat(100)))
+            .chain([
+                ("x".repeat(300), "v".into()),
+                ("big".into(), "v".repeat(9000)),
+            ])
+            .collect();
+        let query = vec![("a".into(), "1".into()), ("a".into(), "2".into())];
+        let r = check_request(Check {
+            headers,
+            query,
+            path: "é".repeat(5000),
+            cost: u64::MAX,
+            ..Check::default()
+        });
+        assert_eq!(r.headers.len(), MAX_MAP_ENTRIES);
+        assert!(r.headers.keys().all(|k| k.len() <= MAX_MAP_KEY_LEN));
+        assert_eq!(r.query.get("a").map(String::as_str), Some("1,2"));
+        let total: usize = r
+            .headers
+            .iter()
+            .chain(r.query.iter())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        assert!(total <= MAX_MAPS_TOTAL);
+        assert!(r.path.len() <= MAX_PATH_LEN);
+        assert_eq!(r.cost, MAX_COST);
+    }
+}
