@@ -26,6 +26,8 @@ pub(crate) const MAX_MAPS_TOTAL: usize = 64 * 1024;
 pub(crate) const MAX_SOURCE_IP_LEN: usize = 64;
 /// `request_id`.
 pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
+/// `scopes` entries (each at most [`MAX_MAP_KEY_LEN`]).
+pub(crate) const MAX_SCOPES: usize = 64;
 /// `cost`.
 pub(crate) const MAX_COST: u64 = 1_000_000;
 
@@ -80,7 +82,14 @@ pub(crate) fn check_request(c: Check) -> v1::CheckRequestRequest {
         query,
         source_ip: cut(c.source_ip, MAX_SOURCE_IP_LEN),
         cost: c.cost.min(MAX_COST),
-        request_id: cut(c.request_id, MAX_REQUEST_ID_LEN),
+        // The server takes printable ASCII without spaces only; anything else is not sent.
+        request_id: if c.request_id.len() <= MAX_REQUEST_ID_LEN
+            && c.request_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            c.request_id
+        } else {
+            String::new()
+        },
         dry_run: c.dry_run,
         ..v1::CheckRequestRequest::default()
     }
@@ -99,7 +108,12 @@ pub(crate) fn authorize_request(a: Authorize) -> v1::AuthorizeRequest {
         headers,
         query,
         source_ip: cut(a.source_ip, MAX_SOURCE_IP_LEN),
-        scopes: a.scopes,
+        scopes: a
+            .scopes
+            .into_iter()
+            .filter(|s| s.len() <= MAX_MAP_KEY_LEN)
+            .take(MAX_SCOPES)
+            .collect(),
         ..v1::AuthorizeRequest::default()
     }
 }
@@ -137,5 +151,32 @@ mod tests {
         assert!(total <= MAX_MAPS_TOTAL);
         assert!(r.path.len() <= MAX_PATH_LEN);
         assert_eq!(r.cost, MAX_COST);
+        assert!(r.request_id.is_empty());
+    }
+
+    #[test]
+    fn request_ids_the_server_would_refuse_are_not_sent() {
+        let id = |s: &str| {
+            check_request(Check {
+                request_id: s.into(),
+                ..Check::default()
+            })
+            .request_id
+        };
+        assert_eq!(id("req-1"), "req-1");
+        assert_eq!(id("has space"), "");
+        assert_eq!(id(&"x".repeat(MAX_REQUEST_ID_LEN + 1)), "");
+    }
+
+    #[test]
+    fn scopes_are_bounded() {
+        let r = authorize_request(Authorize {
+            scopes: (0..100)
+                .map(|i| format!("s{i}"))
+                .chain(["x".repeat(300)])
+                .collect(),
+            ..Authorize::default()
+        });
+        assert_eq!(r.scopes.len(), MAX_SCOPES);
     }
 }

@@ -10,11 +10,15 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
+use tollgate_client::v1::authorization_service_server::{
+    AuthorizationService, AuthorizationServiceServer,
+};
 use tollgate_client::v1::check_service_server::{CheckService, CheckServiceServer};
+use tollgate_client::v1::{AuthorizeRequest, AuthorizeResponse};
 use tollgate_client::v1::{CheckRequestRequest, CheckRequestResponse, Decision as PDecision};
 use tollgate_client::{
-    BreakerConfig, BreakerState, Check, Client, Decision, Failure, FailurePolicy, Identity,
-    ResponseBody, Source, TollgateLayer,
+    Authorize, BreakerConfig, BreakerState, Check, Client, Decision, Failure, FailurePolicy,
+    Identity, ResponseBody, Source, TollgateLayer,
 };
 use tower::{Layer, Service, ServiceExt};
 
@@ -45,6 +49,34 @@ impl CheckService for MockCheck {
     }
 }
 
+#[tonic::async_trait]
+impl AuthorizationService for MockCheck {
+    async fn authorize(
+        &self,
+        request: tonic::Request<AuthorizeRequest>,
+    ) -> Result<tonic::Response<AuthorizeResponse>, tonic::Status> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let request = request.into_inner();
+        let allowed = request.headers.get("authorization").map(String::as_str) == Some("Bearer ok");
+        Ok(tonic::Response::new(if allowed {
+            AuthorizeResponse {
+                decision: PDecision::Allow as i32,
+                http_status: 200,
+                principal_id: "bob".into(),
+                context: HashMap::from([("scope".into(), request.scopes.join(" "))]),
+                ..Default::default()
+            }
+        } else {
+            AuthorizeResponse {
+                decision: PDecision::Unauthorized as i32,
+                http_status: 401,
+                message: "Unauthorized".into(),
+                ..Default::default()
+            }
+        }))
+    }
+}
+
 impl MockCheck {
     fn calls(&self) -> usize {
         self.0.calls.load(Ordering::SeqCst)
@@ -63,9 +95,11 @@ async fn mock_server() -> (MockCheck, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = CheckServiceServer::new(mock.clone());
+    let auth = AuthorizationServiceServer::new(mock.clone());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(auth)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
@@ -450,5 +484,62 @@ fn works_as_an_axum_layer() {
         axum::Router::new()
             .route("/", axum::routing::get(|| async { "ok" }))
             .layer(TollgateLayer::new(client, "petstore", "prod")),
+    );
+}
+
+#[tokio::test]
+async fn authorize_returns_typed_results_and_follows_the_policy() {
+    let (_mock, addr) = mock_server().await;
+    let c = client(addr, FailurePolicy::FailClosed);
+    let ok = c
+        .authorize(Authorize {
+            authorizer: "jwt".into(),
+            api_id: "petstore".into(),
+            stage: "prod".into(),
+            http_method: "GET".into(),
+            path: "/pets".into(),
+            headers: vec![("authorization".into(), "Bearer ok".into())],
+            scopes: vec!["pets:read".into()],
+            ..Authorize::default()
+        })
+        .await;
+    assert!(ok.is_allowed());
+    assert_eq!(ok.principal_id, "bob");
+    assert_eq!(
+        ok.context.get("scope").map(String::as_str),
+        Some("pets:read")
+    );
+    let denied = c.authorize(Authorize::default()).await;
+    assert_eq!(denied.decision, Decision::Unauthorized);
+    assert_eq!(
+        (denied.http_status, denied.message.as_str()),
+        (401, "Unauthorized")
+    );
+
+    let down = client(dead_addr().await, FailurePolicy::FailOpen)
+        .authorize(Authorize::default())
+        .await;
+    assert!(down.is_allowed());
+    assert!(matches!(down.source, Source::FailOpen(_)));
+}
+
+#[tokio::test]
+async fn many_endpoints_are_balanced() {
+    let (a, addr_a) = mock_server().await;
+    let (b, addr_b) = mock_server().await;
+    let c = Client::builder([format!("http://{addr_a}"), format!("http://{addr_b}")])
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    for _ in 0..40 {
+        let r = c.check(Check::default()).await;
+        assert_eq!(r.source, Source::Server);
+    }
+    assert_eq!(a.calls() + b.calls(), 40);
+    assert!(
+        a.calls() > 0 && b.calls() > 0,
+        "a {} b {}",
+        a.calls(),
+        b.calls()
     );
 }
