@@ -543,3 +543,37 @@ async fn many_endpoints_are_balanced() {
         b.calls()
     );
 }
+
+/// The breaker through the layer on paused tokio time: once open, a request is answered without
+/// any virtual time passing (no deadline wait); after the cool-down one probe is made.
+#[tokio::test(start_paused = true)]
+async fn open_breaker_answers_without_waiting_paused_time() {
+    let addr = dead_addr().await;
+    let c = client(addr, FailurePolicy::FailClosed);
+    let (mut svc, mut handle) = layered(c.clone());
+    for _ in 0..3 {
+        let (response, inner) = call(&mut svc, &mut handle, get("/pets")).await;
+        assert!(inner.is_none());
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(c.breaker_state(), BreakerState::Open);
+    for _ in 0..10 {
+        let started = tokio::time::Instant::now();
+        let r = c.check(Check::default()).await;
+        assert_eq!(r.source, Source::FailClosed(Failure::BreakerOpen));
+        let (response, _) = call(&mut svc, &mut handle, get("/pets")).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_millis(5));
+    }
+    tokio::time::advance(Duration::from_millis(300)).await;
+    let r = c.check(Check::default()).await;
+    assert!(
+        matches!(
+            r.source,
+            Source::FailClosed(Failure::Timeout | Failure::Transport(..))
+        ),
+        "the probe was made: {:?}",
+        r.source
+    );
+    assert_eq!(c.breaker_state(), BreakerState::Open, "the probe failed");
+}
