@@ -577,3 +577,58 @@ async fn open_breaker_answers_without_waiting_paused_time() {
     );
     assert_eq!(c.breaker_state(), BreakerState::Open, "the probe failed");
 }
+
+/// The layer served by plain hyper (no axum), over a real connection.
+#[tokio::test]
+async fn works_with_plain_hyper() {
+    let (mock, addr) = mock_server().await;
+    let c = client(addr, FailurePolicy::FailClosed);
+    let inner = tower::service_fn(|request: Request<hyper::body::Incoming>| async move {
+        let principal = request
+            .extensions()
+            .get::<Identity>()
+            .map(|i| i.principal_id.clone())
+            .unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+            bytes::Bytes::from(format!("hello {principal}")),
+        )))
+    });
+    let svc = TollgateLayer::new(c, "petstore", "prod").layer(inner);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    let http = reqwest::Client::new();
+    let url = format!("http://{http_addr}/pets");
+    let response = http
+        .get(&url)
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["ratelimit-remaining"], "9");
+    assert_eq!(response.text().await.unwrap(), "hello alice");
+
+    mock.answer(throttled(Duration::from_secs(3)));
+    let response = http
+        .get(&url)
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "3");
+    assert_eq!(
+        response.text().await.unwrap(),
+        r#"{"message":"Too Many Requests"}"#
+    );
+}
