@@ -213,8 +213,8 @@ impl From<v1::Identity> for Identity {
     }
 }
 
-/// A request to check. Fields over the server's size limits are cut or dropped client-side (see
-/// [`Check`]'s conversion): a request is never refused for its size.
+/// A request to check. Fields over the server's size limits are cut or dropped client-side (long
+/// strings cut, map entries over the bounds skipped): a request is never refused for its size.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Check {
     /// The API (`api_id`).
