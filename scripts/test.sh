@@ -14,8 +14,9 @@ fi
 redis-server --version
 
 # The end-to-end suites run the real `tollgate` binary.
-cargo build --workspace --bins
+cargo build --workspace --bins --examples
 # The harness would otherwise run `cargo build -p tollgate-server --bin tollgate`, whose feature
 # set differs from the workspace build's: a second full build of the server (a minute or more).
 export TOLLGATE_BIN="${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/tollgate}"
+export GATEWAY_BIN="${GATEWAY_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/gateway}"
 cargo test --workspace "$@"
