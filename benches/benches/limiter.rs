@@ -127,8 +127,8 @@ fn op_for(keys: &Keys, i: usize, initial_index: i64) -> CheckOp {
             limit: limit(1_000_000.0, 1_000_000),
         }],
         quota: Some(QuotaOp {
-            field: "q:bench".to_string(),
-            override_field: "ql:bench".to_string(),
+            field: "q:bench".into(),
+            override_field: "ql:bench".into(),
             limit: 1_000_000_000_000,
             offset: 0,
             period: Period::Month,

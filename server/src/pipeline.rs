@@ -13,9 +13,7 @@ use crate::config::{ApiKeySource, FailureMode, ThrottleScope};
 use crate::limiter::headers::{self, Policy};
 use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
-use crate::store::{
-    AnyStore, BucketOp, CheckOp, CheckOutcome, QuotaOp, Store, StoreError, UsageOp,
-};
+use crate::store::{AnyStore, BucketOp, CheckOp, CheckOutcome, Store, StoreError, UsageOp};
 
 /// What the gateway should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,14 +399,7 @@ fn build_op(
                 limit,
             });
         }
-        quota = plan.quota.map(|q| QuotaOp {
-            field: plan.quota_field.clone(),
-            override_field: plan.quota_override_field.clone(),
-            limit: q.limit,
-            offset: q.offset,
-            period: q.period,
-            initial_index: q.initial_index,
-        });
+        quota = plan.quota_op();
     }
     // Stage-wide: the route's own limit replaces the stage default.
     match (route.throttle, stage.throttle) {

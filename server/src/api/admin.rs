@@ -538,6 +538,12 @@ fn check_field(field: &str, s: &str, max: usize) -> Result<(), Status> {
 /// Longest id, page token or filter in a request.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// A stored `<period index>:<count>` value (`q:*` and `ql:*` fields).
+fn index_pair(v: &str) -> Option<(i64, u64)> {
+    let (i, n) = v.split_once(':')?;
+    Some((i.parse().ok()?, n.parse().ok()?))
+}
+
 fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "" | "false" | "0" | "no" => Some(false),
@@ -583,21 +589,17 @@ impl AdminApi {
         Ok(())
     }
 
-    fn quota_op(&self, rec: &PlanRecord) -> Result<(QuotaOp, QuotaConfig), Status> {
-        let q = rec.plan.quota.ok_or_else(|| {
-            Status::failed_precondition(format!("usage plan {:?} has no quota", rec.plan.id))
-        })?;
-        Ok((
-            QuotaOp {
-                field: format!("q:{}", rec.plan.id),
-                override_field: format!("ql:{}", rec.plan.id),
-                limit: q.limit,
-                offset: q.offset,
-                period: q.period,
-                initial_index: quota::period_index(q.period, rec.created_at_us),
-            },
-            q,
-        ))
+    /// The plan's quota operation, from the catalog (what the check path uses).
+    fn quota_op(&self, plan_id: &str) -> Result<QuotaOp, Status> {
+        self.registry
+            .catalog
+            .load()
+            .plans
+            .get(plan_id)
+            .and_then(|p| p.quota_op())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("usage plan {plan_id:?} has no quota"))
+            })
     }
 
     /// A store call bounded by the registry's deadline.
@@ -1230,6 +1232,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
             None => from,
         };
         let store = self.registry.store();
+        let override_field = format!("ql:{}", r.usage_plan_id);
         let mut items = std::collections::HashMap::new();
         for id in key_ids {
             let owner = self.owner(&id);
@@ -1244,11 +1247,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     let st = self.call(store.owner_state(&owner)).await?;
                     st.fields
                         .iter()
-                        .find(|(f, _)| *f == format!("ql:{}", r.usage_plan_id))
-                        .and_then(|(_, v)| {
-                            let (i, l) = v.split_once(':')?;
-                            Some((i.parse::<i64>().ok()?, l.parse::<u64>().ok()?))
-                        })
+                        .find(|(f, _)| *f == override_field)
+                        .and_then(|(_, v)| index_pair(v))
                 }
                 None => None,
             };
@@ -1300,12 +1300,14 @@ impl pb::admin_service_server::AdminService for AdminApi {
             )));
         }
         let defs = self.registry.defs();
-        let plan = defs
-            .plans
-            .get(&r.usage_plan_id)
-            .ok_or_else(|| Status::not_found(format!("{PLAN_NOT_FOUND}: {:?}", r.usage_plan_id)))?;
+        if !defs.plans.contains_key(&r.usage_plan_id) {
+            return Err(Status::not_found(format!(
+                "{PLAN_NOT_FOUND}: {:?}",
+                r.usage_plan_id
+            )));
+        }
         self.key_in_plan(&defs, &r.usage_plan_id, &r.key_id)?;
-        let (op, q) = self.quota_op(plan)?;
+        let op = self.quota_op(&r.usage_plan_id)?;
         let (report, _now) = self
             .call(self.registry.store().quota_set_remaining(
                 &self.owner(&r.key_id),
@@ -1319,7 +1321,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
             limit: report.limit,
             used: report.used,
             remaining: report.limit.saturating_sub(report.used),
-            reset_at: rfc3339(quota::period_end(q.period, report.index).max(0) as u64),
+            reset_at: rfc3339(quota::period_end(op.period, report.index).max(0) as u64),
         }))
     }
 
@@ -1344,10 +1346,6 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 .iter()
                 .find(|(f, _)| f == name)
                 .map(|(_, v)| v.as_str())
-        };
-        let pair = |v: &str| -> Option<(i64, u64)> {
-            let (i, n) = v.split_once(':')?;
-            Some((i.parse().ok()?, n.parse().ok()?))
         };
         let mut buckets = Vec::new();
         let mut quotas = Vec::new();
@@ -1404,10 +1402,10 @@ impl pb::admin_service_server::AdminService for AdminApi {
             if let Some(q) = plan.quota {
                 let idx = quota::period_index(q.period, now);
                 let used = field(&plan.quota_field)
-                    .and_then(pair)
+                    .and_then(index_pair)
                     .filter(|(i, _)| *i == idx)
                     .map_or(0, |(_, n)| n);
-                let limit = match field(&plan.quota_override_field).and_then(pair) {
+                let limit = match field(&plan.quota_override_field).and_then(index_pair) {
                     Some((i, l)) if i == idx => l,
                     _ => quota::effective_limit(q.limit, q.offset, idx, q.initial_index),
                 };

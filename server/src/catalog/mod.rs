@@ -13,6 +13,7 @@ use crate::config::validate::split_method_key;
 use crate::config::{ApiKeySource, Config, FailureMode, ThrottleConfig, ThrottleScope};
 use crate::defs::{Definitions, Source};
 use crate::limiter::{Limit, Period, quota};
+use crate::store::QuotaOp;
 use crate::store::keys::Keys;
 use routes::Template;
 
@@ -117,14 +118,26 @@ pub struct Plan {
     /// (api, stage) → overrides, most specific first.
     pub method_throttles: HashMap<(String, String), Vec<MethodThrottle>>,
     /// Quota field name in the key's hash.
-    pub quota_field: String,
+    pub quota_field: Arc<str>,
     /// `UpdateUsage` override field name in the key's hash.
-    pub quota_override_field: String,
+    pub quota_override_field: Arc<str>,
     /// The (api, stage) pairs the plan covers.
     pub stages: Vec<(String, String)>,
 }
 
 impl Plan {
+    /// The store operation for this plan's quota (no allocation: the names are shared).
+    pub fn quota_op(&self) -> Option<QuotaOp> {
+        self.quota.map(|q| QuotaOp {
+            field: self.quota_field.clone(),
+            override_field: self.quota_override_field.clone(),
+            limit: q.limit,
+            offset: q.offset,
+            period: q.period,
+            initial_index: q.initial_index,
+        })
+    }
+
     /// The override for a request, if any (most specific first: exact, then wildcards).
     pub fn method_throttle(
         &self,
@@ -278,8 +291,8 @@ impl Catalog {
                     scope: p.throttle_scope,
                     failure_mode: p.failure_mode,
                     method_throttles,
-                    quota_field: format!("q:{}", p.id),
-                    quota_override_field: format!("ql:{}", p.id),
+                    quota_field: format!("q:{}", p.id).into(),
+                    quota_override_field: format!("ql:{}", p.id).into(),
                     stages: p
                         .api_stages
                         .iter()

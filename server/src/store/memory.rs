@@ -65,7 +65,7 @@ struct State {
     defs_version: u64,
     defs_plans: BTreeMap<String, String>,
     defs_keys: BTreeMap<String, String>,
-    usage: HashMap<String, Usage>,
+    usage: HashMap<Arc<str>, Usage>,
 }
 
 /// The embedded in-memory store.
@@ -189,11 +189,11 @@ impl MemoryStore {
             if let (Some(q), Some(s)) = (&op.quota, r.new_quota) {
                 let end = quota::period_end(q.period, s.index).max(0) as u64;
                 let h = hash_mut(&mut st, &op.owner, now);
-                h.fields.insert(q.field.clone(), Field::Quota(s));
+                h.fields.insert(q.field.to_string(), Field::Quota(s));
                 h.expires_at = h.expires_at.max(end + TTL_MARGIN_US);
             }
             if let Some(u) = &op.usage {
-                let usage = st.usage.entry(u.base.to_string()).or_default();
+                let usage = st.usage.entry(u.base.clone()).or_default();
                 usage.retention_days = u.retention_days;
                 *usage.days.entry((now / DAY_US) as i64).or_default() += op.cost;
             }
@@ -305,7 +305,7 @@ impl Store for MemoryStore {
             .hashes
             .get(&owner)
             .filter(|h| h.expires_at > now)
-            .and_then(|h| h.fields.get(&quota.field))
+            .and_then(|h| h.fields.get(&*quota.field))
         {
             Some(Field::Quota(s)) if s.index == index => s.used,
             _ => 0,
@@ -315,8 +315,10 @@ impl Store for MemoryStore {
             .min(crate::config::validate::MAX_QUOTA_LIMIT);
         let end = quota::period_end(quota.period, index).max(0) as u64;
         let h = hash_mut(&mut st, &owner, now);
-        h.fields
-            .insert(quota.override_field.clone(), Field::Override(index, limit));
+        h.fields.insert(
+            quota.override_field.to_string(),
+            Field::Override(index, limit),
+        );
         h.expires_at = h.expires_at.max(end + TTL_MARGIN_US);
         Ok((QuotaReport { index, used, limit }, now))
     }

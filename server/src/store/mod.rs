@@ -36,9 +36,9 @@ pub struct BucketOp {
 #[derive(Debug, Clone)]
 pub struct QuotaOp {
     /// The field within the owner hash.
-    pub field: String,
+    pub field: Arc<str>,
     /// The field holding an `UpdateUsage` override (`<period index>:<limit>`) in the owner hash.
-    pub override_field: String,
+    pub override_field: Arc<str>,
     /// Requests per period.
     pub limit: u64,
     /// Subtracted in the initial period.

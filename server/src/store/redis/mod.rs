@@ -209,12 +209,12 @@ fn invocation<'a>(script: &'a Script, op: &CheckOp) -> redis::ScriptInvocation<'
     match &op.quota {
         Some(q) => {
             inv.arg(1)
-                .arg(&q.field)
+                .arg(&*q.field)
                 .arg(q.limit)
                 .arg(q.offset)
                 .arg(q.initial_index)
                 .arg(q.period.code())
-                .arg(&q.override_field);
+                .arg(&*q.override_field);
         }
         None => {
             inv.arg(0).arg("").arg(0).arg(0).arg(0).arg(1).arg("");
@@ -334,8 +334,8 @@ impl Store for RedisStore {
             .scripts
             .set_remaining
             .key(owner)
-            .arg(&quota.field)
-            .arg(&quota.override_field)
+            .arg(&*quota.field)
+            .arg(&*quota.override_field)
             .arg(quota.period.code())
             .arg(remaining)
             .arg(TTL_MARGIN_US)
