@@ -218,6 +218,14 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| StoreError::Backend(format!("reflection: {e}")))?;
+    let envoy_api = api::envoy::EnvoyApi::new(checker.clone());
+    let ext_authz =
+        envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
+            envoy_api.clone(),
+        )
+        .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
+    let rls = envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(envoy_api)
+        .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
     let check =
         pb::check_service_server::CheckServiceServer::new(api::check::CheckApi::new(checker))
             .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
@@ -266,6 +274,8 @@ pub async fn run(
         .add_service(reflection_alpha)
         .add_service(check)
         .add_service(authorize)
+        .add_service(ext_authz)
+        .add_service(rls)
         .add_optional_service(admin_on_grpc)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
