@@ -170,9 +170,11 @@ pub async fn run(
     let handle = metrics::install();
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::check_service_server::CheckServiceServer<api::check::CheckApi>>()
-        .await;
+    for service in HEALTH_SERVICES {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     tokio::spawn(probe_store(
         store.clone(),
         config.store.timeout,
@@ -351,13 +353,20 @@ async fn probe_store(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            health.set_service_status("", status).await;
-            health
-                .set_service_status("tollgate.v1.CheckService", status)
-                .await;
+            for service in HEALTH_SERVICES {
+                health.set_service_status(service, status).await;
+            }
         }
     }
 }
+
+/// The services whose health follows the store (the check paths); "" is the server as a whole.
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "tollgate.v1.CheckService",
+    "envoy.service.auth.v3.Authorization",
+    "envoy.service.ratelimit.v3.RateLimitService",
+];
 
 /// Reloads the config on file change or SIGHUP: the watcher and the signal handler exist when
 /// this returns; the reloads run on a spawned task.
