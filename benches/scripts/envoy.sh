@@ -58,6 +58,8 @@ free_port() {
 }
 jget() { sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
 rcli() { timeout 10 "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
 div() { awk -v a="$1" -v b="$2" -v f="${3:-%.3f}" 'BEGIN { if (b == 0) print "n/a"; else printf f "\n", a / b }'; }
 
 if [ "$SKIP_BUILD" != 1 ]; then
@@ -105,9 +107,14 @@ log "tollgate $ADDR on redis 127.0.0.1:$REDIS_PORT, $KEYS keys per path, c=$CONC
 
 declare -A RES
 measure() { # name command...
-  local name=$1
+  local name=$1 t0 t1 n
   shift
+  t0=$(cpu_ticks "$SPID")
   "$@" >"$OUT/$name.json" 2>"$OUT/$name.err" || die "$name failed: $(cat "$OUT/$name.err")"
+  t1=$(cpu_ticks "$SPID")
+  n=$(($(jget "$OUT/$name.json" requests) + $(jget "$OUT/$name.json" warmup_requests)))
+  # Server CPU per request (warm-up included): steadier than rps on a shared machine.
+  RES[$name.cpu]=$(div "$(awk -v t=$((t1 - t0)) -v h="$CLK_TCK" 'BEGIN{print t * 1e6 / h}')" "$n" %.1f)
   log "$name: $(cat "$OUT/$name.json")"
   RES[$name.rps]=$(jget "$OUT/$name.json" rps)
   RES[$name.p50]=$(jget "$OUT/$name.json" p50_us)
@@ -125,9 +132,9 @@ measure rls timeout $T "$RLSLOAD" --addr "$ADDR" --concurrency "$CONCURRENCY" \
   --descriptor stage=prod --descriptor method=GET --descriptor path=/items \
   --descriptor "api_key=$RLS_PREFIX" --keys "$KEYS"
 
-printf '\n%-14s %10s %8s %8s %7s %16s\n' path rps p50_us p99_us errors "vs CheckRequest"
+printf '\n%-14s %10s %8s %8s %7s %16s %18s\n' path rps p50_us p99_us errors "vs CheckRequest" "server CPU µs/req"
 for p in checkrequest ext_authz rls; do
-  printf '%-14s %10s %8s %8s %7s %16s\n' "$p" "${RES[$p.rps]}" "${RES[$p.p50]}" \
-    "${RES[$p.p99]}" "${RES[$p.errors]:-0}" "$(div "${RES[$p.rps]}" "${RES[checkrequest.rps]}" %.2f)"
+  printf '%-14s %10s %8s %8s %7s %16s %18s\n' "$p" "${RES[$p.rps]}" "${RES[$p.p50]}" \
+    "${RES[$p.p99]}" "${RES[$p.errors]:-0}" "$(div "${RES[$p.rps]}" "${RES[checkrequest.rps]}" %.2f)" "${RES[$p.cpu]}"
 done
 echo "results, logs and config: $OUT"
