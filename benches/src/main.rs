@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest as ExtAuthzRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient as ExtAuthzClient;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -110,6 +112,12 @@ struct Args {
     /// reported per cache level (NONE = a miss that called the authorizer, LOCAL, SHARED).
     #[arg(long, value_name = "AUTHORIZER")]
     authorize: Option<String>,
+    /// Call Envoy's `envoy.service.auth.v3.Authorization/Check` (the ext_authz API) instead of
+    /// CheckRequest: the same method, path and key (as the `x-api-key` header), with `api_id`
+    /// and `stage` in `context_extensions`, as Envoy sends them. Decisions: ALLOW for an OK
+    /// answer, else by HTTP status (429 THROTTLED, 403 FORBIDDEN, 401 UNAUTHORIZED).
+    #[arg(long, conflicts_with = "authorize")]
+    ext_authz: bool,
     /// Serve an allow-all Lambda-style authorizer over HTTP on this address (e.g. 127.0.0.1:0),
     /// print `authorizer ready http://ADDR/`, and run until killed.
     #[arg(long, value_name = "ADDR")]
@@ -307,6 +315,52 @@ struct Shared {
     stop_at: Instant,
     /// Authorize mode: (authorizer, key prefix, number of tokens).
     authorize: Option<(String, String, usize)>,
+    /// ext_authz mode: one Envoy CheckRequest per key, built up front.
+    ext_authz: Vec<ExtAuthzRequest>,
+}
+
+/// One ext_authz request as Envoy builds it for a request `method path` with `x-api-key`.
+fn ext_authz_request(r: &pb::CheckRequestRequest) -> ExtAuthzRequest {
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+    ExtAuthzRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: r.http_method.clone(),
+                    path: r.path.clone(),
+                    headers: [
+                        (":method".to_string(), r.http_method.clone()),
+                        (":path".to_string(), r.path.clone()),
+                        ("x-api-key".to_string(), r.api_key.clone()),
+                    ]
+                    .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: [
+                ("api_id".to_string(), r.api_id.clone()),
+                ("stage".to_string(), r.stage.clone()),
+            ]
+            .into(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// An ext_authz answer as a Tollgate decision.
+fn ext_authz_decision(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> i32 {
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    match &r.http_response {
+        Some(HttpResponse::OkResponse(_)) => pb::Decision::Allow as i32,
+        Some(HttpResponse::DeniedResponse(d)) => match d.status.as_ref().map_or(0, |s| s.code) {
+            429 => pb::Decision::Throttled as i32,
+            403 => pb::Decision::Forbidden as i32,
+            401 => pb::Decision::Unauthorized as i32,
+            c => 1000 + c,
+        },
+        _ => pb::Decision::Unspecified as i32,
+    }
 }
 
 /// One Authorize call for token `i`; returns (decision, cache level name).
@@ -343,6 +397,7 @@ async fn authorize_once(
 async fn worker(id: usize, channel: Channel, sh: Arc<Shared>, seed: u64) -> anyhow::Result<Tally> {
     let mut auth_client =
         pb::authorization_service_client::AuthorizationServiceClient::new(channel.clone());
+    let mut envoy_client = ExtAuthzClient::new(channel.clone());
     let mut client = CheckServiceClient::new(channel);
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(id as u64));
     let mut t = Tally::new()?;
@@ -368,6 +423,13 @@ async fn worker(id: usize, channel: Channel, sh: Arc<Shared>, seed: u64) -> anyh
                     level = Some(l);
                     Ok(d)
                 }
+                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+                Err(_) => Err(format!("no answer within {:?}", sh.timeout)),
+            }
+        } else if !sh.ext_authz.is_empty() {
+            let req = sh.ext_authz[idx].clone();
+            match tokio::time::timeout(sh.timeout, envoy_client.check(req)).await {
+                Ok(Ok(resp)) => Ok(ext_authz_decision(resp.get_ref())),
                 Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
                 Err(_) => Err(format!("no answer within {:?}", sh.timeout)),
             }
@@ -432,7 +494,7 @@ async fn run(a: &Args) -> anyhow::Result<String> {
     }
     // In authorize mode tokens are made per request (--keys may be millions, for misses).
     let prepared = if a.authorize.is_some() { 1 } else { a.keys };
-    let requests = (0..prepared)
+    let requests: Vec<pb::CheckRequestRequest> = (0..prepared)
         .map(|i| pb::CheckRequestRequest {
             api_id: a.api.clone(),
             stage: a.stage.clone(),
@@ -445,7 +507,13 @@ async fn run(a: &Args) -> anyhow::Result<String> {
         .collect();
     let measure_from = Instant::now() + Duration::from_secs_f64(a.warmup);
     let stop_at = measure_from + Duration::from_secs_f64(a.duration);
+    let ext_authz = if a.ext_authz {
+        requests.iter().map(ext_authz_request).collect()
+    } else {
+        Vec::new()
+    };
     let shared = Arc::new(Shared {
+        ext_authz,
         requests,
         next: AtomicUsize::new(0),
         order: a.key_order,

@@ -170,9 +170,11 @@ pub async fn run(
     let handle = metrics::install();
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::check_service_server::CheckServiceServer<api::check::CheckApi>>()
-        .await;
+    for service in HEALTH_SERVICES {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     tokio::spawn(probe_store(
         store.clone(),
         config.store.timeout,
@@ -218,6 +220,14 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| StoreError::Backend(format!("reflection: {e}")))?;
+    let envoy_api = api::envoy::EnvoyApi::new(checker.clone());
+    let ext_authz =
+        envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
+            envoy_api.clone(),
+        )
+        .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
+    let rls = envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(envoy_api)
+        .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
     let check =
         pb::check_service_server::CheckServiceServer::new(api::check::CheckApi::new(checker))
             .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
@@ -266,6 +276,8 @@ pub async fn run(
         .add_service(reflection_alpha)
         .add_service(check)
         .add_service(authorize)
+        .add_service(ext_authz)
+        .add_service(rls)
         .add_optional_service(admin_on_grpc)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
@@ -341,13 +353,20 @@ async fn probe_store(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            health.set_service_status("", status).await;
-            health
-                .set_service_status("tollgate.v1.CheckService", status)
-                .await;
+            for service in HEALTH_SERVICES {
+                health.set_service_status(service, status).await;
+            }
         }
     }
 }
+
+/// The services whose health follows the store (the check paths); "" is the server as a whole.
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "tollgate.v1.CheckService",
+    "envoy.service.auth.v3.Authorization",
+    "envoy.service.ratelimit.v3.RateLimitService",
+];
 
 /// Reloads the config on file change or SIGHUP: the watcher and the signal handler exist when
 /// this returns; the reloads run on a spawned task.

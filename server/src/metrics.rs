@@ -35,6 +35,10 @@ pub const AUTHORIZER_ERRORS_TOTAL: &str = "tollgate_authorizer_errors_total";
 pub const DEFINITIONS_VERSION: &str = "tollgate_definitions_version";
 /// Loads of plans and keys from the store, by `result` (ok, error).
 pub const DEFINITIONS_LOADS_TOTAL: &str = "tollgate_definitions_loads_total";
+/// Envoy ext_authz checks and RLS descriptors answered, by `api` (ext_authz, rls) and `result`
+/// (ext_authz: allow, deny, error; rls: ok, over_limit, shadow_over_limit, unknown_key, no_rule,
+/// error).
+pub const ENVOY_TOTAL: &str = "tollgate_envoy_total";
 /// Requests rejected as invalid input.
 pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
 
@@ -88,6 +92,10 @@ fn describe() {
     );
     metrics::describe_counter!(CONFIG_RELOADS_TOTAL, "Config reloads, by result.");
     metrics::describe_gauge!(STORE_UP, "1 while the store answers its health probe.");
+    metrics::describe_counter!(
+        ENVOY_TOTAL,
+        "Envoy ext_authz checks and rate-limit descriptors answered, by api and result."
+    );
     metrics::describe_counter!(
         INVALID_REQUESTS_TOTAL,
         "Requests rejected as invalid input."

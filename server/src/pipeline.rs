@@ -82,6 +82,10 @@ pub struct CheckInput<'a> {
     pub source_ip: &'a str,
     /// Hex SHA-256 of the body (SigV4).
     pub body_sha256: &'a str,
+    /// Envoy's Rate Limit Service: no authorizer (that is ext_authz's job); the key in
+    /// `api_key` is charged whatever the route or the stage's key source says; an empty
+    /// `method` or `path` charges the stage's catch-all ([`Stage::any_route`]).
+    pub rate_limit_only: bool,
 }
 
 /// A token bucket's state for the answer.
@@ -139,6 +143,8 @@ pub struct Answer {
     pub degraded: bool,
     /// The matched route template.
     pub resource_path: String,
+    /// When the store decided, µs since the epoch (0 when no store call was made).
+    pub now_us: u64,
 }
 
 impl Answer {
@@ -180,6 +186,7 @@ impl Answer {
             replayed: false,
             degraded: false,
             resource_path: String::new(),
+            now_us: 0,
         }
     }
 }
@@ -217,6 +224,22 @@ impl Checker {
         &self.store
     }
 
+    /// The catalog in force now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// One store call with the store deadline, recorded in the store metrics.
+    pub async fn store_check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
+        let started = Instant::now();
+        let res = match tokio::time::timeout(self.timeout, self.store.check(op)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        m::store_call(self.store.kind(), started.elapsed(), res.as_ref().err());
+        res
+    }
+
     /// Checks one request.
     pub async fn check(&self, input: &CheckInput<'_>) -> Result<Answer, CheckError> {
         let cat = self.catalog.load_full();
@@ -230,7 +253,9 @@ impl Checker {
                 format!("api {:?} not found", input.api_id)
             }));
         };
-        let route = if input.resource_path.is_empty() {
+        let route = if input.rate_limit_only && (input.method.is_empty() || input.path.is_empty()) {
+            Some(&stage.any_route)
+        } else if input.resource_path.is_empty() {
             stage.match_path(input.method, input.path)
         } else {
             stage.route_by_template(input.method, input.resource_path)
@@ -243,7 +268,7 @@ impl Checker {
             return Ok(a);
         };
         let mut principal: Option<AuthOutcome> = None;
-        if let Some(name) = &route.authorizer {
+        if let Some(name) = route.authorizer.as_ref().filter(|_| !input.rate_limit_only) {
             let auth_input = AuthInput {
                 api_id: input.api_id,
                 stage: input.stage,
@@ -272,8 +297,9 @@ impl Checker {
             principal = outcome;
         }
         let mut key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)> = None;
-        if route.api_key_required {
+        if route.api_key_required || input.rate_limit_only {
             let value = match stage.key_source {
+                _ if input.rate_limit_only => input.api_key,
                 ApiKeySource::Header => input.api_key,
                 ApiKeySource::Authorizer => principal
                     .as_ref()
@@ -298,13 +324,7 @@ impl Checker {
         let mut answer = match op {
             None => Answer::new(Decision::Allow),
             Some((op, limits)) => {
-                let started = Instant::now();
-                let res = match tokio::time::timeout(self.timeout, self.store.check(&op)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(StoreError::Timeout),
-                };
-                m::store_call(self.store.kind(), started.elapsed(), res.as_ref().err());
-                match res {
+                match self.store_check(&op).await {
                     Ok(out) => answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period)),
                     // Only usage was to be counted: nothing limits this key, so a store failure
                     // changes no decision (the day's count misses this request).
@@ -469,6 +489,7 @@ pub fn answer_from(out: &CheckOutcome, limits: &[Limit], period: Option<Period>)
     };
     let mut a = Answer::new(decision);
     a.replayed = out.replayed;
+    a.now_us = out.now_us;
     a.retry_after_us = out.retry_after_us;
     // The bucket to report: the denying one, else the one with the fewest tokens left.
     let idx = match out.verdict {

@@ -170,6 +170,7 @@ impl pb::check_service_server::CheckService for CheckApi {
             context: Some(&r.context),
             source_ip: &r.source_ip,
             body_sha256: &r.body_sha256,
+            rate_limit_only: false,
         };
         match self.checker.check(&input).await {
             Ok(answer) => {

@@ -2,4 +2,5 @@
 pub mod admin;
 pub mod auth;
 pub mod check;
+pub mod envoy;
 pub mod limits;

@@ -1,6 +1,7 @@
 //! The catalog: APIs, stages, routes, usage plans and API keys, compiled from the config into
 //! lookup structures the check path reads without locks (it is swapped whole through
 //! `arc_swap` on reload).
+pub mod descriptors;
 pub mod routes;
 
 use std::collections::HashMap;
@@ -10,11 +11,14 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Authorizers;
 use crate::config::validate::split_method_key;
-use crate::config::{ApiKeySource, Config, FailureMode, ThrottleConfig, ThrottleScope};
+use crate::config::{
+    ApiKeySource, Config, EnvoyConfig, FailureMode, ThrottleConfig, ThrottleScope,
+};
 use crate::defs::{Definitions, Source};
 use crate::limiter::{Limit, Period, quota};
 use crate::store::QuotaOp;
 use crate::store::keys::Keys;
+use descriptors::DescriptorRules;
 use routes::Template;
 
 /// A compiled route.
@@ -49,6 +53,9 @@ pub struct Stage {
     pub routes: Vec<Route>,
     /// The stage's hash in the store.
     pub hash: Arc<str>,
+    /// `ANY /{proxy+}` with an API key: what an Envoy RLS descriptor without `method` and
+    /// `path` is charged to (the plan's buckets and quota, the stage-wide default limit).
+    pub any_route: Route,
 }
 
 impl Stage {
@@ -205,6 +212,10 @@ pub struct Catalog {
     pub authorizers: Arc<Authorizers>,
     /// Daily usage retention (`store.usage_retention`) in days.
     pub usage_retention_days: u64,
+    /// `envoy:` settings.
+    pub envoy: EnvoyConfig,
+    /// Generic descriptor rules for Envoy's Rate Limit Service.
+    pub descriptors: DescriptorRules,
 }
 
 /// SHA-256 of an API key value: the only form in which values are kept.
@@ -250,6 +261,15 @@ impl Catalog {
                         throttle: limit(&st.throttle),
                         routes,
                         hash: keys.stage(&api.id, &st.name),
+                        any_route: Route {
+                            method: "ANY".into(),
+                            template: Template::parse("/{proxy+}")
+                                .expect("a valid constant template"),
+                            api_key_required: true,
+                            authorizer: None,
+                            scopes: Vec::new(),
+                            throttle: None,
+                        },
                     },
                 );
             }
@@ -337,6 +357,8 @@ impl Catalog {
             plans,
             authorizers,
             usage_retention_days: config.store.usage_retention.as_secs() / 86_400,
+            envoy: config.envoy.clone(),
+            descriptors: DescriptorRules::build(&config.descriptors, &config.store.key_prefix),
         }
     }
 

@@ -6,6 +6,7 @@
 //! sections, is deserialized on its own, so one typo does not hide the next one.
 mod duration;
 mod env;
+pub mod envoy;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
 pub use env::ENV_OVERRIDES;
+pub use envoy::{DescriptorDomainConfig, EnvoyConfig, UnknownKey};
 
 use crate::limiter::Period;
 
@@ -47,6 +49,10 @@ pub struct Config {
     pub usage_plans: Vec<UsagePlanConfig>,
     /// Static API keys (seeded at startup).
     pub api_keys: Vec<ApiKeyConfig>,
+    /// How Envoy's ext_authz and Rate Limit Service requests map onto APIs and keys.
+    pub envoy: EnvoyConfig,
+    /// Generic descriptor rules for Envoy's Rate Limit Service (Envoy ratelimit format).
+    pub descriptors: Vec<DescriptorDomainConfig>,
 }
 
 /// `server:`
@@ -399,7 +405,7 @@ pub fn parse(
     let mut errors = Vec::new();
     env::apply(map, env, &mut errors);
 
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 9] = [
         "server",
         "store",
         "failure_mode",
@@ -407,6 +413,8 @@ pub fn parse(
         "apis",
         "usage_plans",
         "api_keys",
+        "envoy",
+        "descriptors",
     ];
     for k in map.keys() {
         match k.as_str() {
@@ -425,6 +433,8 @@ pub fn parse(
     let apis = list::<ApiConfig>(map, "apis", &mut errors);
     let usage_plans = list::<UsagePlanConfig>(map, "usage_plans", &mut errors);
     let mut api_keys = list::<ApiKeyConfig>(map, "api_keys", &mut errors);
+    let envoy = section::<EnvoyConfig>(map, "envoy", &mut errors).unwrap_or_default();
+    let descriptors = list::<DescriptorDomainConfig>(map, "descriptors", &mut errors);
     for (i, k) in api_keys.iter_mut().enumerate() {
         match resolve_key_value(k, env, dir) {
             Ok(v) => k.resolved_value = v,
@@ -439,6 +449,8 @@ pub fn parse(
         apis,
         usage_plans,
         api_keys,
+        envoy,
+        descriptors,
     };
     validate::validate(&config, dir, env, &mut errors);
     if errors.is_empty() {

@@ -241,6 +241,11 @@ pub(crate) fn validate(
         }
     }
 
+    // envoy, descriptors
+    let stage_set: HashSet<(&str, &str)> = stages.keys().copied().collect();
+    super::envoy::validate_envoy(&c.envoy, &api_ids, &stage_set, errors);
+    super::envoy::validate_descriptors(&c.descriptors, errors);
+
     // usage plans
     let mut plan_stages: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
     for p in &c.usage_plans {

@@ -13,6 +13,8 @@ use std::fmt;
 pub const MIN_RATE: f64 = 0.001;
 /// Highest accepted rate, requests per second (the emission interval bottoms out at 1 µs).
 pub const MAX_RATE: f64 = 1_000_000.0;
+/// Longest window of [`Limit::per_window`]: 366 days.
+pub const MAX_WINDOW_US: u64 = 366 * 86_400 * 1_000_000;
 /// Largest accepted burst.
 pub const MAX_BURST: u32 = 1_000_000;
 
@@ -49,6 +51,23 @@ impl Limit {
             rate,
             burst: burst as u32,
             interval_us,
+        })
+    }
+    /// `count` tokens per `window_us`, refilled evenly, capacity `count`: a descriptor limit
+    /// ("N per day"), whose rate may fall below [`MIN_RATE`]. The window is at most
+    /// [`MAX_WINDOW_US`], so every time the bucket holds stays far below 2^53 µs.
+    pub fn per_window(count: u64, window_us: u64) -> Result<Self, LimitError> {
+        if count == 0 || count > u64::from(MAX_BURST) {
+            return Err(LimitError::Burst(count));
+        }
+        let rate = count as f64 * 1_000_000.0 / window_us as f64;
+        if window_us == 0 || window_us > MAX_WINDOW_US || rate > MAX_RATE {
+            return Err(LimitError::Rate(rate));
+        }
+        Ok(Self {
+            rate,
+            burst: count as u32,
+            interval_us: ((window_us as f64 / count as f64).round() as u64).max(1),
         })
     }
     /// Requests per second.

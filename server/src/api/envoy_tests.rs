@@ -1,0 +1,705 @@
+//! The Envoy handlers called directly (no socket), on the memory store with a fake clock.
+use std::path::Path;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
+    Entry, RateLimitOverride,
+};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+
+use super::*;
+use crate::catalog::Catalog;
+use crate::clock::FakeClock;
+use crate::store::AnyStore;
+use crate::store::memory::MemoryStore;
+
+const NOON: u64 = 1_795_694_400_000_000 + 43_200_000_000 - 1_795_694_400_000_000 % 86_400_000_000;
+
+const CONFIG: &str = r#"
+envoy:
+  api_id: shop
+  stage: prod
+apis:
+  - id: shop
+    stages:
+      - name: prod
+        routes:
+          - { method: GET, path: "/items", api_key_required: true }
+          - { method: GET, path: "/items/{id}", api_key_required: true }
+          - { method: GET, path: "/open" }
+          - { method: GET, path: "/secure", authorizer: auth, api_key_required: true }
+      - name: beta
+        routes:
+          - { method: ANY, path: "/{proxy+}" }
+authorizers:
+  - { name: auth, type: token, identity_source: "header:Authorization", endpoint: "http://127.0.0.1:1/x" }
+usage_plans:
+  - id: basic
+    throttle: { rate_limit: 1, burst_limit: 2 }
+    api_stages: [{ api_id: shop, stage: prod }]
+  - id: daily
+    quota: { limit: 3, period: DAY }
+    created_at: "2026-01-01"
+    api_stages: [{ api_id: shop, stage: beta }]
+api_keys:
+  - { id: k1, value: "key-one-0123456789abcdef", enabled: true, usage_plans: [basic, daily] }
+  - { id: k2, value: "key-two-0123456789abcdef", enabled: true, usage_plans: [basic] }
+descriptors:
+  - domain: edge
+    descriptors:
+      - key: remote_address
+        rate_limit: { unit: minute, requests_per_unit: 2 }
+      - key: generic_key
+        value: big
+        rate_limit: { unit: second, requests_per_unit: 100 }
+      - key: generic_key
+        value: watch
+        shadow_mode: true
+        rate_limit: { unit: hour, requests_per_unit: 1 }
+  - domain: shop
+    descriptors:
+      - key: api_key
+        descriptors:
+          - key: remote_address
+            rate_limit: { unit: minute, requests_per_unit: 1 }
+"#;
+
+const K1: &str = "key-one-0123456789abcdef";
+
+struct Fixture {
+    api: EnvoyApi,
+    clock: FakeClock,
+}
+
+fn fixture_with(text: &str) -> Fixture {
+    fixture_store(text, None)
+}
+
+fn fixture_store(text: &str, store: Option<AnyStore>) -> Fixture {
+    let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid test config");
+    let clock = FakeClock::new(NOON);
+    let store =
+        store.unwrap_or_else(|| AnyStore::Memory(MemoryStore::new(Arc::new(clock.clone()))));
+    let clock_dyn: Arc<dyn crate::clock::Clock> = Arc::new(clock.clone());
+    let auth = crate::auth::Authorizers::empty(
+        crate::auth::AuthCache::new(store.clone(), "tg", Duration::from_millis(50)),
+        clock_dyn,
+    );
+    let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
+        &cfg,
+        &crate::defs::test_defs(&cfg),
+        Arc::new(auth),
+    )));
+    Fixture {
+        api: EnvoyApi::new(Arc::new(Checker::new(
+            catalog,
+            store,
+            Duration::from_millis(200),
+        ))),
+        clock,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(CONFIG)
+}
+
+fn authz_req(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    ctx: &[(&str, &str)],
+) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(attribute_context::Peer {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: "10.1.2.3".into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: ctx
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+impl Fixture {
+    async fn authz(&self, r: CheckRequest) -> Result<CheckResponse, Status> {
+        Authorization::check(&self.api, Request::new(r))
+            .await
+            .map(Response::into_inner)
+    }
+    async fn rls(&self, r: RateLimitRequest) -> Result<RateLimitResponse, Status> {
+        self.api
+            .should_rate_limit(Request::new(r))
+            .await
+            .map(Response::into_inner)
+    }
+}
+
+/// (HTTP status, body, headers) of a denial.
+type Denied<'a> = (i32, &'a str, Vec<(&'a str, &'a str)>);
+
+fn denied_parts(r: &CheckResponse) -> Option<Denied<'_>> {
+    match r.http_response.as_ref()? {
+        HttpResponse::DeniedResponse(d) => Some((
+            d.status.as_ref()?.code,
+            d.body.as_str(),
+            d.headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.as_str(), h.value.as_str()))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+fn ok_parts(r: &CheckResponse) -> Option<&OkHttpResponse> {
+    match r.http_response.as_ref()? {
+        HttpResponse::OkResponse(o) => Some(o),
+        _ => None,
+    }
+}
+
+fn find<'a>(hs: &'a [HeaderValueOption], name: &str) -> Option<&'a str> {
+    hs.iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+#[tokio::test]
+async fn ext_authz_runs_the_pipeline_with_aws_answers() {
+    let f = fixture();
+    // No key → 403 Forbidden, AWS body, PERMISSION_DENIED.
+    let r = f
+        .authz(authz_req("GET", "/items", &[], &[]))
+        .await
+        .expect("answered");
+    let (code, body, hs) = denied_parts(&r).expect("denied");
+    assert_eq!(code, 403);
+    assert_eq!(body, r#"{"message":"Forbidden"}"#);
+    assert!(hs.contains(&("content-type", "application/json")));
+    assert!(hs.contains(&("x-amzn-errortype", "ForbiddenException")));
+    assert_eq!(
+        r.status.as_ref().map(|s| s.code),
+        Some(tonic::Code::PermissionDenied as i32)
+    );
+
+    // Unknown path → Missing Authentication Token.
+    let r = f
+        .authz(authz_req("GET", "/nope", &[("x-api-key", K1)], &[]))
+        .await
+        .expect("answered");
+    let (code, body, _) = denied_parts(&r).expect("denied");
+    assert_eq!(
+        (code, body),
+        (403, r#"{"message":"Missing Authentication Token"}"#)
+    );
+
+    // A key: burst 2 → two allows with identity headers upstream and RateLimit downstream.
+    for left in ["1", "0"] {
+        let r = f
+            .authz(authz_req(
+                "GET",
+                "/items/7?x=1",
+                &[("x-api-key", K1), (H_PRINCIPAL, "spoofed")],
+                &[],
+            ))
+            .await
+            .expect("answered");
+        let ok = ok_parts(&r).expect("allowed");
+        assert_eq!(find(&ok.headers, H_KEY_ID), Some("k1"));
+        assert_eq!(find(&ok.headers, H_PLAN_ID), Some("basic"));
+        // No authorizer ran: a client's own principal header is removed.
+        assert!(ok.headers_to_remove.iter().any(|h| h == H_PRINCIPAL));
+        let state = find(&ok.response_headers_to_add, "RateLimit").expect("RateLimit");
+        assert!(state.contains(&format!("r={left}")), "{state}");
+    }
+    // Then 429 with Retry-After (1 token per second: 1 s).
+    let r = f
+        .authz(authz_req("GET", "/items/8", &[("x-api-key", K1)], &[]))
+        .await
+        .expect("answered");
+    let (code, body, hs) = denied_parts(&r).expect("throttled");
+    assert_eq!((code, body), (429, r#"{"message":"Too Many Requests"}"#));
+    assert!(hs.contains(&("retry-after", "1")), "{hs:?}");
+    assert!(hs.contains(&("x-amzn-errortype", "TooManyRequestsException")));
+    assert!(hs.iter().any(|(k, _)| *k == "ratelimit"));
+
+    // A keyless route is allowed without identity.
+    f.clock.advance(10_000_000);
+    let r = f
+        .authz(authz_req("GET", "/open", &[], &[]))
+        .await
+        .expect("answered");
+    assert!(ok_parts(&r).is_some());
+}
+
+#[tokio::test]
+async fn context_extensions_choose_api_stage_and_cost() {
+    let f = fixture();
+    // The beta stage has a keyless catch-all route; the default stage (prod) would say 403.
+    let ctx = [("api_id", "shop"), ("stage", "beta")];
+    let r = f
+        .authz(authz_req("POST", "/anything/here", &[], &ctx))
+        .await
+        .expect("answered");
+    assert!(ok_parts(&r).is_some(), "{r:?}");
+    // An unknown stage is NOT_FOUND (Envoy applies its failure mode), not a denial.
+    let e = f
+        .authz(authz_req("GET", "/", &[], &[("stage", "nope")]))
+        .await
+        .expect_err("not found");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    // A bad cost is the operator's mistake.
+    let e = f
+        .authz(authz_req("GET", "/open", &[], &[("cost", "0")]))
+        .await
+        .expect_err("bad cost");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    // A cost of 2 takes the whole burst of 2 at once.
+    let r = f
+        .authz(authz_req(
+            "GET",
+            "/items",
+            &[("x-api-key", K1)],
+            &[("cost", "2")],
+        ))
+        .await
+        .expect("answered");
+    assert!(ok_parts(&r).is_some());
+    let r = f
+        .authz(authz_req("GET", "/items", &[("x-api-key", K1)], &[]))
+        .await
+        .expect("answered");
+    assert_eq!(denied_parts(&r).map(|d| d.0), Some(429));
+}
+
+#[tokio::test]
+async fn ext_authz_without_defaults_or_http_is_an_error() {
+    let f = fixture_with(
+        "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x }]\n",
+    );
+    let e = f
+        .authz(authz_req("GET", "/x", &[], &[]))
+        .await
+        .expect_err("no api");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("context_extensions.api_id"));
+    let e = f.authz(CheckRequest::default()).await.expect_err("no http");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn hostile_requests_are_denied_not_errors() {
+    let f = fixture();
+    let long_path = format!("/{}", "a".repeat(limits::MAX_PATH_LEN));
+    let big = "v".repeat(limits::MAX_MAP_VALUE_LEN + 1);
+    let long_key = "k".repeat(MAX_API_KEY_LEN + 10);
+    for (method, path, headers) in [
+        ("GET", long_path.as_str(), vec![]),
+        ("G\u{0}T", "/items", vec![]),
+        ("GET", "/items", vec![("x-big", big.as_str())]),
+    ] {
+        let r = f
+            .authz(authz_req(method, path, &headers, &[]))
+            .await
+            .expect("answered as a denial");
+        let (code, body, _) = denied_parts(&r).expect("denied");
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("message"));
+    }
+    // An absurd key is just unknown.
+    let r = f
+        .authz(authz_req(
+            "GET",
+            "/items",
+            &[("x-api-key", long_key.as_str())],
+            &[],
+        ))
+        .await
+        .expect("answered");
+    assert_eq!(denied_parts(&r).map(|d| d.0), Some(403));
+}
+
+fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(k, v)| Entry {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn rls_req(domain: &str, ds: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.into(),
+        descriptors: ds,
+        hits_addend: 0,
+    }
+}
+
+fn key_descriptor(key: &str) -> RateLimitDescriptor {
+    descriptor(&[
+        ("stage", "prod"),
+        ("api_key", key),
+        ("method", "GET"),
+        ("path", "/items/3?q=1"),
+    ])
+}
+
+fn rheader<'a>(r: &'a RateLimitResponse, name: &str) -> Option<&'a str> {
+    r.response_headers_to_add
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+#[tokio::test]
+async fn rls_charges_the_keys_plan_and_reports_the_bucket() {
+    let f = fixture();
+    for left in [1u32, 0] {
+        let r = f
+            .rls(rls_req("shop", vec![key_descriptor(K1)]))
+            .await
+            .expect("answered");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+        let st = &r.statuses[0];
+        assert_eq!(st.code, Code::Ok as i32);
+        assert_eq!(st.limit_remaining, left);
+        let cl = st.current_limit.as_ref().expect("limit");
+        assert_eq!((cl.requests_per_unit, cl.unit), (1, Unit::Second as i32));
+        assert!(rheader(&r, "RateLimit").is_some());
+    }
+    let r = f
+        .rls(rls_req("shop", vec![key_descriptor(K1)]))
+        .await
+        .expect("answered");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+    let reset = r.statuses[0].duration_until_reset.as_ref().expect("reset");
+    assert_eq!((reset.seconds, reset.nanos), (1, 0));
+    assert_eq!(rheader(&r, "Retry-After"), Some("1"));
+    assert_eq!(
+        String::from_utf8_lossy(&r.raw_body),
+        r#"{"message":"Too Many Requests"}"#
+    );
+    // The same key through ext_authz shares the bucket (same plan, method and route).
+    let a = f
+        .authz(authz_req("GET", "/items/9", &[("x-api-key", K1)], &[]))
+        .await
+        .expect("answered");
+    assert_eq!(denied_parts(&a).map(|d| d.0), Some(429));
+    // Another key has its own bucket; the authorizer route is not authorized here.
+    let r = f
+        .rls(rls_req(
+            "shop",
+            vec![descriptor(&[
+                ("api_key", "key-two-0123456789abcdef"),
+                ("method", "GET"),
+                ("path", "/secure"),
+            ])],
+        ))
+        .await
+        .expect("answered");
+    assert_eq!(r.overall_code, Code::Ok as i32, "{r:?}");
+}
+
+#[tokio::test]
+async fn rls_quota_is_reported_in_days_and_hits_addend_is_the_cost() {
+    let f = fixture();
+    // No method/path: the stage's catch-all; the beta plan has a quota of 3 per DAY.
+    let d = || descriptor(&[("stage", "beta"), ("api_key", K1)]);
+    let mut req = rls_req("shop", vec![d()]);
+    req.hits_addend = 2;
+    let r = f.rls(req).await.expect("answered");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let st = &r.statuses[0];
+    let cl = st.current_limit.as_ref().expect("quota");
+    assert_eq!((cl.requests_per_unit, cl.unit), (3, Unit::Day as i32));
+    assert_eq!(st.limit_remaining, 1);
+    // Noon → midnight UTC.
+    assert_eq!(
+        st.duration_until_reset.as_ref().map(|d| d.seconds),
+        Some(12 * 3600)
+    );
+    let mut req = rls_req("shop", vec![d()]);
+    req.hits_addend = 2;
+    let r = f.rls(req).await.expect("answered");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(
+        String::from_utf8_lossy(&r.raw_body),
+        r#"{"message":"Limit Exceeded"}"#
+    );
+    assert_eq!(
+        rheader(&r, "x-amzn-ErrorType"),
+        Some("LimitExceededException")
+    );
+    // The one unit left still passes with cost 1.
+    let r = f.rls(rls_req("shop", vec![d()])).await.expect("answered");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+}
+
+#[tokio::test]
+async fn rls_unknown_keys_follow_the_configured_rule() {
+    let unknown = || {
+        rls_req(
+            "shop",
+            vec![descriptor(&[
+                ("api_key", "not-a-key-at-all-000000"),
+                ("remote_address", "10.0.0.1"),
+            ])],
+        )
+    };
+    let f = fixture();
+    let r = f.rls(unknown()).await.expect("answered");
+    assert_eq!(
+        r.overall_code,
+        Code::OverLimit as i32,
+        "deny is the default"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&r.raw_body),
+        r#"{"message":"Forbidden"}"#
+    );
+    let f =
+        fixture_with(&CONFIG.replace("  stage: prod\n", "  stage: prod\n  unknown_key: allow\n"));
+    for _ in 0..5 {
+        let r = f.rls(unknown()).await.expect("answered");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+    }
+    // `descriptors`: the shop domain's generic rules apply (1 per minute per key value and
+    // address here).
+    let f = fixture_with(&CONFIG.replace(
+        "  stage: prod\n",
+        "  stage: prod\n  unknown_key: descriptors\n",
+    ));
+    let r = f.rls(unknown()).await.expect("answered");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let r = f.rls(unknown()).await.expect("answered");
+    assert_eq!(r.overall_code, Code::OverLimit as i32, "{r:?}");
+    // A known key is still charged to its plan, not to the rules.
+    for _ in 0..2 {
+        let r = f
+            .rls(rls_req(
+                "shop",
+                vec![descriptor(&[
+                    ("api_key", K1),
+                    ("remote_address", "10.0.0.1"),
+                ])],
+            ))
+            .await
+            .expect("answered");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+    }
+}
+
+#[tokio::test]
+async fn generic_descriptors_match_like_envoys_ratelimit_service() {
+    let f = fixture();
+    let ip = |v: &str| descriptor(&[("remote_address", v)]);
+    for _ in 0..2 {
+        let r = f
+            .rls(rls_req("edge", vec![ip("10.0.0.1")]))
+            .await
+            .expect("answered");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+    }
+    let r = f
+        .rls(rls_req("edge", vec![ip("10.0.0.1")]))
+        .await
+        .expect("answered");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    let st = &r.statuses[0];
+    let cl = st.current_limit.as_ref().expect("limit");
+    assert_eq!((cl.requests_per_unit, cl.unit), (2, Unit::Minute as i32));
+    // 2 per minute: one comes back every 30 s.
+    assert_eq!(rheader(&r, "Retry-After"), Some("30"));
+    assert_eq!(
+        st.duration_until_reset.as_ref().map(|d| d.seconds),
+        Some(30)
+    );
+    // Each value has its own bucket.
+    let r = f
+        .rls(rls_req("edge", vec![ip("10.0.0.2")]))
+        .await
+        .expect("answered");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    // No rule → OK with no limit; an unknown domain too.
+    for (dom, d) in [
+        ("edge", descriptor(&[("generic_key", "unlisted")])),
+        ("other", ip("10.0.0.1")),
+    ] {
+        let r = f.rls(rls_req(dom, vec![d])).await.expect("answered");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+        assert!(r.statuses[0].current_limit.is_none());
+    }
+    // After 30 s one more passes.
+    f.clock.advance(30_000_000);
+    let r = f
+        .rls(rls_req("edge", vec![ip("10.0.0.1")]))
+        .await
+        .expect("answered");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+}
+
+#[tokio::test]
+async fn descriptors_in_one_request_are_all_or_nothing_and_shadow_never_denies() {
+    let f = fixture();
+    let big = || descriptor(&[("generic_key", "big")]);
+    let ip = || descriptor(&[("remote_address", "10.9.9.9")]);
+    let watch = || descriptor(&[("generic_key", "watch")]);
+    for _ in 0..2 {
+        let r = f
+            .rls(rls_req("edge", vec![big(), ip(), watch()]))
+            .await
+            .expect("answered");
+        assert_eq!(
+            r.overall_code,
+            Code::Ok as i32,
+            "shadow over limit never denies"
+        );
+    }
+    // The IP bucket denies; the big bucket must not have been charged for it.
+    let r = f
+        .rls(rls_req("edge", vec![big(), ip()]))
+        .await
+        .expect("answered");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::Ok as i32);
+    assert_eq!(r.statuses[1].code, Code::OverLimit as i32);
+    assert_eq!(
+        r.statuses[0].limit_remaining, 98,
+        "two charged, the denied one not"
+    );
+}
+
+#[tokio::test]
+async fn rls_limit_override_and_bad_input() {
+    let f = fixture();
+    let mut d = descriptor(&[("anything", "x")]);
+    d.limit = Some(RateLimitOverride {
+        requests_per_unit: 1,
+        unit: Unit::Hour as i32,
+    });
+    let r = f
+        .rls(rls_req("edge", vec![d.clone()]))
+        .await
+        .expect("answered");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let r = f.rls(rls_req("edge", vec![d])).await.expect("answered");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(rheader(&r, "Retry-After"), Some("3600"));
+
+    let cases = [
+        (
+            rls_req("", vec![descriptor(&[("a", "b")])]),
+            "domain is required",
+        ),
+        (rls_req("edge", vec![]), "at least one"),
+        (
+            rls_req(
+                "edge",
+                (0..=MAX_DESCRIPTORS)
+                    .map(|_| descriptor(&[("a", "b")]))
+                    .collect(),
+            ),
+            "descriptors has",
+        ),
+        (rls_req("edge", vec![descriptor(&[])]), "entries"),
+        (
+            RateLimitRequest {
+                hits_addend: u32::MAX,
+                ..rls_req("edge", vec![descriptor(&[("a", "b")])])
+            },
+            "hits_addend",
+        ),
+    ];
+    for (req, needle) in cases {
+        let e = f.rls(req).await.expect_err("invalid");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains(needle), "{} vs {needle}", e.message());
+    }
+    // A stage that does not exist is NOT_FOUND.
+    let e = f
+        .rls(rls_req(
+            "shop",
+            vec![descriptor(&[("stage", "nope"), ("api_key", K1)])],
+        ))
+        .await
+        .expect_err("no stage");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn store_failure_follows_the_failure_mode() {
+    // Nothing listens on port 1: connections are refused, as with a crashed Redis.
+    let dead = crate::store::redis::RedisStore::new("redis://127.0.0.1:1/", 2, "tg").expect("pool");
+    let f = fixture_store(CONFIG, Some(AnyStore::Redis(dead.clone())));
+    let r = f
+        .rls(rls_req(
+            "edge",
+            vec![descriptor(&[("remote_address", "1")])],
+        ))
+        .await
+        .expect("open: allowed");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let r = f
+        .rls(rls_req("shop", vec![key_descriptor(K1)]))
+        .await
+        .expect("open");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let a = f
+        .authz(authz_req("GET", "/items", &[("x-api-key", K1)], &[]))
+        .await
+        .expect("open: allowed");
+    assert!(ok_parts(&a).is_some());
+
+    let closed = CONFIG.replace("envoy:", "failure_mode: closed\nenvoy:");
+    let f = fixture_store(&closed, Some(AnyStore::Redis(dead)));
+    let e = f
+        .rls(rls_req(
+            "edge",
+            vec![descriptor(&[("remote_address", "1")])],
+        ))
+        .await
+        .expect_err("closed");
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    let e = f
+        .rls(rls_req("shop", vec![key_descriptor(K1)]))
+        .await
+        .expect_err("closed");
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    let e = f
+        .authz(authz_req("GET", "/items", &[("x-api-key", K1)], &[]))
+        .await
+        .expect_err("closed");
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+}
