@@ -219,12 +219,18 @@ async fn ext_authz_key_and_throttle_on_redis() {
         up.requests()
     );
 
-    // A client-sent identity header is replaced, not appended to.
-    let spoofed = [("x-api-key", KEY), ("x-tollgate-api-key-id", "spoofed")];
+    // Client-sent identity headers are replaced (key id) or removed (no principal here), never
+    // passed on.
+    let spoofed = [
+        ("x-api-key", KEY),
+        ("x-tollgate-api-key-id", "spoofed"),
+        ("x-tollgate-principal-id", "spoofed"),
+    ];
     for i in 0..3 {
         let r = get(&c, &envoy, "/pets?limit=5", &spoofed).await;
         assert_eq!(r.status, 200, "request {i}: {r:?}");
         assert_eq!(r.json()["path"], "/pets?limit=5");
+        assert_eq!(r.echoed_header("x-tollgate-principal-id"), None, "{r:?}");
         assert_eq!(
             r.echoed_header("x-tollgate-api-key-id").as_deref(),
             Some("k1"),
