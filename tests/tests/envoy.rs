@@ -595,3 +595,78 @@ async fn failure_modes_open_when_tollgate_is_down() {
     assert_eq!(r.status, 200, "RLS failure_mode_deny: false: {r:?}");
     assert_eq!(up.count(), 2, "{:?}", up.requests());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The shipped example (examples/envoy/) works as documented.
+
+/// Replaces `from` with `to` in `text`, panicking when `from` is absent (the example changed
+/// shape: update this test rather than silently run it on fixed ports).
+fn rewrite(text: &str, from: &str, to: &str, file: &str) -> String {
+    assert!(
+        text.contains(from),
+        "{file} no longer contains {from:?}; update the example test"
+    );
+    text.replace(from, to)
+}
+
+/// `examples/envoy/envoy.yaml` and `tollgate.yaml`, unchanged but for addresses (loopback,
+/// port 0, the test's Tollgate and upstream) and the ext_authz/RLS timeouts (0.25 s → 2 s: a
+/// debug build on a shared machine): ext_authz on `/pets`, RLS on `/v2/pets`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_example_works() {
+    let dir = workspace_root().join("examples/envoy");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("cannot read examples/envoy/{name}: {e}"))
+    };
+    let mut tg_cfg = read("tollgate.yaml");
+    for addr in ["127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:9090"] {
+        tg_cfg = rewrite(&tg_cfg, addr, "127.0.0.1:0", "tollgate.yaml");
+    }
+    let tg = TollgateProcess::start(&tg_cfg);
+    let up = EchoUpstream::start();
+    let mut envoy_cfg = read("envoy.yaml");
+    for (from, to) in [
+        (
+            "address: 0.0.0.0, port_value: 8080",
+            "address: 127.0.0.1, port_value: 0".to_string(),
+        ),
+        (
+            "port_value: 50051",
+            format!("port_value: {}", tg.grpc_addr().port()),
+        ),
+        (
+            "port_value: 9000",
+            format!("port_value: {}", up.addr().port()),
+        ),
+        ("port_value: 9901", "port_value: 0".to_string()),
+        ("timeout: 0.25s", "timeout: 2s".to_string()),
+    ] {
+        envoy_cfg = rewrite(&envoy_cfg, from, &to, "envoy.yaml");
+    }
+    let envoy = EnvoyProcess::start_yaml(&envoy_cfg);
+    let c = http();
+    const DEMO: &str = "demo-key-0123456789abcdef";
+
+    let r = get(&c, &envoy, "/pets", &[]).await;
+    assert_aws_error(&r, 403, "Forbidden");
+    let r = get(&c, &envoy, "/pets/7", &[("x-api-key", DEMO)]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.echoed_header("x-tollgate-api-key-id").as_deref(),
+        Some("demo")
+    );
+    assert_eq!(
+        r.echoed_header("x-tollgate-usage-plan-id").as_deref(),
+        Some("basic")
+    );
+
+    let r = get(&c, &envoy, "/v2/pets", &[("x-api-key", DEMO)]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get(&c, &envoy, "/v2/pets", &[("x-api-key", UNKNOWN_KEY)]).await;
+    assert_eq!(r.status, 429, "unknown_key: deny: {r:?}");
+    // Without a key only the remote_address descriptor is sent: 50/s, not limited here.
+    let r = get(&c, &envoy, "/v2/pets", &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(up.count(), 3, "{:?}", up.requests());
+}
