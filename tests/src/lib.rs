@@ -3,9 +3,14 @@
 //! - [`redis::RedisServer`]: a `redis-server` spawned on a free port, killed on drop.
 //! - [`tollgate::TollgateProcess`]: the `tollgate` binary serving a given config on port 0,
 //!   killed on drop.
+//! - [`envoy::EnvoyProcess`]: a real Envoy in front of Tollgate (ext_authz and rate-limit
+//!   filters) from a generated bootstrap ([`envoy::EnvoyConfig`]), killed on drop.
+//! - [`upstream::EchoUpstream`]: an HTTP server echoing each request's method, path and headers.
 //!
 //! A test that needs a binary that is not installed fails with an install hint; it never
 //! passes silently.
 pub mod authorizer;
+pub mod envoy;
 pub mod redis;
 pub mod tollgate;
+pub mod upstream;

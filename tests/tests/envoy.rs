@@ -1,0 +1,672 @@
+//! End-to-end through a real, unmodified Envoy: its `envoy.filters.http.ext_authz` and
+//! `envoy.filters.http.ratelimit` filters call Tollgate's `envoy.service.auth.v3.Authorization/
+//! Check` and `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` on the gRPC port,
+//! and the router forwards what they allow to an echo upstream ([`EchoUpstream`]), which shows
+//! the headers Envoy added.
+//!
+//! Every test starts its own Tollgate (memory store, or its own `redis-server`), upstream and
+//! Envoy (see `tollgate_tests::envoy`), so the tests run in parallel. Envoy is required: without
+//! it (`ENVOY_BIN`, `envoy` on PATH, or `.venv-envoy/`) the tests fail with an install hint.
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tollgate_server::clock::{Clock, SystemClock};
+use tollgate_tests::envoy::{
+    Action, EnvoyConfig, EnvoyProcess, ExtAuthz, RateLimit, Route, tollgate_key_actions,
+};
+use tollgate_tests::redis::{RedisServer, free_port};
+use tollgate_tests::tollgate::{TollgateProcess, workspace_root};
+use tollgate_tests::upstream::EchoUpstream;
+
+const KEY: &str = "envoy-key-0123456789abcdef";
+const UNKNOWN_KEY: &str = "envoy-key-unknown-0123456789";
+
+/// The store timeout for Redis-backed tests (a shared 2-core machine can be slow).
+const STORE_TIMEOUT: &str = "2s";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// `server` on port 0 and the memory store.
+fn memory_head() -> String {
+    "server: {grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}\nstore: {kind: memory}\n"
+        .to_string()
+}
+
+/// `server` on port 0 and a Redis store with its own key prefix.
+fn redis_head(redis: &RedisServer, prefix: &str) -> String {
+    format!(
+        "server: {{grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}}\n\
+         store: {{kind: redis, url: \"{}\", timeout: {STORE_TIMEOUT}, key_prefix: {prefix}}}\n\
+         failure_mode: closed\n",
+        redis.url()
+    )
+}
+
+/// API `petstore`, stage `prod`, `GET /pets` (API key required); plan `small` (burst 3, one
+/// token every 100 s, so a slow machine cannot refill the bucket mid-test) with key `k1` =
+/// [`KEY`].
+fn petstore_with_small_plan() -> String {
+    format!(
+        r#"apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets", api_key_required: true}}
+usage_plans:
+  - id: small
+    throttle: {{rate_limit: 0.01, burst_limit: 3}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [small]}}
+"#
+    )
+}
+
+/// An HTTP client that never uses a proxy (the tests talk to loopback only).
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("a reqwest client")
+}
+
+/// A response, read completely.
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON (panics with the reply when it is not).
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {self:?}"))
+    }
+
+    /// The request as the echo upstream saw it (the body of a forwarded request).
+    fn echoed_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_string)
+    }
+
+    /// `retry-after` as a whole number of seconds (panics when missing or not a number).
+    fn retry_after(&self) -> u64 {
+        self.header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no integer retry-after: {self:?}"))
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} {}", self.status, self.headers, self.body)
+    }
+}
+
+/// `GET path` through `envoy` with `headers`.
+async fn get(
+    c: &reqwest::Client,
+    envoy: &EnvoyProcess,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = c.get(envoy.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| {
+        panic!(
+            "GET {path} through Envoy failed: {e}\n{}",
+            envoy.stderr_text()
+        )
+    });
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.text().await.expect("a response body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Asserts an AWS-style JSON error: `status`, body `{"message": message}`, `content-type:
+/// application/json` and an `x-amzn-errortype`.
+fn assert_aws_error(r: &Reply, status: u16, message: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.json(), json!({ "message": message }), "{r:?}");
+    assert!(
+        r.header("content-type")
+            .is_some_and(|v| v.starts_with("application/json")),
+        "content-type: {r:?}"
+    );
+    assert!(
+        r.header("x-amzn-errortype").is_some(),
+        "x-amzn-errortype: {r:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness itself
+
+/// Envoy with no Tollgate filter proxies to the upstream: the harness works (Envoy starts, its
+/// listener is found, the router forwards method, path, query and headers, exactly once each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_without_tollgate_filters_proxies_to_the_upstream() {
+    let up = EchoUpstream::start();
+    // Nothing listens on the `tollgate` cluster: no filter calls it.
+    let nowhere = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let envoy = EnvoyProcess::start(&EnvoyConfig::new(nowhere, up.addr()));
+    let c = http();
+
+    let r = get(&c, &envoy, "/hello/world?x=1&y=2", &[("x-test", "yes")]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let echo = r.json();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/hello/world?x=1&y=2");
+    assert_eq!(r.echoed_header("x-test").as_deref(), Some("yes"));
+    let resp = c
+        .post(envoy.url("/things"))
+        .body("payload")
+        .send()
+        .await
+        .expect("POST through Envoy");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(up.count(), 2, "{:?}", up.requests());
+    assert_eq!(up.last().expect("a request")["method"], "POST");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ext_authz
+
+/// ext_authz on Redis: no key → 403 Forbidden (upstream not reached); an unknown path → 403
+/// Missing Authentication Token; a key with burst 3 → 3 × 200 with identity headers upstream
+/// and RateLimit headers downstream, then 429 Too Many Requests with `retry-after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ext_authz_key_and_throttle_on_redis() {
+    let redis = RedisServer::start();
+    let cfg = format!(
+        "{}envoy: {{api_id: petstore, stage: prod, identity_headers: true}}\n{}",
+        redis_head(&redis, "envoy-authz"),
+        petstore_with_small_plan()
+    );
+    let tg = TollgateProcess::start(&cfg);
+    let up = EchoUpstream::start();
+    let envoy = EnvoyProcess::start(
+        &EnvoyConfig::new(tg.grpc_addr(), up.addr()).ext_authz(ExtAuthz::default()),
+    );
+    let c = http();
+
+    let r = get(&c, &envoy, "/pets", &[]).await;
+    assert_aws_error(&r, 403, "Forbidden");
+    let r = get(&c, &envoy, "/pets", &[("x-api-key", UNKNOWN_KEY)]).await;
+    assert_aws_error(&r, 403, "Forbidden");
+    let r = get(&c, &envoy, "/no/such/route", &[("x-api-key", KEY)]).await;
+    assert_aws_error(&r, 403, "Missing Authentication Token");
+    assert_eq!(
+        up.count(),
+        0,
+        "denied requests reached the upstream: {:?}",
+        up.requests()
+    );
+
+    // Client-sent identity headers are replaced (key id) or removed (no principal here), never
+    // passed on.
+    let spoofed = [
+        ("x-api-key", KEY),
+        ("x-tollgate-api-key-id", "spoofed"),
+        ("x-tollgate-principal-id", "spoofed"),
+    ];
+    for i in 0..3 {
+        let r = get(&c, &envoy, "/pets?limit=5", &spoofed).await;
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert_eq!(r.json()["path"], "/pets?limit=5");
+        assert_eq!(r.echoed_header("x-tollgate-principal-id"), None, "{r:?}");
+        assert_eq!(
+            r.echoed_header("x-tollgate-api-key-id").as_deref(),
+            Some("k1"),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.echoed_header("x-tollgate-usage-plan-id").as_deref(),
+            Some("small"),
+            "{r:?}"
+        );
+        assert!(
+            r.header("ratelimit").is_some(),
+            "ratelimit downstream: {r:?}"
+        );
+        assert!(
+            r.header("ratelimit-policy").is_some(),
+            "ratelimit-policy downstream: {r:?}"
+        );
+    }
+    let r = get(&c, &envoy, "/pets?limit=5", &[("x-api-key", KEY)]).await;
+    assert_aws_error(&r, 429, "Too Many Requests");
+    let retry = r.retry_after();
+    assert!((1..=100).contains(&retry), "retry-after {retry}: {r:?}");
+    assert!(r.header("ratelimit").is_some(), "ratelimit on 429: {r:?}");
+    assert!(
+        r.header("ratelimit-policy").is_some(),
+        "ratelimit-policy on 429: {r:?}"
+    );
+    assert_eq!(up.count(), 3, "{:?}", up.requests());
+}
+
+const ISSUER: &str = "https://issuer.example.test/pool-1";
+const CLIENT: &str = "app-client-1";
+const RSA_KID: &str = "tollgate-test-rsa-1";
+const RSA_1: &[u8] = include_bytes!("../../server/src/auth/testdata/jwt/rsa-1.pem");
+
+/// An RS256 ID token for `sub` from the fixture key, valid for an hour.
+fn id_token(sub: &str) -> String {
+    let now = (SystemClock.now_micros() / 1_000_000) as i64;
+    let claims = json!({
+        "sub": sub, "iss": ISSUER, "aud": CLIENT, "token_use": "id",
+        "email": "alice@example.test", "iat": now - 10, "exp": now + 3600,
+    });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(RSA_KID.into());
+    let key = EncodingKey::from_rsa_pem(RSA_1).expect("the fixture RSA key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
+/// ext_authz with a `jwt` authorizer on the route: no token → 401 Unauthorized (upstream not
+/// reached); a valid token → 200 with the principal and a claim as identity headers upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ext_authz_authorizer_route_without_token_is_401() {
+    let jwks = workspace_root().join("server/src/auth/testdata/jwt/jwks.json");
+    let cfg = format!(
+        r#"{}envoy: {{api_id: petstore, stage: prod, identity_headers: true}}
+authorizers:
+  - {{name: users, type: jwt, issuer: "{ISSUER}", jwks_file: "{}", audiences: ["{CLIENT}"], result_ttl: 300s}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets/{{id}}", authorizer: users}}
+"#,
+        memory_head(),
+        jwks.display()
+    );
+    let tg = TollgateProcess::start(&cfg);
+    let up = EchoUpstream::start();
+    let envoy = EnvoyProcess::start(
+        &EnvoyConfig::new(tg.grpc_addr(), up.addr()).ext_authz(ExtAuthz::default()),
+    );
+    let c = http();
+
+    let r = get(&c, &envoy, "/pets/1", &[]).await;
+    assert_aws_error(&r, 401, "Unauthorized");
+    let r = get(
+        &c,
+        &envoy,
+        "/pets/1",
+        &[("authorization", "Bearer not-a-jwt")],
+    )
+    .await;
+    assert_aws_error(&r, 401, "Unauthorized");
+    assert_eq!(up.count(), 0, "{:?}", up.requests());
+
+    let bearer = format!("Bearer {}", id_token("user-envoy-1"));
+    let r = get(&c, &envoy, "/pets/1", &[("authorization", &bearer)]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.echoed_header("x-tollgate-principal-id").as_deref(),
+        Some("user-envoy-1"),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.echoed_header("x-tollgate-context-email").as_deref(),
+        Some("alice@example.test"),
+        "{r:?}"
+    );
+    assert_eq!(up.count(), 1);
+}
+
+/// Per-route `context_extensions` pick the Tollgate API and stage: `/public/` → api `public`
+/// stage `v1` (no key needed); `/beta/` → stage `beta` of the default api (no key needed);
+/// `/prod/` → the defaults, petstore/prod, where every route wants a key. Each path also exists
+/// in petstore/prod with a key required, so a 200 proves the selection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ext_authz_context_extensions_select_api_and_stage() {
+    let cfg = format!(
+        r#"{}envoy: {{api_id: petstore, stage: prod}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/public/pets", api_key_required: true}}
+          - {{method: GET, path: "/beta/pets", api_key_required: true}}
+          - {{method: GET, path: "/prod/pets", api_key_required: true}}
+      - name: beta
+        routes:
+          - {{method: GET, path: "/beta/pets"}}
+  - id: public
+    stages:
+      - name: v1
+        routes:
+          - {{method: GET, path: "/public/pets"}}
+"#,
+        memory_head()
+    );
+    let tg = TollgateProcess::start(&cfg);
+    let up = EchoUpstream::start();
+    let envoy = EnvoyProcess::start(
+        &EnvoyConfig::new(tg.grpc_addr(), up.addr())
+            .ext_authz(ExtAuthz::default())
+            .route(
+                Route::prefix("/public/")
+                    .context_extension("api_id", "public")
+                    .context_extension("stage", "v1"),
+            )
+            .route(Route::prefix("/beta/").context_extension("stage", "beta"))
+            .route(Route::prefix("/")),
+    );
+    let c = http();
+
+    let r = get(&c, &envoy, "/public/pets", &[]).await;
+    assert_eq!(r.status, 200, "public/v1 needs no key: {r:?}");
+    let r = get(&c, &envoy, "/beta/pets", &[]).await;
+    assert_eq!(r.status, 200, "petstore/beta needs no key: {r:?}");
+    let r = get(&c, &envoy, "/prod/pets", &[]).await;
+    assert_aws_error(&r, 403, "Forbidden");
+    assert_eq!(up.count(), 2, "{:?}", up.requests());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate Limit Service
+
+/// RLS only (no ext_authz), on Redis: the key descriptor of a key with burst 3 → 3 × 200, then
+/// 429 with `retry-after`. An unknown key is OVER_LIMIT (`unknown_key: deny`); a request
+/// without the key header produces no descriptor, so Envoy does not ask and forwards it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_key_descriptor_burst_then_429_on_redis() {
+    let redis = RedisServer::start();
+    let cfg = format!(
+        "{}envoy: {{stage: prod, unknown_key: deny}}\n{}",
+        redis_head(&redis, "envoy-rls"),
+        petstore_with_small_plan()
+    );
+    let tg = TollgateProcess::start(&cfg);
+    let up = EchoUpstream::start();
+    let envoy = EnvoyProcess::start(
+        &EnvoyConfig::new(tg.grpc_addr(), up.addr())
+            .rate_limit(RateLimit::domain("petstore"))
+            .route(Route::prefix("/").rate_limit(tollgate_key_actions("prod"))),
+    );
+    let c = http();
+
+    for i in 0..3 {
+        let r = get(&c, &envoy, "/pets", &[("x-api-key", KEY)]).await;
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    assert_eq!(up.count(), 3);
+    let r = get(&c, &envoy, "/pets", &[("x-api-key", KEY)]).await;
+    assert_eq!(r.status, 429, "{r:?}");
+    let retry = r.retry_after();
+    assert!((1..=100).contains(&retry), "retry-after {retry}: {r:?}");
+    assert!(r.header("ratelimit").is_some(), "ratelimit on 429: {r:?}");
+    assert_eq!(up.count(), 3, "a 429 reached the upstream");
+
+    let r = get(&c, &envoy, "/pets", &[("x-api-key", UNKNOWN_KEY)]).await;
+    assert_eq!(r.status, 429, "unknown key with unknown_key: deny: {r:?}");
+    let r = get(&c, &envoy, "/pets", &[]).await;
+    assert_eq!(
+        r.status, 200,
+        "no x-api-key → no descriptor → not limited: {r:?}"
+    );
+    assert_eq!(up.count(), 4);
+}
+
+/// RLS generic descriptors (`descriptors:` rules, Envoy ratelimit style): a `remote_address`
+/// rule of 2 per minute → 2 × 200, then 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_remote_address_descriptor_two_per_minute() {
+    let cfg = format!(
+        r#"{}descriptors:
+  - domain: edge
+    descriptors:
+      - key: remote_address
+        rate_limit: {{unit: minute, requests_per_unit: 2}}
+"#,
+        memory_head()
+    );
+    let tg = TollgateProcess::start(&cfg);
+    let up = EchoUpstream::start();
+    let envoy = EnvoyProcess::start(
+        &EnvoyConfig::new(tg.grpc_addr(), up.addr())
+            .rate_limit(RateLimit::domain("edge"))
+            .route(Route::prefix("/").rate_limit(vec![Action::RemoteAddress])),
+    );
+    let c = http();
+
+    for i in 0..2 {
+        let r = get(&c, &envoy, "/anything", &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    let r = get(&c, &envoy, "/anything", &[]).await;
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(up.count(), 2);
+}
+
+/// RLS generic descriptors: a key+value rule beats the key-only rule of the same key.
+/// `generic_key: slow` is 1 per minute, any other `generic_key` 100 per minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_value_rule_beats_key_only_rule() {
+    let cfg = format!(
+        r#"{}descriptors:
+  - domain: edge
+    descriptors:
+      - key: generic_key
+        rate_limit: {{unit: minute, requests_per_unit: 100}}
+      - key: generic_key
+        value: slow
+        rate_limit: {{unit: minute, requests_per_unit: 1}}
+"#,
+        memory_head()
+    );
+    let tg = TollgateProcess::start(&cfg);
+    let up = EchoUpstream::start();
+    let envoy = EnvoyProcess::start(
+        &EnvoyConfig::new(tg.grpc_addr(), up.addr())
+            .rate_limit(RateLimit::domain("edge"))
+            .route(
+                Route::prefix("/slow").rate_limit(vec![Action::generic_key("generic_key", "slow")]),
+            )
+            .route(
+                Route::prefix("/fast").rate_limit(vec![Action::generic_key("generic_key", "fast")]),
+            ),
+    );
+    let c = http();
+
+    let r = get(&c, &envoy, "/slow", &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get(&c, &envoy, "/slow", &[]).await;
+    assert_eq!(r.status, 429, "generic_key=slow is 1/minute: {r:?}");
+    for i in 0..3 {
+        let r = get(&c, &envoy, "/fast", &[]).await;
+        assert_eq!(r.status, 200, "fast request {i}: {r:?}");
+    }
+    assert_eq!(up.count(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failure modes: Tollgate killed, Envoy's own setting decides.
+
+/// A Tollgate for the failure-mode tests: petstore/prod `GET /authz/pets` and `GET /rls/pets`,
+/// key [`KEY`] in a generous plan; unknown RLS keys denied.
+fn failure_mode_config() -> String {
+    format!(
+        r#"{}envoy: {{api_id: petstore, stage: prod, unknown_key: deny}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/authz/pets", api_key_required: true}}
+          - {{method: GET, path: "/rls/pets", api_key_required: true}}
+usage_plans:
+  - id: big
+    throttle: {{rate_limit: 1000, burst_limit: 1000}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [big]}}
+"#,
+        memory_head()
+    )
+}
+
+/// Envoy with ext_authz on `/authz/` and RLS (ext_authz off) on `/rls/`.
+fn failure_mode_envoy(tg: &TollgateProcess, up: &EchoUpstream, fail_open: bool) -> EnvoyProcess {
+    EnvoyProcess::start(
+        &EnvoyConfig::new(tg.grpc_addr(), up.addr())
+            .ext_authz(ExtAuthz {
+                failure_mode_allow: fail_open,
+                ..ExtAuthz::default()
+            })
+            .rate_limit(RateLimit::domain("petstore").failure_mode_deny(!fail_open))
+            .route(Route::prefix("/authz/"))
+            .route(
+                Route::prefix("/rls/")
+                    .without_ext_authz()
+                    .rate_limit(tollgate_key_actions("prod")),
+            ),
+    )
+}
+
+/// Fail closed: with Tollgate up, a key passes both filters; killed, ext_authz
+/// (`failure_mode_allow: false`) answers 403 and RLS (`failure_mode_deny: true`) 500, and
+/// neither request reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_modes_closed_when_tollgate_is_down() {
+    let mut tg = TollgateProcess::start(&failure_mode_config());
+    let up = EchoUpstream::start();
+    let envoy = failure_mode_envoy(&tg, &up, false);
+    let c = http();
+    let key = [("x-api-key", KEY)];
+
+    let r = get(&c, &envoy, "/authz/pets", &key).await;
+    assert_eq!(r.status, 200, "Tollgate up, ext_authz: {r:?}");
+    let r = get(&c, &envoy, "/rls/pets", &key).await;
+    assert_eq!(r.status, 200, "Tollgate up, RLS: {r:?}");
+    assert_eq!(up.count(), 2);
+
+    tg.kill();
+    let r = get(&c, &envoy, "/authz/pets", &key).await;
+    assert_eq!(r.status, 403, "ext_authz failure_mode_allow: false: {r:?}");
+    let r = get(&c, &envoy, "/rls/pets", &key).await;
+    assert_eq!(r.status, 500, "RLS failure_mode_deny: true: {r:?}");
+    assert_eq!(up.count(), 2, "{:?}", up.requests());
+}
+
+/// Fail open: with Tollgate up, a keyless ext_authz request is 403 and an unknown key's RLS
+/// request 429; killed, ext_authz (`failure_mode_allow: true`) and RLS (`failure_mode_deny:
+/// false`) both forward them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_modes_open_when_tollgate_is_down() {
+    let mut tg = TollgateProcess::start(&failure_mode_config());
+    let up = EchoUpstream::start();
+    let envoy = failure_mode_envoy(&tg, &up, true);
+    let c = http();
+    let unknown = [("x-api-key", UNKNOWN_KEY)];
+
+    let r = get(&c, &envoy, "/authz/pets", &[]).await;
+    assert_aws_error(&r, 403, "Forbidden");
+    let r = get(&c, &envoy, "/rls/pets", &unknown).await;
+    assert_eq!(r.status, 429, "Tollgate up, unknown key: {r:?}");
+    assert_eq!(up.count(), 0);
+
+    tg.kill();
+    let r = get(&c, &envoy, "/authz/pets", &[]).await;
+    assert_eq!(r.status, 200, "ext_authz failure_mode_allow: true: {r:?}");
+    let r = get(&c, &envoy, "/rls/pets", &unknown).await;
+    assert_eq!(r.status, 200, "RLS failure_mode_deny: false: {r:?}");
+    assert_eq!(up.count(), 2, "{:?}", up.requests());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shipped example (examples/envoy/) works as documented.
+
+/// Replaces `from` with `to` in `text`, panicking when `from` is absent (the example changed
+/// shape: update this test rather than silently run it on fixed ports).
+fn rewrite(text: &str, from: &str, to: &str, file: &str) -> String {
+    assert!(
+        text.contains(from),
+        "{file} no longer contains {from:?}; update the example test"
+    );
+    text.replace(from, to)
+}
+
+/// `examples/envoy/envoy.yaml` and `tollgate.yaml`, unchanged but for addresses (loopback,
+/// port 0, the test's Tollgate and upstream) and the ext_authz/RLS timeouts (0.25 s → 2 s: a
+/// debug build on a shared machine): ext_authz on `/pets`, RLS on `/v2/pets`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_example_works() {
+    let dir = workspace_root().join("examples/envoy");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("cannot read examples/envoy/{name}: {e}"))
+    };
+    let mut tg_cfg = read("tollgate.yaml");
+    for addr in ["127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:9090"] {
+        tg_cfg = rewrite(&tg_cfg, addr, "127.0.0.1:0", "tollgate.yaml");
+    }
+    let tg = TollgateProcess::start(&tg_cfg);
+    let up = EchoUpstream::start();
+    let mut envoy_cfg = read("envoy.yaml");
+    for (from, to) in [
+        (
+            "address: 0.0.0.0, port_value: 8080",
+            "address: 127.0.0.1, port_value: 0".to_string(),
+        ),
+        (
+            "port_value: 50051",
+            format!("port_value: {}", tg.grpc_addr().port()),
+        ),
+        (
+            "port_value: 9000",
+            format!("port_value: {}", up.addr().port()),
+        ),
+        ("port_value: 9901", "port_value: 0".to_string()),
+        ("timeout: 0.25s", "timeout: 2s".to_string()),
+    ] {
+        envoy_cfg = rewrite(&envoy_cfg, from, &to, "envoy.yaml");
+    }
+    let envoy = EnvoyProcess::start_yaml(&envoy_cfg);
+    let c = http();
+    const DEMO: &str = "demo-key-0123456789abcdef";
+
+    let r = get(&c, &envoy, "/pets", &[]).await;
+    assert_aws_error(&r, 403, "Forbidden");
+    let r = get(&c, &envoy, "/pets/7", &[("x-api-key", DEMO)]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.echoed_header("x-tollgate-api-key-id").as_deref(),
+        Some("demo")
+    );
+    assert_eq!(
+        r.echoed_header("x-tollgate-usage-plan-id").as_deref(),
+        Some("basic")
+    );
+
+    let r = get(&c, &envoy, "/v2/pets", &[("x-api-key", DEMO)]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get(&c, &envoy, "/v2/pets", &[("x-api-key", UNKNOWN_KEY)]).await;
+    assert_eq!(r.status, 429, "unknown_key: deny: {r:?}");
+    // Without a key only the remote_address descriptor is sent: 50/s, not limited here.
+    let r = get(&c, &envoy, "/v2/pets", &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(up.count(), 3, "{:?}", up.requests());
+}
