@@ -47,6 +47,8 @@ pub const MAX_ENTRIES: usize = 32;
 /// A descriptor entry's key.
 pub const MAX_ENTRY_KEY_LEN: usize = 256;
 
+/// The prefix of every identity header: a client's own are removed on allow.
+pub const H_PREFIX: &str = "x-tollgate-";
 /// Upstream header: the API key's id.
 pub const H_KEY_ID: &str = "x-tollgate-api-key-id";
 /// Upstream header: the usage plan's id.
@@ -145,7 +147,13 @@ fn denied(status: u16, message: &str, extra: Vec<(&'static str, String)>) -> Che
     }
 }
 
-fn allowed(a: Answer, identity_headers: bool) -> CheckResponse {
+/// `incoming`: the request's header names (lower case), so any `x-tollgate-*` header a client
+/// sent that Tollgate does not set is removed before the upstream sees it.
+fn allowed<'h>(
+    a: Answer,
+    identity_headers: bool,
+    incoming: impl Iterator<Item = &'h String>,
+) -> CheckResponse {
     let mut up = Vec::new();
     let mut remove = Vec::new();
     if identity_headers {
@@ -170,6 +178,18 @@ fn allowed(a: Answer, identity_headers: bool) -> CheckResponse {
                 header_safe(v),
                 HeaderAppendAction::OverwriteIfExistsOrAdd,
             ));
+        }
+        for name in incoming {
+            let ours = name.len() > H_PREFIX.len()
+                && name.as_bytes()[..H_PREFIX.len()].eq_ignore_ascii_case(H_PREFIX.as_bytes());
+            let set = up.iter().any(|h| {
+                h.header
+                    .as_ref()
+                    .is_some_and(|h| h.key.eq_ignore_ascii_case(name))
+            });
+            if ours && !set && !remove.iter().any(|r: &String| r.eq_ignore_ascii_case(name)) {
+                remove.push(name.to_ascii_lowercase());
+            }
         }
     }
     let down = a
@@ -335,7 +355,11 @@ impl Authorization for EnvoyApi {
                 metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
                 if a.decision == Decision::Allow {
                     count("ext_authz", "allow");
-                    Ok(Response::new(allowed(a, cat.envoy.identity_headers)))
+                    Ok(Response::new(allowed(
+                        a,
+                        cat.envoy.identity_headers,
+                        hdrs.keys(),
+                    )))
                 } else {
                     count("ext_authz", "deny");
                     Ok(Response::new(denied(a.http_status, a.message, a.headers)))

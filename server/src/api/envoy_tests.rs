@@ -225,7 +225,11 @@ async fn ext_authz_runs_the_pipeline_with_aws_answers() {
             .authz(authz_req(
                 "GET",
                 "/items/7?x=1",
-                &[("x-api-key", K1), (H_PRINCIPAL, "spoofed")],
+                &[
+                    ("x-api-key", K1),
+                    (H_PRINCIPAL, "spoofed"),
+                    ("X-Tollgate-Context-Tier", "gold"),
+                ],
                 &[],
             ))
             .await
@@ -235,6 +239,15 @@ async fn ext_authz_runs_the_pipeline_with_aws_answers() {
         assert_eq!(find(&ok.headers, H_PLAN_ID), Some("basic"));
         // No authorizer ran: a client's own principal header is removed.
         assert!(ok.headers_to_remove.iter().any(|h| h == H_PRINCIPAL));
+        // So is any other x-tollgate-* header a client sent.
+        assert!(
+            ok.headers_to_remove
+                .iter()
+                .any(|h| h == "x-tollgate-context-tier"),
+            "{:?}",
+            ok.headers_to_remove
+        );
+        assert!(!ok.headers_to_remove.iter().any(|h| h == H_KEY_ID));
         let state = find(&ok.response_headers_to_add, "RateLimit").expect("RateLimit");
         assert!(state.contains(&format!("r={left}")), "{state}");
     }
