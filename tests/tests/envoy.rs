@@ -670,3 +670,18 @@ async fn shipped_example_works() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(up.count(), 3, "{:?}", up.requests());
 }
+
+/// The README shows `examples/envoy/*.yaml` verbatim, so what users copy is what
+/// `shipped_example_works` runs.
+#[test]
+fn readme_shows_the_shipped_examples_verbatim() {
+    let root = workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    for file in ["examples/envoy/envoy.yaml", "examples/envoy/tollgate.yaml"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("example file");
+        assert!(
+            readme.contains(&format!("```yaml\n{text}```")),
+            "README.md must contain {file} verbatim in a yaml block"
+        );
+    }
+}
