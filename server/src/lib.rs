@@ -19,6 +19,7 @@ pub mod config;
 pub mod defs;
 pub mod limiter;
 pub mod metrics;
+pub mod overlimit;
 pub mod pipeline;
 pub mod registry;
 pub mod store;
@@ -162,11 +163,11 @@ pub async fn run(
         ),
     }
     let catalog = registry.catalog.clone();
-    let checker = Arc::new(Checker::new(
-        catalog.clone(),
-        store.clone(),
-        config.store.timeout,
-    ));
+    let checker = Arc::new(
+        Checker::new(catalog.clone(), store.clone(), config.store.timeout)
+            .with_over_limit_cache(config.store.over_limit_cache, clock.clone()),
+    );
+    checker.spawn_invalidation();
     let handle = metrics::install();
 
     let (health, health_service) = tonic_health::server::health_reporter();

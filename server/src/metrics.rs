@@ -39,6 +39,8 @@ pub const DEFINITIONS_LOADS_TOTAL: &str = "tollgate_definitions_loads_total";
 /// (ext_authz: allow, deny, error; rls: ok, over_limit, shadow_over_limit, unknown_key, no_rule,
 /// error).
 pub const ENVOY_TOTAL: &str = "tollgate_envoy_total";
+/// Checks denied by the local over-limit cache, with no store call.
+pub const LOCAL_DENIALS_TOTAL: &str = "tollgate_local_denials_total";
 /// Requests rejected as invalid input.
 pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
 
@@ -92,6 +94,10 @@ fn describe() {
     );
     metrics::describe_counter!(CONFIG_RELOADS_TOTAL, "Config reloads, by result.");
     metrics::describe_gauge!(STORE_UP, "1 while the store answers its health probe.");
+    metrics::describe_counter!(
+        LOCAL_DENIALS_TOTAL,
+        "Checks denied by the local over-limit cache, with no store call."
+    );
     metrics::describe_counter!(
         ENVOY_TOTAL,
         "Envoy ext_authz checks and rate-limit descriptors answered, by api and result."

@@ -2,6 +2,7 @@
 //! buckets → quota. Domain in, domain out: `api/` converts to and from the wire.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -9,11 +10,15 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{AuthDecision, AuthInput, AuthOutcome};
 use crate::catalog::{ApiKey, Catalog, Plan, Route, Stage, key_digest};
+use crate::clock::Clock;
 use crate::config::{ApiKeySource, FailureMode, ThrottleScope};
 use crate::limiter::headers::{self, Policy};
 use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
-use crate::store::{AnyStore, BucketOp, CheckOp, CheckOutcome, Store, StoreError, UsageOp};
+use crate::overlimit::OverLimitCache;
+use crate::store::{
+    AnyStore, BucketOp, CheckOp, CheckOutcome, Store, StoreError, StoreEvent, UsageOp,
+};
 
 /// What the gateway should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +212,10 @@ pub struct Checker {
     catalog: Arc<ArcSwap<Catalog>>,
     store: AnyStore,
     timeout: Duration,
+    /// The local over-limit cache and the clock it keeps time with.
+    over_limit: Option<(OverLimitCache, Arc<dyn Clock>)>,
+    /// Store check calls made (tests and benchmarks read it).
+    store_calls: AtomicU64,
 }
 
 impl Checker {
@@ -216,9 +225,51 @@ impl Checker {
             catalog,
             store,
             timeout,
+            over_limit: None,
+            store_calls: AtomicU64::new(0),
         }
     }
 
+    /// Turns on the local over-limit cache ([`OverLimitCache`]) for up to `capacity` owners,
+    /// timed with `clock` (0 leaves it off).
+    pub fn with_over_limit_cache(mut self, capacity: u64, clock: Arc<dyn Clock>) -> Self {
+        self.over_limit = (capacity > 0).then(|| (OverLimitCache::new(capacity), clock));
+        self
+    }
+
+    /// Store check calls made so far.
+    pub fn store_calls(&self) -> u64 {
+        self.store_calls.load(Ordering::Relaxed)
+    }
+
+    /// Follows the store's events: drops an owner's over-limit entries when its usage is set
+    /// or cleared, and all of them when the event stream restarts (events may have been
+    /// missed). Returns at once when the cache is off.
+    pub fn spawn_invalidation(self: &Arc<Self>) {
+        if self.over_limit.is_none() {
+            return;
+        }
+        let me = Arc::clone(self);
+        let mut events = me.store.events();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let Some((cache, _)) = &me.over_limit else {
+                    return;
+                };
+                match events.recv().await {
+                    Ok(StoreEvent::Usage(owner)) => cache.invalidate_owner(&owner),
+                    // Sent after every (re)subscription; also for every definitions change,
+                    // which the catalog generation covers, but clearing is cheap and rare.
+                    Ok(StoreEvent::Definitions) | Err(RecvError::Lagged(_)) => {
+                        cache.invalidate_all()
+                    }
+                    Ok(StoreEvent::AuthFlush(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
     /// The store.
     pub fn store(&self) -> &AnyStore {
         &self.store
@@ -229,8 +280,28 @@ impl Checker {
         self.catalog.load_full()
     }
 
-    /// One store call with the store deadline, recorded in the store metrics.
+    /// One check against the store, unless the local over-limit cache already knows the
+    /// answer is a denial.
     pub async fn store_check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
+        let Some((cache, clock)) = &self.over_limit else {
+            return self.store_call(op).await;
+        };
+        let generation = self.catalog.load().generation;
+        let sent = clock.now_micros();
+        if let Some(out) = cache.lookup(op, generation, sent) {
+            metrics::counter!(m::LOCAL_DENIALS_TOTAL).increment(1);
+            return Ok(out);
+        }
+        let res = self.store_call(op).await;
+        if let Ok(out) = &res {
+            cache.record(op, out, generation, sent);
+        }
+        res
+    }
+
+    /// One store call with the store deadline, recorded in the store metrics.
+    async fn store_call(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
+        self.store_calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let res = match tokio::time::timeout(self.timeout, self.store.check(op)).await {
             Ok(r) => r,

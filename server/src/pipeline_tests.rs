@@ -415,3 +415,122 @@ api_keys:
         "beta has burst 2"
     );
 }
+
+fn cached_fixture() -> Fixture {
+    let f = fixture();
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(f.clock.clone());
+    Fixture {
+        checker: f.checker.with_over_limit_cache(1000, clock),
+        clock: f.clock,
+    }
+}
+
+#[tokio::test]
+async fn the_over_limit_cache_answers_throttled_keys_without_the_store() {
+    let f = cached_fixture();
+    // basic: burst 2 at 1 per second.
+    for _ in 0..2 {
+        assert_eq!(
+            f.check(req("GET", "/items", K1)).await.decision,
+            Decision::Allow
+        );
+    }
+    let first = f.check(req("GET", "/items", K1)).await;
+    assert_eq!(first.decision, Decision::Throttled);
+    assert_eq!(first.retry_after_us, Some(1_000_000));
+    let calls = f.checker.store_calls();
+    assert_eq!(calls, 3);
+    f.clock.advance(400_000);
+    for _ in 0..100 {
+        let a = f.check(req("GET", "/items", K1)).await;
+        assert_eq!(a.decision, Decision::Throttled);
+        assert_eq!(a.retry_after_us, Some(600_000), "exact wait from the cache");
+        assert_eq!(header(&a, "retry-after"), Some("1"));
+        assert_eq!(a.api_key_id.as_deref(), Some("k1"));
+    }
+    assert_eq!(
+        f.checker.store_calls(),
+        calls,
+        "no store call while throttled"
+    );
+    // Another key, and another method of the same key (its own bucket), still go to the store.
+    assert_eq!(
+        f.check(req("GET", "/items", K2)).await.decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        f.check(req("GET", "/items/3", K1)).await.decision,
+        Decision::Allow
+    );
+    assert_eq!(f.checker.store_calls(), calls + 2);
+    // At T exactly the store decides again, and admits.
+    f.clock.advance(600_000);
+    assert_eq!(
+        f.check(req("GET", "/items", K1)).await.decision,
+        Decision::Allow
+    );
+    assert_eq!(f.checker.store_calls(), calls + 3);
+    // Idempotent requests always ask the store (a replay may be an allow).
+    let _ = f.check(req("GET", "/items", K1)).await;
+    let before = f.checker.store_calls();
+    let mut r = req("GET", "/items", K1);
+    r.request_id = "rid-1";
+    let _ = f.check(r).await;
+    assert_eq!(f.checker.store_calls(), before + 1);
+}
+
+#[tokio::test]
+async fn update_usage_invalidates_a_cached_used_up_quota() {
+    let f = cached_fixture();
+    let checker = Arc::new(f.checker);
+    checker.spawn_invalidation();
+    // Let the invalidation task subscribe.
+    tokio::task::yield_now().await;
+    // Quota 4 today (limit 5, offset 1); 1 s apart to stay under the bucket.
+    for _ in 0..4 {
+        let a = checker
+            .check(&req("GET", "/items", K1))
+            .await
+            .expect("answer");
+        assert_eq!(a.decision, Decision::Allow);
+        f.clock.advance(1_000_000);
+    }
+    let a = checker
+        .check(&req("GET", "/items", K1))
+        .await
+        .expect("answer");
+    assert_eq!(a.decision, Decision::QuotaExceeded);
+    let calls = checker.store_calls();
+    f.clock.advance(1_000_000);
+    let a = checker
+        .check(&req("GET", "/items", K1))
+        .await
+        .expect("answer");
+    assert_eq!(a.decision, Decision::QuotaExceeded);
+    assert_eq!(a.quota.map(|q| q.remaining), Some(0));
+    assert_eq!(checker.store_calls(), calls, "answered from the cache");
+    // UpdateUsage (what the admin API calls) gives 10 more: every instance forgets the denial.
+    let cat = checker.catalog();
+    let plan = cat.plans.get("basic").expect("plan");
+    let owner = checker
+        .catalog()
+        .key_by_digest(&crate::catalog::key_digest(K1))
+        .expect("key")
+        .hash
+        .clone();
+    checker
+        .store()
+        .quota_set_remaining(&owner, &plan.quota_op().expect("quota"), 10)
+        .await
+        .expect("set");
+    // Let the invalidation task see the event.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let a = checker
+        .check(&req("GET", "/items", K1))
+        .await
+        .expect("answer");
+    assert_eq!(a.decision, Decision::Allow, "{a:?}");
+    assert_eq!(checker.store_calls(), calls + 1);
+}

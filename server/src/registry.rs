@@ -281,6 +281,8 @@ impl Registry {
                 };
                 tokio::select! {
                     ev = events.recv() => match ev {
+                        // The checker follows these (its over-limit cache).
+                        Ok(StoreEvent::Usage(_)) => continue,
                         Ok(StoreEvent::AuthFlush(name)) => {
                             me.auth_cache.flush_local(&name);
                             continue;

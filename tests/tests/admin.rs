@@ -602,6 +602,144 @@ async fn get_usage_reports_daily_use_and_checks_its_range() {
     );
 }
 
+// ---------------------------------------------------------------- the over-limit cache
+
+/// `EVALSHA` calls Redis has run since the last `CONFIG RESETSTAT`.
+async fn evalsha_calls(redis: &RedisServer) -> u64 {
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn reset_stats(redis: &RedisServer) {
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await
+        .expect("resetstat");
+}
+
+/// A throttled key and a used-up quota cost no Redis call while the store's answer holds
+/// (DESIGN §6); `UpdateUsage` through one instance makes every instance ask Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_denials_cost_no_redis_call_until_update_usage() {
+    let redis = RedisServer::start();
+    let cfg = config(&redis, "adm-overlimit");
+    let a = TollgateProcess::start(&cfg);
+    let b = TollgateProcess::start(&cfg);
+    let mut admin = a.admin().await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    create_plan(&mut admin, plan("slow", Some(throttle(0.01, 2)), None)).await;
+    create_plan(
+        &mut admin,
+        plan(
+            "two",
+            Some(throttle(1000.0, 1000)),
+            Some(quota(2, QuotaPeriod::Day)),
+        ),
+    )
+    .await;
+    const SLOW: &str = "overlimit-slow-key-0123456789";
+    const TWO: &str = "overlimit-two-key-0123456789";
+    create_key(
+        &mut admin,
+        key_req("ol-slow", "slow", Some(SLOW), &["slow"]),
+    )
+    .await;
+    create_key(&mut admin, key_req("ol-two", "two", Some(TWO), &["two"])).await;
+    eventually_decision(&[&a, &b], "B knows the key", &cb, SLOW, Decision::Allow).await;
+
+    // Throttled: burst 2 (one already spent by B), then a 100 s wait.
+    assert_eq!(
+        decision(&check(&mut ca, get_pets(SLOW, 1)).await),
+        Decision::Allow
+    );
+    let r = check(&mut ca, get_pets(SLOW, 1)).await;
+    assert_eq!(decision(&r), Decision::Throttled, "{r:?}");
+    reset_stats(&redis).await;
+    for _ in 0..50 {
+        let r = check(&mut ca, get_pets(SLOW, 1)).await;
+        assert_eq!(decision(&r), Decision::Throttled, "{r:?}");
+        assert!(r.retry_after.is_some(), "{r:?}");
+    }
+    assert_eq!(
+        evalsha_calls(&redis).await,
+        0,
+        "throttled checks answered locally"
+    );
+
+    // Quota 2/day used up through A; both instances see the denial once.
+    for _ in 0..2 {
+        assert_eq!(
+            decision(&check(&mut ca, get_pets(TWO, 1)).await),
+            Decision::Allow
+        );
+    }
+    assert_eq!(
+        decision(&check(&mut ca, get_pets(TWO, 1)).await),
+        Decision::QuotaExceeded
+    );
+    assert_eq!(
+        decision(&check(&mut cb, get_pets(TWO, 1)).await),
+        Decision::QuotaExceeded
+    );
+    reset_stats(&redis).await;
+    for _ in 0..20 {
+        for c in [&mut ca, &mut cb] {
+            let r = check(c, get_pets(TWO, 1)).await;
+            assert_eq!(decision(&r), Decision::QuotaExceeded, "{r:?}");
+            assert_eq!(r.quota.as_ref().map(|q| q.remaining), Some(0), "{r:?}");
+        }
+    }
+    assert_eq!(
+        evalsha_calls(&redis).await,
+        0,
+        "used-up quota answered locally"
+    );
+
+    // One more unit through A's admin API: B forgets its denial (pub/sub) and admits it.
+    admin
+        .update_usage(UpdateUsageRequest {
+            usage_plan_id: "two".into(),
+            key_id: "ol-two".into(),
+            remaining: 1,
+        })
+        .await
+        .expect("UpdateUsage");
+    eventually_decision(
+        &[&a, &b],
+        "B admits after UpdateUsage",
+        &cb,
+        TWO,
+        Decision::Allow,
+    )
+    .await;
+    // Exactly one: A asks Redis again (its own denial was dropped too) and is refused.
+    let r = check(&mut ca, get_pets(TWO, 1)).await;
+    assert_eq!(decision(&r), Decision::QuotaExceeded, "{r:?}");
+    assert!(
+        evalsha_calls(&redis).await >= 2,
+        "both instances asked Redis again"
+    );
+}
+
 // ---------------------------------------------------------------- 3. UpdateUsage
 
 /// Quota 3/day: three allowed, the fourth is 429 Limit Exceeded; `UpdateUsage remaining=2` on

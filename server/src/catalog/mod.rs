@@ -216,7 +216,12 @@ pub struct Catalog {
     pub envoy: EnvoyConfig,
     /// Generic descriptor rules for Envoy's Rate Limit Service.
     pub descriptors: DescriptorRules,
+    /// Unique per build in this process: what the local over-limit cache remembered under
+    /// another catalog (other limits) is stale.
+    pub generation: u64,
 }
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// SHA-256 of an API key value: the only form in which values are kept.
 pub fn key_digest(value: &str) -> [u8; 32] {
@@ -359,6 +364,7 @@ impl Catalog {
             usage_retention_days: config.store.usage_retention.as_secs() / 86_400,
             envoy: config.envoy.clone(),
             descriptors: DescriptorRules::build(&config.descriptors, &config.store.key_prefix),
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 

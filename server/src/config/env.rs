@@ -32,6 +32,11 @@ pub const ENV_OVERRIDES: &[(&str, Option<&str>, &str)] = &[
         Some("store"),
         "usage_retention",
     ),
+    (
+        "TOLLGATE_STORE_OVER_LIMIT_CACHE",
+        Some("store"),
+        "over_limit_cache",
+    ),
     ("TOLLGATE_FAILURE_MODE", None, "failure_mode"),
 ];
 
@@ -42,7 +47,7 @@ pub fn apply(root: &mut Mapping, env: &dyn Fn(&str) -> Option<String>, errors: &
         // Strings, except the one numeric setting (an account id or a prefix of digits must stay
         // a string).
         let value = match (key, raw.parse::<u64>()) {
-            ("pool_size", Ok(n)) => Value::Number(n.into()),
+            ("pool_size" | "over_limit_cache", Ok(n)) => Value::Number(n.into()),
             _ => Value::String(raw),
         };
         let target = match section {

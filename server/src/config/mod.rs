@@ -29,6 +29,8 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 pub const DEFAULT_POOL_SIZE: usize = 32;
 /// Default retention of daily usage counters.
 pub const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// Default size of the local over-limit cache (owners).
+pub const DEFAULT_OVER_LIMIT_CACHE: u64 = 100_000;
 /// Default key prefix in the store.
 pub const DEFAULT_KEY_PREFIX: &str = "tg";
 
@@ -123,6 +125,9 @@ pub struct StoreConfig {
     /// How long daily usage (GetUsage) is kept: whole days.
     #[serde(with = "duration")]
     pub usage_retention: Duration,
+    /// Owners (API keys, stages, descriptors) the local over-limit cache remembers denials
+    /// for; 0 turns it off.
+    pub over_limit_cache: u64,
 }
 
 impl Default for StoreConfig {
@@ -134,6 +139,7 @@ impl Default for StoreConfig {
             timeout: DEFAULT_STORE_TIMEOUT,
             key_prefix: DEFAULT_KEY_PREFIX.into(),
             usage_retention: DEFAULT_USAGE_RETENTION,
+            over_limit_cache: DEFAULT_OVER_LIMIT_CACHE,
         }
     }
 }

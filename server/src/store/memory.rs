@@ -320,6 +320,8 @@ impl Store for MemoryStore {
             Field::Override(index, limit),
         );
         h.expires_at = h.expires_at.max(end + TTL_MARGIN_US);
+        drop(st);
+        let _ = self.events.send(StoreEvent::Usage(owner.to_string()));
         Ok((QuotaReport { index, used, limit }, now))
     }
 
@@ -347,6 +349,8 @@ impl Store for MemoryStore {
         st.hashes.remove(owner);
         let usage = format!("{owner}:u:");
         st.usage.retain(|base, _| !base.starts_with(&usage));
+        drop(st);
+        let _ = self.events.send(StoreEvent::Usage(owner.to_string()));
         Ok(())
     }
 

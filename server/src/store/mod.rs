@@ -119,6 +119,8 @@ pub enum StoreEvent {
     Definitions,
     /// Drop the local cache of this authorizer's decisions.
     AuthFlush(String),
+    /// An owner's usage was set (`UpdateUsage`) or cleared: drop its local over-limit entries.
+    Usage(String),
 }
 
 /// The fields of an owner hash, as the store holds them, and the store's time.

@@ -94,6 +94,17 @@ impl RedisStore {
         })
     }
 
+    /// Tells every instance that `owner`'s usage changed ([`StoreEvent::Usage`]).
+    async fn publish_usage(&self, owner: &str) -> Result<(), StoreError> {
+        redis::cmd("PUBLISH")
+            .arg(self.keys.events_channel())
+            .arg(format!("usage {owner}"))
+            .query_async::<i64>(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     /// Listens on the events channel for as long as the store lives, reconnecting with a short
     /// backoff; every (re)subscription is followed by [`StoreEvent::Definitions`], since
     /// messages may have been missed while it was down.
@@ -121,6 +132,8 @@ impl RedisStore {
                                 let payload: String = msg.get_payload().unwrap_or_default();
                                 if let Some(name) = payload.strip_prefix("authflush ") {
                                     let _ = tx.send(StoreEvent::AuthFlush(name.to_string()));
+                                } else if let Some(owner) = payload.strip_prefix("usage ") {
+                                    let _ = tx.send(StoreEvent::Usage(owner.to_string()));
                                 } else {
                                     let _ = tx.send(StoreEvent::Definitions);
                                 }
@@ -343,6 +356,7 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
+        self.publish_usage(owner).await?;
         Ok((QuotaReport { index, used, limit }, now))
     }
 
@@ -389,7 +403,7 @@ impl Store for RedisStore {
                     .map_err(backend)?;
             }
             if next == 0 {
-                return Ok(());
+                return self.publish_usage(owner).await;
             }
             cursor = next;
         }
