@@ -22,6 +22,11 @@ pub const ENV_OVERRIDES: &[(&str, Option<&str>, &str)] = &[
         Some("server"),
         "shutdown_grace",
     ),
+    (
+        "TOLLGATE_SERVER_WORKER_THREADS",
+        Some("server"),
+        "worker_threads",
+    ),
     ("TOLLGATE_STORE_KIND", Some("store"), "kind"),
     ("TOLLGATE_STORE_URL", Some("store"), "url"),
     ("TOLLGATE_STORE_POOL_SIZE", Some("store"), "pool_size"),
@@ -47,7 +52,7 @@ pub fn apply(root: &mut Mapping, env: &dyn Fn(&str) -> Option<String>, errors: &
         // Strings, except the one numeric setting (an account id or a prefix of digits must stay
         // a string).
         let value = match (key, raw.parse::<u64>()) {
-            ("pool_size" | "over_limit_cache", Ok(n)) => Value::Number(n.into()),
+            ("pool_size" | "over_limit_cache" | "worker_threads", Ok(n)) => Value::Number(n.into()),
             _ => Value::String(raw),
         };
         let target = match section {

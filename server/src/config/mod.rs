@@ -76,6 +76,8 @@ pub struct ServerConfig {
     /// Grace period for in-flight requests on SIGTERM.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Tokio worker threads; 0 = one per CPU.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +90,7 @@ impl Default for ServerConfig {
             region: "us-east-1".into(),
             account_id: "123456789012".into(),
             shutdown_grace: Duration::from_secs(10),
+            worker_threads: 0,
         }
     }
 }

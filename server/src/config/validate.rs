@@ -101,6 +101,9 @@ pub(crate) fn validate(
     if c.store.pool_size == 0 || c.store.pool_size > 4096 {
         errors.push("store.pool_size: must be 1..=4096".into());
     }
+    if c.server.worker_threads > 1024 {
+        errors.push("server.worker_threads: at most 1024 (0 = one per CPU)".into());
+    }
     if c.store.over_limit_cache > 10_000_000 {
         errors.push("store.over_limit_cache: at most 10000000 owners (0 turns it off)".into());
     }
