@@ -8,6 +8,14 @@
 //!   (one bucket + quota, as in the config `tollgate-bench --gen-config` writes), over 1 key or
 //!   over 10,000 keys picked by a seeded RNG.
 //!
+//! - `quota/period/{DAY,WEEK,MONTH}`: a quota period's index and end for a timestamp.
+//! - `routes/match/{10,100}_routes`: the best route of a stage for `GET /items/42/reviews`
+//!   among N templates (literal, `{param}` and `{proxy+}`).
+//! - `over_limit_cache/lookup/{hit,miss}`: the local over-limit cache in front of the store.
+//! - `redis_store/check/{1,10000}_keys`: `RedisStore::check` (one EVALSHA, pipelined on one
+//!   connection, one request at a time) against the Redis at `TOLLGATE_BENCH_REDIS_URL`
+//!   (skipped with a message when it is not set; it writes `tgbench:*` keys).
+//!
 //! Runs are kept short (3 s measurement, 20 samples): `cargo bench -p tollgate-benches`.
 use std::future::Future;
 use std::hint::black_box;
@@ -173,6 +181,112 @@ fn bench_memory_store(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_quota(c: &mut Criterion) {
+    let mut g = c.benchmark_group("quota/period");
+    for p in [Period::Day, Period::Week, Period::Month] {
+        g.bench_function(format!("{p:?}").to_uppercase(), |b| {
+            b.iter(|| {
+                let i = quota::period_index(p, black_box(NOW));
+                (quota::period_start(p, i), quota::period_end(p, i))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_routes(c: &mut Criterion) {
+    use tollgate_server::catalog::routes::{Template, best_match};
+    let mut g = c.benchmark_group("routes/match");
+    for n in [10usize, 100] {
+        let mut routes: Vec<(String, Template)> = Vec::new();
+        for i in 0..n {
+            let raw = match i % 4 {
+                0 => format!("/r{i}"),
+                1 => format!("/r{i}/{{id}}"),
+                2 => format!("/r{i}/{{id}}/reviews"),
+                _ => format!("/r{i}/{{proxy+}}"),
+            };
+            routes.push(("GET".into(), Template::parse(&raw).expect("template")));
+        }
+        routes.push((
+            "GET".into(),
+            Template::parse("/items/{id}/reviews").expect("t"),
+        ));
+        routes.push(("ANY".into(), Template::parse("/{proxy+}").expect("t")));
+        g.bench_function(format!("{n}_routes"), |b| {
+            b.iter(|| {
+                best_match(
+                    routes.iter().map(|(m, t)| (m.as_str(), t)),
+                    "GET",
+                    black_box("/items/42/reviews"),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_over_limit_cache(c: &mut Criterion) {
+    use tollgate_server::limiter::Verdict;
+    use tollgate_server::overlimit::OverLimitCache;
+    use tollgate_server::store::CheckOutcome;
+    let mut g = c.benchmark_group("over_limit_cache/lookup");
+    let keys = Keys::new("tg");
+    let cache = OverLimitCache::new(100_000);
+    let denied = op_for(&keys, 1, 0);
+    let other = op_for(&keys, 2, 0);
+    let out = CheckOutcome {
+        verdict: Verdict::Throttled { bucket: 0 },
+        retry_after_us: Some(3_600_000_000),
+        remaining: vec![0],
+        quota: None,
+        now_us: NOW,
+        replayed: false,
+    };
+    cache.record(&denied, &out, 1, NOW);
+    g.bench_function("hit", |b| {
+        b.iter(|| cache.lookup(black_box(&denied), 1, NOW + 1))
+    });
+    g.bench_function("miss", |b| {
+        b.iter(|| cache.lookup(black_box(&other), 1, NOW + 1))
+    });
+    g.finish();
+}
+
+fn bench_redis_store(c: &mut Criterion) {
+    use tollgate_server::store::redis::RedisStore;
+    let Ok(url) = std::env::var("TOLLGATE_BENCH_REDIS_URL") else {
+        eprintln!(
+            "redis_store/check: skipped (set TOLLGATE_BENCH_REDIS_URL=redis://127.0.0.1:PORT/)"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = rt.block_on(async { RedisStore::new(&url, 1, "tgbench").expect("redis store") });
+    let keys = Keys::new("tgbench");
+    let initial = quota::period_index(Period::Month, SystemClock.now_micros());
+    let mut g = c.benchmark_group("redis_store/check");
+    for n in [1usize, 10_000] {
+        let ops: Vec<CheckOp> = (0..n).map(|i| op_for(&keys, i, initial)).collect();
+        rt.block_on(async {
+            for op in &ops {
+                store.check(op).await.expect("redis check");
+            }
+        });
+        let mut at = 0usize;
+        g.bench_function(format!("{n}_keys"), |b| {
+            b.to_async(&rt).iter(|| {
+                at = (at + 7919) % n;
+                store.check(black_box(&ops[at]))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .measurement_time(Duration::from_secs(3))
@@ -183,6 +297,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_gcra, bench_evaluate, bench_memory_store
+    targets = bench_gcra, bench_evaluate, bench_memory_store, bench_quota, bench_routes,
+        bench_over_limit_cache, bench_redis_store
 }
 criterion_main!(benches);
