@@ -23,6 +23,25 @@ impl CheckApi {
     }
 }
 
+/// Records an answered check in the metrics (CheckRequest, ext_authz, RLS key descriptors):
+/// its decision and plan, whether it was degraded, and its latency from `started`.
+pub(crate) fn observe(a: &Answer, started: Option<Instant>) {
+    let plan = a.plan_id.clone().unwrap_or_default();
+    metrics::counter!(m::CHECKS_TOTAL, "decision" => a.decision.label(), "plan" => plan)
+        .increment(1);
+    if a.degraded {
+        metrics::counter!(m::DEGRADED_TOTAL).increment(1);
+    }
+    if let Some(t) = started {
+        metrics::histogram!(m::CHECK_DURATION).record(t.elapsed().as_secs_f64());
+    }
+}
+
+/// Records a check the store could not answer (failure_mode closed).
+pub(crate) fn observe_unavailable() {
+    metrics::counter!(m::CHECKS_TOTAL, "decision" => "unavailable", "plan" => "").increment(1);
+}
+
 fn invalid(s: Status) -> Status {
     metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
     s
@@ -174,20 +193,13 @@ impl pb::check_service_server::CheckService for CheckApi {
         };
         match self.checker.check(&input).await {
             Ok(answer) => {
-                let plan = answer.plan_id.clone().unwrap_or_default();
-                metrics::counter!(m::CHECKS_TOTAL, "decision" => answer.decision.label(), "plan" => plan)
-                    .increment(1);
-                if answer.degraded {
-                    metrics::counter!(m::DEGRADED_TOTAL).increment(1);
-                }
-                metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+                observe(&answer, Some(started));
                 tracing::Span::current().record("decision", answer.decision.label());
                 Ok(Response::new(to_proto(answer)))
             }
             Err(CheckError::NotFound(msg)) => Err(Status::not_found(msg)),
             Err(e @ CheckError::Unavailable(_)) => {
-                metrics::counter!(m::CHECKS_TOTAL, "decision" => "unavailable", "plan" => "")
-                    .increment(1);
+                observe_unavailable();
                 Err(Status::unavailable(e.to_string()))
             }
         }

@@ -346,13 +346,7 @@ impl Authorization for EnvoyApi {
         };
         match self.checker.check(&input).await {
             Ok(a) => {
-                let plan = a.plan_id.clone().unwrap_or_default();
-                metrics::counter!(m::CHECKS_TOTAL, "decision" => a.decision.label(), "plan" => plan)
-                    .increment(1);
-                if a.degraded {
-                    metrics::counter!(m::DEGRADED_TOTAL).increment(1);
-                }
-                metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+                super::check::observe(&a, Some(started));
                 if a.decision == Decision::Allow {
                     count("ext_authz", "allow");
                     Ok(Response::new(allowed(
@@ -371,8 +365,7 @@ impl Authorization for EnvoyApi {
             }
             Err(e @ CheckError::Unavailable(_)) => {
                 count("ext_authz", "error");
-                metrics::counter!(m::CHECKS_TOTAL, "decision" => "unavailable", "plan" => "")
-                    .increment(1);
+                super::check::observe_unavailable();
                 Err(Status::unavailable(e.to_string()))
             }
         }
@@ -677,12 +670,7 @@ impl EnvoyApi {
         };
         match answer {
             Some(a) if a.decision != Decision::Forbidden => {
-                let plan = a.plan_id.clone().unwrap_or_default();
-                metrics::counter!(m::CHECKS_TOTAL, "decision" => a.decision.label(), "plan" => plan)
-                    .increment(1);
-                if a.degraded {
-                    metrics::counter!(m::DEGRADED_TOTAL).increment(1);
-                }
+                super::check::observe(&a, None);
                 let o = key_outcome(&a);
                 count("rls", if o.over { "over_limit" } else { "ok" });
                 Ok(Some(o))
