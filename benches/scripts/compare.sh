@@ -32,74 +32,18 @@ SWEEP_DURATION=${SWEEP_DURATION:-5}
 SKIP_BUILD=${SKIP_BUILD:-0}
 PLOT=${PLOT:-1}
 OUT=${OUT:-$(mktemp -d /tmp/tollgate-compare.XXXXXX)}
-REDIS_SERVER=${REDIS_SERVER:-redis-server}
-REDIS_CLI=${REDIS_CLI:-redis-cli}
-REDIS_BENCHMARK=${REDIS_BENCHMARK:-redis-benchmark}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-TOLLGATE=$TARGET_DIR/release/tollgate
-BENCH=$TARGET_DIR/release/tollgate-bench
-RLS_SRC=${RLS_SRC:-$ROOT/../shared/tools/rlsload}
-RLS_TARGET=${RLS_TARGET:-/work/rlsload-target}
-RLSLOAD=${RLSLOAD:-$RLS_TARGET/release/rlsload}
 RLS_PREFIX=rls-bench-key-0000000
 mkdir -p "$OUT"
+SCRIPT=compare.sh
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 
-log() { printf '[compare.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-CHILDREN=()
-stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() { local pid; for pid in "${CHILDREN[@]}"; do stop_pid "$pid"; done; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for b in "$REDIS_SERVER" "$REDIS_CLI" "$REDIS_BENCHMARK"; do
-  command -v "$b" >/dev/null || die "$b not found (apt-get install redis-server redis-tools)"
-done
-free_port() {
-  local p i
-  for i in $(seq 100); do
-    p=$((20000 + RANDOM % 30000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free port found"
-}
-jget() { sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
-rcli() { timeout 10 "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-cmd_calls() {
-  rcli INFO commandstats | tr -d '\r' | sed -n "s/^cmdstat_$1:calls=\([0-9]*\),.*/\1/p" | grep . || echo 0
-}
-used_memory() { rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory:\([0-9]*\)$/\1/p'; }
-div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN { if (b == 0 || b == "") print "n/a"; else printf f "\n", a / b }'; }
-
-if [ "$SKIP_BUILD" != 1 ]; then
-  log "building release (tollgate-server, tollgate-benches)"
-  timeout 3600 cargo build --release -p tollgate-server -p tollgate-benches >&2
-fi
-[ -x "$TOLLGATE" ] && [ -x "$BENCH" ] || die "missing $TOLLGATE or $BENCH (build first)"
-if [ ! -x "$RLSLOAD" ]; then
-  [ -d "$RLS_SRC" ] || die "rlsload not found: set RLSLOAD or RLS_SRC"
-  log "building rlsload (release) into $RLS_TARGET"
-  (cd "$RLS_SRC" && CARGO_TARGET_DIR=$RLS_TARGET timeout 3600 cargo build --release >&2)
-fi
+command -v "$REDIS_BENCHMARK" >/dev/null || die "$REDIS_BENCHMARK not found (apt-get install redis-tools)"
+build_release
+build_rlsload
 
 # --- redis and the ceiling ------------------------------------------------------------------
-REDIS_PORT=$(free_port)
-"$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --daemonize no --dir "$OUT" --logfile "$OUT/redis.log" &
-CHILDREN+=($!)
-for i in $(seq 100); do
-  [ "$(rcli PING 2>/dev/null)" = PONG ] && break
-  [ "$i" = 100 ] && die "redis-server did not answer (see $OUT/redis.log)"
-  sleep 0.1
-done
+start_redis
 SHA=$(rcli SCRIPT LOAD "$(cat "$HERE/token_bucket.lua")")
 log "ceiling: redis-benchmark EVALSHA token_bucket.lua -n $RB_REQUESTS -c 50 -P 1 -r 10000"
 timeout 600 "$REDIS_BENCHMARK" -h 127.0.0.1 -p "$REDIS_PORT" -n "$RB_REQUESTS" -c 50 -P 1 \
@@ -126,14 +70,7 @@ start_tollgate() { # store workers
     >"$OUT/$store-w$workers.out" 2>"$OUT/$store-w$workers.err" &
   SPID=$!
   CHILDREN+=("$SPID")
-  ADDR=""
-  for i in $(seq 300); do
-    ADDR=$(sed -n 's/^tollgate ready grpc=\([^ ]*\) .*/\1/p' "$OUT/$store-w$workers.out")
-    [ -n "$ADDR" ] && break
-    kill -0 "$SPID" 2>/dev/null || die "tollgate exited (see $OUT/$store-w$workers.err)"
-    sleep 0.1
-  done
-  [ -n "$ADDR" ] || die "tollgate not ready (see $OUT/$store-w$workers.err)"
+  ADDR=$(wait_ready "$OUT/$store-w$workers.out" "$SPID")
   sleep 0.5
 }
 bench() { # name concurrency duration [--rls]

@@ -20,68 +20,15 @@ WARMUP=${WARMUP:-2}
 CONCURRENCY=${CONCURRENCY:-32}
 CONNECTIONS=${CONNECTIONS:-4}
 KEYS=${KEYS:-10000}
-SKIP_BUILD=${SKIP_BUILD:-0}
 OUT=${OUT:-$(mktemp -d /tmp/tollgate-envoy-bench.XXXXXX)}
-REDIS_SERVER=${REDIS_SERVER:-redis-server}
-REDIS_CLI=${REDIS_CLI:-redis-cli}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-TOLLGATE=$TARGET_DIR/release/tollgate
-BENCH=$TARGET_DIR/release/tollgate-bench
-RLS_SRC=${RLS_SRC:-$ROOT/../shared/tools/rlsload}
-RLS_TARGET=${RLS_TARGET:-/work/rlsload-target}
-RLSLOAD=${RLSLOAD:-$RLS_TARGET/release/rlsload}
 mkdir -p "$OUT"
+SCRIPT=envoy.sh
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 
-log() { printf '[envoy.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-CHILDREN=()
-cleanup() {
-  local pid
-  for pid in "${CHILDREN[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-    sleep 0.2
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  local p i
-  for i in $(seq 100); do
-    p=$((20000 + RANDOM % 30000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free port found"
-}
-jget() { sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
-rcli() { timeout 10 "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-CLK_TCK=$(getconf CLK_TCK)
-div() { awk -v a="$1" -v b="$2" -v f="${3:-%.3f}" 'BEGIN { if (b == 0) print "n/a"; else printf f "\n", a / b }'; }
-
-if [ "$SKIP_BUILD" != 1 ]; then
-  log "building release (tollgate-server, tollgate-benches)"
-  timeout 3600 cargo build --release -p tollgate-server -p tollgate-benches >&2
-fi
-[ -x "$TOLLGATE" ] && [ -x "$BENCH" ] || die "missing $TOLLGATE or $BENCH (build first)"
-if [ ! -x "$RLSLOAD" ]; then
-  [ -d "$RLS_SRC" ] || die "rlsload not found: set RLSLOAD or RLS_SRC"
-  log "building rlsload (release) into $RLS_TARGET"
-  (cd "$RLS_SRC" && CARGO_TARGET_DIR=$RLS_TARGET timeout 3600 cargo build --release >&2)
-fi
-
-REDIS_PORT=$(free_port)
-"$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --daemonize no --dir "$OUT" --logfile "$OUT/redis.log" &
-CHILDREN+=($!)
-for i in $(seq 100); do
-  [ "$(rcli PING 2>/dev/null)" = PONG ] && break
-  [ "$i" = 100 ] && die "redis-server did not answer (see $OUT/redis.log)"
-  sleep 0.1
-done
+build_release
+build_rlsload
+start_redis
 
 # tollgate-bench's keys (bench-key-<i>) plus rlsload's (<prefix>_<i>), all in the bench plan.
 RLS_PREFIX=rls-bench-key-0000000
@@ -94,14 +41,7 @@ done >>"$CFG"
 "$TOLLGATE" serve --config "$CFG" >"$OUT/server.out" 2>"$OUT/server.err" &
 SPID=$!
 CHILDREN+=("$SPID")
-ADDR=""
-for i in $(seq 300); do
-  ADDR=$(sed -n 's/^tollgate ready grpc=\([^ ]*\) .*/\1/p' "$OUT/server.out")
-  [ -n "$ADDR" ] && break
-  kill -0 "$SPID" 2>/dev/null || die "tollgate exited (see $OUT/server.err)"
-  sleep 0.1
-done
-[ -n "$ADDR" ] || die "tollgate not ready after 30 s (see $OUT/server.err)"
+ADDR=$(wait_ready "$OUT/server.out" "$SPID")
 sleep 0.5
 log "tollgate $ADDR on redis 127.0.0.1:$REDIS_PORT, $KEYS keys per path, c=$CONCURRENCY conns=$CONNECTIONS ${WARMUP}+${DURATION}s"
 

@@ -614,4 +614,4 @@ pub fn answer_from(out: &CheckOutcome, limits: &[Limit], period: Option<Period>)
 
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]
-mod tests;
+pub(crate) mod tests;

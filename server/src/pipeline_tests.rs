@@ -13,7 +13,8 @@ use crate::config;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 
-const NOON: u64 = 1_795_694_400_000_000 + 43_200_000_000 - 1_795_694_400_000_000 % 86_400_000_000;
+pub(crate) const NOON: u64 =
+    1_795_694_400_000_000 + 43_200_000_000 - 1_795_694_400_000_000 % 86_400_000_000;
 
 const CONFIG: &str = r#"
 apis:
@@ -55,12 +56,14 @@ api_keys:
   - { id: lonely, value: "key-lonely-0123456789abc", enabled: true }
 "#;
 
-struct Fixture {
-    checker: Checker,
-    clock: FakeClock,
+/// A checker over `text`'s catalog, on `store` (default: the memory store), with a fake clock
+/// at noon UTC (also used by the Envoy handler tests).
+pub(crate) struct Fixture {
+    pub(crate) checker: Checker,
+    pub(crate) clock: FakeClock,
 }
 
-fn fixture_with(text: &str, store: Option<AnyStore>) -> Fixture {
+pub(crate) fn fixture_with(text: &str, store: Option<AnyStore>) -> Fixture {
     let cfg = config::parse(text, &|_| None, Path::new(".")).expect("valid test config");
     let clock = FakeClock::new(NOON);
     let store =

@@ -1,8 +1,5 @@
 //! The Envoy handlers called directly (no socket), on the memory store with a fake clock.
-use std::path::Path;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,
@@ -10,12 +7,8 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descri
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 
 use super::*;
-use crate::catalog::Catalog;
 use crate::clock::FakeClock;
 use crate::store::AnyStore;
-use crate::store::memory::MemoryStore;
-
-const NOON: u64 = 1_795_694_400_000_000 + 43_200_000_000 - 1_795_694_400_000_000 % 86_400_000_000;
 
 const CONFIG: &str = r#"
 envoy:
@@ -78,27 +71,10 @@ fn fixture_with(text: &str) -> Fixture {
 }
 
 fn fixture_store(text: &str, store: Option<AnyStore>) -> Fixture {
-    let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid test config");
-    let clock = FakeClock::new(NOON);
-    let store =
-        store.unwrap_or_else(|| AnyStore::Memory(MemoryStore::new(Arc::new(clock.clone()))));
-    let clock_dyn: Arc<dyn crate::clock::Clock> = Arc::new(clock.clone());
-    let auth = crate::auth::Authorizers::empty(
-        crate::auth::AuthCache::new(store.clone(), "tg", Duration::from_millis(50)),
-        clock_dyn,
-    );
-    let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
-        &cfg,
-        &crate::defs::test_defs(&cfg),
-        Arc::new(auth),
-    )));
+    let f = crate::pipeline::tests::fixture_with(text, store);
     Fixture {
-        api: EnvoyApi::new(Arc::new(Checker::new(
-            catalog,
-            store,
-            Duration::from_millis(200),
-        ))),
-        clock,
+        api: EnvoyApi::new(Arc::new(f.checker)),
+        clock: f.clock,
     }
 }
 
