@@ -112,6 +112,17 @@ impl RedisServer {
     }
 }
 
+/// `calls` of `cmd` (lower case, e.g. `evalsha`) in the text of `INFO commandstats`; 0 when
+/// the command was never called.
+pub fn command_calls(info: &str, cmd: &str) -> u64 {
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn spawn(port: u16, extra: &[String]) -> Option<Child> {
     let mut child = Command::new(redis_server_bin())
         .args([

@@ -616,11 +616,7 @@ async fn evalsha_calls(redis: &RedisServer) -> u64 {
         .query_async(&mut c)
         .await
         .expect("info");
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    tollgate_tests::redis::command_calls(&info, "evalsha")
 }
 
 async fn reset_stats(redis: &RedisServer) {

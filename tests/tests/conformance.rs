@@ -631,14 +631,11 @@ async fn redis_makes_one_call_per_check() {
         .query_async(&mut admin)
         .await
         .expect("info");
-    let calls = |cmd: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    assert_eq!(calls("evalsha"), 100, "{info}");
+    assert_eq!(
+        tollgate_tests::redis::command_calls(&info, "evalsha"),
+        100,
+        "{info}"
+    );
     let others: Vec<&str> = info
         .lines()
         .filter(|l| {
