@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Redis memory of daily usage history (GetUsage), in the exact layout the check script writes:
-# one hash per API key, plan and month — `tg:{k:<key id>}:u:<plan>:<month index>` — with one
-# field per day (days since the epoch) holding the units used, and a TTL.
+# finished days are fields `u:<plan>:<day>` (days since the epoch → units used) of the key's own
+# hash `tg:{k:<key id>}`, next to its bucket and its plan's state field; no TTL.
 #
-# Starts a throwaway redis-server on a free loopback port, fills KEYS keys × MONTHS months ×
-# DAYS_PER_MONTH days, and prints used_memory growth per key-month and per key-day.
+# Starts a throwaway redis-server on a free loopback port, fills KEYS keys with a bucket, a state
+# field and MONTHS × DAYS_PER_MONTH days, and prints used_memory growth per key and per key-day.
 #
 # Usage: benches/scripts/usage_memory.sh   (KEYS [100000] MONTHS [3] DAYS_PER_MONTH [30])
 set -euo pipefail
@@ -28,12 +28,10 @@ before=$(mem)
 FILL='
 local first, n, months, days = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 for k = first, first + n - 1 do
-  for m = 0, months - 1 do
-    local key = "tg:{k:key-" .. k .. "}:u:gold:" .. (24322 + m)
-    for d = 1, days do
-      redis.call("HSET", key, tostring(20400 + m * 31 + d), tostring(100 + (k + d) % 900))
-    end
-    redis.call("PEXPIRE", key, 90 * 86400000)
+  local key = "tg:{k:key-" .. k .. "}"
+  redis.call("HSET", key, "tAb3dEfG", "1795750728796407", "q:gold", "24322:29:20784:29")
+  for d = 1, months * days do
+    redis.call("HSET", key, "u:gold:" .. tostring(20400 + d), tostring(100 + (k + d) % 900))
   end
 end
 return 1'
@@ -47,6 +45,6 @@ b, a, keys, months, days = map(int, sys.argv[1:])
 grow = a - b
 print(f"keys={keys} months={months} days/month={days}")
 print(f"used_memory growth: {grow/1e6:.1f} MB")
-print(f"per key-month hash: {grow/(keys*months):.0f} B; per key-day: {grow/(keys*months*days):.1f} B")
+print(f"per key: {grow/keys:.0f} B; per key-day: {grow/(keys*months*days):.1f} B")
 print(f"1M keys x 90 days would be about {grow/(keys*months*days)*1e6*90/1e9:.2f} GB")
 EOF

@@ -17,7 +17,7 @@ use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
 use crate::overlimit::OverLimitCache;
 use crate::store::{
-    AnyStore, BucketOp, CheckOp, CheckOutcome, Store, StoreError, StoreEvent, UsageOp,
+    AnyStore, BucketOp, CheckOp, CheckOutcome, Store, StoreError, StoreEvent, UsageOp, keys::Keys,
 };
 
 /// What the gateway should do.
@@ -477,12 +477,9 @@ fn build_op(
         if let Some((limit, per_method)) = bucket {
             let field = if per_method {
                 // Per api stage too: method throttles are set per api stage.
-                format!(
-                    "t:{}:{}/{}:{} {}",
-                    plan.id, input.api_id, input.stage, input.method, template
-                )
+                Keys::bucket_field(&[&plan.id, input.api_id, input.stage, input.method, template])
             } else {
-                format!("t:{}", plan.id)
+                plan.bucket_field.clone()
             };
             buckets.push(BucketOp {
                 hash: key.hash.clone(),
@@ -507,11 +504,10 @@ fn build_op(
         (None, None) => {}
     }
     // A key in a plan always reaches the store: its daily usage is counted (GetUsage).
-    let usage = key_plan.and_then(|(k, p)| {
-        k.usage_base(&p.id).map(|base| UsageOp {
-            base: base.clone(),
-            retention_days,
-        })
+    let usage = key_plan.map(|(_, p)| UsageOp {
+        field: p.quota_field.clone(),
+        history: p.usage_history.clone(),
+        retention_days,
     });
     if buckets.is_empty() && quota.is_none() && usage.is_none() {
         return None;

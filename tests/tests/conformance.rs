@@ -59,11 +59,9 @@ impl Op {
             },
         }
     }
-    fn usage(mut self, base: &str) -> Self {
-        self.inner.usage = Some(UsageOp {
-            base: base.into(),
-            retention_days: 90,
-        });
+    /// Daily usage in plan `plan` (its state field is the quota's, `q:plan`).
+    fn usage(mut self, retention_days: u64) -> Self {
+        self.inner.usage = Some(UsageOp::new("plan", retention_days));
         self
     }
     /// Uses the store's own clock (Redis `TIME`, the memory store's clock).
@@ -333,11 +331,10 @@ async fn plan_created_at_is_first_write<S: Store>(s: &S) {
 /// quota-rejected and dry-run checks add nothing.
 async fn daily_usage_counts_admitted_cost<S: Store>(s: &S) {
     let k = unique("usage");
-    let base = format!("{k}:u:plan");
     let op = Op::new(&k)
         .bucket(&k, "t:a", lim(1000.0, 3))
         .quota(5, 0, Period::Month, 0)
-        .usage(&base);
+        .usage(90);
     let day1 = at(2026, 11, 30, 3600);
     let day2 = at(2026, 12, 1, 3600);
     assert_eq!(op.run(s, day1).await.verdict, Verdict::Allowed);
@@ -345,7 +342,7 @@ async fn daily_usage_counts_admitted_cost<S: Store>(s: &S) {
     let op = Op::new(&k)
         .bucket(&k, "t:a", lim(1000.0, 3))
         .quota(5, 0, Period::Month, 0)
-        .usage(&base);
+        .usage(90);
     // The bucket is empty now (3 tokens used): throttled, not counted.
     assert!(matches!(
         op.run(s, day1 + 2).await.verdict,
@@ -354,10 +351,15 @@ async fn daily_usage_counts_admitted_cost<S: Store>(s: &S) {
     assert_eq!(op.clone_dry().run(s, day2).await.verdict, Verdict::Allowed);
     assert_eq!(op.run(s, day2).await.verdict, Verdict::Allowed);
     let d1 = (day1 / DAY_US) as i64;
-    let got = s.usage_read(&base, d1 - 3, d1 + 3).await.expect("usage");
+    let got = s
+        .usage_read(&k, "plan", d1 - 3, d1 + 3)
+        .await
+        .expect("usage");
     assert_eq!(got, vec![(d1, 3), (d1 + 1, 1)]);
     assert_eq!(
-        s.usage_read(&base, d1 + 1, d1 + 1).await.expect("usage"),
+        s.usage_read(&k, "plan", d1 + 1, d1 + 1)
+            .await
+            .expect("usage"),
         vec![(d1 + 1, 1)],
         "range bounds are inclusive and cross the month"
     );
@@ -644,7 +646,7 @@ async fn redis_makes_one_call_per_check() {
                 && !l.starts_with("cmdstat_config")
         })
         .collect();
-    // Commands run inside the script (HGET, HSET, PTTL, PEXPIRE, TIME) are counted too; no
+    // Commands run inside the script (HMGET, HSET, PTTL, PEXPIRE, ...) are counted too; no
     // top-level command other than EVALSHA may appear.
     for l in others {
         let name = l
@@ -653,8 +655,88 @@ async fn redis_makes_one_call_per_check() {
             .next()
             .unwrap_or("");
         assert!(
-            ["hmget", "hset", "pttl", "pexpire", "time", "get", "set"].contains(&name),
+            [
+                "hmget", "hset", "pttl", "pexpire", "persist", "hdel", "time", "get", "set"
+            ]
+            .contains(&name),
             "unexpected command {l}"
         );
     }
+}
+
+/// Daily usage lives in the key's own hash: today's count in the plan's state field, finished
+/// days as `u:plan:<day>` (moved on the first admitted check of a later day), days older than
+/// the retention deleted then; the hash has no TTL (usage must outlive any bucket).
+#[tokio::test]
+async fn redis_usage_history_moves_and_is_pruned() {
+    let server = RedisServer::start();
+    let store = redis(&server);
+    let k = unique("history");
+    let op = Op::new(&k)
+        .bucket(&k, "t:a", lim(1000.0, 1000))
+        .quota(1000, 0, Period::Month, 0)
+        .usage(2);
+    let d = |day: u64| at(2026, 11, day as u32, 3600);
+    let d1 = (d(1) / DAY_US) as i64;
+    for (day, n) in [(1, 1), (2, 2), (3, 3)] {
+        for i in 0..n {
+            assert_eq!(op.run(&store, d(day) + i).await.verdict, Verdict::Allowed);
+        }
+    }
+    assert_eq!(
+        store
+            .usage_read(&k, "plan", d1, d1 + 9)
+            .await
+            .expect("usage"),
+        vec![(d1, 1), (d1 + 1, 2), (d1 + 2, 3)]
+    );
+    let mut conn = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let fields = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut c = conn.clone();
+        let k = k.to_string();
+        async move {
+            let mut f: Vec<String> = redis::cmd("HKEYS")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .expect("hkeys");
+            f.sort();
+            f
+        }
+    };
+    assert_eq!(
+        fields(&mut conn).await,
+        vec![
+            "q:plan".to_string(),
+            "t:a".into(),
+            format!("u:plan:{d1}"),
+            format!("u:plan:{}", d1 + 1)
+        ]
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&*k)
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    assert_eq!(ttl, -1, "a key's hash with daily usage has no TTL");
+    // Day 6 with a 2-day retention: days 1–3 are older than day 6 - 2 and go.
+    assert_eq!(op.run(&store, d(6)).await.verdict, Verdict::Allowed);
+    assert_eq!(
+        store
+            .usage_read(&k, "plan", d1, d1 + 9)
+            .await
+            .expect("usage"),
+        vec![(d1 + 5, 1)]
+    );
+    assert_eq!(
+        fields(&mut conn).await,
+        vec!["q:plan".to_string(), "t:a".into()]
+    );
+    // The quota counted all of it (one month; a dry run reports itself as used).
+    let o = op.clone_dry().run(&store, d(6) + 1).await;
+    assert_eq!(o.quota.map(|q| q.used), Some(8));
 }

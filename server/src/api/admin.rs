@@ -539,9 +539,11 @@ fn check_field(field: &str, s: &str, max: usize) -> Result<(), Status> {
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// A stored `<period index>:<count>` value (`q:*` and `ql:*` fields).
+/// `<index>:<n>` (an `UpdateUsage` override), or the first two parts of a plan's state field
+/// (`<index>:<used>:<day>:<used that day>`).
 fn index_pair(v: &str) -> Option<(i64, u64)> {
-    let (i, n) = v.split_once(':')?;
-    Some((i.parse().ok()?, n.parse().ok()?))
+    let mut it = v.split(':');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -1236,9 +1238,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         let mut items = std::collections::HashMap::new();
         for id in key_ids {
             let owner = self.owner(&id);
-            let base = Keys::usage_base(&owner, &r.usage_plan_id);
             let days: BTreeMap<i64, u64> = self
-                .call(store.usage_read(&base, read_from, to))
+                .call(store.usage_read(&owner, &r.usage_plan_id, read_from, to))
                 .await?
                 .into_iter()
                 .collect();
@@ -1364,39 +1365,39 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     remaining: gcra::remaining(&limit, Some(tat), now),
                     full_at: rfc3339(tat.max(now)),
                 };
-            for (f, v) in &st.fields {
-                let Ok(tat) = v.parse::<u64>() else { continue };
-                let Some(rest) = f
-                    .strip_prefix("t:")
-                    .and_then(|r| r.strip_prefix(pid.as_str()))
-                else {
+            // Bucket fields are digests (`Keys::bucket_field`): look up every bucket the plan can
+            // have (plan-wide, and per method of each route of its stages).
+            let tat_of = |f: &str| field(f).and_then(|v| v.parse::<u64>().ok());
+            if let (Some(l), Some(tat)) = (plan.throttle, tat_of(&plan.bucket_field)) {
+                buckets.push(bucket(l, tat, "", "", ""));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (api, stage) in &plan.stages {
+                let Some(st) = catalog.stage(api, stage) else {
                     continue;
                 };
-                if rest.is_empty() {
-                    if let Some(l) = plan.throttle {
-                        buckets.push(bucket(l, tat, "", "", ""));
+                // The Envoy RLS catch-all too; an ANY route's buckets are per request method.
+                for route in st.routes.iter().chain([&st.any_route]) {
+                    let template = route.template.as_str();
+                    let methods: Vec<&str> = if route.method == "ANY" {
+                        crate::config::validate::METHODS.to_vec()
+                    } else {
+                        vec![route.method.as_str()]
+                    };
+                    for method in methods {
+                        let f = Keys::bucket_field(&[pid, api, stage, method, template]);
+                        let Some(tat) = tat_of(&f).filter(|_| seen.insert(f)) else {
+                            continue;
+                        };
+                        let limit = plan
+                            .method_throttle(api, stage, template, method)
+                            .map(|m| m.limit)
+                            .or(plan.throttle);
+                        if let Some(l) = limit {
+                            let route = format!("{method} {template}");
+                            buckets.push(bucket(l, tat, api, stage, &route));
+                        }
                     }
-                    continue;
-                }
-                // ":<api>/<stage>:<METHOD> <template>"
-                let Some(rest) = rest.strip_prefix(':') else {
-                    continue;
-                };
-                let Some((api_stage, route)) = rest.split_once(':') else {
-                    continue;
-                };
-                let Some((api, stage)) = api_stage.split_once('/') else {
-                    continue;
-                };
-                let Some((method, template)) = route.split_once(' ') else {
-                    continue;
-                };
-                let limit = plan
-                    .method_throttle(api, stage, template, method)
-                    .map(|m| m.limit)
-                    .or(plan.throttle);
-                if let Some(l) = limit {
-                    buckets.push(bucket(l, tat, api, stage, route));
                 }
             }
             if let Some(q) = plan.quota {

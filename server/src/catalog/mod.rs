@@ -128,6 +128,10 @@ pub struct Plan {
     pub quota_field: Arc<str>,
     /// `UpdateUsage` override field name in the key's hash.
     pub quota_override_field: Arc<str>,
+    /// `u:<plan>`: where a key's completed days of usage are kept in its hash.
+    pub usage_history: Arc<str>,
+    /// The field of the plan-wide bucket in a key's hash (`ThrottleScope::PerPlan`).
+    pub bucket_field: String,
     /// The (api, stage) pairs the plan covers.
     pub stages: Vec<(String, String)>,
 }
@@ -177,19 +181,9 @@ pub struct ApiKey {
     pub plans: Vec<(String, String, Arc<Plan>)>,
     /// The key's hash in the store.
     pub hash: Arc<str>,
-    /// (plan id, daily usage base) per plan.
-    pub usage_bases: Vec<(String, Arc<str>)>,
 }
 
 impl ApiKey {
-    /// The daily usage base of the key in `plan_id`.
-    pub fn usage_base(&self, plan_id: &str) -> Option<&Arc<str>> {
-        self.usage_bases
-            .iter()
-            .find(|(p, _)| p == plan_id)
-            .map(|(_, b)| b)
-    }
-
     /// The plan covering `api`/`stage`.
     pub fn plan_for(&self, api: &str, stage: &str) -> Option<&Arc<Plan>> {
         self.plans
@@ -316,8 +310,10 @@ impl Catalog {
                     scope: p.throttle_scope,
                     failure_mode: p.failure_mode,
                     method_throttles,
-                    quota_field: format!("q:{}", p.id).into(),
+                    quota_field: Keys::plan_state_field(&p.id).into(),
                     quota_override_field: format!("ql:{}", p.id).into(),
+                    usage_history: Keys::usage_history(&p.id).into(),
+                    bucket_field: Keys::bucket_field(&[&p.id]),
                     stages: p
                         .api_stages
                         .iter()
@@ -337,13 +333,11 @@ impl Catalog {
             let Some(digest) = k.digest() else { continue };
             let hash = keys.api_key(&k.id);
             let mut kp = Vec::new();
-            let mut usage_bases = Vec::new();
             for pid in &k.usage_plans {
                 if let Some(plan) = plans.get(pid) {
                     for (api, stage) in &plan.stages {
                         kp.push((api.clone(), stage.clone(), Arc::clone(plan)));
                     }
-                    usage_bases.push((pid.clone(), Arc::from(Keys::usage_base(&hash, pid))));
                 }
             }
             let key = Arc::new(ApiKey {
@@ -351,7 +345,6 @@ impl Catalog {
                 enabled: k.enabled,
                 plans: kp,
                 hash,
-                usage_bases,
             });
             key_map.insert(digest, key);
         }

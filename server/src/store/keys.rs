@@ -52,12 +52,36 @@ impl Keys {
     pub fn events_channel(&self) -> String {
         format!("{}:events", self.prefix)
     }
-    /// `<owner>:u:<plan>`: the base of a key's daily usage hashes in a plan.
-    pub fn usage_base(owner: &str, plan_id: &str) -> String {
-        format!("{owner}:u:{plan_id}")
+    /// `q:<plan>`: a plan's state field in a key's hash: `<quota period index>:<used>`, and
+    /// when the key's daily usage is recorded `:<day>:<used that day>` after it (today's usage
+    /// rides on the write the check makes anyway).
+    pub fn plan_state_field(plan_id: &str) -> String {
+        format!("q:{plan_id}")
     }
-    /// `<base>:<month index>`: one month of daily usage.
-    pub fn usage_month(base: &str, month_index: i64) -> String {
-        format!("{base}:{month_index}")
+    /// `u:<plan>`: the key's completed days of usage are fields `u:<plan>:<day>` of its hash.
+    pub fn usage_history(plan_id: &str) -> String {
+        format!("u:{plan_id}")
+    }
+    /// `<history>:<day>`: one completed day of usage (days since the epoch).
+    pub fn usage_day(history: &str, day: i64) -> String {
+        format!("{history}:{day}")
+    }
+    /// The field of a key's token bucket: `t` and 7 URL-safe base64 characters of the SHA-256
+    /// of `parts` (plan; or plan, api, stage, method, route). Short, fixed-size names keep a
+    /// key's hash small in Redis (a listpack entry per bucket); the parts come from the
+    /// configuration, never from a client, and 42 bits keep one key's few buckets apart.
+    pub fn bucket_field(parts: &[&str]) -> String {
+        use base64::Engine as _;
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p.as_bytes());
+        }
+        let d = h.finalize();
+        let mut out = String::with_capacity(8);
+        out.push('t');
+        out.push_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d[..6])[..7]);
+        out
     }
 }

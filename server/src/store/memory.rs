@@ -65,7 +65,8 @@ struct State {
     defs_version: u64,
     defs_plans: BTreeMap<String, String>,
     defs_keys: BTreeMap<String, String>,
-    usage: HashMap<Arc<str>, Usage>,
+    /// (owner, usage history name) → days.
+    usage: HashMap<(Arc<str>, Arc<str>), Usage>,
 }
 
 /// The embedded in-memory store.
@@ -105,13 +106,12 @@ impl MemoryStore {
         st.hashes.retain(|_, h| h.expires_at > now);
         st.records.retain(|_, (exp, _)| *exp > now);
         st.auth.retain(|_, (exp, _)| *exp > now);
-        // As in Redis: a month of usage lives until the month ends plus the retention.
+        // A day of usage is kept for the retention after it ends (Redis deletes it on the
+        // key's first check after that).
         st.usage.retain(|_, u| {
             let retention = u.retention_days * DAY_US;
-            u.days.retain(|d, _| {
-                let month = quota::period_index(quota::Period::Month, *d as u64 * DAY_US);
-                quota::period_end(quota::Period::Month, month).max(0) as u64 + retention > now
-            });
+            u.days
+                .retain(|d, _| (*d as u64 + 1) * DAY_US + retention > now);
             !u.days.is_empty()
         });
     }
@@ -193,7 +193,10 @@ impl MemoryStore {
                 h.expires_at = h.expires_at.max(end + TTL_MARGIN_US);
             }
             if let Some(u) = &op.usage {
-                let usage = st.usage.entry(u.base.clone()).or_default();
+                let usage = st
+                    .usage
+                    .entry((op.owner.clone(), u.history.clone()))
+                    .or_default();
                 usage.retention_days = u.retention_days;
                 *usage.days.entry((now / DAY_US) as i64).or_default() += op.cost;
             }
@@ -279,14 +282,15 @@ impl Store for MemoryStore {
 
     async fn usage_read(
         &self,
-        base: &str,
+        owner: &str,
+        plan_id: &str,
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, u64)>, StoreError> {
         let st = self.state.lock();
         Ok(st
             .usage
-            .get(base)
+            .get(&(owner.into(), Keys::usage_history(plan_id).into()))
             .map(|u| u.days.range(from..=to).map(|(d, n)| (*d, *n)).collect())
             .unwrap_or_default())
     }
@@ -347,8 +351,7 @@ impl Store for MemoryStore {
     async fn owner_clear(&self, owner: &str) -> Result<(), StoreError> {
         let mut st = self.state.lock();
         st.hashes.remove(owner);
-        let usage = format!("{owner}:u:");
-        st.usage.retain(|base, _| !base.starts_with(&usage));
+        st.usage.retain(|(o, _), _| &**o != owner);
         drop(st);
         let _ = self.events.send(StoreEvent::Usage(owner.to_string()));
         Ok(())

@@ -71,14 +71,27 @@ pub struct CheckOp {
     pub usage: Option<UsageOp>,
 }
 
-/// Where an admitted check's cost is added to the daily usage counters.
+/// Where an admitted check's cost is added to the key's daily usage (in the owner hash).
 #[derive(Debug, Clone)]
 pub struct UsageOp {
-    /// `<owner>:u:<plan>`: one hash per month is kept at `<base>:<month index>`, a field per day
-    /// (days since the epoch) — same hash tag as the owner.
-    pub base: Arc<str>,
+    /// The plan's state field (`q:<plan>`, shared with its quota): today's usage is kept in it.
+    pub field: Arc<str>,
+    /// `u:<plan>`: completed days move to fields `u:<plan>:<day>` on the key's first admitted
+    /// check of a later day; days older than the retention are deleted then.
+    pub history: Arc<str>,
     /// How long a day's counter is kept, in whole days.
     pub retention_days: u64,
+}
+
+impl UsageOp {
+    /// The usage of `plan_id` (names from [`keys::Keys`]).
+    pub fn new(plan_id: &str, retention_days: u64) -> Self {
+        Self {
+            field: keys::Keys::plan_state_field(plan_id).into(),
+            history: keys::Keys::usage_history(plan_id).into(),
+            retention_days,
+        }
+    }
 }
 
 /// Usage plans and API keys as stored: JSON records by id, and the version they are at.
@@ -254,11 +267,12 @@ pub trait Store: Send + Sync + 'static {
     /// missed).
     fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
 
-    /// Daily usage under `base` (see [`UsageOp`]) from day `from` to day `to` (days since the
-    /// epoch, inclusive): `(day, used)` for the days with usage.
+    /// `owner`'s daily usage in `plan_id` (see [`UsageOp`]) from day `from` to day `to` (days
+    /// since the epoch, inclusive): `(day, used)` for the days with usage.
     fn usage_read(
         &self,
-        base: &str,
+        owner: &str,
+        plan_id: &str,
         from: i64,
         to: i64,
     ) -> impl Future<Output = Result<Vec<(i64, u64)>, StoreError>> + Send;
@@ -359,13 +373,14 @@ impl Store for AnyStore {
     }
     async fn usage_read(
         &self,
-        base: &str,
+        owner: &str,
+        plan_id: &str,
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, u64)>, StoreError> {
         match self {
-            AnyStore::Memory(s) => s.usage_read(base, from, to).await,
-            AnyStore::Redis(s) => s.usage_read(base, from, to).await,
+            AnyStore::Memory(s) => s.usage_read(owner, plan_id, from, to).await,
+            AnyStore::Redis(s) => s.usage_read(owner, plan_id, from, to).await,
         }
     }
     async fn quota_set_remaining(

@@ -21,8 +21,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 
 use super::{
-    CheckOp, CheckOutcome, DefKind, DefWrite, IDEMPOTENCY_TTL_MS, OwnerState, QuotaOp, RawDefs,
-    Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys,
+    CheckOp, CheckOutcome, DefKind, DefWrite, OwnerState, QuotaOp, RawDefs, Store, StoreError,
+    StoreEvent, TTL_MARGIN_US, keys::Keys,
 };
 use crate::limiter::evaluate::QuotaReport;
 
@@ -79,7 +79,7 @@ impl RedisStore {
             next: Arc::new(AtomicUsize::new(0)),
             keys: Keys::new(key_prefix),
             scripts: Arc::new(Scripts {
-                check: Script::new(&scripts::with_periods(scripts::CHECK)),
+                check: Script::new(&scripts::check()),
                 plan_created: Script::new(scripts::PLAN_CREATED),
                 defs_load: Script::new(scripts::DEFS_LOAD),
                 defs_write: Script::new(scripts::DEFS_WRITE),
@@ -200,8 +200,6 @@ fn invocation<'a>(script: &'a Script, op: &CheckOp) -> redis::ScriptInvocation<'
         .arg(op.cost)
         .arg(u8::from(op.dry_run))
         .arg(u8::from(op.request_id.is_some()))
-        .arg(IDEMPOTENCY_TTL_MS)
-        .arg(TTL_MARGIN_US)
         .arg(op.buckets.len());
     for b in &op.buckets {
         let idx = if *b.hash == *op.owner {
@@ -220,22 +218,24 @@ fn invocation<'a>(script: &'a Script, op: &CheckOp) -> redis::ScriptInvocation<'
             .arg(b.limit.burst());
     }
     match &op.quota {
-        Some(q) => {
-            inv.arg(1)
-                .arg(&*q.field)
-                .arg(q.limit)
-                .arg(q.offset)
-                .arg(q.initial_index)
-                .arg(q.period.code())
-                .arg(&*q.override_field);
-        }
-        None => {
-            inv.arg(0).arg("").arg(0).arg(0).arg(0).arg(1).arg("");
-        }
-    }
+        Some(q) => inv
+            .arg(q.limit)
+            .arg(q.offset)
+            .arg(q.initial_index)
+            .arg(q.period.code())
+            .arg(&*q.override_field),
+        None => inv.arg(-1).arg(0).arg(0).arg(1).arg(""),
+    };
+    // The plan's state field: the quota's, which daily usage shares.
+    let state = match (&op.quota, &op.usage) {
+        (Some(q), _) => &*q.field,
+        (None, Some(u)) => &*u.field,
+        (None, None) => "",
+    };
+    inv.arg(state);
     match &op.usage {
-        Some(u) => inv.arg(1).arg(&*u.base).arg(u.retention_days),
-        None => inv.arg(0).arg("").arg(0),
+        Some(u) => inv.arg(&*u.history).arg(u.retention_days),
+        None => inv.arg("").arg(0),
     };
     inv
 }
@@ -310,29 +310,38 @@ impl Store for RedisStore {
 
     async fn usage_read(
         &self,
-        base: &str,
+        owner: &str,
+        plan_id: &str,
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, u64)>, StoreError> {
-        use crate::limiter::quota::{Period, period_index};
-        let mut conn = self.conn();
-        let day_us = 86_400_000_000_i64;
-        let (m0, m1) = (
-            period_index(Period::Month, (from.max(0) * day_us) as u64),
-            period_index(Period::Month, (to.max(0) * day_us) as u64),
-        );
-        let mut pipe = redis::pipe();
-        for m in m0..=m1 {
-            pipe.cmd("HGETALL").arg(Keys::usage_month(base, m));
+        // Completed days are fields `u:<plan>:<day>`; the last active day is still in the
+        // plan's state field (`<quota index>:<used>:<day>:<used that day>`).
+        let history = Keys::usage_history(plan_id);
+        let (from, to) = (from.max(0), to.max(from.max(0)));
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(owner).arg(Keys::plan_state_field(plan_id));
+        for d in from..=to {
+            cmd.arg(Keys::usage_day(&history, d));
         }
-        let months: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(backend)?;
-        let mut out: Vec<(i64, u64)> = months
-            .into_iter()
-            .flat_map(split_pairs)
-            .filter_map(|(d, n)| Some((d.parse().ok()?, n.parse().ok()?)))
-            .filter(|(d, _)| (from..=to).contains(d))
+        let vals: Vec<Option<String>> = cmd.query_async(&mut self.conn()).await.map_err(backend)?;
+        let mut out: Vec<(i64, u64)> = (from..=to)
+            .zip(vals.iter().skip(1))
+            .filter_map(|(d, v)| Some((d, v.as_deref()?.parse().ok()?)))
             .collect();
-        out.sort_unstable();
+        let latest = vals.first().cloned().flatten().and_then(|s| {
+            let mut it = s.split(':').skip(2);
+            Some((
+                it.next()?.parse::<i64>().ok()?,
+                it.next()?.parse::<u64>().ok()?,
+            ))
+        });
+        if let Some((day, used)) = latest.filter(|(d, _)| (from..=to).contains(d)) {
+            match out.binary_search_by_key(&day, |(d, _)| *d) {
+                Ok(i) => out[i].1 += used,
+                Err(i) => out.insert(i, (day, used)),
+            }
+        }
         Ok(out)
     }
 
@@ -376,37 +385,13 @@ impl Store for RedisStore {
     }
 
     async fn owner_clear(&self, owner: &str) -> Result<(), StoreError> {
-        // The owner hash, then its usage months (a SCAN limited to the owner's own names).
-        let mut conn = self.conn();
+        // Buckets, quotas, overrides and daily usage all live in the owner hash.
         redis::cmd("UNLINK")
             .arg(owner)
-            .query_async::<i64>(&mut conn)
+            .query_async::<i64>(&mut self.conn())
             .await
             .map_err(backend)?;
-        let pattern = format!("{}*", glob_escape(&format!("{owner}:u:")));
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(backend)?;
-            if !keys.is_empty() {
-                redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<i64>(&mut conn)
-                    .await
-                    .map_err(backend)?;
-            }
-            if next == 0 {
-                return self.publish_usage(owner).await;
-            }
-            cursor = next;
-        }
+        self.publish_usage(owner).await
     }
 
     async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {

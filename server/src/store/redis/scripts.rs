@@ -13,16 +13,23 @@
 //! [`CHECK`] and [`SET_REMAINING`] are prefixed with [`PERIODS`] (see [`with_periods`]).
 //!
 //! KEYS
-//!   1     the owner hash (API key, or stage for keyless routes): quota + per-key buckets
+//!   1     the owner hash (API key, or stage for keyless routes): quota, usage, per-key buckets
 //!   2     the idempotency record `<owner>:r:<request_id>` (same slot; unused without an id)
 //!   3..   other hashes holding buckets (stage-wide)
 //! ARGV
 //!   1 now µs (0 = Redis TIME)   2 cost   3 dry_run 0|1   4 use idempotency 0|1
-//!   5 idempotency TTL ms        6 TTL margin µs           7 bucket count n
-//!   then per bucket: key index (into KEYS), field, T µs, τ µs, burst
-//!   then: quota 0|1, field, limit, offset, initial period index, period (1 DAY, 2 WEEK, 3 MONTH),
-//!         override field (`UpdateUsage`: `<period index>:<limit>`)
-//!   then: usage 0|1, usage base (`<owner>:u:<plan>`, same slot), retention days
+//!   5 bucket count n, then per bucket: key index (into KEYS), field, T µs, τ µs, burst
+//!   then: quota limit (-1: no quota), offset, initial period index, period (1 DAY, 2 WEEK,
+//!         3 MONTH), override field (`UpdateUsage`: `<period index>:<limit>`)
+//!   then: the plan's state field (`q:<plan>`; empty when there is neither quota nor usage),
+//!         usage history (`u:<plan>`; empty: no daily usage), retention days
+//! The state field holds `<quota index>:<quota used>`, and with daily usage
+//! `:<day>:<used that day>` after it: today's usage rides on the write the check makes anyway.
+//! On the first admitted check of a later day the finished day moves to `<history>:<day>` and
+//! days older than the retention are deleted (everything older went at an earlier day change).
+//! An owner with daily usage (an API key in a plan) has no TTL: its state is bounded by the
+//! defined keys and `DeleteApiKey` clears it, and a TTL costs ~40 bytes per key in Redis. Other
+//! hashes get a TTL that only ever grows, covering every bucket and quota period in them.
 //! Reply (integers; see `CheckOutcome::to_wire`)
 //!   verdict (0 allow, 1 throttled, 2 quota), denied bucket (1-based, 0 none), retry µs (-1 none),
 //!   now µs, period index, quota used, quota limit, replayed 0|1, has quota 0|1, remaining per bucket
@@ -47,43 +54,40 @@ if use_idem then
     return out
   end
 end
-local margin = tonumber(ARGV[6])
-local nb = tonumber(ARGV[7])
-local i = 8
--- Read every field with one HMGET per hash (the owner, and the stage hash if any).
-local fields, order, pos = {}, {}, {}
-local function want(k, f)
-  local l = fields[k]
-  if not l then l = {}; fields[k] = l; order[#order + 1] = k end
-  l[#l + 1] = f
-  return #l
-end
-local bk, bf, bt, btau, bb, old, new = {}, {}, {}, {}, {}, {}, {}
+local fmt = string.format
+-- Fields to read, per hash (by KEYS index); one HMGET per hash.
+local owner = {}
+local reads = {owner}
+local nb = tonumber(ARGV[5])
+local bk, bf, bt, btau, bb, bp, old, new = {}, {}, {}, {}, {}, {}, {}, {}
+local i = 6
 for b = 1, nb do
-  bk[b] = KEYS[tonumber(ARGV[i])]
-  bf[b] = ARGV[i + 1]
-  bt[b] = tonumber(ARGV[i + 2])
-  btau[b] = tonumber(ARGV[i + 3])
-  bb[b] = tonumber(ARGV[i + 4])
-  pos[b] = want(bk[b], bf[b])
+  local k = tonumber(ARGV[i])
+  local l = reads[k]
+  if not l then l = {}; reads[k] = l end
+  local f = ARGV[i + 1]
+  l[#l + 1] = f
+  bk[b], bf[b], bp[b] = k, f, #l
+  bt[b], btau[b], bb[b] = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
   i = i + 5
 end
-local has_q = ARGV[i] == '1'
-local qf, qidx, qused, qlim, qperiod = ARGV[i + 1], 0, 0, 0, tonumber(ARGV[i + 5])
-local qpos, qopos = 0, 0
-if has_q then
-  qpos = want(KEYS[1], qf)
-  qopos = want(KEYS[1], ARGV[i + 6])
-end
-local use_usage = ARGV[i + 7] == '1'
-local ubase, uret = ARGV[i + 8], tonumber(ARGV[i + 9])
+local qlim = tonumber(ARGV[i])
+local has_q = qlim >= 0
+local qperiod = tonumber(ARGV[i + 3])
+local sf, hist, uret = ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
+local use_usage = hist ~= ''
+local spos, opos = 0, 0
+if sf ~= '' then owner[#owner + 1] = sf; spos = #owner end
+if has_q then owner[#owner + 1] = ARGV[i + 4]; opos = #owner end
 local vals = {}
-for _, k in ipairs(order) do vals[k] = redis.call('HMGET', k, unpack(fields[k])) end
+for k, l in pairs(reads) do
+  if #l > 0 then vals[k] = redis.call('HMGET', KEYS[k], unpack(l)) end
+end
 
 local denied, denied_retry = 0, 0
 for b = 1, nb do
   local tat = now
-  local stored = vals[bk[b]][pos[b]]
+  local stored = vals[bk[b]][bp[b]]
   if stored then tat = math.max(tonumber(stored), now) end
   old[b] = tat
   local retry = nil
@@ -104,20 +108,23 @@ for b = 1, nb do
   end
 end
 
+-- The state field: quota index and used, then the day and its usage.
+local si, su, sd, sdu
+if spos > 0 and vals[1][spos] then
+  si, su, sd, sdu = string.match(vals[1][spos], '^(-?%d+):(%d+):?(%d*):?(%d*)$')
+end
+local qidx, qused = 0, 0
 if has_q then
   qidx = period_index(qperiod, now)
-  local s = vals[KEYS[1]][qpos]
-  if s then
-    local si, su = string.match(s, '^(-?%d+):(%d+)$')
-    if si and tonumber(si) == qidx then qused = tonumber(su) end
-  end
-  qlim = tonumber(ARGV[i + 2])
-  if qidx == tonumber(ARGV[i + 4]) then qlim = math.max(qlim - tonumber(ARGV[i + 3]), 0) end
-  local o = vals[KEYS[1]][qopos]
+  if si and tonumber(si) == qidx then qused = tonumber(su) end
+  if qidx == tonumber(ARGV[i + 2]) then qlim = math.max(qlim - tonumber(ARGV[i + 1]), 0) end
+  local o = vals[1][opos]
   if o then
-    local oi, ol = string.match(o, '^(-?%d+):(%d+)$')
-    if oi and tonumber(oi) == qidx then qlim = tonumber(ol) end
+    local c = string.find(o, ':', 1, true)
+    if c and tonumber(string.sub(o, 1, c - 1)) == qidx then qlim = tonumber(string.sub(o, c + 1)) end
   end
+else
+  qlim = 0
 end
 
 local verdict, retry = 0, -1
@@ -129,31 +136,57 @@ end
 if verdict == 0 and has_q then qused = qused + cost end
 
 if verdict == 0 and not dry then
-  -- One HSET per hash; then make sure each hash lives until its state stops mattering.
+  -- One HSET per hash.
   local writes, until_ = {}, {}
-  local function put(k, f, v, u)
+  for b = 1, nb do
+    local k = bk[b]
     local l = writes[k]
-    if not l then l = {}; writes[k] = l end
-    l[#l + 1] = f
-    l[#l + 1] = v
-    until_[k] = math.max(until_[k] or 0, u)
+    if not l then l = {}; writes[k] = l; until_[k] = 0 end
+    l[#l + 1] = bf[b]
+    l[#l + 1] = fmt('%.0f', new[b])
+    if new[b] > until_[k] then until_[k] = new[b] end
   end
-  for b = 1, nb do put(bk[b], bf[b], fmt(new[b]), new[b]) end
-  if has_q then put(KEYS[1], qf, fmt(qidx) .. ':' .. fmt(qused), period_start(qperiod, qidx + 1)) end
-  for k, l in pairs(writes) do
-    redis.call('HSET', k, unpack(l))
-    local ttl = math.floor((until_[k] + margin - now) / 1000) + 1
-    -- TTLs only collect garbage: skip the rewrite when the current one is within a second.
-    if redis.call('PTTL', k) < ttl - 1000 then redis.call('PEXPIRE', k, ttl) end
-  end
+  local ow = writes[1]
+  if not ow then ow = {}; writes[1] = ow; until_[1] = 0 end
   if use_usage then
-    -- Daily usage: one hash per month (same hash tag as the owner), a field per day.
     local day = math.floor(now / DAY)
-    local mi = month_index(day)
-    local uk = ubase .. ':' .. fmt(mi)
-    -- The TTL (month end + retention) is set by the day's first request only.
-    if redis.call('HINCRBY', uk, fmt(day), cost) == cost then
-      redis.call('PEXPIRE', uk, math.floor((period_start(3, mi + 1) + uret * DAY - now) / 1000) + 1)
+    local last = tonumber(sd)
+    local today = 0
+    if last == day then
+      today = tonumber(sdu)
+    else
+      if last then
+        -- A new day: the last active day joins the history, and the history drops the days
+        -- older than the retention (every day before last - uret went at an earlier change).
+        local used = tonumber(sdu) or 0
+        if used > 0 and last >= day - uret then
+          ow[#ow + 1] = hist .. ':' .. fmt('%.0f', last)
+          ow[#ow + 1] = fmt('%.0f', used)
+        end
+        local gone = {}
+        for d = math.max(last - uret, 0), math.min(last - 1, day - uret - 1) do
+          gone[#gone + 1] = hist .. ':' .. fmt('%.0f', d)
+        end
+        if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+      end
+      -- State written before daily usage moved here may carry a TTL: keys in a plan keep none.
+      redis.call('PERSIST', KEYS[1])
+    end
+    ow[#ow + 1] = sf
+    ow[#ow + 1] = fmt('%.0f:%.0f:%.0f:%.0f', qidx, qused, day, today + cost)
+  elseif has_q then
+    ow[#ow + 1] = sf
+    ow[#ow + 1] = fmt('%.0f:%.0f', qidx, qused)
+    until_[1] = math.max(until_[1], period_start(qperiod, qidx + 1))
+  end
+  for k, l in pairs(writes) do
+    if #l > 0 then
+      redis.call('HSET', KEYS[k], unpack(l))
+      if k ~= 1 or not use_usage then
+        -- TTLs only collect garbage: only ever extend one, and skip it within a second.
+        local ttl = math.floor((until_[k] + MARGIN - now) / 1000) + 1
+        if redis.call('PTTL', KEYS[k]) < ttl - 1000 then redis.call('PEXPIRE', KEYS[k], ttl) end
+      end
     end
   end
 end
@@ -170,8 +203,8 @@ for b = 1, nb do
 end
 if use_idem and not dry then
   local parts = {}
-  for k = 1, #out do parts[k] = fmt(out[k]) end
-  redis.call('SET', KEYS[2], table.concat(parts, ','), 'PX', ARGV[5])
+  for k = 1, #out do parts[k] = fmt('%.0f', out[k]) end
+  redis.call('SET', KEYS[2], table.concat(parts, ','), 'PX', IDEM_TTL_MS)
 end
 return out
 "#;
@@ -223,13 +256,16 @@ local idx = period_index(p, now)
 local used = 0
 local s = redis.call('HGET', KEYS[1], ARGV[1])
 if s then
-  local si, su = string.match(s, '^(-?%d+):(%d+)$')
+  -- `<index>:<used>`, maybe followed by `:<day>:<used that day>`.
+  local si, su = string.match(s, '^(-?%d+):(%d+)')
   if si and tonumber(si) == idx then used = tonumber(su) end
 end
 local limit = math.min(used + tonumber(ARGV[4]), tonumber(ARGV[6]))
 redis.call('HSET', KEYS[1], ARGV[2], fmt(idx) .. ':' .. fmt(limit))
 local ttl = math.floor((period_start(p, idx + 1) + tonumber(ARGV[5]) - now) / 1000) + 1
-if redis.call('PTTL', KEYS[1]) < ttl - 1000 then redis.call('PEXPIRE', KEYS[1], ttl) end
+-- Only a hash that expires gets a longer TTL: a key's hash with daily usage keeps none.
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl ~= -1 and pttl < ttl - 1000 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return {idx, used, limit, now}
 "#;
 
@@ -285,4 +321,13 @@ local function fmt(n) return string.format('%.0f', n) end
 /// `PERIODS` followed by `body`.
 pub fn with_periods(body: &str) -> String {
     format!("{PERIODS}\n{body}")
+}
+
+/// The check script: [`PERIODS`], the constants it needs, then [`CHECK`].
+pub fn check() -> String {
+    format!(
+        "{PERIODS}\nlocal MARGIN = {}\nlocal IDEM_TTL_MS = {}\n{CHECK}",
+        crate::store::TTL_MARGIN_US,
+        crate::store::IDEMPOTENCY_TTL_MS
+    )
 }
