@@ -95,3 +95,19 @@ wait_ready() {
   done
   die "tollgate not ready after 30 s (see ${1%.out}.err)"
 }
+
+# wait_defs OUTFILE: until the tollgate that printed OUTFILE's ready line has loaded its plans and
+# keys from the store (seeding a big config file into Redis takes a while; checks made before
+# then may time out). 120 s at most. Prints the seconds it waited.
+wait_defs() {
+  local metrics i
+  metrics=$(sed -n 's/^tollgate ready .* metrics=\([^ ]*\) .*/\1/p' "$1")
+  for i in $(seq 1200); do
+    if curl -s "http://$metrics/metrics" | grep -q '^tollgate_definitions_version [1-9]'; then
+      awk -v i="$i" 'BEGIN { printf "%.1f\n", (i - 1) / 10 }'
+      return
+    fi
+    sleep 0.1
+  done
+  die "plans and keys not loaded from the store after 120 s"
+}

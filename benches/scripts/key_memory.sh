@@ -40,6 +40,7 @@ start_tollgate() { # keys
   SPID=$!
   CHILDREN+=("$SPID")
   ADDR=$(wait_ready "$OUT/tollgate-$1.out" "$SPID")
+  log "$1 keys: plans and keys loaded from Redis after $(wait_defs "$OUT/tollgate-$1.out") s"
   sleep 0.5
 }
 
@@ -51,17 +52,32 @@ log "checking $KEYS keys round-robin for $FILL_DURATION s"
 timeout 900 "$BENCH" --addr "http://$ADDR" --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" \
   --duration "$FILL_DURATION" --warmup 0 --keys "$KEYS" --key-order round-robin \
   >"$OUT/fill.json" 2>"$OUT/fill.err" || die "fill: $(cat "$OUT/fill.err")"
-mem1=$(used_memory)
+stop_pid "$SPID"
 after_keys=$(rcli DBSIZE)
 sample='tg:{k:key-12}'
+sample_usage=$(rcli MEMORY USAGE "$sample")
+sample_fields=$(rcli HGETALL "$sample" | paste -sd' ')
+sample_ttl=$(rcli PTTL "$sample")
+# Exact: used_memory with the keys' hashes, then without them (DEL, not the lazy UNLINK).
+mem1=$(used_memory)
+deleted=$(rcli EVAL "local n = 0
+local cursor = '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 10000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do n = n + redis.call('DEL', k) end
+until cursor == '0'
+return n" 0 'tg:{k:*}')
+mem2=$(used_memory)
 {
-  printf 'keys: %s; Redis keys before/after the traffic: %s / %s\n' "$KEYS" "$before_keys" "$after_keys"
-  printf 'used_memory growth per API key: %s B (%s bytes)\n' "$(div $((mem1 - mem0)) "$KEYS" %.1f)" $((mem1 - mem0))
-  printf 'MEMORY USAGE %s: %s B; fields: %s; TTL: %s\n' "$sample" "$(rcli MEMORY USAGE "$sample")" \
-    "$(rcli HGETALL "$sample" | paste -sd' ')" "$(rcli PTTL "$sample")"
-  printf 'fill: %s\n' "$(cut -c1-140 "$OUT/fill.json")"
+  printf 'keys: %s; Redis keys before/after the traffic: %s / %s; API-key hashes: %s\n' \
+    "$KEYS" "$before_keys" "$after_keys" "$deleted"
+  printf 'Redis memory per API key: %s B growth of used_memory over the traffic (%s bytes); %s B freed by deleting the hashes\n' \
+    "$(div $((mem1 - mem0)) "$deleted" %.1f)" $((mem1 - mem0)) "$(div $((mem1 - mem2)) "$deleted" %.1f)"
+  printf 'MEMORY USAGE %s: %s B; fields: %s; TTL: %s\n' "$sample" "$sample_usage" \
+    "$sample_fields" "$sample_ttl"
+  printf 'fill: %s\n' "$(cut -c1-160 "$OUT/fill.json")"
 } | tee "$OUT/summary.txt"
-stop_pid "$SPID"
 
 # --- cost against the number of keys ---------------------------------------------------------
 for n in $SCALE; do

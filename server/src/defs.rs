@@ -298,8 +298,10 @@ pub fn seed(
         }
         changes.push(Change::PutKey(rec));
     }
+    let file_keys: std::collections::HashSet<&str> =
+        config.api_keys.iter().map(|k| k.id.as_str()).collect();
     for (id, k) in &current.keys {
-        if k.source == Source::Config && !config.api_keys.iter().any(|c| &c.id == id) {
+        if k.source == Source::Config && !file_keys.contains(id.as_str()) {
             changes.push(Change::DeleteKey(id.clone()));
         }
     }

@@ -125,6 +125,8 @@ pub async fn run(
     on_ready: impl FnOnce(),
 ) -> Result<(), ServerError> {
     let clock: Arc<dyn Clock> = Arc::new(clock::SystemClock);
+    // First: what happens from here on (the first load of plans and keys) is measured too.
+    let handle = metrics::install();
     let store = build_store(&config, clock.clone())?;
     let auth = Arc::new(AuthSetup {
         cache: AuthCache::new(
@@ -168,7 +170,6 @@ pub async fn run(
             .with_over_limit_cache(config.store.over_limit_cache, clock.clone()),
     );
     checker.spawn_invalidation();
-    let handle = metrics::install();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in HEALTH_SERVICES {

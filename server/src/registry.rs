@@ -69,6 +69,11 @@ pub struct Registry {
     timeout: Duration,
 }
 
+/// The deadline of loading (and seeding) all plans and keys: a background task, so a slow
+/// answer delays nothing but the reload, while a too-short deadline would retry — and re-send —
+/// a big load forever.
+pub const DEFS_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Registry {
     /// A registry serving `config`'s own plans and keys until the store's are loaded.
     pub fn new(
@@ -150,6 +155,17 @@ impl Registry {
         self.defs.store(Arc::new(defs));
     }
 
+    /// `f`, bounded by [`DEFS_LOAD_TIMEOUT`]: reading or seeding every plan and key moves data
+    /// in proportion to their number (100,000 keys ≈ 30 MB), far more than one admin write.
+    async fn timed_bulk<T>(
+        &self,
+        f: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout.max(DEFS_LOAD_TIMEOUT), f)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
     /// `f`, bounded by the registry's store deadline.
     pub async fn timed<T>(
         &self,
@@ -164,7 +180,7 @@ impl Registry {
     /// them.
     pub async fn reload(&self) -> Result<(), StoreError> {
         for _ in 0..WRITE_ATTEMPTS {
-            let raw = self.timed(self.store.defs_load()).await?;
+            let raw = self.timed_bulk(self.store.defs_load()).await?;
             let (mut defs, warnings) = Definitions::from_raw(raw);
             for w in warnings {
                 tracing::warn!(problem = %w, "damaged definition in the store");
@@ -217,7 +233,7 @@ impl Registry {
             return Ok(Seed::Nothing);
         }
         match self
-            .timed(self.store.defs_write(defs.version, &encode(&changes)?))
+            .timed_bulk(self.store.defs_write(defs.version, &encode(&changes)?))
             .await?
         {
             Some(v) => {

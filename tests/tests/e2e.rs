@@ -654,6 +654,12 @@ api_keys:
         .find(|l| l.starts_with("tollgate_checks_total{") && l.contains("decision=\"allow\""))
         .unwrap_or_else(|| panic!("no tollgate_checks_total allow sample in:\n{body}"));
     assert!(line.contains("plan=\"basic\""), "{line}");
+    // The first load of plans and keys (during start-up) is counted too.
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("tollgate_definitions_version ") && !l.ends_with(" 0")),
+        "no tollgate_definitions_version in:\n{body}"
+    );
     // The API key's value never reaches the metrics.
     assert!(!body.contains(KEY_A));
 }
