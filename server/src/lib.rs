@@ -159,10 +159,14 @@ pub async fn run(
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot load plans and keys from the store yet; serving the config file's until it answers");
+            registry.request_reload();
         }
-        Err(_) => tracing::warn!(
-            "timed out loading plans and keys from the store; serving the config file's until it answers"
-        ),
+        Err(_) => {
+            tracing::warn!(
+                "timed out loading plans and keys from the store; serving the config file's until it answers"
+            );
+            registry.request_reload();
+        }
     }
     let catalog = registry.catalog.clone();
     let checker = Arc::new(

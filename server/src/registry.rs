@@ -135,6 +135,12 @@ impl Registry {
         self.kick.notify_one();
     }
 
+    /// Asks the follower ([`Registry::spawn_follower`]) to load the definitions now (after a
+    /// start-up load that did not finish in time).
+    pub fn request_reload(&self) {
+        self.kick.notify_one();
+    }
+
     /// Installs `defs` and rebuilds the catalog. An admin write's result (`loaded` false) is
     /// skipped if something newer is installed; what was just loaded from the store always
     /// wins (the store is the truth, also after it was reset and its version went back).
@@ -321,7 +327,10 @@ impl Registry {
                     _ = retry => {}
                     _ = poll.tick() => {
                         match me.timed(me.store.defs_version()).await {
-                            Ok(v) if v == me.defs.load().version => continue,
+                            // A seed that never completed (a start-up load that timed out) is
+                            // due whatever the version says.
+                            Ok(v) if v == me.defs.load().version
+                                && !me.seed_needed.load(Ordering::SeqCst) => continue,
                             Ok(_) => {}
                             // A down store is the probe's and the checks' business.
                             Err(_) => continue,

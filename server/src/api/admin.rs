@@ -538,12 +538,26 @@ fn check_field(field: &str, s: &str, max: usize) -> Result<(), Status> {
 /// Longest id, page token or filter in a request.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// A stored `<period index>:<count>` value (`q:*` and `ql:*` fields).
-/// `<index>:<n>` (an `UpdateUsage` override), or the first two parts of a plan's state field
-/// (`<index>:<used>:<day>:<used that day>`).
+/// A stored `<period index>:<count>` value (`ql:*` overrides, `q:*` without daily usage).
 fn index_pair(v: &str) -> Option<(i64, u64)> {
-    let mut it = v.split(':');
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    let (i, n) = v.split_once(':')?;
+    Some((i.parse().ok()?, n.parse().ok()?))
+}
+
+/// A plan's state field as `(quota period index, quota used)`: `<index>:<used>`, or with daily
+/// usage `<day>:<used>:<used that day>`, whose period index follows from the day.
+fn quota_state(v: &str, period: Period) -> Option<(i64, u64)> {
+    match v.split(':').collect::<Vec<_>>()[..] {
+        [i, n] => Some((i.parse().ok()?, n.parse().ok()?)),
+        [day, n, _] => {
+            let day: u64 = day.parse().ok()?;
+            Some((
+                quota::period_index(period, day * DAY_US as u64),
+                n.parse().ok()?,
+            ))
+        }
+        _ => None,
+    }
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -1403,7 +1417,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
             if let Some(q) = plan.quota {
                 let idx = quota::period_index(q.period, now);
                 let used = field(&plan.quota_field)
-                    .and_then(index_pair)
+                    .and_then(|v| quota_state(v, q.period))
                     .filter(|(i, _)| *i == idx)
                     .map_or(0, |(_, n)| n);
                 let limit = match field(&plan.quota_override_field).and_then(index_pair) {

@@ -52,9 +52,9 @@ impl Keys {
     pub fn events_channel(&self) -> String {
         format!("{}:events", self.prefix)
     }
-    /// `q:<plan>`: a plan's state field in a key's hash: `<quota period index>:<used>`, and
-    /// when the key's daily usage is recorded `:<day>:<used that day>` after it (today's usage
-    /// rides on the write the check makes anyway).
+    /// `q:<plan>`: a plan's state field in a key's hash: `<quota period index>:<used>`, or when
+    /// the key's daily usage is recorded `<day>:<quota used>:<used that day>` (the period index
+    /// follows from the day; today's usage rides on the write the check makes anyway).
     pub fn plan_state_field(plan_id: &str) -> String {
         format!("q:{plan_id}")
     }

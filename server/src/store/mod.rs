@@ -141,7 +141,8 @@ pub enum StoreEvent {
 pub struct OwnerState {
     /// The store's clock (µs).
     pub now_us: u64,
-    /// Field → value (`t:*` TATs in µs, `q:*` `<index>:<used>`, `ql:*` `<index>:<limit>`).
+    /// Field → value (`t*` TATs in µs; `q:*` `<index>:<used>` or `<day>:<used>:<used that
+    /// day>`; `ql:*` `<index>:<limit>`; `u:*:<day>` units used that day).
     pub fields: Vec<(String, String)>,
 }
 

@@ -316,7 +316,7 @@ impl Store for RedisStore {
         to: i64,
     ) -> Result<Vec<(i64, u64)>, StoreError> {
         // Completed days are fields `u:<plan>:<day>`; the last active day is still in the
-        // plan's state field (`<quota index>:<used>:<day>:<used that day>`).
+        // plan's state field.
         let history = Keys::usage_history(plan_id);
         let (from, to) = (from.max(0), to.max(from.max(0)));
         let mut cmd = redis::cmd("HMGET");
@@ -329,12 +329,13 @@ impl Store for RedisStore {
             .zip(vals.iter().skip(1))
             .filter_map(|(d, v)| Some((d, v.as_deref()?.parse().ok()?)))
             .collect();
+        // `<day>:<quota used>:<used that day>` (a bare `<index>:<used>` has no daily usage).
         let latest = vals.first().cloned().flatten().and_then(|s| {
-            let mut it = s.split(':').skip(2);
-            Some((
-                it.next()?.parse::<i64>().ok()?,
-                it.next()?.parse::<u64>().ok()?,
-            ))
+            let p: Vec<&str> = s.split(':').collect();
+            match p[..] {
+                [day, _, used] => Some((day.parse::<i64>().ok()?, used.parse::<u64>().ok()?)),
+                _ => None,
+            }
         });
         if let Some((day, used)) = latest.filter(|(d, _)| (from..=to).contains(d)) {
             match out.binary_search_by_key(&day, |(d, _)| *d) {

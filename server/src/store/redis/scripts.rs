@@ -23,8 +23,10 @@
 //!         3 MONTH), override field (`UpdateUsage`: `<period index>:<limit>`)
 //!   then: the plan's state field (`q:<plan>`; empty when there is neither quota nor usage),
 //!         usage history (`u:<plan>`; empty: no daily usage), retention days
-//! The state field holds `<quota index>:<quota used>`, and with daily usage
-//! `:<day>:<used that day>` after it: today's usage rides on the write the check makes anyway.
+//! The state field holds `<quota index>:<quota used>`, or with daily usage
+//! `<day>:<quota used>:<used that day>` (the quota's period index follows from the day, since
+//! periods start at midnight UTC): today's usage rides on the write the check makes anyway, and
+//! the value stays short (a key's hash fits Redis's 48-byte allocation class).
 //! On the first admitted check of a later day the finished day moves to `<history>:<day>` and
 //! days older than the retention are deleted (everything older went at an earlier day change).
 //! An owner with daily usage (an API key in a plan) has no TTL: its state is bounded by the
@@ -108,15 +110,22 @@ for b = 1, nb do
   end
 end
 
--- The state field: quota index and used, then the day and its usage.
+-- The state field: `<quota index>:<used>`, or with daily usage `<day>:<quota used>:<used that
+-- day>` (the quota's index follows from the day: periods start at midnight UTC).
 local si, su, sd, sdu
 if spos > 0 and vals[1][spos] then
-  si, su, sd, sdu = string.match(vals[1][spos], '^(-?%d+):(%d+):?(%d*):?(%d*)$')
+  local a, b, c = string.match(vals[1][spos], '^(-?%d+):(%d+):?(%d*)$')
+  if c and c ~= '' then
+    sd, su, sdu = tonumber(a), tonumber(b), tonumber(c)
+    if has_q then si = period_index(qperiod, sd * DAY) end
+  elseif a then
+    si, su = tonumber(a), tonumber(b)
+  end
 end
 local qidx, qused = 0, 0
 if has_q then
   qidx = period_index(qperiod, now)
-  if si and tonumber(si) == qidx then qused = tonumber(su) end
+  if si == qidx then qused = su end
   if qidx == tonumber(ARGV[i + 2]) then qlim = math.max(qlim - tonumber(ARGV[i + 1]), 0) end
   local o = vals[1][opos]
   if o then
@@ -150,15 +159,15 @@ if verdict == 0 and not dry then
   if not ow then ow = {}; writes[1] = ow; until_[1] = 0 end
   if use_usage then
     local day = math.floor(now / DAY)
-    local last = tonumber(sd)
+    local last = sd
     local today = 0
     if last == day then
-      today = tonumber(sdu)
+      today = sdu
     else
       if last then
         -- A new day: the last active day joins the history, and the history drops the days
         -- older than the retention (every day before last - uret went at an earlier change).
-        local used = tonumber(sdu) or 0
+        local used = sdu
         if used > 0 and last >= day - uret then
           ow[#ow + 1] = hist .. ':' .. fmt('%.0f', last)
           ow[#ow + 1] = fmt('%.0f', used)
@@ -173,7 +182,7 @@ if verdict == 0 and not dry then
       redis.call('PERSIST', KEYS[1])
     end
     ow[#ow + 1] = sf
-    ow[#ow + 1] = fmt('%.0f:%.0f:%.0f:%.0f', qidx, qused, day, today + cost)
+    ow[#ow + 1] = fmt('%.0f:%.0f:%.0f', day, qused, today + cost)
   elseif has_q then
     ow[#ow + 1] = sf
     ow[#ow + 1] = fmt('%.0f:%.0f', qidx, qused)
@@ -256,9 +265,13 @@ local idx = period_index(p, now)
 local used = 0
 local s = redis.call('HGET', KEYS[1], ARGV[1])
 if s then
-  -- `<index>:<used>`, maybe followed by `:<day>:<used that day>`.
-  local si, su = string.match(s, '^(-?%d+):(%d+)')
-  if si and tonumber(si) == idx then used = tonumber(su) end
+  -- `<index>:<used>`, or with daily usage `<day>:<used>:<used that day>`.
+  local a, b, c = string.match(s, '^(-?%d+):(%d+):?(%d*)$')
+  if a then
+    local si = tonumber(a)
+    if c ~= '' then si = period_index(p, si * DAY) end
+    if si == idx then used = tonumber(b) end
+  end
 end
 local limit = math.min(used + tonumber(ARGV[4]), tonumber(ARGV[6]))
 redis.call('HSET', KEYS[1], ARGV[2], fmt(idx) .. ':' .. fmt(limit))
