@@ -177,8 +177,12 @@ async fn key_must_be_present_known_enabled_and_in_a_plan() {
         );
         assert!(a.api_key_id.is_none());
     }
+    // Every key's digest is in the catalog: unknown, disabled and planless keys never reach
+    // the store (the negative cache is the catalog itself).
+    assert_eq!(f.checker.store_calls(), 0);
     let a = f.check(req("GET", "/items", K1)).await;
     assert_eq!(a.decision, Decision::Allow);
+    assert_eq!(f.checker.store_calls(), 1);
     assert_eq!(
         (a.api_key_id.as_deref(), a.plan_id.as_deref()),
         (Some("k1"), Some("basic"))
