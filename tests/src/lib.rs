@@ -1,6 +1,8 @@
 //! Tollgate's test harness: real processes on free loopback ports.
 //!
 //! - [`redis::RedisServer`]: a `redis-server` spawned on a free port, killed on drop.
+//! - [`redis_cluster::RedisCluster`]: a real local Redis Cluster (masters and replicas on free
+//!   ports, joined by `redis-cli --cluster create`), killed on drop.
 //! - [`tollgate::TollgateProcess`]: the `tollgate` binary serving a given config on port 0,
 //!   killed on drop.
 //! - [`envoy::EnvoyProcess`]: a real Envoy in front of Tollgate (ext_authz and rate-limit
@@ -12,5 +14,6 @@
 pub mod authorizer;
 pub mod envoy;
 pub mod redis;
+pub mod redis_cluster;
 pub mod tollgate;
 pub mod upstream;
