@@ -365,6 +365,29 @@ async fn daily_usage_counts_admitted_cost<S: Store>(s: &S) {
     );
 }
 
+/// A plan whose quota period changes starts counting the new period from zero (the state says
+/// which period it counted).
+async fn quota_period_change_starts_from_zero<S: Store>(s: &S) {
+    let k = unique("period");
+    let t = at(2026, 11, 20, 3600);
+    let monthly = Op::new(&k).quota(100, 0, Period::Month, 0).usage(90);
+    for i in 0..3 {
+        assert_eq!(monthly.run(s, t + i).await.verdict, Verdict::Allowed);
+    }
+    let daily = Op::new(&k).quota(2, 0, Period::Day, 0).usage(90);
+    let o = daily.run(s, t + 10).await;
+    assert_eq!(o.verdict, Verdict::Allowed);
+    assert_eq!(o.quota.map(|q| (q.used, q.limit)), Some((1, 2)));
+    assert_eq!(daily.run(s, t + 11).await.verdict, Verdict::Allowed);
+    assert_eq!(daily.run(s, t + 12).await.verdict, Verdict::QuotaExceeded);
+    let d = (t / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", d, d).await.expect("usage"),
+        vec![(d, 5)],
+        "usage counts across the change"
+    );
+}
+
 /// UpdateUsage: the remaining quota of the current period is set exactly, whatever was used.
 async fn set_remaining_admits_exactly_that_many<S: Store>(s: &S) {
     let k = unique("grant");
@@ -498,6 +521,7 @@ conformance!(
     concurrent_callers_are_exact,
     plan_created_at_is_first_write,
     daily_usage_counts_admitted_cost,
+    quota_period_change_starts_from_zero,
     set_remaining_admits_exactly_that_many,
     defs_are_compare_and_set,
 );
@@ -666,7 +690,7 @@ async fn redis_makes_one_call_per_check() {
 
 /// Daily usage lives in the key's own hash: today's count in the plan's state field, finished
 /// days as `u:plan:<day>` (moved on the first admitted check of a later day), days older than
-/// the retention deleted then; the hash has no TTL (usage must outlive any bucket).
+/// the retention — at least 32 days — deleted then; the hash has no TTL.
 #[tokio::test]
 async fn redis_usage_history_moves_and_is_pruned() {
     let server = RedisServer::start();
@@ -676,19 +700,19 @@ async fn redis_usage_history_moves_and_is_pruned() {
         .bucket(&k, "t:a", lim(1000.0, 1000))
         .quota(1000, 0, Period::Month, 0)
         .usage(2);
-    let d = |day: u64| at(2026, 11, day as u32, 3600);
-    let d1 = (d(1) / DAY_US) as i64;
-    for (day, n) in [(1, 1), (2, 2), (3, 3)] {
+    let nov = |day: u32| at(2026, 11, day, 3600);
+    let d1 = (nov(1) / DAY_US) as i64;
+    for (day, n) in [(1, 1), (2, 2), (3, 3), (20, 1)] {
         for i in 0..n {
-            assert_eq!(op.run(&store, d(day) + i).await.verdict, Verdict::Allowed);
+            assert_eq!(op.run(&store, nov(day) + i).await.verdict, Verdict::Allowed);
         }
     }
     assert_eq!(
         store
-            .usage_read(&k, "plan", d1, d1 + 9)
+            .usage_read(&k, "plan", d1, d1 + 40)
             .await
             .expect("usage"),
-        vec![(d1, 1), (d1 + 1, 2), (d1 + 2, 3)]
+        vec![(d1, 1), (d1 + 1, 2), (d1 + 2, 3), (d1 + 19, 1)]
     );
     let mut conn = server
         .client()
@@ -714,7 +738,8 @@ async fn redis_usage_history_moves_and_is_pruned() {
             "q:plan".to_string(),
             "t:a".into(),
             format!("u:plan:{d1}"),
-            format!("u:plan:{}", d1 + 1)
+            format!("u:plan:{}", d1 + 1),
+            format!("u:plan:{}", d1 + 2)
         ]
     );
     let ttl: i64 = redis::cmd("PTTL")
@@ -723,20 +748,34 @@ async fn redis_usage_history_moves_and_is_pruned() {
         .await
         .expect("pttl");
     assert_eq!(ttl, -1, "a key's hash with daily usage has no TTL");
-    // Day 6 with a 2-day retention: days 1–3 are older than day 6 - 2 and go.
-    assert_eq!(op.run(&store, d(6)).await.verdict, Verdict::Allowed);
+    // The quota counted every day of the month (a dry run reports itself as used).
+    let o = op.clone_dry().run(&store, nov(20) + 1).await;
+    assert_eq!(o.quota.map(|q| q.used), Some(8));
+    // December 6: a 2-day retention keeps 32 days, so November 1–3 go and the 20th stays.
+    let dec6 = at(2026, 12, 6, 3600);
+    assert_eq!(op.run(&store, dec6).await.verdict, Verdict::Allowed);
     assert_eq!(
         store
-            .usage_read(&k, "plan", d1, d1 + 9)
+            .usage_read(&k, "plan", d1, d1 + 40)
             .await
             .expect("usage"),
-        vec![(d1 + 5, 1)]
+        vec![(d1 + 19, 1), (d1 + 35, 1)]
     );
     assert_eq!(
         fields(&mut conn).await,
-        vec!["q:plan".to_string(), "t:a".into()]
+        vec![
+            "q:plan".to_string(),
+            "t:a".into(),
+            format!("u:plan:{}", d1 + 19)
+        ]
     );
-    // The quota counted all of it (one month; a dry run reports itself as used).
-    let o = op.clone_dry().run(&store, d(6) + 1).await;
-    assert_eq!(o.quota.map(|q| q.used), Some(8));
+    assert_eq!(
+        op.clone_dry()
+            .run(&store, dec6 + 1)
+            .await
+            .quota
+            .map(|q| q.used),
+        Some(2),
+        "a new month"
+    );
 }

@@ -545,15 +545,21 @@ fn index_pair(v: &str) -> Option<(i64, u64)> {
 }
 
 /// A plan's state field as `(quota period index, quota used)`: `<index>:<used>`, or with daily
-/// usage `<day>:<used>:<used that day>`, whose period index follows from the day.
+/// usage `<day>:<used><d|w|m>:<used that day>`, whose period index follows from the day (and
+/// counts only if the letter is still the plan's period).
 fn quota_state(v: &str, period: Period) -> Option<(i64, u64)> {
     match v.split(':').collect::<Vec<_>>()[..] {
         [i, n] => Some((i.parse().ok()?, n.parse().ok()?)),
         [day, n, _] => {
+            let letter = match period {
+                Period::Day => 'd',
+                Period::Week => 'w',
+                Period::Month => 'm',
+            };
             let day: u64 = day.parse().ok()?;
             Some((
                 quota::period_index(period, day * DAY_US as u64),
-                n.parse().ok()?,
+                n.strip_suffix(letter)?.parse().ok()?,
             ))
         }
         _ => None,
@@ -1394,7 +1400,11 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 for route in st.routes.iter().chain([&st.any_route]) {
                     let template = route.template.as_str();
                     let methods: Vec<&str> = if route.method == "ANY" {
-                        crate::config::validate::METHODS.to_vec()
+                        // Envoy RLS descriptors without a method reach the catch-all
+                        // with none.
+                        let mut m = crate::config::validate::METHODS.to_vec();
+                        m.push("");
+                        m
                     } else {
                         vec![route.method.as_str()]
                     };

@@ -106,10 +106,10 @@ impl MemoryStore {
         st.hashes.retain(|_, h| h.expires_at > now);
         st.records.retain(|_, (exp, _)| *exp > now);
         st.auth.retain(|_, (exp, _)| *exp > now);
-        // A day of usage is kept for the retention after it ends (Redis deletes it on the
-        // key's first check after that).
+        // A day of usage is kept for the retention after it ends, at least 32 days (Redis
+        // deletes it on the key's first check after that).
         st.usage.retain(|_, u| {
-            let retention = u.retention_days * DAY_US;
+            let retention = u.retention_days.max(32) * DAY_US;
             u.days
                 .retain(|d, _| (*d as u64 + 1) * DAY_US + retention > now);
             !u.days.is_empty()

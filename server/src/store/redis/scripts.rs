@@ -24,11 +24,13 @@
 //!   then: the plan's state field (`q:<plan>`; empty when there is neither quota nor usage),
 //!         usage history (`u:<plan>`; empty: no daily usage), retention days
 //! The state field holds `<quota index>:<quota used>`, or with daily usage
-//! `<day>:<quota used>:<used that day>` (the quota's period index follows from the day, since
-//! periods start at midnight UTC): today's usage rides on the write the check makes anyway, and
-//! the value stays short (a key's hash fits Redis's 48-byte allocation class).
+//! `<day>:<quota used><d|w|m>:<used that day>` (the quota's period index follows from the day,
+//! since periods start at midnight UTC; the letter names the period that was counted): today's
+//! usage rides on the write the check makes anyway, and the value stays short (a key's hash
+//! fits Redis's 48-byte allocation class). Finished days are kept for the retention, and at
+//! least 32 days (GetUsage's `remaining` needs the whole current quota period).
 //! On the first admitted check of a later day the finished day moves to `<history>:<day>` and
-//! days older than the retention are deleted (everything older went at an earlier day change).
+//! days older than the retention (at least 32 days) are deleted.
 //! An owner with daily usage (an API key in a plan) has no TTL: its state is bounded by the
 //! defined keys and `DeleteApiKey` clears it, and a TTL costs ~40 bytes per key in Redis. Other
 //! hashes get a TTL that only ever grows, covering every bucket and quota period in them.
@@ -110,15 +112,17 @@ for b = 1, nb do
   end
 end
 
--- The state field: `<quota index>:<used>`, or with daily usage `<day>:<quota used>:<used that
--- day>` (the quota's index follows from the day: periods start at midnight UTC).
+-- The state field: `<quota index>:<used>`, or with daily usage `<day>:<quota used><period
+-- letter>:<used that day>` (the quota's index follows from the day — periods start at midnight
+-- UTC — and the letter says which period it counted: a plan whose period changed starts at 0).
+local PL = {'d', 'w', 'm'}
 local si, su, sd, sdu
 if spos > 0 and vals[1][spos] then
-  local a, b, c = string.match(vals[1][spos], '^(-?%d+):(%d+):?(%d*)$')
+  local a, b, l, c = string.match(vals[1][spos], '^(-?%d+):(%d+)(%a?):?(%d*)$')
   if c and c ~= '' then
     sd, su, sdu = tonumber(a), tonumber(b), tonumber(c)
-    if has_q then si = period_index(qperiod, sd * DAY) end
-  elseif a then
+    if has_q and l == PL[qperiod] then si = period_index(qperiod, sd * DAY) end
+  elseif a and l == '' then
     si, su = tonumber(a), tonumber(b)
   end
 end
@@ -129,8 +133,8 @@ if has_q then
   if qidx == tonumber(ARGV[i + 2]) then qlim = math.max(qlim - tonumber(ARGV[i + 1]), 0) end
   local o = vals[1][opos]
   if o then
-    local c = string.find(o, ':', 1, true)
-    if c and tonumber(string.sub(o, 1, c - 1)) == qidx then qlim = tonumber(string.sub(o, c + 1)) end
+    local oi, ol = string.match(o, '^(-?%d+):(%d+)$')
+    if oi and tonumber(oi) == qidx then qlim = tonumber(ol) end
   end
 else
   qlim = 0
@@ -164,25 +168,29 @@ if verdict == 0 and not dry then
     if last == day then
       today = sdu
     else
-      if last then
-        -- A new day: the last active day joins the history, and the history drops the days
-        -- older than the retention (every day before last - uret went at an earlier change).
-        local used = sdu
-        if used > 0 and last >= day - uret then
-          ow[#ow + 1] = hist .. ':' .. fmt('%.0f', last)
-          ow[#ow + 1] = fmt('%.0f', used)
-        end
-        local gone = {}
-        for d = math.max(last - uret, 0), math.min(last - 1, day - uret - 1) do
-          gone[#gone + 1] = hist .. ':' .. fmt('%.0f', d)
-        end
-        if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+      -- A new day: the last active day joins the history, and the history drops the days
+      -- older than the retention — kept at least 32 days, so GetUsage always has the whole
+      -- current quota period. HKEYS (a small hash, once a day) also catches days a longer
+      -- retention left behind.
+      local keep = math.max(uret, 32)
+      if last and sdu > 0 and last >= day - keep then
+        ow[#ow + 1] = hist .. ':' .. fmt('%.0f', last)
+        ow[#ow + 1] = fmt('%.0f', sdu)
       end
+      local hp = hist .. ':'
+      local gone = {}
+      for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+        if string.sub(f, 1, #hp) == hp then
+          local d = tonumber(string.match(string.sub(f, #hp + 1), '^%d+$'))
+          if d and d < day - keep then gone[#gone + 1] = f end
+        end
+      end
+      if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
       -- State written before daily usage moved here may carry a TTL: keys in a plan keep none.
       redis.call('PERSIST', KEYS[1])
     end
     ow[#ow + 1] = sf
-    ow[#ow + 1] = fmt('%.0f:%.0f:%.0f', day, qused, today + cost)
+    ow[#ow + 1] = fmt('%.0f:%.0f%s:%.0f', day, qused, has_q and PL[qperiod] or '', today + cost)
   elseif has_q then
     ow[#ow + 1] = sf
     ow[#ow + 1] = fmt('%.0f:%.0f', qidx, qused)
@@ -265,13 +273,15 @@ local idx = period_index(p, now)
 local used = 0
 local s = redis.call('HGET', KEYS[1], ARGV[1])
 if s then
-  -- `<index>:<used>`, or with daily usage `<day>:<used>:<used that day>`.
-  local a, b, c = string.match(s, '^(-?%d+):(%d+):?(%d*)$')
-  if a then
-    local si = tonumber(a)
-    if c ~= '' then si = period_index(p, si * DAY) end
-    if si == idx then used = tonumber(b) end
+  -- `<index>:<used>`, or with daily usage `<day>:<used><period letter>:<used that day>`.
+  local a, b, l, c = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
+  local si = nil
+  if a and c ~= '' then
+    if l == ({'d', 'w', 'm'})[p] then si = period_index(p, tonumber(a) * DAY) end
+  elseif a and l == '' then
+    si = tonumber(a)
   end
+  if si == idx then used = tonumber(b) end
 end
 local limit = math.min(used + tonumber(ARGV[4]), tonumber(ARGV[6]))
 redis.call('HSET', KEYS[1], ARGV[2], fmt(idx) .. ':' .. fmt(limit))
