@@ -32,20 +32,21 @@ start_redis
 
 SPID=""
 ADDR=""
-start_tollgate() { # keys
-  local cfg="$OUT/keys-$1.yaml"
+start_tollgate() { # keys [name]
+  local cfg="$OUT/keys-$1.yaml" name=${2:-$1}
   "$BENCH" --gen-config "$1" --store redis --redis-url "redis://127.0.0.1:$REDIS_PORT" >"$cfg"
   rcli FLUSHALL >/dev/null
-  "$TOLLGATE" serve --config "$cfg" >"$OUT/tollgate-$1.out" 2>"$OUT/tollgate-$1.err" &
+  "$TOLLGATE" serve --config "$cfg" >"$OUT/tollgate-$name.out" 2>"$OUT/tollgate-$name.err" &
   SPID=$!
   CHILDREN+=("$SPID")
-  ADDR=$(wait_ready "$OUT/tollgate-$1.out" "$SPID")
-  log "$1 keys: plans and keys loaded from Redis after $(wait_defs "$OUT/tollgate-$1.out") s"
-  sleep 0.5
+  ADDR=$(wait_ready "$OUT/tollgate-$name.out" "$SPID")
+  log "$1 keys: plans and keys loaded from Redis after $(wait_defs "$OUT/tollgate-$name.out") s"
+  # Seeding a big file keeps Redis busy a little longer (a cancelled first attempt still runs).
+  sleep 3
 }
 
 # --- bytes per key ----------------------------------------------------------------------------
-start_tollgate "$KEYS"
+start_tollgate "$KEYS" fill
 before_keys=$(rcli DBSIZE)
 mem0=$(used_memory)
 log "checking $KEYS keys round-robin for $FILL_DURATION s"
