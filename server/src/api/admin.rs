@@ -1255,6 +1255,10 @@ impl pb::admin_service_server::AdminService for AdminApi {
         };
         let store = self.registry.store();
         let override_field = format!("ql:{}", r.usage_plan_id);
+        // Days past the retention (at least 32 are kept): the memory store has swept them, Redis
+        // deletes them at the key's next day change — an idle key's would linger.
+        let kept_from = (self.now() / DAY_US as u64) as i64
+            - self.registry.catalog.load().usage_retention_days.max(32) as i64;
         let mut items = std::collections::HashMap::new();
         for id in key_ids {
             let owner = self.owner(&id);
@@ -1262,6 +1266,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 .call(store.usage_read(&owner, &r.usage_plan_id, read_from, to))
                 .await?
                 .into_iter()
+                .filter(|(d, _)| *d >= kept_from)
                 .collect();
             let over = match quota {
                 Some(_) => {
