@@ -65,7 +65,12 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(|e| {
             StoreError::Backend(format!("invalid store.url: {}", redact(&e.to_string())))
         })?;
+        // No response timeout of the client's own (redis-rs defaults to 500 ms): every call is
+        // bounded by ours — `store.timeout` for checks, the admin deadline, a longer one for
+        // loading all plans and keys — and a 500 ms cap made a 100,000+ key load or a
+        // `store.timeout` above 500 ms fail as "store unreachable".
         let config = ConnectionManagerConfig::new()
+            .set_response_timeout(None)
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(MAX_RECONNECT_DELAY)
