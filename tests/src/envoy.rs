@@ -60,11 +60,8 @@ pub fn envoy_bin() -> PathBuf {
         );
         return p;
     }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        let p = dir.join("envoy");
-        if p.is_file() {
-            return p;
-        }
+    if let Some(p) = crate::redis::find_in_path("envoy") {
+        return p;
     }
     let venv = workspace_root().join(".venv-envoy/bin/envoy");
     if venv.is_file() {

@@ -14,11 +14,8 @@ pub fn redis_server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("REDIS_SERVER_BIN") {
         return PathBuf::from(p);
     }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        let p = dir.join("redis-server");
-        if p.is_file() {
-            return p;
-        }
+    if let Some(p) = find_in_path("redis-server") {
+        return p;
     }
     for p in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
         if std::path::Path::new(p).is_file() {
@@ -26,6 +23,13 @@ pub fn redis_server_bin() -> PathBuf {
         }
     }
     panic!("{INSTALL_HINT}");
+}
+
+/// The first file called `name` in a `PATH` directory.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; callers retry on a lost race).

@@ -25,11 +25,8 @@ pub fn redis_cli_bin() -> PathBuf {
     {
         return p;
     }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        let p = dir.join("redis-cli");
-        if p.is_file() {
-            return p;
-        }
+    if let Some(p) = crate::redis::find_in_path("redis-cli") {
+        return p;
     }
     panic!("{CLI_INSTALL_HINT}");
 }

@@ -58,7 +58,7 @@ if use_idem then
     return out
   end
 end
-local fmt = string.format
+local format = string.format
 -- Fields to read, per hash (by KEYS index); one HMGET per hash.
 local owner = {}
 local reads = {owner}
@@ -115,13 +115,12 @@ end
 -- The state field: `<quota index>:<used>`, or with daily usage `<day>:<quota used><period
 -- letter>:<used that day>` (the quota's index follows from the day — periods start at midnight
 -- UTC — and the letter says which period it counted: a plan whose period changed starts at 0).
-local PL = {'d', 'w', 'm'}
 local si, su, sd, sdu
 if spos > 0 and vals[1][spos] then
   local a, b, l, c = string.match(vals[1][spos], '^(-?%d+):(%d+)(%a?):?(%d*)$')
   if c and c ~= '' then
     sd, su, sdu = tonumber(a), tonumber(b), tonumber(c)
-    if has_q and l == PL[qperiod] then si = period_index(qperiod, sd * DAY) end
+    if has_q and l == PERIOD_LETTER[qperiod] then si = period_index(qperiod, sd * DAY) end
   elseif a and l == '' then
     si, su = tonumber(a), tonumber(b)
   end
@@ -156,7 +155,7 @@ if verdict == 0 and not dry then
     local l = writes[k]
     if not l then l = {}; writes[k] = l; until_[k] = 0 end
     l[#l + 1] = bf[b]
-    l[#l + 1] = fmt('%.0f', new[b])
+    l[#l + 1] = format('%.0f', new[b])
     if new[b] > until_[k] then until_[k] = new[b] end
   end
   local ow = writes[1]
@@ -174,8 +173,8 @@ if verdict == 0 and not dry then
       -- retention left behind.
       local keep = math.max(uret, 32)
       if last and sdu > 0 and last >= day - keep then
-        ow[#ow + 1] = hist .. ':' .. fmt('%.0f', last)
-        ow[#ow + 1] = fmt('%.0f', sdu)
+        ow[#ow + 1] = hist .. ':' .. format('%.0f', last)
+        ow[#ow + 1] = format('%.0f', sdu)
       end
       local hp = hist .. ':'
       local gone = {}
@@ -190,10 +189,10 @@ if verdict == 0 and not dry then
       redis.call('PERSIST', KEYS[1])
     end
     ow[#ow + 1] = sf
-    ow[#ow + 1] = fmt('%.0f:%.0f%s:%.0f', day, qused, has_q and PL[qperiod] or '', today + cost)
+    ow[#ow + 1] = format('%.0f:%.0f%s:%.0f', day, qused, has_q and PERIOD_LETTER[qperiod] or '', today + cost)
   elseif has_q then
     ow[#ow + 1] = sf
-    ow[#ow + 1] = fmt('%.0f:%.0f', qidx, qused)
+    ow[#ow + 1] = format('%.0f:%.0f', qidx, qused)
     until_[1] = math.max(until_[1], period_start(qperiod, qidx + 1))
   end
   for k, l in pairs(writes) do
@@ -220,7 +219,7 @@ for b = 1, nb do
 end
 if use_idem and not dry then
   local parts = {}
-  for k = 1, #out do parts[k] = fmt('%.0f', out[k]) end
+  for k = 1, #out do parts[k] = format('%.0f', out[k]) end
   redis.call('SET', KEYS[2], table.concat(parts, ','), 'PX', IDEM_TTL_MS)
 end
 return out
@@ -277,7 +276,7 @@ if s then
   local a, b, l, c = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
   local si = nil
   if a and c ~= '' then
-    if l == ({'d', 'w', 'm'})[p] then si = period_index(p, tonumber(a) * DAY) end
+    if l == PERIOD_LETTER[p] then si = period_index(p, tonumber(a) * DAY) end
   elseif a and l == '' then
     si = tonumber(a)
   end
@@ -338,6 +337,8 @@ local function period_start(p, idx)
   return days_from_civil(y, idx - y * 12 + 1, 1) * DAY
 end
 local function fmt(n) return string.format('%.0f', n) end
+-- Marks which period a plan's state counted (DAY, WEEK, MONTH).
+local PERIOD_LETTER = {'d', 'w', 'm'}
 
 "#;
 
