@@ -25,7 +25,7 @@ pub mod registry;
 pub mod store;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,23 +70,63 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
-/// Builds the configured store.
-pub fn build_store(config: &Config, clock: Arc<dyn Clock>) -> Result<AnyStore, StoreError> {
+/// Builds the configured store; relative `store.tls` files are found from `dir` (the config
+/// file's directory) as other files are.
+pub fn build_store(
+    config: &Config,
+    dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<AnyStore, StoreError> {
+    use store::redis::{RedisOptions, TlsFiles, Topology};
     let s = &config.store;
-    Ok(match s.kind {
-        StoreKind::Memory => AnyStore::Memory(store::memory::MemoryStore::new(clock)),
-        StoreKind::Redis | StoreKind::RedisCluster | StoreKind::RedisSentinel => {
-            let url = s
-                .url
-                .as_deref()
-                .ok_or_else(|| StoreError::Backend("store.url is required".into()))?;
-            AnyStore::Redis(store::redis::RedisStore::new(
-                url,
-                s.pool_size,
-                &s.key_prefix,
-            )?)
+    let urls = || {
+        s.url
+            .as_ref()
+            .map(|u| u.0.clone())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| StoreError::Backend("store.url is required".into()))
+    };
+    let topology = match s.kind {
+        StoreKind::Memory => {
+            return Ok(AnyStore::Memory(store::memory::MemoryStore::new(clock)));
         }
-    })
+        StoreKind::Redis => Topology::Standalone(urls()?.swap_remove(0)),
+        StoreKind::RedisCluster => Topology::Cluster(urls()?),
+        StoreKind::RedisSentinel => Topology::Sentinel {
+            sentinels: urls()?,
+            master_name: s.master_name.clone().unwrap_or_default(),
+        },
+    };
+    let read = |f: &Option<PathBuf>| -> Result<Option<Vec<u8>>, StoreError> {
+        f.as_ref()
+            .map(|f| {
+                let path = auth::resolve_path(dir, f);
+                std::fs::read(&path).map_err(|e| {
+                    StoreError::Backend(format!("store.tls: cannot read {}: {e}", path.display()))
+                })
+            })
+            .transpose()
+    };
+    let tls = match &s.tls {
+        Some(t) => Some(TlsFiles {
+            ca: read(&t.ca_file)?,
+            client: match (read(&t.cert_file)?, read(&t.key_file)?) {
+                (Some(c), Some(k)) => Some((c, k)),
+                _ => None,
+            },
+        }),
+        None => None,
+    };
+    Ok(AnyStore::Redis(store::redis::RedisStore::connect(
+        &RedisOptions {
+            topology,
+            pool_size: s.pool_size,
+            key_prefix: s.key_prefix.clone(),
+            username: s.username.clone(),
+            password: s.password.clone(),
+            tls,
+        },
+    )?))
 }
 
 /// What building authorizers needs besides the config.
@@ -127,18 +167,19 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(clock::SystemClock);
     // First: what happens from here on (the first load of plans and keys) is measured too.
     let handle = metrics::install();
-    let store = build_store(&config, clock.clone())?;
+    let dir = config_path
+        .as_deref()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let store = build_store(&config, &dir, clock.clone())?;
     let auth = Arc::new(AuthSetup {
         cache: AuthCache::new(
             store.clone(),
             &config.store.key_prefix,
             config.store.timeout,
         ),
-        dir: config_path
-            .as_deref()
-            .and_then(|p| p.parent())
-            .map(PathBuf::from)
-            .unwrap_or_default(),
+        dir,
         env: env.clone(),
     });
     let authorizers = build_authorizers(&config, clock.clone(), &auth)

@@ -15,5 +15,6 @@ pub mod authorizer;
 pub mod envoy;
 pub mod redis;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod tollgate;
 pub mod upstream;

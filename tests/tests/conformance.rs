@@ -11,11 +11,12 @@ use tollgate_server::clock::FakeClock;
 use tollgate_server::limiter::quota::{days_from_civil, period_end, period_index};
 use tollgate_server::limiter::{Limit, Period, Verdict};
 use tollgate_server::store::memory::MemoryStore;
-use tollgate_server::store::redis::RedisStore;
+use tollgate_server::store::redis::{RedisOptions, RedisStore, Topology};
 use tollgate_server::store::{
     AnyStore, BucketOp, CheckOp, CheckOutcome, DefKind, DefWrite, QuotaOp, Store, UsageOp,
 };
 use tollgate_tests::redis::RedisServer;
+use tollgate_tests::redis_cluster::RedisCluster;
 
 const DAY_US: u64 = 86_400_000_000;
 /// 2026-11-26 12:00:00 UTC.
@@ -257,6 +258,57 @@ async fn every_bucket_must_admit<S: Store>(s: &S) {
     assert_eq!(o.verdict, Verdict::Throttled { bucket: 1 });
 }
 
+/// A denial by a bucket in another hash (a stage's, under its own hash tag: a second script
+/// call on Redis Cluster) charges nothing anywhere: not the key's buckets, quota or daily
+/// usage, and a key denial leaves the stage's tokens.
+async fn other_hash_denial_charges_nothing<S: Store>(s: &S) {
+    let k = unique("refund-key");
+    let stage = unique("refund-stage");
+    let op = Op::new(&k)
+        .bucket(&k, "t:plan", lim(1.0, 5))
+        .bucket(&stage, "t:*", lim(1.0, 1))
+        .quota(10, 0, Period::Day, 0)
+        .usage(30);
+    let o = op.run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::Allowed);
+    assert_eq!(
+        (o.remaining, o.quota.map(|q| q.used)),
+        (vec![4, 0], Some(1))
+    );
+    let o = op.cost(1).run(s, NOON + 1).await;
+    assert_eq!(o.verdict, Verdict::Throttled { bucket: 1 });
+    assert_eq!(o.remaining, vec![4, 0], "the key's bucket kept its token");
+    assert_eq!(o.quota.map(|q| q.used), Some(1), "no quota used");
+    let day = (NOON / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", day, day).await.expect("usage"),
+        vec![(day, 1)],
+        "the denied request is not in the daily usage"
+    );
+    let o = Op::new(&k)
+        .bucket(&k, "t:plan", lim(1.0, 5))
+        .quota(10, 0, Period::Day, 0)
+        .usage(30)
+        .run(s, NOON + 2)
+        .await;
+    assert_eq!((o.remaining, o.quota.map(|q| q.used)), (vec![3], Some(2)));
+    // The key's own bucket denies: the stage's token goes back.
+    let k2 = unique("refund-key2");
+    let stage2 = unique("refund-stage2");
+    let op = Op::new(&k2)
+        .bucket(&k2, "t:plan", lim(1.0, 1))
+        .bucket(&stage2, "t:*", lim(1.0, 3));
+    assert_eq!(op.run(s, NOON).await.remaining, vec![0, 2]);
+    let o = op.run(s, NOON + 1).await;
+    assert_eq!(o.verdict, Verdict::Throttled { bucket: 0 });
+    assert_eq!(o.remaining, vec![0, 2], "the stage kept its token");
+    let o = Op::new(&stage2)
+        .bucket(&stage2, "t:*", lim(1.0, 3))
+        .run(s, NOON + 2)
+        .await;
+    assert_eq!(o.remaining, vec![1]);
+}
+
 async fn idempotent_replay_and_dry_run<S: Store>(s: &S) {
     let k = unique("idem");
     let op = Op::new(&k)
@@ -495,6 +547,18 @@ macro_rules! conformance {
                 super::$name(&redis(&server)).await;
             } )*
         }
+        /// The whole suite on one real Redis Cluster (three masters), one test after another:
+        /// checks whose buckets live under other hash tags run split there.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis_cluster_store_conforms() {
+            let cluster = RedisCluster::start(3, 0);
+            let s = RedisStore::connect(&RedisOptions {
+                topology: Topology::Cluster(cluster.urls()),
+                ..RedisOptions::standalone("", 1, "tg")
+            })
+            .expect("cluster store");
+            $( eprintln!("cluster: {}", stringify!($name)); $name(&s).await; )*
+        }
     };
 }
 
@@ -517,6 +581,7 @@ conformance!(
     week_and_month_boundaries,
     throttle_and_quota_are_atomic,
     every_bucket_must_admit,
+    other_hash_denial_charges_nothing,
     idempotent_replay_and_dry_run,
     concurrent_callers_are_exact,
     plan_created_at_is_first_write,

@@ -104,10 +104,53 @@ pub enum StoreKind {
     Memory,
     /// A standalone Redis.
     Redis,
-    /// Redis Cluster (not built yet).
+    /// Redis Cluster: `url` lists seed nodes (any reachable one finds the rest).
     RedisCluster,
-    /// Redis behind Sentinel (not built yet).
+    /// Redis behind Sentinel: `url` lists the sentinels, `master_name` names the master.
     RedisSentinel,
+}
+
+/// `store.url`: one URL, a list of them, or one string of comma-separated URLs (what
+/// `TOLLGATE_STORE_URL` carries).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreUrls(pub Vec<String>);
+
+impl StoreUrls {
+    /// The first URL (standalone Redis uses only that one).
+    pub fn first(&self) -> Option<&str> {
+        self.0.first().map(String::as_str)
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreUrls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let list = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a URL, a list of URLs or comma-separated URLs")
+        })? {
+            OneOrMany::One(s) => s.split(',').map(|u| u.trim().to_string()).collect(),
+            OneOrMany::Many(v) => v.into_iter().map(|u| u.trim().to_string()).collect(),
+        };
+        Ok(Self(list))
+    }
+}
+
+/// `store.tls`: trust and client certificates for `rediss://` (every store kind). Without it,
+/// `rediss://` verifies the server against the system's trust store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTlsConfig {
+    /// PEM file of the CA(s) that signed the Redis servers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for Redis's `tls-auth-clients yes` (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `store:`
@@ -116,8 +159,18 @@ pub enum StoreKind {
 pub struct StoreConfig {
     /// Backend kind.
     pub kind: StoreKind,
-    /// `redis://[:password@]host:port/db` (or `rediss://`).
-    pub url: Option<String>,
+    /// `redis://[[user]:password@]host:port/db` (or `rediss://`); for `redis-cluster` the seed
+    /// nodes, for `redis-sentinel` the sentinels.
+    pub url: Option<StoreUrls>,
+    /// `redis-sentinel`: the name the sentinels monitor the master under.
+    pub master_name: Option<String>,
+    /// ACL user for the data nodes (overrides one in the URL); `TOLLGATE_STORE_USERNAME`.
+    pub username: Option<String>,
+    /// Password for the data nodes (overrides one in the URL); best set through
+    /// `TOLLGATE_STORE_PASSWORD` rather than in the file.
+    pub password: Option<String>,
+    /// TLS files for `rediss://`.
+    pub tls: Option<StoreTlsConfig>,
     /// Connections in the pool.
     pub pool_size: usize,
     /// Deadline for one store call.
@@ -138,6 +191,10 @@ impl Default for StoreConfig {
         Self {
             kind: StoreKind::Memory,
             url: None,
+            master_name: None,
+            username: None,
+            password: None,
+            tls: None,
             pool_size: DEFAULT_POOL_SIZE,
             timeout: DEFAULT_STORE_TIMEOUT,
             key_prefix: DEFAULT_KEY_PREFIX.into(),

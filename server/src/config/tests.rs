@@ -54,7 +54,10 @@ fn env_overrides_win() {
     ]);
     let c = parse(EXAMPLE, &env, root()).expect("valid");
     assert_eq!(c.store.kind, StoreKind::Redis);
-    assert_eq!(c.store.url.as_deref(), Some("redis://127.0.0.1:6380/"));
+    assert_eq!(
+        c.store.url.as_ref().and_then(|u| u.first()),
+        Some("redis://127.0.0.1:6380/")
+    );
     assert_eq!(c.store.pool_size, 7);
     assert_eq!(c.store.timeout, Duration::from_millis(20));
     assert_eq!(c.failure_mode, FailureMode::Closed);

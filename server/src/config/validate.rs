@@ -74,6 +74,83 @@ pub fn split_method_key(key: &str) -> Option<(&str, &str)> {
     Some((res, method))
 }
 
+/// Most URLs a `store.url` list may hold.
+pub const MAX_STORE_URLS: usize = 64;
+
+fn validate_store(s: &super::StoreConfig, dir: &std::path::Path, errors: &mut Vec<String>) {
+    let kind = match s.kind {
+        StoreKind::Memory => return,
+        StoreKind::Redis => "redis",
+        StoreKind::RedisCluster => "redis-cluster",
+        StoreKind::RedisSentinel => "redis-sentinel",
+    };
+    let urls = s.url.as_ref().map(|u| u.0.as_slice()).unwrap_or_default();
+    if urls.is_empty() || urls.iter().all(String::is_empty) {
+        errors.push(format!("store.url: required when store.kind is {kind}"));
+        return;
+    }
+    if urls.len() > MAX_STORE_URLS {
+        errors.push(format!("store.url: at most {MAX_STORE_URLS} URLs"));
+    }
+    let unix = s.kind == StoreKind::Redis;
+    for u in urls {
+        let ok = u.starts_with("redis://")
+            || u.starts_with("rediss://")
+            || (unix && u.starts_with("redis+unix://"));
+        if !ok {
+            errors.push(if unix {
+                "store.url: expected redis://, rediss:// or redis+unix://".into()
+            } else {
+                format!("store.url: expected redis:// or rediss:// URLs for {kind}")
+            });
+            break;
+        }
+    }
+    if s.kind == StoreKind::Redis && urls.len() > 1 {
+        errors.push(
+            "store.url: one URL for kind redis (a list is for redis-cluster seeds or \
+             redis-sentinel sentinels)"
+                .into(),
+        );
+    }
+    let tls: Vec<bool> = urls.iter().map(|u| u.starts_with("rediss://")).collect();
+    if tls.iter().any(|t| *t) && !tls.iter().all(|t| *t) {
+        errors.push("store.url: mix of redis:// and rediss:// URLs".into());
+    }
+    match (s.kind, &s.master_name) {
+        (StoreKind::RedisSentinel, None) => {
+            errors.push("store.master_name: required when store.kind is redis-sentinel".into())
+        }
+        (StoreKind::RedisSentinel, Some(m)) if m.is_empty() || m.len() > 128 => {
+            errors.push("store.master_name: 1-128 characters".into())
+        }
+        (StoreKind::RedisSentinel, Some(_)) => {}
+        (_, Some(_)) => errors.push(format!(
+            "store.master_name: only for redis-sentinel (store.kind is {kind})"
+        )),
+        (_, None) => {}
+    }
+    if let Some(t) = &s.tls {
+        if !tls.iter().all(|t| *t) {
+            errors.push("store.tls: needs rediss:// URLs".into());
+        }
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            errors.push("store.tls: cert_file and key_file go together".into());
+        }
+        for (name, f) in [
+            ("ca_file", &t.ca_file),
+            ("cert_file", &t.cert_file),
+            ("key_file", &t.key_file),
+        ] {
+            if let Some(f) = f
+                && !dir.join(f).is_file()
+            {
+                errors.push(format!("store.tls.{name}: {} is not a file", f.display()));
+            }
+        }
+    }
+}
+
 pub(crate) fn validate(
     c: &Config,
     dir: &std::path::Path,
@@ -81,23 +158,7 @@ pub(crate) fn validate(
     errors: &mut Vec<String>,
 ) {
     // store
-    match c.store.kind {
-        StoreKind::Memory => {}
-        StoreKind::Redis => match &c.store.url {
-            Some(u)
-                if u.starts_with("redis://")
-                    || u.starts_with("rediss://")
-                    || u.starts_with("redis+unix://") => {}
-            Some(_) => {
-                errors.push("store.url: expected redis://, rediss:// or redis+unix://".into())
-            }
-            None => errors.push("store.url: required when store.kind is redis".into()),
-        },
-        StoreKind::RedisCluster | StoreKind::RedisSentinel => errors.push(
-            "store.kind: redis-cluster and redis-sentinel are not built yet; use memory or redis"
-                .into(),
-        ),
-    }
+    validate_store(&c.store, dir, errors);
     if c.store.pool_size == 0 || c.store.pool_size > 4096 {
         errors.push("store.pool_size: must be 1..=4096".into());
     }

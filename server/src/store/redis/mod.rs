@@ -9,6 +9,7 @@
 //!
 //! `redis::Script` sends `EVALSHA` and, on `NOSCRIPT` (a restarted or flushed Redis), loads the
 //! script and retries once, so restarts need no coordination.
+pub mod conn;
 pub mod scripts;
 
 use std::sync::Arc;
@@ -16,7 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use conn::Conn;
+pub use conn::{RedisOptions, TlsFiles, Topology};
 
 use tokio::sync::broadcast;
 
@@ -24,6 +27,7 @@ use super::{
     CheckOp, CheckOutcome, DefKind, DefWrite, OwnerState, QuotaOp, RawDefs, Store, StoreError,
     StoreEvent, TTL_MARGIN_US, keys::Keys,
 };
+use crate::limiter::Verdict;
 use crate::limiter::evaluate::QuotaReport;
 
 /// How long one connection attempt may take.
@@ -39,12 +43,15 @@ struct Scripts {
     defs_write: Script,
     set_remaining: Script,
     owner_state: Script,
+    refund: Script,
 }
 
 /// A Redis-backed store.
 #[derive(Clone)]
 pub struct RedisStore {
-    conns: Arc<[ConnectionManager]>,
+    conns: Arc<[Conn]>,
+    /// Redis Cluster: a check whose buckets live under several hash tags is split per tag.
+    cluster: bool,
     next: Arc<AtomicUsize>,
     keys: Keys,
     scripts: Arc<Scripts>,
@@ -53,36 +60,80 @@ pub struct RedisStore {
 
 /// The events side: a client for the pub/sub connection and the local fan-out.
 struct Shared {
-    client: redis::Client,
+    source: EventsSource,
     events: broadcast::Sender<StoreEvent>,
     subscribed: std::sync::Once,
 }
 
+/// Where the events subscription connects: a node (standalone; for Cluster any node, since
+/// `PUBLISH` reaches every node — the seeds are tried in turn), or the master the sentinels
+/// name.
+#[derive(Clone)]
+enum EventsSource {
+    Nodes(Vec<redis::Client>),
+    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+}
+
+impl EventsSource {
+    async fn client(&self, attempt: usize) -> redis::RedisResult<redis::Client> {
+        match self {
+            EventsSource::Nodes(c) => Ok(c[attempt % c.len()].clone()),
+            EventsSource::Sentinel(s) => s.lock().await.async_get_client().await,
+        }
+    }
+}
+
 impl RedisStore {
-    /// Builds `connections` lazy connections: nothing is dialled until the first call, so this
-    /// succeeds while Redis is down (the failure mode then decides).
+    /// A standalone Redis at `url` over `connections` lazy connections: nothing is dialled
+    /// until the first call, so this succeeds while Redis is down (the failure mode then
+    /// decides).
     pub fn new(url: &str, connections: usize, key_prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| {
+        Self::connect(&RedisOptions::standalone(url, connections, key_prefix))
+    }
+
+    /// The store for `opts` (standalone, Cluster or Sentinel). Connections are dialled on
+    /// first use.
+    pub fn connect(opts: &RedisOptions) -> Result<Self, StoreError> {
+        let invalid = |e: redis::RedisError| {
             StoreError::Backend(format!("invalid store.url: {}", redact(&e.to_string())))
-        })?;
-        // No response timeout of the client's own (redis-rs defaults to 500 ms): every call is
-        // bounded by ours — `store.timeout` for checks, the admin deadline, a longer one for
-        // loading all plans and keys — and a 500 ms cap made a 100,000+ key load or a
-        // `store.timeout` above 500 ms fail as "store unreachable".
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(MAX_RECONNECT_DELAY)
-            .set_number_of_retries(3);
-        let conns = (0..connections.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend)?;
+        };
+        let empty = match &opts.topology {
+            Topology::Standalone(u) => u.is_empty(),
+            Topology::Cluster(seeds) => seeds.is_empty(),
+            Topology::Sentinel { sentinels, .. } => sentinels.is_empty(),
+        };
+        if empty {
+            return Err(StoreError::Backend("store.url: no URL given".into()));
+        }
+        let conns = conn::connect(
+            opts,
+            CONNECT_TIMEOUT,
+            (Duration::from_millis(10), MAX_RECONNECT_DELAY),
+        )
+        .map_err(invalid)?;
+        let source = match &opts.topology {
+            Topology::Standalone(url) => {
+                EventsSource::Nodes(vec![opts.client(url).map_err(invalid)?])
+            }
+            Topology::Cluster(seeds) => EventsSource::Nodes(
+                seeds
+                    .iter()
+                    .map(|u| opts.client(u))
+                    .collect::<Result<_, _>>()
+                    .map_err(invalid)?,
+            ),
+            Topology::Sentinel {
+                sentinels,
+                master_name,
+            } => EventsSource::Sentinel(Arc::new(tokio::sync::Mutex::new(
+                conn::sentinel_client(opts, sentinels, master_name).map_err(invalid)?,
+            ))),
+        };
         Ok(Self {
             conns: conns.into(),
+            cluster: matches!(opts.topology, Topology::Cluster(_)),
             next: Arc::new(AtomicUsize::new(0)),
-            keys: Keys::new(key_prefix),
+            keys: Keys::new(&opts.key_prefix),
             scripts: Arc::new(Scripts {
                 check: Script::new(&scripts::check()),
                 plan_created: Script::new(scripts::PLAN_CREATED),
@@ -90,9 +141,10 @@ impl RedisStore {
                 defs_write: Script::new(scripts::DEFS_WRITE),
                 set_remaining: Script::new(&scripts::with_periods(scripts::SET_REMAINING)),
                 owner_state: Script::new(scripts::OWNER_STATE),
+                refund: Script::new(&scripts::with_periods(scripts::REFUND)),
             }),
             shared: Arc::new(Shared {
-                client,
+                source,
                 events: broadcast::channel(256).0,
                 subscribed: std::sync::Once::new(),
             }),
@@ -114,15 +166,21 @@ impl RedisStore {
     /// backoff; every (re)subscription is followed by [`StoreEvent::Definitions`], since
     /// messages may have been missed while it was down.
     fn subscribe(&self) {
-        let client = self.shared.client.clone();
+        let shared = Arc::downgrade(&self.shared);
         let channel = self.keys.events_channel();
         let events = self.shared.events.downgrade();
         tokio::spawn(async move {
             use futures_util::StreamExt;
             let mut first = true;
+            let mut attempt = 0usize;
             loop {
                 let Some(tx) = events.upgrade() else { return };
-                match client.get_async_pubsub().await {
+                let Some(source) = shared.upgrade().map(|s| s.source.clone()) else {
+                    return;
+                };
+                attempt += 1;
+                let client = source.client(attempt).await;
+                match async { client?.get_async_pubsub().await }.await {
                     Ok(mut ps) => match ps.subscribe(&channel).await {
                         Ok(()) => {
                             if !first {
@@ -160,10 +218,333 @@ impl RedisStore {
         });
     }
 
-    fn conn(&self) -> ConnectionManager {
+    /// One [`scripts::CHECK`] call: every key of `op` shares one hash tag.
+    async fn check_one(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
+        let mut conn = self.conn();
+        let reply: Vec<i64> = invocation(&self.scripts.check, op)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        CheckOutcome::from_wire(&reply)
+    }
+
+    /// Redis Cluster: a check whose buckets live under several hash tags (a key's buckets and
+    /// quota under `{k:<id>}`, stage-wide buckets under `{s:<api>/<stage>}`, each Envoy
+    /// descriptor under its own) runs as one script call per tag, all at once. Each call is
+    /// atomic on its slot; the request is admitted when every part admits, and when one
+    /// denies, the parts that admitted are refunded ([`scripts::REFUND`]) so the request
+    /// counts nowhere. Not atomic across slots: between a part's charge and its refund a
+    /// concurrent request sees the tokens taken (it can only be denied, never over-admitted).
+    async fn check_split(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
+        let owner_tag = hash_tag(&op.owner);
+        let part = |owner: Arc<str>, main: bool| CheckOp {
+            request_id: op.request_id.as_ref().map(|r| {
+                if main {
+                    r.clone()
+                } else {
+                    // The record lives in the other slot, per API key.
+                    format!("{}:{r}", op.owner)
+                }
+            }),
+            owner,
+            buckets: Vec::new(),
+            quota: if main { op.quota.clone() } else { None },
+            usage: if main { op.usage.clone() } else { None },
+            cost: op.cost,
+            now: op.now,
+            dry_run: op.dry_run,
+        };
+        let mut parts: Vec<(CheckOp, Vec<usize>)> = vec![(part(op.owner.clone(), true), vec![])];
+        for (i, b) in op.buckets.iter().enumerate() {
+            let tag = hash_tag(&b.hash);
+            let p = if tag == owner_tag {
+                0
+            } else if let Some(p) = parts.iter().position(|(p, _)| hash_tag(&p.owner) == tag) {
+                p
+            } else {
+                parts.push((part(b.hash.clone(), false), vec![]));
+                parts.len() - 1
+            };
+            parts[p].0.buckets.push(b.clone());
+            parts[p].1.push(i);
+        }
+        let main = &parts[0].0;
+        if main.buckets.is_empty() && main.quota.is_none() && main.usage.is_none() {
+            parts.remove(0);
+        }
+        let results =
+            futures_util::future::join_all(parts.iter().map(|(p, _)| self.check_one(p))).await;
+
+        let mut outs = Vec::with_capacity(results.len());
+        let mut error = None;
+        for r in results {
+            match r {
+                Ok(o) => outs.push(Some(o)),
+                Err(e) => {
+                    error.get_or_insert(e);
+                    outs.push(None);
+                }
+            }
+        }
+        // The worst denial, as the script picks it: a bucket that can never pass, else the
+        // longest wait; a bucket's denial before the quota's.
+        let mut throttled: Option<(usize, usize, Option<u64>)> = None;
+        for (pi, o) in outs.iter().enumerate() {
+            let Some(o) = o else { continue };
+            if let Verdict::Throttled { bucket } = o.verdict {
+                let worse = match throttled {
+                    None => true,
+                    Some((_, _, None)) => false,
+                    Some((_, _, Some(r))) => o.retry_after_us.is_none_or(|x| x > r),
+                };
+                if worse {
+                    throttled = Some((pi, bucket, o.retry_after_us));
+                }
+            }
+        }
+        let main_out = (parts[0].0.owner == op.owner)
+            .then(|| outs[0].clone())
+            .flatten();
+        let (verdict, retry_after_us) = match (throttled, &main_out) {
+            (Some((pi, b, retry)), _) => (
+                Verdict::Throttled {
+                    bucket: parts[pi].1[b],
+                },
+                retry,
+            ),
+            (None, Some(o)) if o.verdict == Verdict::QuotaExceeded => {
+                (Verdict::QuotaExceeded, o.retry_after_us)
+            }
+            _ => (Verdict::Allowed, None),
+        };
+        let refund = error.is_some() || verdict != Verdict::Allowed;
+        let mut refunds = Vec::new();
+        let mut remaining = vec![0; op.buckets.len()];
+        let mut quota = None;
+        for ((p, idx), o) in parts.iter().zip(&outs) {
+            let Some(o) = o else { continue };
+            let give_back = refund && o.verdict == Verdict::Allowed && !op.dry_run && !o.replayed;
+            if give_back {
+                refunds.push(self.refund(p, o));
+            }
+            for (j, &i) in idx.iter().enumerate() {
+                let r = o.remaining.get(j).copied().unwrap_or(0);
+                remaining[i] = if give_back {
+                    (r + op.cost).min(u64::from(op.buckets[i].limit.burst()))
+                } else {
+                    r
+                };
+            }
+            if p.owner == op.owner {
+                quota = o.quota.map(|mut q| {
+                    if give_back {
+                        q.used = q.used.saturating_sub(op.cost);
+                    }
+                    q
+                });
+            }
+        }
+        // Refunds run as tasks of their own: a caller that stops waiting (its deadline) does
+        // not cancel them.
+        for h in refunds.into_iter().map(tokio::spawn) {
+            match h.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "store: refund of a split check failed"),
+                Err(e) => tracing::warn!(error = %e, "store: refund task failed"),
+            }
+        }
+        if let Some(e) = error {
+            return Err(e);
+        }
+        let first = main_out.as_ref().or(outs.iter().flatten().next());
+        Ok(CheckOutcome {
+            verdict,
+            retry_after_us,
+            remaining,
+            quota,
+            now_us: first.map_or(0, |o| o.now_us),
+            replayed: first.is_some_and(|o| o.replayed),
+        })
+    }
+
+    /// Gives back what an admitted part of a split check took ([`scripts::REFUND`]).
+    fn refund(
+        &self,
+        part: &CheckOp,
+        out: &CheckOutcome,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let mut keys: Vec<&str> = vec![&part.owner];
+        let idx: Vec<usize> = part
+            .buckets
+            .iter()
+            .map(|b| match keys.iter().position(|h| *h == &*b.hash) {
+                Some(p) => p + 1,
+                None => {
+                    keys.push(&b.hash);
+                    keys.len()
+                }
+            })
+            .collect();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.refund.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(part.cost)
+            .arg(out.now_us)
+            .arg(part.buckets.len());
+        for (b, k) in part.buckets.iter().zip(idx) {
+            cmd.arg(k).arg(&b.field).arg(b.limit.interval_us());
+        }
+        let state = match (&part.quota, &part.usage) {
+            (Some(q), _) => &*q.field,
+            (None, Some(u)) => &*u.field,
+            (None, None) => "",
+        };
+        cmd.arg(state).arg(out.quota.map_or(i64::MIN, |q| q.index));
+        let load = self.scripts.refund.clone();
+        let mut conn = self.conn();
+        async move {
+            match cmd.query_async::<i64>(&mut conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    load.load_async(&mut conn).await.map_err(backend)?;
+                    cmd.query_async::<i64>(&mut conn).await.map_err(backend)?;
+                }
+                r => {
+                    r.map_err(backend)?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn conn(&self) -> Conn {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
     }
+}
+
+/// The part of a key name Redis Cluster hashes: the first `{...}` with something in it, else
+/// the whole name.
+fn hash_tag(key: &str) -> &str {
+    if let Some(a) = key.find('{')
+        && let Some(len) = key[a + 1..].find('}')
+        && len > 0
+    {
+        return &key[a + 1..a + 1 + len];
+    }
+    key
+}
+
+/// `SCAN`s one node for `pattern` and unlinks what it finds; returns how many.
+async fn scan_unlink(conn: &mut Conn, pattern: &str) -> Result<u64, StoreError> {
+    let mut cursor: u64 = 0;
+    let mut removed = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(backend)?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(conn)
+                .await
+                .map_err(backend)?;
+            removed += n;
+        }
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
+    }
+}
+
+/// Redis Cluster: `SCAN`s every master for `pattern` (a `SCAN` sees one node's keys) and
+/// unlinks what it finds, key by key (keys of different slots cannot share a command).
+async fn scan_unlink_cluster(
+    mut conn: redis::cluster_async::ClusterConnection,
+    pattern: &str,
+) -> Result<u64, StoreError> {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let nodes = conn
+        .route_command(
+            redis::cmd("CLUSTER").arg("NODES").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await
+        .map_err(backend)?;
+    let nodes: String =
+        redis::from_redis_value(nodes).map_err(|e| StoreError::Protocol(e.to_string()))?;
+    let mut removed = 0;
+    for (host, port) in cluster_masters(&nodes) {
+        let mut cursor: u64 = 0;
+        loop {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port,
+            });
+            let reply = conn
+                .route_command(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .clone(),
+                    route,
+                )
+                .await
+                .map_err(backend)?;
+            let (next, keys): (u64, Vec<String>) =
+                redis::from_redis_value(reply).map_err(|e| StoreError::Protocol(e.to_string()))?;
+            let unlinks = keys.iter().map(|k| {
+                let mut c = conn.clone();
+                async move {
+                    redis::cmd("UNLINK")
+                        .arg(k)
+                        .query_async::<u64>(&mut c)
+                        .await
+                        .map_err(backend)
+                }
+            });
+            for n in futures_util::future::join_all(unlinks).await {
+                removed += n?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(removed)
+}
+
+/// The masters that serve slots in `CLUSTER NODES` output, as (host, port).
+fn cluster_masters(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // <id> <ip:port@cport[,hostname]> <flags> <master> <ping> <pong> <epoch> <state> <slots>...
+            let flags = f.get(2)?;
+            let is_master = flags.split(',').any(|x| x == "master")
+                && !flags.split(',').any(|x| x == "fail" || x == "noaddr");
+            if !is_master || f.len() < 9 {
+                return None;
+            }
+            let addr = f.get(1)?.split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((host.to_string(), port.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Escapes the glob characters of a `SCAN MATCH` pattern.
@@ -401,33 +782,12 @@ impl Store for RedisStore {
     }
 
     async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
         let pattern = format!("{}*", glob_escape(prefix));
-        let mut cursor: u64 = 0;
-        let mut removed = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(backend)?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(backend)?;
-                removed += n;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut conn = self.conn();
+        let removed = match conn.cluster().await {
+            Some(cluster) => scan_unlink_cluster(cluster.map_err(backend)?, &pattern).await?,
+            None => scan_unlink(&mut conn, &pattern).await?,
+        };
         redis::cmd("PUBLISH")
             .arg(self.keys.events_channel())
             .arg(format!("authflush {authorizer}"))
@@ -438,12 +798,13 @@ impl Store for RedisStore {
     }
 
     async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
-        let mut conn = self.conn();
-        let reply: Vec<i64> = invocation(&self.scripts.check, op)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        CheckOutcome::from_wire(&reply)
+        if self.cluster {
+            let tag = hash_tag(&op.owner);
+            if op.buckets.iter().any(|b| hash_tag(&b.hash) != tag) {
+                return self.check_split(op).await;
+            }
+        }
+        self.check_one(op).await
     }
 
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {

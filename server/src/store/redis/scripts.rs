@@ -225,6 +225,48 @@ end
 return out
 "#;
 
+/// Gives back what an admitted part of a split check took (Redis Cluster: a check whose
+/// stage-wide or descriptor buckets live under another hash tag runs as one [`CHECK`] per tag,
+/// concurrently; when another part denied, the parts that admitted are refunded so the
+/// request counts nowhere). Prefixed with [`PERIODS`].
+///
+/// KEYS: 1 the part's owner hash (its state field), then hashes holding its buckets.
+/// ARGV: 1 cost, 2 the µs the part was decided at, 3 bucket count n, then per bucket: key
+/// index, field, T µs; then the plan's state field (empty: none), the charged quota period
+/// index.
+/// A TAT goes back by cost × T but never below the decision time (a bucket that refilled
+/// since is full either way); the quota and today's usage go back by cost when they still
+/// count the same period and day. Returns 1.
+pub const REFUND: &str = r#"
+local cost = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local i = 4
+for b = 1, n do
+  local k, f, t = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local v = tonumber(redis.call('HGET', KEYS[k], f) or '')
+  if v then redis.call('HSET', KEYS[k], f, fmt(math.max(v - cost * t, now))) end
+end
+local sf = ARGV[i]
+if sf ~= '' then
+  local s = redis.call('HGET', KEYS[1], sf)
+  if s then
+    local a, u, l, d = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
+    if d and d ~= '' then
+      if tonumber(a) == math.floor(now / DAY) then
+        local qu = tonumber(u)
+        if l ~= '' then qu = math.max(qu - cost, 0) end
+        redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(qu) .. l .. ':' .. fmt(math.max(tonumber(d) - cost, 0)))
+      end
+    elseif a and l == '' and tonumber(a) == tonumber(ARGV[i + 1]) then
+      redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(math.max(tonumber(u) - cost, 0)))
+    end
+  end
+end
+return 1
+"#;
+
 /// Returns the stored creation time of a plan, storing ARGV[1] when there is none.
 /// KEYS[1] `tg:plan:<id>:created_at`; ARGV[1] now µs.
 pub const PLAN_CREATED: &str = r#"
