@@ -78,6 +78,23 @@ fn build_binary(profile_dir: &Path) {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "-p", "tollgate-server", "--bin", "tollgate"]);
+    // Cargo sets these for the running test; a build script that watches one (ring's watches
+    // CARGO_MANIFEST_DIR) would see it change between this build and the top-level one and
+    // rebuild ring, rustls, redis and the server every time (~75 s per test binary).
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k == "CARGO_MANIFEST_DIR"
+            || k == "CARGO_MANIFEST_PATH"
+            || k == "CARGO_CRATE_NAME"
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_TARGET_TMPDIR"
+            || k == "CARGO_RUSTC_CURRENT_DIR"
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+        {
+            cmd.env_remove(&*k);
+        }
+    }
     // target/<profile> → target; only pass it when the layout is the standard one.
     if let (Some(profile), Some(target_dir)) = (profile_dir.file_name(), profile_dir.parent()) {
         cmd.arg("--target-dir").arg(target_dir);

@@ -3,14 +3,12 @@
 //! Every test starts its own `redis-server` on a free port (and uses its own key prefix), so
 //! the tests run in parallel. Nothing sleeps for correctness: waits for asynchronous effects
 //! (a config reload, Redis coming back) poll with a deadline.
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{CheckRequestRequest, CheckRequestResponse, Decision};
+use tollgate_tests::checks::{allowed_not_degraded, check, decision, fire, get_pets, tally};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{
     TollgateProcess, eventually, http_get, run_tollgate, workspace_root,
@@ -72,78 +70,11 @@ fn key(id: &str, value: &str, plan: &str) -> String {
     format!("  - {{id: {id}, value: \"{value}\", enabled: true, usage_plans: [{plan}]}}\n")
 }
 
-/// `GET /pets` on petstore/prod with `api_key`.
-fn get_pets(api_key: &str) -> CheckRequestRequest {
-    CheckRequestRequest {
-        api_id: "petstore".into(),
-        stage: "prod".into(),
-        http_method: "GET".into(),
-        path: "/pets".into(),
-        api_key: api_key.into(),
-        ..Default::default()
-    }
-}
-
-fn decision(r: &CheckRequestResponse) -> Decision {
-    Decision::try_from(r.decision).unwrap_or(Decision::Unspecified)
-}
-
-async fn check(client: &mut Client, req: CheckRequestRequest) -> CheckRequestResponse {
-    client
-        .check_request(req)
-        .await
-        .unwrap_or_else(|s| panic!("CheckRequest failed: {s:?}"))
-        .into_inner()
-}
-
 async fn check_err(client: &mut Client, req: CheckRequestRequest) -> tonic::Status {
     match client.check_request(req).await {
         Ok(r) => panic!("expected an error status, got {:?}", r.into_inner()),
         Err(s) => s,
     }
-}
-
-/// Whether a `GET /pets` with `key` is answered ALLOW, not degraded (errors count as no).
-async fn allowed_not_degraded(mut c: Client, key: &str) -> bool {
-    matches!(c.check_request(get_pets(key)).await,
-        Ok(r) if decision(r.get_ref()) == Decision::Allow && !r.get_ref().degraded)
-}
-
-/// Sends `total` copies of `req` from `callers` concurrent tasks, round-robin over `clients`.
-async fn fire(
-    clients: &[Client],
-    callers: usize,
-    total: usize,
-    req: CheckRequestRequest,
-) -> Vec<CheckRequestResponse> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = JoinSet::new();
-    for i in 0..callers {
-        let mut client = clients[i % clients.len()].clone();
-        let next = next.clone();
-        let req = req.clone();
-        tasks.spawn(async move {
-            let mut out = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < total {
-                out.push(check(&mut client, req.clone()).await);
-            }
-            out
-        });
-    }
-    let mut all = Vec::with_capacity(total);
-    while let Some(r) = tasks.join_next().await {
-        all.extend(r.expect("a caller task panicked"));
-    }
-    assert_eq!(all.len(), total);
-    all
-}
-
-fn tally(responses: &[CheckRequestResponse]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for r in responses {
-        *m.entry(decision(r).as_str_name().to_string()).or_default() += 1;
-    }
-    m
 }
 
 /// (a) The quota is exact across instances sharing one Redis: 2,000 concurrent requests through
