@@ -148,3 +148,82 @@ fn value_file_is_read_relative_to_the_config() {
     assert!(parse_str("api_keys:\n  - { id: k, value_file: /nonexistent/x }\n").is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn store_topologies_parse_and_validate() {
+    let c = parse_str(
+        r#"store: {kind: redis-cluster, url: ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]}"#,
+    )
+    .expect("cluster");
+    assert_eq!(c.store.kind, StoreKind::RedisCluster);
+    assert_eq!(c.store.url.as_ref().map(|u| u.0.len()), Some(2));
+    let c = parse_str(
+        "store: {kind: redis-sentinel, url: \"redis://a:26379, redis://b:26379\", master_name: m}",
+    )
+    .expect("sentinel, comma-separated (what TOLLGATE_STORE_URL carries)");
+    assert_eq!(
+        c.store.url.map(|u| u.0),
+        Some(vec![
+            "redis://a:26379".to_string(),
+            "redis://b:26379".to_string()
+        ])
+    );
+    let env = env_of(&[
+        ("TOLLGATE_STORE_KIND", "redis-cluster"),
+        ("TOLLGATE_STORE_URL", "rediss://n1:6379,rediss://n2:6379"),
+        ("TOLLGATE_STORE_USERNAME", "tollgate"),
+        ("TOLLGATE_STORE_PASSWORD", "from-env"),
+    ]);
+    let c = parse("", &env, root()).expect("from the environment");
+    assert_eq!(c.store.kind, StoreKind::RedisCluster);
+    assert_eq!(c.store.password.as_deref(), Some("from-env"));
+    assert_eq!(c.store.username.as_deref(), Some("tollgate"));
+    for (text, want) in [
+        (
+            "store: {kind: redis-sentinel, url: redis://a:26379}",
+            "store.master_name: required",
+        ),
+        (
+            "store: {kind: redis, url: redis://a:6379, master_name: m}",
+            "only for redis-sentinel",
+        ),
+        (
+            "store: {kind: redis, url: [redis://a:6379, redis://b:6379]}",
+            "one URL for kind redis",
+        ),
+        (
+            "store: {kind: redis-cluster, url: [redis://a:6379, rediss://b:6379]}",
+            "mix of redis:// and rediss://",
+        ),
+        (
+            "store: {kind: redis-cluster, url: [redis+unix:///tmp/r.sock]}",
+            "expected redis:// or rediss://",
+        ),
+        (
+            "store: {kind: redis, url: redis://a:6379, tls: {ca_file: ca.pem}}",
+            "store.tls: needs rediss://",
+        ),
+        (
+            "store: {kind: redis, url: rediss://a:6379, tls: {cert_file: c.pem}}",
+            "cert_file and key_file go together",
+        ),
+        (
+            "store: {kind: redis, url: rediss://a:6379, tls: {ca_file: no-such-ca.pem}}",
+            "store.tls.ca_file: no-such-ca.pem is not a file",
+        ),
+        (
+            "store: {kind: redis-cluster, url: []}",
+            "store.url: required",
+        ),
+        (
+            "store: {kind: redis-cluster, url: {a: 1}}",
+            "expected a URL",
+        ),
+    ] {
+        let errs = parse_str(text).expect_err(text).0;
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{text}: want {want:?} in {errs:?}"
+        );
+    }
+}

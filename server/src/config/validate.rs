@@ -143,7 +143,7 @@ fn validate_store(s: &super::StoreConfig, dir: &std::path::Path, errors: &mut Ve
             ("key_file", &t.key_file),
         ] {
             if let Some(f) = f
-                && !dir.join(f).is_file()
+                && !crate::auth::resolve_path(dir, f).is_file()
             {
                 errors.push(format!("store.tls.{name}: {} is not a file", f.display()));
             }
