@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod defs;
+pub mod lease;
 pub mod limiter;
 pub mod metrics;
 pub mod overlimit;
@@ -212,9 +213,11 @@ pub async fn run(
     let catalog = registry.catalog.clone();
     let checker = Arc::new(
         Checker::new(catalog.clone(), store.clone(), config.store.timeout)
-            .with_over_limit_cache(config.store.over_limit_cache, clock.clone()),
+            .with_over_limit_cache(config.store.over_limit_cache, clock.clone())
+            .with_leases(),
     );
     checker.spawn_invalidation();
+    checker.spawn_lease_sweeper();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in HEALTH_SERVICES {

@@ -41,6 +41,11 @@ pub const DEFINITIONS_LOADS_TOTAL: &str = "tollgate_definitions_loads_total";
 pub const ENVOY_TOTAL: &str = "tollgate_envoy_total";
 /// Checks denied by the local over-limit cache, with no store call.
 pub const LOCAL_DENIALS_TOTAL: &str = "tollgate_local_denials_total";
+/// Checks of keys in a `local_lease` plan, by `result`: `spent` (admitted from a lease, no
+/// store call), `granted` (a store call that took a lease), `exact` (checked one by one).
+pub const LEASE_CHECKS_TOTAL: &str = "tollgate_lease_checks_total";
+/// Units of expired leases given back to the store.
+pub const LEASE_RETURNED_UNITS_TOTAL: &str = "tollgate_lease_returned_units_total";
 /// Requests rejected as invalid input.
 pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
 
@@ -103,9 +108,27 @@ fn describe() {
         "Envoy ext_authz checks and rate-limit descriptors answered, by api and result."
     );
     metrics::describe_counter!(
+        LEASE_CHECKS_TOTAL,
+        "Checks of local_lease plans' keys, by result (spent, granted, exact)."
+    );
+    metrics::describe_counter!(
+        LEASE_RETURNED_UNITS_TOTAL,
+        "Units of expired local leases given back to the store."
+    );
+    metrics::describe_counter!(
         INVALID_REQUESTS_TOTAL,
         "Requests rejected as invalid input."
     );
+}
+
+/// Counts a check of a `local_lease` plan's key.
+pub fn lease_check(result: &'static str) {
+    metrics::counter!(LEASE_CHECKS_TOTAL, "result" => result).increment(1);
+}
+
+/// Counts units of an expired lease given back.
+pub fn lease_returned(units: u64) {
+    metrics::counter!(LEASE_RETURNED_UNITS_TOTAL).increment(units);
 }
 
 /// Records one store call.

@@ -216,6 +216,8 @@ pub struct Checker {
     over_limit: Option<(OverLimitCache, Arc<dyn Clock>)>,
     /// Store check calls made (tests and benchmarks read it).
     store_calls: AtomicU64,
+    /// Local leases of `local_lease` plans (shared stores only).
+    leases: Option<crate::lease::Leases>,
 }
 
 impl Checker {
@@ -227,6 +229,81 @@ impl Checker {
             timeout,
             over_limit: None,
             store_calls: AtomicU64::new(0),
+            leases: None,
+        }
+    }
+
+    /// Turns on local leases for `local_lease` plans — only on a shared store (Redis), where
+    /// they save round trips; with the embedded store every check stays exact.
+    pub fn with_leases(mut self) -> Self {
+        self.leases = self
+            .store
+            .leases_apply()
+            .then(crate::lease::Leases::default);
+        self
+    }
+
+    /// Gives back expired leases' units every [`crate::lease::SWEEP_EVERY`] for as long as the
+    /// checker lives. Returns at once when leases are off.
+    pub fn spawn_lease_sweeper(self: &Arc<Self>) {
+        if self.leases.is_none() {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::lease::SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                if let Some(l) = &me.leases {
+                    l.sweep(&me.store);
+                }
+            }
+        });
+    }
+
+    /// Units the local leases hold now (0 when leases are off).
+    pub fn leased_units(&self) -> u64 {
+        self.leases.as_ref().map_or(0, |l| l.units_held())
+    }
+
+    /// [`Checker::store_check`], through the key's local lease when its plan has one.
+    pub async fn store_check_leased(
+        &self,
+        op: &CheckOp,
+        lease: Option<&crate::config::LocalLeaseConfig>,
+    ) -> Result<CheckOutcome, StoreError> {
+        let (Some(cfg), Some(leases)) = (lease, &self.leases) else {
+            return self.store_check(op).await;
+        };
+        if op.request_id.is_some() || op.dry_run {
+            return self.store_check(op).await;
+        }
+        if let Some((cache, clock)) = &self.over_limit
+            && let Some(out) = cache.lookup(op, self.catalog.load().generation, clock.now_micros())
+        {
+            metrics::counter!(m::LOCAL_DENIALS_TOTAL).increment(1);
+            return Ok(out);
+        }
+        use crate::lease::Leased;
+        match leases
+            .check(op, cfg, &self.store, |batch| async move {
+                self.store_call(&batch).await
+            })
+            .await?
+        {
+            Leased::Spent(out) => {
+                m::lease_check("spent");
+                Ok(out)
+            }
+            Leased::Granted(out) => {
+                m::lease_check("granted");
+                Ok(out)
+            }
+            Leased::Exact => {
+                m::lease_check("exact");
+                self.store_check(op).await
+            }
         }
     }
 
@@ -395,7 +472,8 @@ impl Checker {
         let mut answer = match op {
             None => Answer::new(Decision::Allow),
             Some((op, limits)) => {
-                match self.store_check(&op).await {
+                let lease = key_plan.and_then(|(_, p)| p.lease.as_ref());
+                match self.store_check_leased(&op, lease).await {
                     Ok(out) => answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period)),
                     // Only usage was to be counted: nothing limits this key, so a store failure
                     // changes no decision (the day's count misses this request).

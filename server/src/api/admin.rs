@@ -395,6 +395,8 @@ fn plan_from_pb(p: pb::UsagePlan) -> Result<UsagePlanConfig, Status> {
                     .collect(),
             })
             .collect(),
+        // Not in the admin API yet: set in the config file.
+        local_lease: None,
     })
 }
 

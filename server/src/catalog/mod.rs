@@ -134,6 +134,8 @@ pub struct Plan {
     pub bucket_field: String,
     /// The (api, stage) pairs the plan covers.
     pub stages: Vec<(String, String)>,
+    /// Hot keys: local leases (opt-in).
+    pub lease: Option<crate::config::LocalLeaseConfig>,
 }
 
 impl Plan {
@@ -319,6 +321,7 @@ impl Catalog {
                         .iter()
                         .map(|s| (s.api_id.clone(), s.stage.clone()))
                         .collect(),
+                    lease: p.local_lease,
                 }),
             );
         }

@@ -405,6 +405,30 @@ pub struct UsagePlanConfig {
     /// The stages the plan covers.
     #[serde(default)]
     pub api_stages: Vec<PlanStageConfig>,
+    /// Hot keys (opt-in): each instance takes `units` at once from the store and spends them
+    /// locally. Off by default (every check exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_lease: Option<LocalLeaseConfig>,
+}
+
+/// `usage_plans[].local_lease`: an instance takes `units` requests' worth of the key's buckets
+/// and quota in one store call and admits the next requests of that key locally, until they
+/// are spent or `max_age` passes (what is left then goes back to the store). Bound: at any
+/// moment at most `units` × instances requests are admitted ahead of the store's own
+/// schedule (never beyond the quota: leased units are already counted); a lease another
+/// instance holds can make a key wait up to `max_age` for units it does not use.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLeaseConfig {
+    /// Units (requests of cost 1) one store call takes.
+    pub units: u64,
+    /// How long an instance may spend a lease.
+    #[serde(with = "duration", default = "default_lease_max_age")]
+    pub max_age: Duration,
+}
+
+fn default_lease_max_age() -> Duration {
+    Duration::from_millis(500)
 }
 
 /// `api_keys[]`

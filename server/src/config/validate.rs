@@ -1,5 +1,6 @@
 //! Whole-config validation: every rule, every error, one pass.
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use super::{AuthorizerKind, Config, StoreKind, ThrottleConfig, UsagePlanConfig};
 use crate::catalog::routes::Template;
@@ -73,6 +74,9 @@ pub fn split_method_key(key: &str) -> Option<(&str, &str)> {
     }
     Some((res, method))
 }
+
+/// Most units one `local_lease` takes.
+pub const MAX_LEASE_UNITS: u64 = 100_000;
 
 /// Most URLs a `store.url` list may hold.
 pub const MAX_STORE_URLS: usize = 64;
@@ -389,6 +393,16 @@ pub fn validate_plan(
         errors.push(format!(
             "{at}.description: at most {MAX_DESCRIPTION_LEN} characters"
         ));
+    }
+    if let Some(l) = &p.local_lease {
+        if !(1..=MAX_LEASE_UNITS).contains(&l.units) {
+            errors.push(format!(
+                "{at}.local_lease.units: must be 1..={MAX_LEASE_UNITS}"
+            ));
+        }
+        if l.max_age < Duration::from_millis(10) || l.max_age > Duration::from_secs(60) {
+            errors.push(format!("{at}.local_lease.max_age: 10ms to 60s"));
+        }
     }
     if let Some(t) = &p.throttle {
         limit(t, &format!("{at}.throttle"), errors);

@@ -446,6 +446,26 @@ impl Store for AnyStore {
 }
 
 impl AnyStore {
+    /// Whether local leases (`local_lease`) apply: only with a shared store, where they save
+    /// round trips. The embedded store serves one instance in-process; every check is exact.
+    pub fn leases_apply(&self) -> bool {
+        matches!(self, AnyStore::Redis(_))
+    }
+
+    /// Gives back `units` of an admitted `op` that `out` answered (a local lease's unspent
+    /// units). The embedded store never leases: nothing to give back.
+    pub async fn release(
+        &self,
+        op: &CheckOp,
+        units: u64,
+        out: &CheckOutcome,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(_) => Ok(()),
+            AnyStore::Redis(s) => s.release(op, units, out).await,
+        }
+    }
+
     /// "memory" or "redis", for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

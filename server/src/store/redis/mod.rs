@@ -236,42 +236,7 @@ impl RedisStore {
     /// counts nowhere. Not atomic across slots: between a part's charge and its refund a
     /// concurrent request sees the tokens taken (it can only be denied, never over-admitted).
     async fn check_split(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
-        let owner_tag = hash_tag(&op.owner);
-        let part = |owner: Arc<str>, main: bool| CheckOp {
-            request_id: op.request_id.as_ref().map(|r| {
-                if main {
-                    r.clone()
-                } else {
-                    // The record lives in the other slot, per API key.
-                    format!("{}:{r}", op.owner)
-                }
-            }),
-            owner,
-            buckets: Vec::new(),
-            quota: if main { op.quota.clone() } else { None },
-            usage: if main { op.usage.clone() } else { None },
-            cost: op.cost,
-            now: op.now,
-            dry_run: op.dry_run,
-        };
-        let mut parts: Vec<(CheckOp, Vec<usize>)> = vec![(part(op.owner.clone(), true), vec![])];
-        for (i, b) in op.buckets.iter().enumerate() {
-            let tag = hash_tag(&b.hash);
-            let p = if tag == owner_tag {
-                0
-            } else if let Some(p) = parts.iter().position(|(p, _)| hash_tag(&p.owner) == tag) {
-                p
-            } else {
-                parts.push((part(b.hash.clone(), false), vec![]));
-                parts.len() - 1
-            };
-            parts[p].0.buckets.push(b.clone());
-            parts[p].1.push(i);
-        }
-        let main = &parts[0].0;
-        if main.buckets.is_empty() && main.quota.is_none() && main.usage.is_none() {
-            parts.remove(0);
-        }
+        let parts = split_parts(op);
         let results =
             futures_util::future::join_all(parts.iter().map(|(p, _)| self.check_one(p))).await;
 
@@ -367,12 +332,36 @@ impl RedisStore {
         })
     }
 
+    /// Gives back `units` of an admitted `op` that `out` answered (a local lease's unspent
+    /// units), per hash tag on Redis Cluster, and tells every instance the owner's usage
+    /// changed (their over-limit caches may hold a denial the units now lift).
+    pub async fn release(
+        &self,
+        op: &CheckOp,
+        units: u64,
+        out: &CheckOutcome,
+    ) -> Result<(), StoreError> {
+        let parts = if self.cluster {
+            split_parts(op)
+        } else {
+            vec![(op.clone(), Vec::new())]
+        };
+        let calls = parts.into_iter().map(|(mut p, _)| {
+            p.cost = units;
+            self.refund(&p, out)
+        });
+        for r in futures_util::future::join_all(calls).await {
+            r?;
+        }
+        self.publish_usage(&op.owner).await
+    }
+
     /// Gives back what an admitted part of a split check took ([`scripts::REFUND`]).
     fn refund(
         &self,
         part: &CheckOp,
         out: &CheckOutcome,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + use<> {
         let mut keys: Vec<&str> = vec![&part.owner];
         let idx: Vec<usize> = part
             .buckets
@@ -423,6 +412,49 @@ impl RedisStore {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
     }
+}
+
+/// Splits `op` into one op per hash tag (Redis Cluster): the owner's (its buckets, quota,
+/// usage and idempotency record) first — left out when it has nothing to do — then one per
+/// other tag, each with the indexes of its buckets in `op`.
+fn split_parts(op: &CheckOp) -> Vec<(CheckOp, Vec<usize>)> {
+    let owner_tag = hash_tag(&op.owner);
+    let part = |owner: Arc<str>, main: bool| CheckOp {
+        request_id: op.request_id.as_ref().map(|r| {
+            if main {
+                r.clone()
+            } else {
+                // The record lives in the other slot, per API key.
+                format!("{}:{r}", op.owner)
+            }
+        }),
+        owner,
+        buckets: Vec::new(),
+        quota: if main { op.quota.clone() } else { None },
+        usage: if main { op.usage.clone() } else { None },
+        cost: op.cost,
+        now: op.now,
+        dry_run: op.dry_run,
+    };
+    let mut parts: Vec<(CheckOp, Vec<usize>)> = vec![(part(op.owner.clone(), true), vec![])];
+    for (i, b) in op.buckets.iter().enumerate() {
+        let tag = hash_tag(&b.hash);
+        let p = if tag == owner_tag {
+            0
+        } else if let Some(p) = parts.iter().position(|(p, _)| hash_tag(&p.owner) == tag) {
+            p
+        } else {
+            parts.push((part(b.hash.clone(), false), vec![]));
+            parts.len() - 1
+        };
+        parts[p].0.buckets.push(b.clone());
+        parts[p].1.push(i);
+    }
+    let main = &parts[0].0;
+    if main.buckets.is_empty() && main.quota.is_none() && main.usage.is_none() {
+        parts.remove(0);
+    }
+    parts
 }
 
 /// The part of a key name Redis Cluster hashes: the first `{...}` with something in it, else
