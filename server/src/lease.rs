@@ -55,7 +55,15 @@ impl Lease {
 
     /// The units left when the lease has expired (and forgets them): to give back.
     fn take_expired(&mut self, now: Instant) -> Option<(CheckOp, CheckOutcome, u64)> {
-        if self.units == 0 || self.until.is_some_and(|t| now < t) {
+        if self.until.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.take_rest()
+    }
+
+    /// The units left (and forgets them): to give back.
+    fn take_rest(&mut self) -> Option<(CheckOp, CheckOutcome, u64)> {
+        if self.units == 0 {
             return None;
         }
         let units = std::mem::take(&mut self.units);
@@ -91,11 +99,20 @@ impl std::fmt::Debug for Leases {
     }
 }
 
-impl Default for Leases {
-    fn default() -> Self {
-        Self {
-            map: moka::sync::Cache::new(MAX_LEASES),
-        }
+impl Leases {
+    /// Leases whose unspent units go back to `store` (also when an entry is evicted).
+    pub fn new(store: AnyStore) -> Self {
+        let map = moka::sync::Cache::builder()
+            .max_capacity(MAX_LEASES)
+            .eviction_listener(move |_, lease: Arc<tokio::sync::Mutex<Lease>>, _| {
+                if let Ok(mut lease) = lease.try_lock()
+                    && let Some(back) = lease.take_rest()
+                {
+                    give_back(&store, back);
+                }
+            })
+            .build();
+        Self { map }
     }
 }
 
@@ -146,7 +163,8 @@ impl Leases {
         if let Some(out) = lease.spend(op.cost, now) {
             return Ok(Leased::Spent(out));
         }
-        if let Some(back) = lease.take_expired(now) {
+        // Expired, or too few for this cost: what is left goes back before a new grant.
+        if let Some(back) = lease.take_rest() {
             give_back(store, back);
         }
         // A batch larger than a bucket's burst could never pass.
@@ -163,7 +181,16 @@ impl Leases {
         }
         let mut batch = op.clone();
         batch.cost = op.cost + units;
-        let out = call(batch.clone()).await?;
+        let out = match call(batch.clone()).await {
+            Ok(out) => out,
+            Err(e) => {
+                // A slow or failing store: the next checks of this key go exact (each bounded
+                // by the store deadline) instead of queueing for batches. A batch whose answer
+                // was lost may have been charged; those units are not given back.
+                lease.no_batch_until = Some(now + cfg.max_age);
+                return Err(e);
+            }
+        };
         if out.verdict != Verdict::Allowed {
             lease.no_batch_until = Some(now + cfg.max_age);
             return Ok(Leased::Exact);
@@ -200,9 +227,13 @@ impl Leases {
 }
 
 fn give_back(store: &AnyStore, (op, out, units): (CheckOp, CheckOutcome, u64)) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(units, "no runtime to give back a lease's unspent units");
+        return;
+    };
     let store = store.clone();
     crate::metrics::lease_returned(units);
-    tokio::spawn(async move {
+    rt.spawn(async move {
         if let Err(e) = store.release(&op, units, &out).await {
             tracing::warn!(error = %e, units, "could not give back a lease's unspent units");
         }

@@ -239,7 +239,7 @@ impl Checker {
         self.leases = self
             .store
             .leases_apply()
-            .then(crate::lease::Leases::default);
+            .then(|| crate::lease::Leases::new(self.store.clone()));
         self
     }
 

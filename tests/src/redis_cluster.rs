@@ -34,6 +34,8 @@ pub fn redis_cli_bin() -> PathBuf {
 /// One node of the cluster as `CLUSTER NODES` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
+    /// Its node id.
+    pub id: String,
     /// Its port on 127.0.0.1.
     pub port: u16,
     /// Whether it is a master.
@@ -118,6 +120,63 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("no master serves slot {slot}"))
     }
 
+    /// Moves `slot` and its keys to the master on `to` (the `MIGRATING`/`IMPORTING` dance
+    /// `redis-cli --cluster reshard` does, for one slot): clients that still send its keys to
+    /// the old master get `ASK` during the move and `MOVED` after it.
+    pub fn move_slot(&self, slot: u16, to: u16) {
+        let nodes = self.nodes();
+        let from = self.master_of(slot);
+        let id = |port: u16| {
+            nodes
+                .iter()
+                .find(|n| n.port == port)
+                .map(|n| n.id.clone())
+                .unwrap_or_else(|| panic!("no node on port {port}"))
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let conn = |port: u16| {
+            redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .expect("url")
+                .get_connection_with_timeout(Duration::from_secs(1))
+                .unwrap_or_else(|e| panic!("node {port}: {e}"))
+        };
+        let (mut src, mut dst) = (conn(from), conn(to));
+        let setslot = |c: &mut redis::Connection, args: &[&str]| {
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(args)
+                .query::<()>(c)
+                .unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} {args:?}: {e}"));
+        };
+        setslot(&mut dst, &["IMPORTING", &from_id]);
+        setslot(&mut src, &["MIGRATING", &to_id]);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut src)
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query::<()>(&mut src)
+                .expect("MIGRATE");
+        }
+        for n in nodes.iter().filter(|n| n.master) {
+            setslot(&mut conn(n.port), &["NODE", &to_id]);
+        }
+    }
+
     /// Kills the node on `port` (SIGKILL), as a crash would.
     pub fn kill(&mut self, port: u16) {
         if let Some(s) = self.servers.iter_mut().find(|s| s.port() == port) {
@@ -197,6 +256,7 @@ pub fn parse_nodes(text: &str) -> Vec<Node> {
                 })
                 .collect();
             Some(Node {
+                id: f.first()?.to_string(),
                 port,
                 master,
                 slots,

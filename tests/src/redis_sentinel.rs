@@ -144,6 +144,24 @@ impl RedisSentinel {
         port
     }
 
+    /// Freezes the current master (SIGSTOP): its connections stay open and nothing answers,
+    /// as with a hung process or a host gone silent. Returns its port; it is killed on drop.
+    pub fn freeze_master(&mut self) -> u16 {
+        let port = self.master_port();
+        let pid = self
+            .servers
+            .iter()
+            .find(|s| s.port() == port)
+            .and_then(RedisServer::pid)
+            .unwrap_or_else(|| panic!("no running data node on port {port}"));
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -STOP {pid} failed");
+        port
+    }
+
     /// Kills the data node on `port` (SIGKILL). Panics when no data node has that port.
     pub fn kill_node(&mut self, port: u16) {
         self.servers

@@ -235,3 +235,56 @@ api_keys:
         "a replica serves the slot now"
     );
 }
+
+/// Resharding: the slot holding a key moves to another master while Tollgate serves it; the
+/// client library follows `ASK`/`MOVED` (no restart, no degraded answer) and the key's count
+/// moves with its hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moving_to_another_master_is_followed() {
+    let cluster = RedisCluster::start(3, 0);
+    let cfg = format!(
+        "{}usage_plans:
+  - id: metered
+    quota: {{limit: 100, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: mover, value: \"{}\", enabled: true, usage_plans: [metered]}}
+",
+        cluster_head(&cluster, "closed", "2s"),
+        key_value(0)
+    );
+    let tg = TollgateProcess::start(&cfg);
+    let mut c = tg.client().await;
+    let mut remaining = 100;
+    let checks = |c: &mut tollgate_tests::checks::Client, n: usize| {
+        let mut c = c.clone();
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let r = check(&mut c, get_pets(&key_value(0))).await;
+                assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+                assert!(!r.degraded, "{r:?}");
+                out.push(r.quota.as_ref().map(|q| q.remaining));
+            }
+            out
+        }
+    };
+    for r in checks(&mut c, 5).await {
+        remaining -= 1;
+        assert_eq!(r, Some(remaining));
+    }
+    let slot = cluster.slot("tg:{k:mover}");
+    let from = cluster.master_of(slot);
+    let to = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n.master && n.port != from)
+        .map(|n| n.port)
+        .expect("another master");
+    cluster.move_slot(slot, to);
+    assert_eq!(cluster.master_of(slot), to);
+    for r in checks(&mut c, 5).await {
+        remaining -= 1;
+        assert_eq!(r, Some(remaining), "the count moved with the key");
+    }
+}

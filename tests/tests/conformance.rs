@@ -844,3 +844,41 @@ async fn redis_usage_history_moves_and_is_pruned() {
         "a new month"
     );
 }
+
+/// A local lease's unspent units go back (`RedisStore::release`) even after midnight, when a
+/// later check has moved the grant's day into the usage history: the month's quota and that
+/// day's history both lose what was not admitted.
+#[tokio::test]
+async fn redis_release_after_midnight_fixes_quota_and_history() {
+    let server = RedisServer::start();
+    let s = redis(&server);
+    let k = unique("lease-midnight");
+    let op = || {
+        Op::new(&k)
+            .bucket(&k, "t:a", lim(1000.0, 1000))
+            .quota(1000, 0, Period::Month, 0)
+            .usage(90)
+    };
+    let day1 = at(2026, 11, 10, 86_400 - 30);
+    let day2 = at(2026, 11, 11, 5);
+    // A grant of 1 request + 100 leased units at 23:59:30.
+    let grant = op().cost(101).run(&s, day1).await;
+    assert_eq!(grant.verdict, Verdict::Allowed);
+    // Another instance checks after midnight: day 1 moves into the history.
+    assert_eq!(op().run(&s, day2).await.quota.map(|q| q.used), Some(102));
+    s.release(&op().inner, 100, &grant).await.expect("release");
+    let d1 = (day1 / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", d1, d1 + 1).await.expect("usage"),
+        vec![(d1, 1), (d1 + 1, 1)],
+        "the history of day 1 lost the 100 unspent units"
+    );
+    let o = op().run(&s, day2 + 1).await;
+    assert_eq!(
+        o.quota.map(|q| q.used),
+        Some(3),
+        "the month counts what was admitted"
+    );
+    // (The bucket refilled in the 35 s between; it never goes below the grant's time.)
+    assert_eq!(o.remaining, vec![999]);
+}

@@ -74,6 +74,18 @@ const KEY: &str = "sentinel-key-aaaaaaaaaaaaaaaaaaaaaaaa";
 /// by itself, and the quota count from before the crash is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tollgate_follows_a_sentinel_failover() {
+    failover(false).await;
+}
+
+/// The same with a master that freezes (SIGSTOP) instead of dying: its connections stay open
+/// and give no error, only timeouts; Tollgate learns the new master from the sentinels (it
+/// asks them every second) rather than from an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tollgate_leaves_a_frozen_master_for_the_new_one() {
+    failover(true).await;
+}
+
+async fn failover(freeze: bool) {
     let mut setup = RedisSentinel::start(1, 3);
     let urls = setup.sentinel_urls();
     let cfg = format!(
@@ -128,7 +140,11 @@ api_keys:
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let old = setup.kill_master();
+    let old = if freeze {
+        setup.freeze_master()
+    } else {
+        setup.kill_master()
+    };
     let killed = Instant::now();
     let mut degraded = 0;
     let recovered = loop {
@@ -155,7 +171,7 @@ api_keys:
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!(
-        "sentinel failover: {degraded} degraded answers, recovered {:?} after the kill",
+        "sentinel failover (freeze: {freeze}): {degraded} degraded answers, recovered {:?} after the kill",
         killed.elapsed()
     );
     let new = setup.wait_failover(old, Duration::from_secs(30));

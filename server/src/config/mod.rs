@@ -168,6 +168,7 @@ pub struct StoreConfig {
     pub username: Option<String>,
     /// Password for the data nodes (overrides one in the URL); best set through
     /// `TOLLGATE_STORE_PASSWORD` rather than in the file.
+    #[serde(deserialize_with = "secret")]
     pub password: Option<String>,
     /// TLS files for `rediss://`.
     pub tls: Option<StoreTlsConfig>,
@@ -425,6 +426,18 @@ pub struct LocalLeaseConfig {
     /// How long an instance may spend a lease.
     #[serde(with = "duration", default = "default_lease_max_age")]
     pub max_age: Duration,
+}
+
+/// A secret scalar as a string (a numeric password is a password too); an error never echoes
+/// the value.
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d) {
+        Ok(Value::String(s)) => Ok(Some(s)),
+        Ok(Value::Number(n)) => Ok(Some(n.to_string())),
+        Ok(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Ok(Value::Null) => Ok(None),
+        _ => Err(serde::de::Error::custom("expected a string")),
+    }
 }
 
 fn default_lease_max_age() -> Duration {

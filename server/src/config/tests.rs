@@ -178,6 +178,16 @@ fn store_topologies_parse_and_validate() {
     assert_eq!(c.store.kind, StoreKind::RedisCluster);
     assert_eq!(c.store.password.as_deref(), Some("from-env"));
     assert_eq!(c.store.username.as_deref(), Some("tollgate"));
+    let c = parse_str("store: {kind: redis, url: redis://a:6379, password: 123456}")
+        .expect("a numeric password is a password");
+    assert_eq!(c.store.password.as_deref(), Some("123456"));
+    let errs = parse_str("store: {kind: redis, url: redis://a:6379, password: [s3cr3t]}")
+        .expect_err("not a scalar")
+        .0;
+    assert!(
+        errs.iter().all(|e| !e.contains("s3cr3t")),
+        "no secret in errors: {errs:?}"
+    );
     for (text, want) in [
         (
             "store: {kind: redis-sentinel, url: redis://a:26379}",

@@ -165,18 +165,82 @@ impl<C: Clone + Send + Sync + 'static> Lazy<C> {
             || e.is_connection_refusal()
             || e.code() == Some("READONLY")
             || e.code() == Some("MASTERDOWN");
-        if self.redial_on_error
-            && wrong_node
-            && self
-                .current
-                .load()
-                .as_ref()
-                .is_some_and(|c| Arc::ptr_eq(c, used))
-        {
+        if self.redial_on_error && wrong_node && self.drop_if_current(used) {
             tracing::warn!(error = %e, "store: lost the master; asking the sentinels again");
-            self.current.store(None);
         }
     }
+
+    /// Drops the connection if it is still `used` (not one another task dialled since).
+    fn drop_if_current(&self, used: &Arc<C>) -> bool {
+        let prev = self.current.compare_and_swap(&Some(used.clone()), None);
+        prev.as_ref().is_some_and(|c| Arc::ptr_eq(c, used))
+    }
+}
+
+/// The master's connection and the address the sentinels gave for it.
+#[derive(Clone)]
+pub(crate) struct MasterConn {
+    conn: MultiplexedConnection,
+    addr: Arc<str>,
+}
+
+impl ConnectionLike for MasterConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.conn.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+/// How often the sentinels are asked who the master is, besides after errors: a master that
+/// stops answering without closing its connections (a frozen process, a vanished host) gives
+/// no error, only timeouts on the callers' side.
+pub const SENTINEL_POLL: Duration = Duration::from_secs(1);
+
+/// Asks the sentinels every [`SENTINEL_POLL`] for the master, and drops the connection when it
+/// goes to another address; stops when the store is gone.
+fn watch_sentinels(
+    lazy: std::sync::Weak<Lazy<MasterConn>>,
+    sentinel: Arc<tokio::sync::Mutex<SentinelClient>>,
+) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(SENTINEL_POLL);
+        loop {
+            tick.tick().await;
+            let Some(lazy) = lazy.upgrade() else { return };
+            let Some(current) = lazy.current.load_full() else {
+                continue;
+            };
+            let asked = tokio::time::timeout(SENTINEL_POLL * 2, async {
+                sentinel.lock().await.async_get_client().await
+            })
+            .await;
+            if let Ok(Ok(client)) = asked {
+                let addr = client.get_connection_info().addr().to_string();
+                if *current.addr != *addr && lazy.drop_if_current(&current) {
+                    tracing::warn!(
+                        old = %current.addr,
+                        new = %addr,
+                        "store: the sentinels name a new master; reconnecting"
+                    );
+                }
+            }
+        }
+    });
 }
 
 /// One connection of the store, whatever the topology.
@@ -184,7 +248,7 @@ impl<C: Clone + Send + Sync + 'static> Lazy<C> {
 pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(Arc<Lazy<ClusterConnection>>),
-    Sentinel(Arc<Lazy<MultiplexedConnection>>),
+    Sentinel(Arc<Lazy<MasterConn>>),
 }
 
 impl Conn {
@@ -309,6 +373,11 @@ pub(crate) fn connect(
                 sentinels,
                 master_name,
             )?));
+            let watcher = Arc::new(tokio::sync::Mutex::new(sentinel_client(
+                opts,
+                sentinels,
+                master_name,
+            )?));
             let config = AsyncConnectionConfig::new()
                 .set_response_timeout(None)
                 .set_connection_timeout(Some(connect_timeout));
@@ -320,14 +389,18 @@ pub(crate) fn connect(
                     let config = config.clone();
                     Box::pin(async move {
                         let client = sentinel.lock().await.async_get_client().await?;
-                        client
+                        let addr = client.get_connection_info().addr().to_string().into();
+                        let conn = client
                             .get_multiplexed_async_connection_with_config(&config)
-                            .await
+                            .await?;
+                        Ok(MasterConn { conn, addr })
                     })
                 }),
                 redial_on_error: true,
             };
-            Ok(vec![Conn::Sentinel(Arc::new(lazy))])
+            let lazy = Arc::new(lazy);
+            watch_sentinels(Arc::downgrade(&lazy), watcher);
+            Ok(vec![Conn::Sentinel(lazy)])
         }
     }
 }

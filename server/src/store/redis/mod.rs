@@ -309,13 +309,9 @@ impl RedisStore {
                 });
             }
         }
-        // Refunds run as tasks of their own: a caller that stops waiting (its deadline) does
-        // not cancel them.
-        for h in refunds.into_iter().map(tokio::spawn) {
-            match h.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "store: refund of a split check failed"),
-                Err(e) => tracing::warn!(error = %e, "store: refund task failed"),
+        for r in futures_util::future::join_all(refunds).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "store: refund of a split check failed");
             }
         }
         if let Some(e) = error {
@@ -328,7 +324,8 @@ impl RedisStore {
             remaining,
             quota,
             now_us: first.map_or(0, |o| o.now_us),
-            replayed: first.is_some_and(|o| o.replayed),
+            replayed: !outs.is_empty()
+                && outs.iter().all(|o| o.as_ref().is_some_and(|o| o.replayed)),
         })
     }
 
@@ -362,6 +359,10 @@ impl RedisStore {
         part: &CheckOp,
         out: &CheckOutcome,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + use<> {
+        let idem = part
+            .request_id
+            .as_ref()
+            .map(|r| Keys::idempotency(&part.owner, r));
         let mut keys: Vec<&str> = vec![&part.owner];
         let idx: Vec<usize> = part
             .buckets
@@ -374,6 +375,14 @@ impl RedisStore {
                 }
             })
             .collect();
+        // The part's idempotency record says "allowed": it goes, so a retry runs afresh.
+        let idem_idx = match &idem {
+            Some(k) => {
+                keys.push(k);
+                keys.len()
+            }
+            None => 0,
+        };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.scripts.refund.get_hash())
             .arg(keys.len())
@@ -389,7 +398,11 @@ impl RedisStore {
             (None, Some(u)) => &*u.field,
             (None, None) => "",
         };
-        cmd.arg(state).arg(out.quota.map_or(i64::MIN, |q| q.index));
+        let history = part.usage.as_ref().map_or("", |u| &*u.history);
+        cmd.arg(state)
+            .arg(out.quota.map_or(i64::MIN, |q| q.index))
+            .arg(history)
+            .arg(idem_idx);
         let load = self.scripts.refund.clone();
         let mut conn = self.conn();
         async move {
@@ -833,7 +846,12 @@ impl Store for RedisStore {
         if self.cluster {
             let tag = hash_tag(&op.owner);
             if op.buckets.iter().any(|b| hash_tag(&b.hash) != tag) {
-                return self.check_split(op).await;
+                // A task of its own: a caller that stops waiting (its deadline) must not stop
+                // it between a part's charge and that part's refund.
+                let (me, op) = (self.clone(), op.clone());
+                return tokio::spawn(async move { me.check_split(&op).await })
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("split check: {e}")))?;
             }
         }
         self.check_one(op).await

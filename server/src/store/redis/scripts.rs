@@ -228,15 +228,19 @@ return out
 /// Gives back what an admitted part of a split check took (Redis Cluster: a check whose
 /// stage-wide or descriptor buckets live under another hash tag runs as one [`CHECK`] per tag,
 /// concurrently; when another part denied, the parts that admitted are refunded so the
-/// request counts nowhere). Prefixed with [`PERIODS`].
+/// request counts nowhere), or what a local lease did not spend. Prefixed with [`PERIODS`].
 ///
-/// KEYS: 1 the part's owner hash (its state field), then hashes holding its buckets.
+/// KEYS: 1 the part's owner hash (its state field), then hashes holding its buckets, then
+/// (when ARGV says so) the part's idempotency record.
 /// ARGV: 1 cost, 2 the µs the part was decided at, 3 bucket count n, then per bucket: key
 /// index, field, T µs; then the plan's state field (empty: none), the charged quota period
-/// index.
+/// index, the usage history prefix (`u:<plan>`, empty: none), the idempotency record's key
+/// index (0: none).
 /// A TAT goes back by cost × T but never below the decision time (a bucket that refilled
-/// since is full either way); the quota and today's usage go back by cost when they still
-/// count the same period and day. Returns 1.
+/// since is full either way). The quota goes back by cost while the state still counts the
+/// charged period; the day's usage goes back in the state when it is still that day, else in
+/// that day's history field (a check after midnight moved it there). The idempotency record is
+/// deleted: it said "allowed", and a retry must run afresh. Returns 1.
 pub const REFUND: &str = r#"
 local cost = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
@@ -248,18 +252,26 @@ for b = 1, n do
   local v = tonumber(redis.call('HGET', KEYS[k], f) or '')
   if v then redis.call('HSET', KEYS[k], f, fmt(math.max(v - cost * t, now))) end
 end
-local sf = ARGV[i]
+local sf, qidx, hist, idem = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+if idem > 0 then redis.call('DEL', KEYS[idem]) end
 if sf ~= '' then
   local s = redis.call('HGET', KEYS[1], sf)
   if s then
     local a, u, l, d = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
     if d and d ~= '' then
-      if tonumber(a) == math.floor(now / DAY) then
-        local qu = tonumber(u)
-        if l ~= '' then qu = math.max(qu - cost, 0) end
-        redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(qu) .. l .. ':' .. fmt(math.max(tonumber(d) - cost, 0)))
+      local sday, dday = tonumber(a), math.floor(now / DAY)
+      local qu, today = tonumber(u), tonumber(d)
+      local period = ({d = 1, w = 2, m = 3})[l]
+      if period and period_index(period, sday * DAY) == qidx then qu = math.max(qu - cost, 0) end
+      if sday == dday then
+        today = math.max(today - cost, 0)
+      elseif hist ~= '' then
+        local hf = hist .. ':' .. fmt(dday)
+        local hv = tonumber(redis.call('HGET', KEYS[1], hf) or '')
+        if hv then redis.call('HSET', KEYS[1], hf, fmt(math.max(hv - cost, 0))) end
       end
-    elseif a and l == '' and tonumber(a) == tonumber(ARGV[i + 1]) then
+      redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(qu) .. l .. ':' .. fmt(today))
+    elseif a and l == '' and tonumber(a) == qidx then
       redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(math.max(tonumber(u) - cost, 0)))
     end
   end
