@@ -146,17 +146,31 @@ pub(crate) struct Lazy<C> {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<C: Clone + Send + Sync + 'static> Lazy<C> {
-    async fn get(&self) -> RedisResult<Arc<C>> {
+    /// The connection, dialling it first if needed. The dial runs as a task of its own: a
+    /// caller that stops waiting (a check's short deadline) does not abort it, so a dial that
+    /// takes longer than one check's deadline still completes for the next ones.
+    async fn get(self: &Arc<Self>) -> RedisResult<Arc<C>> {
         if let Some(c) = self.current.load_full() {
             return Ok(c);
         }
-        let _one_dialer = self.dialing.lock().await;
-        if let Some(c) = self.current.load_full() {
-            return Ok(c);
-        }
-        let c = Arc::new((self.dial)().await?);
-        self.current.store(Some(c.clone()));
-        Ok(c)
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let _one_dialer = me.dialing.lock().await;
+            if let Some(c) = me.current.load_full() {
+                return Ok(c);
+            }
+            let c = Arc::new((me.dial)().await?);
+            me.current.store(Some(c.clone()));
+            Ok(c)
+        })
+        .await
+        .map_err(|e| {
+            RedisError::from((
+                redis::ErrorKind::Io,
+                "dialling the store failed",
+                e.to_string(),
+            ))
+        })?
     }
 
     fn failed(&self, used: &Arc<C>, e: &RedisError) {
