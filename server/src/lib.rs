@@ -13,6 +13,7 @@
 //! [`run`] takes listeners that are already bound, so tests can use port 0.
 pub mod api;
 pub mod auth;
+pub mod breaker;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -214,7 +215,11 @@ pub async fn run(
     let checker = Arc::new(
         Checker::new(catalog.clone(), store.clone(), config.store.timeout)
             .with_over_limit_cache(config.store.over_limit_cache, clock.clone())
-            .with_leases(),
+            .with_leases()
+            .with_circuit_breaker(
+                config.store.circuit_breaker.failures,
+                config.store.circuit_breaker.open_for,
+            ),
     );
     checker.spawn_invalidation();
     checker.spawn_lease_sweeper();
@@ -227,6 +232,7 @@ pub async fn run(
     }
     tokio::spawn(probe_store(
         store.clone(),
+        checker.clone(),
         config.store.timeout,
         config.failure_mode,
         health.clone(),
@@ -379,9 +385,11 @@ fn load_admin_tokens(
 }
 
 /// Probes the store every second: `tollgate_store_up`, and health NOT_SERVING while it is down
-/// if the failure mode is closed (with `open`, checks keep being answered, so we stay SERVING).
+/// or the store circuit is open, if the failure mode is closed (with `open`, checks keep being
+/// answered, so we stay SERVING).
 async fn probe_store(
     store: AnyStore,
+    checker: Arc<Checker>,
     timeout: Duration,
     mode: FailureMode,
     health: tonic_health::server::HealthReporter,
@@ -390,11 +398,13 @@ async fn probe_store(
     let mut last_up = true;
     loop {
         tick.tick().await;
-        let up = matches!(
+        let reachable = matches!(
             tokio::time::timeout(timeout.max(Duration::from_millis(200)), store.ping()).await,
             Ok(Ok(()))
         );
-        ::metrics::gauge!(metrics::STORE_UP).set(if up { 1.0 } else { 0.0 });
+        ::metrics::gauge!(metrics::STORE_UP).set(if reachable { 1.0 } else { 0.0 });
+        // Down while the probe fails or the check path's circuit is open.
+        let up = reachable && !checker.circuit_open();
         if up != last_up {
             tracing::info!(up, "store health changed");
             last_up = up;

@@ -46,6 +46,11 @@ pub const LOCAL_DENIALS_TOTAL: &str = "tollgate_local_denials_total";
 pub const LEASE_CHECKS_TOTAL: &str = "tollgate_lease_checks_total";
 /// Units of expired leases given back to the store.
 pub const LEASE_RETURNED_UNITS_TOTAL: &str = "tollgate_lease_returned_units_total";
+/// 1 while the store circuit breaker is open (or half-open): checks are answered per the
+/// failure mode without a store call.
+pub const STORE_CIRCUIT_OPEN: &str = "tollgate_store_circuit_open";
+/// Checks answered without a store call because the circuit was open.
+pub const STORE_CIRCUIT_REJECTED_TOTAL: &str = "tollgate_store_circuit_rejected_total";
 /// Requests rejected as invalid input.
 pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
 
@@ -114,6 +119,14 @@ fn describe() {
     metrics::describe_counter!(
         LEASE_RETURNED_UNITS_TOTAL,
         "Units of expired local leases given back to the store."
+    );
+    metrics::describe_gauge!(
+        STORE_CIRCUIT_OPEN,
+        "1 while the store circuit breaker is open or half-open."
+    );
+    metrics::describe_counter!(
+        STORE_CIRCUIT_REJECTED_TOTAL,
+        "Checks answered without a store call because the circuit was open."
     );
     metrics::describe_counter!(
         INVALID_REQUESTS_TOTAL,

@@ -218,6 +218,8 @@ pub struct Checker {
     store_calls: AtomicU64,
     /// Local leases of `local_lease` plans (shared stores only).
     leases: Option<crate::lease::Leases>,
+    /// The store circuit breaker.
+    breaker: Option<crate::breaker::Breaker>,
 }
 
 impl Checker {
@@ -230,7 +232,22 @@ impl Checker {
             over_limit: None,
             store_calls: AtomicU64::new(0),
             leases: None,
+            breaker: None,
         }
+    }
+
+    /// Turns on the store circuit breaker ([`crate::breaker`]); `failures` 0 leaves it off.
+    pub fn with_circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.breaker = (failures > 0).then(|| crate::breaker::Breaker::new(failures, open_for));
+        if self.breaker.is_some() {
+            metrics::gauge!(m::STORE_CIRCUIT_OPEN).set(0.0);
+        }
+        self
+    }
+
+    /// Whether the store circuit is open (or half-open) now.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.as_ref().is_some_and(|b| b.is_open())
     }
 
     /// Turns on local leases for `local_lease` plans — only on a shared store (Redis), where
@@ -378,6 +395,14 @@ impl Checker {
 
     /// One store call with the store deadline, recorded in the store metrics.
     async fn store_call(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
+        use crate::breaker::Permit;
+        let permit = self.breaker.as_ref().map_or(Permit::Call, |b| b.permit());
+        if permit == Permit::Reject {
+            metrics::counter!(m::STORE_CIRCUIT_REJECTED_TOTAL).increment(1);
+            return Err(StoreError::Unreachable(
+                "circuit open after repeated store failures (probing again shortly)".into(),
+            ));
+        }
         self.store_calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let res = match tokio::time::timeout(self.timeout, self.store.check(op)).await {
@@ -385,6 +410,18 @@ impl Checker {
             Err(_) => Err(StoreError::Timeout),
         };
         m::store_call(self.store.kind(), started.elapsed(), res.as_ref().err());
+        if let Some(b) = &self.breaker
+            && let Some(open) = b.record(permit, !res.as_ref().is_err_and(trips_breaker))
+        {
+            metrics::gauge!(m::STORE_CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+            if open {
+                tracing::warn!(
+                    "store circuit open: store calls keep failing; answering per the failure mode"
+                );
+            } else {
+                tracing::info!("store circuit closed: the store answers again");
+            }
+        }
         res
     }
 
@@ -530,6 +567,30 @@ pub fn auth_answer(d: AuthDecision) -> Answer {
             a
         }
         AuthDecision::Error => Answer::new(Decision::AuthorizerError),
+    }
+}
+
+/// Whether a store error says the store itself is in trouble (and counts toward opening the
+/// circuit): timeouts, lost connections, and answers such as Redis's OOM, NOPERM, READONLY,
+/// MASTERDOWN, LOADING, BUSY — not an error one request's data could cause.
+fn trips_breaker(e: &StoreError) -> bool {
+    match e {
+        StoreError::Timeout | StoreError::Unreachable(_) => true,
+        StoreError::Backend(m) => {
+            let m = m.to_ascii_lowercase();
+            [
+                "oom",
+                "noperm",
+                "readonly",
+                "read only",
+                "masterdown",
+                "loading",
+                "busy",
+            ]
+            .iter()
+            .any(|k| m.contains(k))
+        }
+        StoreError::Protocol(_) => false,
     }
 }
 

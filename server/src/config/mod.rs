@@ -185,6 +185,30 @@ pub struct StoreConfig {
     /// Owners (API keys, stages, descriptors) the local over-limit cache remembers denials
     /// for; 0 turns it off.
     pub over_limit_cache: u64,
+    /// The store circuit breaker.
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// `store.circuit_breaker`: after `failures` store calls in a row fail, checks are answered per
+/// the failure mode without waiting for the store for `open_for`, then one probe is let
+/// through. `failures: 0` turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Failures in a row that open the circuit (0: never).
+    pub failures: u32,
+    /// How long it stays open before a probe.
+    #[serde(with = "duration")]
+    pub open_for: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            open_for: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -201,6 +225,7 @@ impl Default for StoreConfig {
             key_prefix: DEFAULT_KEY_PREFIX.into(),
             usage_retention: DEFAULT_USAGE_RETENTION,
             over_limit_cache: DEFAULT_OVER_LIMIT_CACHE,
+            circuit_breaker: CircuitBreakerConfig::default(),
         }
     }
 }

@@ -172,6 +172,15 @@ pub(crate) fn validate(
     if c.store.over_limit_cache > 10_000_000 {
         errors.push("store.over_limit_cache: at most 10000000 owners (0 turns it off)".into());
     }
+    let cb = c.store.circuit_breaker;
+    if cb.failures > 1_000_000 {
+        errors.push("store.circuit_breaker.failures: at most 1000000 (0 turns it off)".into());
+    }
+    if cb.failures > 0
+        && (cb.open_for < Duration::from_millis(10) || cb.open_for > Duration::from_secs(600))
+    {
+        errors.push("store.circuit_breaker.open_for: 10ms to 10m".into());
+    }
     if c.store.timeout.is_zero() {
         errors.push("store.timeout: must be above zero".into());
     }
