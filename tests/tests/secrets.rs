@@ -1,0 +1,126 @@
+//! Secrets never leave the process: with debug logging on, after valid and invalid API keys,
+//! valid and wrong admin tokens and a Redis password (right, then wrong), none of them appears
+//! in Tollgate's logs, its metrics or the statuses it answers.
+use std::time::Duration;
+
+use tollgate_proto::v1::ListUsagePlansRequest;
+use tollgate_tests::checks::{check, decision, get_pets};
+use tollgate_tests::redis::RedisServer;
+use tollgate_tests::tollgate::{ADMIN_TOKEN, TollgateProcess, http_get};
+use tonic::Code;
+
+const KEY: &str = "secret-key-value-0123456789abcdef";
+const WRONG_KEY: &str = "wrong-key-value-0123456789abcdef";
+const WRONG_TOKEN: &str = "wrong-admin-token-0123456789";
+const REDIS_PASSWORD: &str = "redis-pass-0123456789";
+const WRONG_PASSWORD: &str = "wrong-redis-pass-0123456789";
+
+fn config(redis: &RedisServer, password: &str) -> String {
+    format!(
+        r#"server: {{grpc_addr: "127.0.0.1:0", admin_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+store: {{kind: redis, url: "redis://tollgate:{password}@127.0.0.1:{}/", timeout: 2s}}
+failure_mode: closed
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets", api_key_required: true}}
+usage_plans:
+  - id: p
+    quota: {{limit: 100, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: k1, value_env: TEST_KEY_VALUE, enabled: true, usage_plans: [p]}}
+"#,
+        redis.port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_logs_metrics_or_statuses() {
+    // The default user may only PING and INFO (the harness's readiness probe); Tollgate's user
+    // needs the password.
+    let redis = RedisServer::start_with(&[
+        "--user",
+        "default",
+        "on",
+        "nopass",
+        "~*",
+        "&*",
+        "-@all",
+        "+ping",
+        "+info",
+        "+client",
+        "--user",
+        "tollgate",
+        "on",
+        &format!(">{REDIS_PASSWORD}"),
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    let env = [("TEST_KEY_VALUE", KEY), ("TOLLGATE_LOG", "debug")];
+    let good = TollgateProcess::start_with_env(&config(&redis, REDIS_PASSWORD), &env);
+    let mut c = good.client().await;
+    let r = check(&mut c, get_pets(KEY)).await;
+    assert_eq!(decision(&r), tollgate_proto::v1::Decision::Allow, "{r:?}");
+    let r = check(&mut c, get_pets(WRONG_KEY)).await;
+    assert_eq!(decision(&r), tollgate_proto::v1::Decision::Forbidden);
+    let mut statuses = Vec::new();
+    let ok = good
+        .admin()
+        .await
+        .list_usage_plans(ListUsagePlansRequest::default())
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    let denied = good
+        .admin_with_token(Some(WRONG_TOKEN))
+        .await
+        .list_usage_plans(ListUsagePlansRequest::default())
+        .await
+        .expect_err("wrong token");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    statuses.push(format!("{denied:?}"));
+
+    let bad = TollgateProcess::start_with_env(&config(&redis, WRONG_PASSWORD), &env);
+    let mut c = bad.client().await;
+    let err = c
+        .check_request(get_pets(KEY))
+        .await
+        .expect_err("Redis refuses the password");
+    assert_eq!(err.code(), Code::Unavailable);
+    statuses.push(format!("{err:?}"));
+    std::thread::sleep(Duration::from_millis(1500)); // a health probe or two get logged
+
+    for (name, p) in [("good", &good), ("bad", &bad)] {
+        let metrics = http_get(p.metrics_addr(), "/metrics").expect("metrics").1;
+        let text = format!(
+            "{}\n{}\n{metrics}\n{}",
+            p.stdout_text(),
+            p.stderr_text(),
+            statuses.join("\n")
+        );
+        assert!(
+            text.lines().count() > 20,
+            "{name}: debug logging produced output"
+        );
+        for secret in [
+            KEY,
+            WRONG_KEY,
+            ADMIN_TOKEN,
+            WRONG_TOKEN,
+            REDIS_PASSWORD,
+            WRONG_PASSWORD,
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{name}: {secret} leaked:\n{}",
+                text.lines()
+                    .filter(|l| l.contains(secret))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}
