@@ -286,3 +286,76 @@ async fn a_full_redis_refuses_and_nothing_is_counted() {
         "the refused checks counted nothing"
     );
 }
+
+/// SIGTERM while a check is in flight (Redis slowed to 800 ms by the proxy): the check still
+/// gets its real answer, then the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_check_in_flight() {
+    let redis = RedisServer::start();
+    let delay = Arc::new(AtomicU64::new(0));
+    let proxy = slow_proxy(
+        format!("127.0.0.1:{}", redis.port()).parse().expect("addr"),
+        delay.clone(),
+    )
+    .await;
+    // One connection, dialled by the first check: a new connection's handshake through the
+    // slowed proxy would take longer than the connect timeout.
+    let mut tg = TollgateProcess::start(
+        &config(&format!("redis://{proxy}/"), "closed", "5s")
+            .replace("timeout: 5s,", "timeout: 5s, pool_size: 1,"),
+    );
+    let mut c = tg.client().await;
+    timed_check(&mut c, Duration::from_secs(5))
+        .await
+        .expect("ok");
+    delay.store(800, Ordering::Relaxed);
+    let in_flight = tokio::spawn(async move { c.check_request(get_pets(KEY)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tg.terminate();
+    let r = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight check is answered, not cut")
+        .into_inner();
+    assert_eq!(decision(&r), Decision::Allow);
+    assert!(!r.degraded, "answered by the store: {r:?}");
+    assert_eq!(r.quota.as_ref().map(|q| q.remaining), Some(998));
+    let status = tg.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+}
+
+/// Garbage bytes on the gRPC port (not HTTP/2 at all, and a broken HTTP/2 preface) close those
+/// connections and nothing else: the server keeps answering checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_port_does_not_hurt_the_server() {
+    use std::io::Write;
+    let redis = RedisServer::start();
+    let tg = TollgateProcess::start(&config(&redis.url(), "closed", "2s"));
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+        vec![0u8; 100_000],
+    ];
+    let mut x: u32 = 12345;
+    junk.push(
+        (0..65_536)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (x >> 16) as u8
+            })
+            .collect(),
+    );
+    for bytes in &junk {
+        if let Ok(mut s) =
+            std::net::TcpStream::connect_timeout(&tg.grpc_addr(), Duration::from_secs(2))
+        {
+            let _ = s.write_all(bytes);
+        }
+    }
+    let mut c = tg.client().await;
+    let r = timed_check(&mut c, Duration::from_secs(5))
+        .await
+        .expect("served");
+    assert_eq!(decision(&r), Decision::Allow);
+    assert!(tg.pid().is_some());
+}
