@@ -169,6 +169,18 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(clock::SystemClock);
     // First: what happens from here on (the first load of plans and keys) is measured too.
     let handle = metrics::install();
+    // The recorder keeps every histogram sample until upkeep drains it into the summaries: with
+    // nobody scraping /metrics that grew ~40 bytes per check for ever (the soak run found it).
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
     let dir = config_path
         .as_deref()
         .and_then(|p| p.parent())
