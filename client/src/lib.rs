@@ -416,6 +416,8 @@ pub struct ClientBuilder {
     policy: FailurePolicy,
     breaker: BreakerConfig,
     deny_cache: usize,
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl ClientBuilder {
@@ -449,6 +451,14 @@ impl ClientBuilder {
         self
     }
 
+    /// TLS (and, with an identity, mutual TLS) to every endpoint; use `https://` endpoints.
+    /// Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Builds the client. Connections are made lazily (the first call connects), so this does not
     /// fail when Tollgate is down. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
@@ -456,13 +466,19 @@ impl ClientBuilder {
             .endpoints
             .iter()
             .map(|uri| {
-                Endpoint::from_shared(uri.clone())
-                    .map(|e| {
-                        e.connect_timeout(self.connect_timeout)
-                            .tcp_nodelay(true)
-                            .timeout(self.deadline)
-                    })
-                    .map_err(|e| Error::InvalidEndpoint(uri.clone(), e))
+                let e = Endpoint::from_shared(uri.clone())
+                    .map_err(|e| Error::InvalidEndpoint(uri.clone(), e))?
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true)
+                    .timeout(self.deadline);
+                #[cfg(feature = "tls")]
+                let e = match &self.tls {
+                    Some(tls) => e
+                        .tls_config(tls.clone())
+                        .map_err(|e| Error::InvalidEndpoint(uri.clone(), e))?,
+                    None => e,
+                };
+                Ok(e)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let channel = match endpoints.as_slice() {
@@ -523,6 +539,8 @@ impl Client {
             policy: FailurePolicy::default(),
             breaker: BreakerConfig::default(),
             deny_cache: 0,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 

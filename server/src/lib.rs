@@ -25,6 +25,7 @@ pub mod overlimit;
 pub mod pipeline;
 pub mod registry;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -131,6 +132,41 @@ pub fn build_store(
     )?))
 }
 
+/// A listener's serve future (plain or TLS streams are different types).
+type ServeFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// The gRPC and admin listeners' TLS (`server.tls`, `server.admin_tls`), loaded and watched for
+/// certificate rotation. With the admin API on the gRPC port (`separate_admin` false) it is
+/// served with `server.tls`.
+#[allow(clippy::type_complexity)]
+fn listener_tls(
+    config: &Config,
+    dir: &Path,
+    separate_admin: bool,
+) -> Result<(Option<Arc<tls::Tls>>, Option<Arc<tls::Tls>>), ServerError> {
+    let load = |t: Option<&config::ListenerTls>, at: &str, listener: &'static str| {
+        t.map(|t| {
+            let tls = tls::Tls::load(t, dir, listener)
+                .map_err(|e| ServerError::Config(vec![format!("{at}: {e}")]))?;
+            tls.spawn_reloader();
+            Ok::<_, ServerError>(tls)
+        })
+        .transpose()
+    };
+    let grpc = load(config.server.tls.as_ref(), "server.tls", "grpc")?;
+    let admin_at = if config.server.admin_tls.is_some() {
+        "server.admin_tls"
+    } else {
+        "server.tls"
+    };
+    let admin = match separate_admin {
+        true => load(config.server.admin_tls(), admin_at, "admin")?,
+        false => None,
+    };
+    Ok((grpc, admin))
+}
+
 /// What building authorizers needs besides the config.
 pub struct AuthSetup {
     /// The decision cache, kept across reloads.
@@ -186,6 +222,7 @@ pub async fn run(
         .and_then(|p| p.parent())
         .map(PathBuf::from)
         .unwrap_or_default();
+    let (grpc_tls, admin_tls) = listener_tls(&config, &dir, listeners.admin.is_some())?;
     let store = build_store(&config, &dir, clock.clone())?;
     let auth = Arc::new(AuthSetup {
         cache: AuthCache::new(
@@ -319,11 +356,14 @@ pub async fn run(
     if let Some(l) = listeners.admin {
         let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
         let mut stop = stop_rx.clone();
-        let server = tonic::transport::Server::builder()
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+        let stop = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let router = tonic::transport::Server::builder().add_service(admin);
+        let server: ServeFuture = match admin_tls {
+            Some(t) => Box::pin(router.serve_with_incoming_shutdown(t.incoming(incoming), stop)),
+            None => Box::pin(router.serve_with_incoming_shutdown(incoming, stop)),
+        };
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "admin listener failed");
@@ -338,7 +378,7 @@ pub async fn run(
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
     let grace = config.server.shutdown_grace;
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -346,13 +386,16 @@ pub async fn run(
         .add_service(authorize)
         .add_service(ext_authz)
         .add_service(rls)
-        .add_optional_service(admin_on_grpc)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = stop_tx.send(true);
-        });
-    tokio::pin!(server);
+        .add_optional_service(admin_on_grpc);
+    let stop = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+    };
+    let mut server: ServeFuture = match grpc_tls {
+        Some(t) => Box::pin(router.serve_with_incoming_shutdown(t.incoming(incoming), stop)),
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming, stop)),
+    };
     on_ready();
     tokio::select! {
         r = &mut server => r?,

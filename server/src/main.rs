@@ -132,8 +132,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
 async fn serve(cfg: config::Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let grpc = bind(cfg.server.grpc_addr, "grpc_addr").await?;
     // Port 0 means "any free port": equal only when a real port is shared.
-    let admin = if cfg.server.admin_addr == cfg.server.grpc_addr && cfg.server.grpc_addr.port() != 0
-    {
+    let admin = if cfg.server.admin_on_grpc() {
         None
     } else {
         Some(bind(cfg.server.admin_addr, "admin_addr").await?)

@@ -53,6 +53,10 @@ pub const STORE_CIRCUIT_OPEN: &str = "tollgate_store_circuit_open";
 pub const STORE_CIRCUIT_REJECTED_TOTAL: &str = "tollgate_store_circuit_rejected_total";
 /// Requests rejected as invalid input.
 pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
+/// TLS handshakes on a listener that failed, by listener and reason (`error`, `timeout`).
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "tollgate_tls_handshake_failures_total";
+/// Certificate reloads after the files changed, by listener and result.
+pub const TLS_RELOADS_TOTAL: &str = "tollgate_tls_reloads_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -131,6 +135,14 @@ fn describe() {
     metrics::describe_counter!(
         INVALID_REQUESTS_TOTAL,
         "Requests rejected as invalid input."
+    );
+    metrics::describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "Failed TLS handshakes on a listener, by listener and reason."
+    );
+    metrics::describe_counter!(
+        TLS_RELOADS_TOTAL,
+        "Listener certificate reloads after their files changed, by result."
     );
 }
 

@@ -12,6 +12,7 @@
 //! A test that needs a binary that is not installed fails with an install hint; it never
 //! passes silently.
 pub mod authorizer;
+pub mod certs;
 pub mod checks;
 pub mod envoy;
 pub mod redis;

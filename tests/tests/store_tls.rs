@@ -2,10 +2,10 @@
 //! ACL user whose password comes from `TOLLGATE_STORE_PASSWORD`: the real `tollgate` binary
 //! against a real TLS `redis-server` on loopback (certificates made with `openssl` here).
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use tollgate_proto::v1::Decision;
+use tollgate_tests::certs::make_certs;
 use tollgate_tests::checks::{check, decision, get_pets};
 use tollgate_tests::redis::{RedisServer, free_port};
 use tollgate_tests::tollgate::TollgateProcess;
@@ -13,85 +13,6 @@ use tonic::Code;
 
 const KEY: &str = "tls-key-aaaaaaaaaaaaaaaaaaaaaaaa";
 const PASSWORD: &str = "s3cret-store-pass";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("openssl not found ({e}): install it (`apt-get install openssl`)")
-        });
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by the CA.
-fn make_certs(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=tollgate-test-ca",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .expect("write ext");
-    for name in ["server", "client"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.crt"),
-                "-days",
-                "2",
-                "-extfile",
-                "ext",
-            ],
-        );
-    }
-}
 
 fn config(tls_port: u16, dir: &Path, client_cert: bool) -> String {
     let d = dir.display();

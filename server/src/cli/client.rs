@@ -3,14 +3,14 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tollgate_proto::v1::admin_service_client::AdminServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 /// The admin address used when neither `--admin-addr` nor `TOLLGATE_ADMIN_ADDR` is set.
@@ -165,15 +165,59 @@ impl Interceptor for Auth {
     }
 }
 
-/// Connects to the admin API at `addr` (already normalised by [`parse_admin_addr`]).
-pub async fn connect(addr: &str, auth: Auth) -> Result<Client, CliError> {
+/// TLS client files for the admin connection (`--ca-file`, `--cert-file`, `--key-file`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA that signed the server's certificate.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (mTLS).
+    pub cert: Option<PathBuf>,
+    /// Client key (mTLS).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// tonic's client TLS config, `None` when no file is given.
+    fn config(&self) -> Result<Option<ClientTlsConfig>, CliError> {
+        if self.ca.is_none() && self.cert.is_none() {
+            return Ok(None);
+        }
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| CliError::Other(format!("cannot read {}: {e}", p.display())))
+        };
+        let mut c = ClientTlsConfig::new();
+        if let Some(ca) = &self.ca {
+            c = c.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            c = c.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(Some(c))
+    }
+}
+
+/// Connects to the admin API at `addr` (already normalised by [`parse_admin_addr`]); with TLS
+/// files, over TLS (an `http://` address becomes `https://`).
+pub async fn connect(addr: &str, auth: Auth, tls: &TlsFiles) -> Result<Client, CliError> {
+    let tls = tls.config()?;
+    let addr = match (&tls, addr.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => addr.to_string(),
+    };
+    let addr = addr.as_str();
     let unreachable = |reason: String| CliError::Connect {
         addr: addr.to_string(),
         reason,
     };
-    let endpoint = Endpoint::from_shared(addr.to_string())
+    let mut endpoint = Endpoint::from_shared(addr.to_string())
         .map_err(|e| unreachable(chain(&e)))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| unreachable(chain(&e)))?;
+    }
     let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(unreachable(chain(&e))),

@@ -72,6 +72,32 @@ pub struct AdminOpts {
     /// Read the admin token from this file (default: the TOLLGATE_ADMIN_TOKEN variable).
     #[arg(long, global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// TLS: the CA (PEM) that signed the admin listener's certificate; implies https://.
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_ADMIN_CA_FILE",
+        value_name = "PATH"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// mTLS: this client's certificate (PEM), with --key-file.
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_ADMIN_CERT_FILE",
+        value_name = "PATH",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// mTLS: this client's private key (PEM), with --cert-file.
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_ADMIN_KEY_FILE",
+        value_name = "PATH",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -379,6 +405,11 @@ pub fn run(command: AdminCommand) -> ExitCode {
     let conn = Connector {
         addr: opts.admin_addr.clone(),
         auth,
+        tls: client::TlsFiles {
+            ca: opts.ca_file.clone(),
+            cert: opts.cert_file.clone(),
+            key: opts.key_file.clone(),
+        },
     };
     let result = rt.block_on(execute(command, &conn));
     match result.and_then(|out| {
@@ -415,12 +446,14 @@ struct Connector {
     addr: String,
     /// The token interceptor.
     auth: Auth,
+    /// TLS client settings.
+    tls: client::TlsFiles,
 }
 
 impl Connector {
     /// A connected client.
     async fn connect(&self) -> Result<Client, CliError> {
-        client::connect(&self.addr, self.auth.clone()).await
+        client::connect(&self.addr, self.auth.clone(), &self.tls).await
     }
 }
 

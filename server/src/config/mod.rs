@@ -78,6 +78,53 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Tokio worker threads; 0 = one per CPU.
     pub worker_threads: usize,
+    /// TLS on the gRPC listener, and on the admin listener unless `admin_tls` is set.
+    pub tls: Option<ListenerTls>,
+    /// TLS on the admin listener (defaults to `tls`).
+    pub admin_tls: Option<ListenerTls>,
+}
+
+impl ServerConfig {
+    /// Whether the admin API is served on the gRPC listener (`admin_addr` equals `grpc_addr`
+    /// and is not port 0, which gives each its own free port).
+    pub fn admin_on_grpc(&self) -> bool {
+        self.admin_addr == self.grpc_addr && self.grpc_addr.port() != 0
+    }
+
+    /// The admin listener's TLS: `admin_tls`, else `tls`.
+    pub fn admin_tls(&self) -> Option<&ListenerTls> {
+        self.admin_tls.as_ref().or(self.tls.as_ref())
+    }
+}
+
+/// `server.tls`, `server.admin_tls`: a listener's certificate and, for mutual TLS, the CA its
+/// clients' certificates must chain to. The files are re-read when they change (certificate
+/// rotation needs no restart).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates; set, clients must present a certificate signed by one (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `required` (default) or `optional` (a certificate, if presented,
+    /// must be valid).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// `server.tls.client_auth`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Every client must present a valid certificate.
+    #[default]
+    Required,
+    /// A client may present one; if it does, it must be valid.
+    Optional,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +138,8 @@ impl Default for ServerConfig {
             account_id: "123456789012".into(),
             shutdown_grace: Duration::from_secs(10),
             worker_threads: 0,
+            tls: None,
+            admin_tls: None,
         }
     }
 }

@@ -161,6 +161,25 @@ pub(crate) fn validate(
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<String>,
 ) {
+    // server
+    for (at, t) in [
+        ("server.tls", &c.server.tls),
+        ("server.admin_tls", &c.server.admin_tls),
+    ] {
+        if let Some(t) = t
+            && let Err(e) = crate::tls::validate(t, dir, at)
+        {
+            errors.push(e);
+        }
+    }
+    if c.server.admin_tls.is_some() && c.server.admin_on_grpc() {
+        errors.push(
+            "server.admin_tls: the admin API is served on grpc_addr (admin_addr equals it), \
+             with server.tls; give it its own admin_addr to use other TLS settings"
+                .into(),
+        );
+    }
+
     // store
     validate_store(&c.store, dir, errors);
     if c.store.pool_size == 0 || c.store.pool_size > 4096 {

@@ -1,0 +1,277 @@
+//! TLS and mutual TLS on the gRPC and admin listeners (rustls, the ring provider already in the
+//! tree for the Redis and HTTP clients).
+//!
+//! tonic's own `ServerTlsConfig` is fixed at start; certificates are rotated (cert-manager, a
+//! Kubernetes Secret's symlink swap) far more often than the service is restarted, so the
+//! listener does its own handshakes: every accepted connection is handed to a `TlsAcceptor` built
+//! from the *current* rustls config, and a watcher re-reads the files when their size or
+//! modification time changes. A new file that does not parse is logged and the previous
+//! certificate keeps serving.
+//!
+//! Handshakes run concurrently (one slow or hostile client cannot hold the accept loop), each
+//! bounded by [`HANDSHAKE_TIMEOUT`], and at most [`MAX_HANDSHAKES`] at once.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::{ClientAuth, ListenerTls};
+
+/// How long a client may take to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once, per listener; further connections wait to be accepted.
+pub const MAX_HANDSHAKES: usize = 1024;
+/// How often the certificate files are looked at.
+pub const RELOAD_POLL: Duration = Duration::from_secs(5);
+
+/// A listener's TLS settings with the current rustls config.
+pub struct Tls {
+    listener: &'static str,
+    files: Files,
+    current: ArcSwap<ServerConfig>,
+}
+
+#[derive(Clone)]
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    client_auth: ClientAuth,
+}
+
+impl Files {
+    fn resolve(t: &ListenerTls, dir: &Path) -> Self {
+        Self {
+            cert: crate::auth::resolve_path(dir, &t.cert_file),
+            key: crate::auth::resolve_path(dir, &t.key_file),
+            client_ca: t
+                .client_ca_file
+                .as_ref()
+                .map(|f| crate::auth::resolve_path(dir, f)),
+            client_auth: t.client_auth,
+        }
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.cert, &self.key].into_iter().chain(&self.client_ca)
+    }
+
+    /// Size and modification time of every file: what the watcher compares.
+    fn stamp(&self) -> Vec<Option<(u64, SystemTime)>> {
+        self.paths()
+            .map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.len(), m.modified().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// Checks that `t`'s files exist and make a working TLS config (what `check-config` and start-up
+/// validation use). `at` names the setting in messages.
+pub fn validate(t: &ListenerTls, dir: &Path, at: &str) -> Result<(), String> {
+    build(&Files::resolve(t, dir))
+        .map(|_| ())
+        .map_err(|e| format!("{at}: {e}"))
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+fn build(f: &Files) -> Result<ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pem = read(&f.cert, "cert_file")?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cert_file {}: {e}", f.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "cert_file {}: no PEM certificate in it",
+            f.cert.display()
+        ));
+    }
+    // The key's own error could quote key material; name the file only.
+    let key = PrivateKeyDer::from_pem_slice(&read(&f.key, "key_file")?).map_err(|_| {
+        format!(
+            "key_file {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in it",
+            f.key.display()
+        )
+    })?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &f.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let pem = read(ca, "client_ca_file")?;
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "client_ca_file {}: no PEM certificate in it",
+                    ca.display()
+                ));
+            }
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let v = match f.client_auth {
+                ClientAuth::Required => v,
+                ClientAuth::Optional => v.allow_unauthenticated(),
+            };
+            builder.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("cert_file/key_file: {e}"))?;
+    // gRPC is HTTP/2 only.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+impl Tls {
+    /// Loads `t` (relative paths from `dir`) for the listener named `listener` (`grpc`, `admin`:
+    /// the label of its metrics).
+    pub fn load(t: &ListenerTls, dir: &Path, listener: &'static str) -> Result<Arc<Self>, String> {
+        let files = Files::resolve(t, dir);
+        let config = build(&files)?;
+        Ok(Arc::new(Self {
+            listener,
+            files,
+            current: ArcSwap::from_pointee(config),
+        }))
+    }
+
+    /// Re-reads the files every [`RELOAD_POLL`] and swaps the config in when they changed and
+    /// parse; a broken new file is logged and the old certificate stays.
+    pub fn spawn_reloader(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        let mut seen = self.files.stamp();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_POLL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(tls) = this.upgrade() else { return };
+                let now = tls.files.stamp();
+                if now == seen {
+                    continue;
+                }
+                match build(&tls.files) {
+                    Ok(c) => {
+                        tls.current.store(Arc::new(c));
+                        seen = now;
+                        metrics::counter!(crate::metrics::TLS_RELOADS_TOTAL, "listener" => tls.listener, "result" => "ok").increment(1);
+                        tracing::info!(
+                            listener = tls.listener,
+                            "TLS certificate files changed: reloaded"
+                        );
+                    }
+                    Err(e) => {
+                        // Retried at the next change (a half-written pair is common mid-rotation).
+                        seen = now;
+                        metrics::counter!(crate::metrics::TLS_RELOADS_TOTAL, "listener" => tls.listener, "result" => "error").increment(1);
+                        tracing::error!(listener = tls.listener, error = %e, "TLS certificate files changed but do not load; the previous certificate keeps serving");
+                    }
+                }
+            }
+        });
+    }
+
+    /// TLS connections from `tcp`, handshaken concurrently. Failed handshakes are counted
+    /// (`tollgate_tls_handshake_failures_total`) and dropped; the stream ends when the server
+    /// stops reading it.
+    pub fn incoming<S>(
+        self: Arc<Self>,
+        mut tcp: S,
+    ) -> impl futures_util::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static
+    where
+        S: futures_util::Stream<Item = Result<TcpStream, std::io::Error>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+            loop {
+                let conn = tokio::select! {
+                    c = tcp.next() => c,
+                    _ = tx.closed() => return,
+                };
+                let stream = match conn {
+                    Some(Ok(s)) => s,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                    None => return,
+                };
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let acceptor = TlsAcceptor::from(self.current.load_full());
+                let tx = tx.clone();
+                let listener = self.listener;
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let reason = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(tls)).await;
+                            return;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener, error = %e, "TLS handshake failed");
+                            "error"
+                        }
+                        Err(_) => "timeout",
+                    };
+                    metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener, "reason" => reason).increment(1);
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(cert: &str, key: &str) -> ListenerTls {
+        ListenerTls {
+            cert_file: cert.into(),
+            key_file: key.into(),
+            client_ca_file: None,
+            client_auth: ClientAuth::Required,
+        }
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("tollgate-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("empty.pem"), "").expect("write");
+        let e = validate(&cfg("missing.pem", "x.key"), &dir, "server.tls").unwrap_err();
+        assert!(e.contains("server.tls: cannot read cert_file"), "{e}");
+        let e = validate(&cfg("empty.pem", "x.key"), &dir, "server.tls").unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
