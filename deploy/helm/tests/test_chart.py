@@ -698,6 +698,12 @@ def test_guards(values, message):
     assert message in str(e.value), str(e.value)
 
 
+def test_recreate_strategy():
+    # docs/operating.md: upgrades that must not mix versions use Recreate (rollingUpdate nulled).
+    d = deployment(render({"strategy": {"type": "Recreate", "rollingUpdate": None}}))
+    assert d["spec"]["strategy"] == {"type": "Recreate"}
+
+
 def test_memory_store_guard_allows_one_replica_and_redis_allows_many():
     assert deployment(render({"replicaCount": 1}))["spec"]["replicas"] == 1
     assert deployment(render({"replicaCount": 0}))["spec"]["replicas"] == 0
@@ -708,14 +714,19 @@ def test_memory_store_guard_allows_one_replica_and_redis_allows_many():
 # --- the real binary ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["defaults", "standalone", "sentinel", "minimal"])
+@pytest.mark.parametrize("name", ["defaults", "standalone", "sentinel", "minimal", "docs-example"])
 def test_rendered_config_passes_tollgate_check_config(name):
     binary = os.environ.get("TOLLGATE_BIN")
     if not binary:
         pytest.skip("TOLLGATE_BIN is not set: `tollgate check-config` of the rendered configs not run")
     if not Path(binary).is_file():
         pytest.fail(f"TOLLGATE_BIN={binary} does not exist")
-    text = next(c for c in objs(RENDERED[name], "ConfigMap") if c["metadata"]["name"] == FULLNAME)["data"]["tollgate.yaml"]
+    if name == "docs-example":  # docs/operating.md's my-values.yaml, with a petstore API and a plan
+        rendered = render(yaml.safe_load(DOC_VALUE_BLOCKS[0]))
+        assert tollgate_config(rendered)["usage_plans"]
+    else:
+        rendered = RENDERED[name]
+    text = next(c for c in objs(rendered, "ConfigMap") if c["metadata"]["name"] == FULLNAME)["data"]["tollgate.yaml"]
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "tollgate.yaml"
         path.write_text(text)
@@ -736,6 +747,28 @@ def test_check_config_rejects_a_bad_config():
         r = subprocess.run([binary, "check-config", str(path)], capture_output=True, text=True, timeout=60,
                            env={k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")})
     assert r.returncode == 64, r
+
+
+# --- the docs' examples ------------------------------------------------------------------------------
+
+DOC_VALUE_BLOCKS = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "operating.md").read_text(), re.S)
+
+
+@pytest.mark.parametrize("index", range(len(DOC_VALUE_BLOCKS)))
+def test_docs_values_examples_render(index):
+    # Each values example of docs/operating.md renders (fragments over a minimal Redis setup)
+    # into valid objects.
+    block = yaml.safe_load(DOC_VALUE_BLOCKS[index])
+    base = {"redis": {"enabled": True, "url": "redis://redis.data.svc:6379/0"}}
+    rendered = render(merged(base, block))
+    for o in rendered["objects"]:
+        if o["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(o, KUBE_VERSION, strict=True)
+    _assert_known_keys(tollgate_config(rendered))
+
+
+def test_docs_have_values_examples():
+    assert len(DOC_VALUE_BLOCKS) >= 5
 
 
 # --- alert rules and dashboard ------------------------------------------------------------------------
