@@ -704,6 +704,21 @@ def test_recreate_strategy():
     assert d["spec"]["strategy"] == {"type": "Recreate"}
 
 
+def test_values_schema():
+    import jsonschema
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    # The schema's `config` sections are exactly Tollgate's top-level keys: a key Tollgate adds
+    # must be added here too, and the schema never lets through a key Tollgate would refuse.
+    assert set(schema["properties"]["config"]["properties"]) == TOP_KEYS
+    assert schema["properties"]["config"]["additionalProperties"] is False
+    # Every default value is described by the schema (no value outside it).
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(defaults) <= set(schema["properties"])
+    jsonschema.Draft7Validator(schema).validate(defaults)
+
+
 def test_memory_store_guard_allows_one_replica_and_redis_allows_many():
     assert deployment(render({"replicaCount": 1}))["spec"]["replicas"] == 1
     assert deployment(render({"replicaCount": 0}))["spec"]["replicas"] == 0
