@@ -60,6 +60,10 @@ BREAKER_KEYS = _rust_struct_fields(CONFIG_RS, "CircuitBreakerConfig")
 # work; the chart renders it only with tls.enabled. Accepted here whether or not this checkout's
 # ServerConfig has it yet.
 SERVER_TLS_KEYS = {"cert_file", "key_file", "client_ca_file"}
+_server_body = re.search(r"pub struct ServerConfig \{(.*?)\n\}", CONFIG_RS, re.S)
+_server_tls = _server_body and re.search(r"^\s*pub tls: Option<(\w+)>", _server_body.group(1), re.M)
+if _server_tls:  # once the sources have it, they are the reference
+    SERVER_TLS_KEYS = _rust_struct_fields(CONFIG_RS, _server_tls.group(1))
 SERVER_KEYS_WITH_TLS = SERVER_KEYS | {"tls"}
 
 METRICS_RS = (ROOT / "server" / "src" / "metrics.rs").read_text()
