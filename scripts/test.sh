@@ -52,3 +52,7 @@ cargo build --workspace --bins --examples
 export TOLLGATE_BIN="${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/tollgate}"
 export GATEWAY_BIN="${GATEWAY_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/gateway}"
 cargo test --workspace "$@"
+
+# The Helm chart, alert rules and dashboard (deploy/; no Rust build): lint, render, Kubernetes
+# schema, and `tollgate check-config` of the rendered configs with the TOLLGATE_BIN above.
+./scripts/test-helm.sh
