@@ -246,6 +246,12 @@ fn page<'a, T>(
         }
         n => n,
     };
+    // A token is the last id of the previous page.
+    if !token.is_empty() && !crate::config::validate::valid_id(token) {
+        return Err(Status::invalid_argument(
+            "page_token: not a next_page_token this API returned",
+        ));
+    }
     // Items come in id order (BTreeMap): skip to the token, convert only the page.
     let mut out = Vec::new();
     let mut last = String::new();
