@@ -724,7 +724,6 @@ async fn hostile_input_on_every_rpc_gets_a_clear_answer_and_counts_nothing() {
             }),
             ..Default::default()
         }),
-        ..Default::default()
     };
     for (what, req) in [
         (
