@@ -298,6 +298,19 @@ def test_notes_render(name):
     assert FULLNAME in notes and "grpc.health.v1.Health/Check" in notes
 
 
+def test_notes_admin_command_follows_tls():
+    # With tls.enabled the admin listener speaks TLS as well (server.tls covers it): the NOTES'
+    # http:// command failed against it ("h2 protocol error").
+    plain = render({"admin": {"token": "x" * 24}})["notes"]
+    assert "TOLLGATE_ADMIN_ADDR=http://127.0.0.1:50052" in plain and "--ca-file" not in plain
+    mtls = render({"admin": {"token": "x" * 24},
+                   "tls": {"enabled": True, "secretName": "t", "clientAuth": True}})["notes"]
+    assert "TOLLGATE_ADMIN_ADDR=https://127.0.0.1:50052" in mtls and "http://127.0.0.1:50052" not in mtls
+    assert "--ca-file ca.crt --cert-file client.crt --key-file client.key" in mtls
+    tls = render({"admin": {"token": "x" * 24}, "tls": {"enabled": True, "secretName": "t"}})["notes"]
+    assert "--ca-file ca.crt" in tls and "--cert-file" not in tls
+
+
 def test_default_objects():
     kinds = sorted(o["kind"] for o in RENDERED["defaults"]["objects"])
     assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
