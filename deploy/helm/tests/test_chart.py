@@ -803,6 +803,21 @@ def test_docs_values_examples_render(index):
     _assert_known_keys(tollgate_config(rendered))
 
 
+def test_docs_kubectl_names_match_the_release_of_their_helm_install():
+    # docs/operating.md installs with `helm install tollgate ...`: the Deployment is then
+    # `tollgate` (the release name contains the chart name), so `deploy/<release>-tollgate`
+    # named a Deployment that does not exist.
+    docs = (ROOT / "docs" / "operating.md").read_text()
+    assert re.findall(r"helm install (\S+) deploy/helm/tollgate", docs) and all(
+        r == "tollgate" for r in re.findall(r"helm install (\S+) deploy/helm/tollgate", docs))
+    out = _CHART.render(values={}, name="tollgate", namespace=NAMESPACE)
+    name = yaml.safe_load(next(t for p, t in out.items() if p.endswith("/deployment.yaml")))["metadata"]["name"]
+    refs = re.findall(r"kubectl [^`\n]*?deploy/([\w<>.-]+)", docs)
+    assert refs and all(r == name for r in refs), (name, refs)
+    # With TLS on, the TCP probes show up in the handshake-failure counter: documented.
+    assert "tollgate_tls_handshake_failures_total" in docs.split("### TLS on Tollgate's listeners")[1].split("###")[0]
+
+
 def test_docs_have_values_examples():
     assert len(DOC_VALUE_BLOCKS) >= 5
 
