@@ -193,8 +193,8 @@ impl Tls {
     }
 
     /// TLS connections from `tcp`, handshaken concurrently. Failed handshakes are counted
-    /// (`tollgate_tls_handshake_failures_total`) and dropped; the stream ends when the server
-    /// stops reading it.
+    /// (`tollgate_tls_handshake_failures_total`) and dropped — except connections closed before
+    /// sending a byte (TCP health probes); the stream ends when the server stops reading it.
     pub fn incoming<S>(
         self: Arc<Self>,
         mut tcp: S,
@@ -226,17 +226,22 @@ impl Tls {
                 let listener = self.listener;
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let reason = match tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => {
+                    let handshake = async {
+                        // A connection closed before its first byte is a TCP health probe
+                        // (kubelet's tcpSocket), not a failed handshake: not counted.
+                        let mut first = [0u8; 1];
+                        if matches!(stream.peek(&mut first).await, Ok(0)) {
+                            return None;
+                        }
+                        Some(acceptor.accept(stream).await)
+                    };
+                    let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(None) => return,
+                        Ok(Some(Ok(tls))) => {
                             let _ = tx.send(Ok(tls)).await;
                             return;
                         }
-                        Ok(Err(e)) => {
+                        Ok(Some(Err(e))) => {
                             tracing::debug!(listener, error = %e, "TLS handshake failed");
                             "error"
                         }

@@ -81,3 +81,38 @@ pub fn tally(responses: &[CheckRequestResponse]) -> BTreeMap<String, usize> {
     }
     m
 }
+
+/// Through a store failover with `failure_mode: open`: checks `key` every 100 ms until one is
+/// answered not degraded, asserting every answer is an ALLOW within 3 s (degraded or not) and
+/// that recovery comes within 60 s of `since`. Returns that answer and how many were degraded.
+pub async fn until_recovered(
+    c: &mut Client,
+    key: &str,
+    since: std::time::Instant,
+) -> (CheckRequestResponse, usize) {
+    use std::time::{Duration, Instant};
+    let mut degraded = 0;
+    loop {
+        let started = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), c.check_request(get_pets(key)))
+            .await
+            .expect("every check is answered within the deadline")
+            .expect("failure mode open answers, never an error")
+            .into_inner();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "answered in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+        if !r.degraded {
+            return (r, degraded);
+        }
+        degraded += 1;
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "no recovery 60 s after the failure"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -53,6 +53,23 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// ACL arguments for `redis-server`: the default user may only PING, INFO and CLIENT (what
+    /// the harness's readiness probe needs), and `user` with `password` may do everything.
+    /// (`--user` takes the rule's words as separate arguments; one quoted string silently makes
+    /// a broken user.)
+    pub fn acl_user_args(user: &str, password: &str) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--user", "default", "on", "nopass", "~*", "&*", "-@all", "+ping", "+info", "+client",
+            "--user", user, "on",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!(">{password}"));
+        args.extend(["~*", "&*", "+@all"].iter().map(|s| s.to_string()));
+        args
+    }
+
     /// Starts a server with extra `--option value` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tollgate_proto::v1::Decision;
-use tollgate_tests::checks::{check, decision, fire, get_pets, tally};
+use tollgate_tests::checks::{check, decision, fire, get_pets, tally, until_recovered};
 use tollgate_tests::redis_cluster::RedisCluster;
 use tollgate_tests::tollgate::TollgateProcess;
 
@@ -191,33 +191,7 @@ api_keys:
 
     cluster.kill(master);
     let killed = Instant::now();
-    let mut degraded = 0;
-    let recovered = loop {
-        let started = Instant::now();
-        let r = tokio::time::timeout(
-            Duration::from_secs(5),
-            c.check_request(get_pets(&key_value(0))),
-        )
-        .await
-        .expect("every check is answered within the deadline")
-        .expect("failure mode open answers, never an error")
-        .into_inner();
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "answered in {:?}",
-            started.elapsed()
-        );
-        assert_eq!(decision(&r), Decision::Allow, "{r:?}");
-        if !r.degraded {
-            break r;
-        }
-        degraded += 1;
-        assert!(
-            killed.elapsed() < Duration::from_secs(60),
-            "no recovery 60 s after the master died"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (recovered, degraded) = until_recovered(&mut c, &key_value(0), killed).await;
     eprintln!(
         "cluster failover: {degraded} degraded answers, recovered {:?} after the kill",
         killed.elapsed()

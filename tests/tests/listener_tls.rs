@@ -259,6 +259,23 @@ async fn tls_on_grpc_and_mutual_tls_on_admin() {
         },
     )
     .await;
+    // TCP health probes (connect, close, no byte sent) are not failed handshakes.
+    let failures = metric(
+        &tg,
+        "tollgate_tls_handshake_failures_total{listener=\"grpc\"",
+    );
+    for _ in 0..20 {
+        drop(TcpStream::connect(grpc).expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metric(
+            &tg,
+            "tollgate_tls_handshake_failures_total{listener=\"grpc\""
+        ),
+        failures,
+        "TCP probes counted as handshake failures"
+    );
     let logs = tg.stderr_text() + &tg.stdout_text();
     assert!(!logs.contains("PRIVATE KEY"), "key material in the logs");
 }

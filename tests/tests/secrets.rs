@@ -41,25 +41,8 @@ api_keys:
 async fn no_secret_in_logs_metrics_or_statuses() {
     // The default user may only PING and INFO (the harness's readiness probe); Tollgate's user
     // needs the password.
-    let redis = RedisServer::start_with(&[
-        "--user",
-        "default",
-        "on",
-        "nopass",
-        "~*",
-        "&*",
-        "-@all",
-        "+ping",
-        "+info",
-        "+client",
-        "--user",
-        "tollgate",
-        "on",
-        &format!(">{REDIS_PASSWORD}"),
-        "~*",
-        "&*",
-        "+@all",
-    ]);
+    let acl = RedisServer::acl_user_args("tollgate", REDIS_PASSWORD);
+    let redis = RedisServer::start_with(&acl.iter().map(String::as_str).collect::<Vec<_>>());
     let env = [("TEST_KEY_VALUE", KEY), ("TOLLGATE_LOG", "debug")];
     let good = TollgateProcess::start_with_env(&config(&redis, REDIS_PASSWORD), &env);
     let mut c = good.client().await;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tollgate_proto::v1::Decision;
-use tollgate_tests::checks::{check, decision, get_pets};
+use tollgate_tests::checks::{check, decision, get_pets, until_recovered};
 use tollgate_tests::redis_sentinel::{MASTER_NAME, RedisSentinel};
 use tollgate_tests::tollgate::TollgateProcess;
 
@@ -146,30 +146,7 @@ api_keys:
         setup.kill_master()
     };
     let killed = Instant::now();
-    let mut degraded = 0;
-    let recovered = loop {
-        let started = Instant::now();
-        let r = tokio::time::timeout(Duration::from_secs(5), c.check_request(get_pets(KEY)))
-            .await
-            .expect("every check is answered")
-            .expect("failure mode open answers, never an error")
-            .into_inner();
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "answered in {:?}",
-            started.elapsed()
-        );
-        assert_eq!(decision(&r), Decision::Allow, "{r:?}");
-        if !r.degraded {
-            break r;
-        }
-        degraded += 1;
-        assert!(
-            killed.elapsed() < Duration::from_secs(60),
-            "no recovery 60 s after the master died"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (recovered, degraded) = until_recovered(&mut c, KEY, killed).await;
     eprintln!(
         "sentinel failover (freeze: {freeze}): {degraded} degraded answers, recovered {:?} after the kill",
         killed.elapsed()

@@ -54,7 +54,7 @@ async fn tls_with_a_client_certificate_and_an_acl_user() {
     let tls_port = free_port();
     // The plain port stays open for the harness's readiness probe, where the default user may
     // only PING and INFO; Tollgate's user `tollgate` needs its password.
-    let _redis = RedisServer::start_with(&[
+    let args: Vec<String> = [
         "--tls-port",
         &tls_port.to_string(),
         "--tls-cert-file",
@@ -65,25 +65,12 @@ async fn tls_with_a_client_certificate_and_an_acl_user() {
         &p("ca.crt"),
         "--tls-auth-clients",
         "yes",
-        // `--user` takes the ACL rule's words as separate arguments.
-        "--user",
-        "default",
-        "on",
-        "nopass",
-        "~*",
-        "&*",
-        "-@all",
-        "+ping",
-        "+info",
-        "+client",
-        "--user",
-        "tollgate",
-        "on",
-        &format!(">{PASSWORD}"),
-        "~*",
-        "&*",
-        "+@all",
-    ]);
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(RedisServer::acl_user_args("tollgate", PASSWORD))
+    .collect::<Vec<_>>();
+    let _redis = RedisServer::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
 
     let tg = TollgateProcess::start_with_env(
         &config(tls_port, dir.path(), true),

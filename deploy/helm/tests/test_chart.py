@@ -814,7 +814,7 @@ def test_docs_kubectl_names_match_the_release_of_their_helm_install():
     name = yaml.safe_load(next(t for p, t in out.items() if p.endswith("/deployment.yaml")))["metadata"]["name"]
     refs = re.findall(r"kubectl [^`\n]*?deploy/([\w<>.-]+)", docs)
     assert refs and all(r == name for r in refs), (name, refs)
-    # With TLS on, the TCP probes show up in the handshake-failure counter: documented.
+    # With TLS on, the probes are TCP connects; the doc says how the handshake counter treats them.
     assert "tollgate_tls_handshake_failures_total" in docs.split("### TLS on Tollgate's listeners")[1].split("###")[0]
 
 
