@@ -78,6 +78,10 @@ pub struct KeyRecord {
     pub updated_at_us: u64,
     /// Where it comes from.
     pub source: Source,
+    /// Set on an identity's assignment (`principal=<v>`, `claim:<name>=<v>`): a record with no
+    /// key value, found by the identity (`value_sha256` is [`crate::catalog::identity_digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl KeyRecord {
@@ -276,7 +280,7 @@ pub fn seed(
     }
     for k in &config.api_keys {
         let existing = current.keys.get(&k.id);
-        let mut rec = KeyRecord {
+        let rec = KeyRecord {
             id: k.id.clone(),
             name: k.name.clone(),
             description: k.description.clone(),
@@ -288,24 +292,60 @@ pub fn seed(
             created_at_us: existing.map_or(now_us, |e| e.created_at_us),
             updated_at_us: now_us,
             source: Source::Config,
+            identity: None,
         };
-        if let Some(e) = existing {
-            rec.updated_at_us = e.updated_at_us;
-            if *e == rec {
-                continue;
-            }
-            rec.updated_at_us = now_us;
-        }
-        changes.push(Change::PutKey(rec));
+        put_if_changed(&mut changes, existing, rec, now_us);
     }
-    let file_keys: std::collections::HashSet<&str> =
-        config.api_keys.iter().map(|k| k.id.as_str()).collect();
+    let mut identity_ids = Vec::with_capacity(config.identities.len());
+    for i in &config.identities {
+        let id = crate::catalog::identity_key_id(&i.identity);
+        let existing = current.keys.get(&id);
+        let rec = KeyRecord {
+            id: id.clone(),
+            name: i.name.clone(),
+            description: i.description.clone(),
+            enabled: i.enabled,
+            customer_id: i.customer_id.clone().unwrap_or_default(),
+            tags: BTreeMap::new(),
+            value_sha256: hex::encode(crate::catalog::identity_digest(&i.identity)),
+            usage_plans: i.usage_plans.clone(),
+            created_at_us: existing.map_or(now_us, |e| e.created_at_us),
+            updated_at_us: now_us,
+            source: Source::Config,
+            identity: Some(i.identity.clone()),
+        };
+        put_if_changed(&mut changes, existing, rec, now_us);
+        identity_ids.push(id);
+    }
+    let file_keys: std::collections::HashSet<&str> = config
+        .api_keys
+        .iter()
+        .map(|k| k.id.as_str())
+        .chain(identity_ids.iter().map(String::as_str))
+        .collect();
     for (id, k) in &current.keys {
         if k.source == Source::Config && !file_keys.contains(id.as_str()) {
             changes.push(Change::DeleteKey(id.clone()));
         }
     }
     changes
+}
+
+/// Queues `rec` unless it equals `existing` apart from `updated_at_us`.
+fn put_if_changed(
+    changes: &mut Vec<Change>,
+    existing: Option<&KeyRecord>,
+    mut rec: KeyRecord,
+    now_us: u64,
+) {
+    if let Some(e) = existing {
+        rec.updated_at_us = e.updated_at_us;
+        if *e == rec {
+            return;
+        }
+        rec.updated_at_us = now_us;
+    }
+    changes.push(Change::PutKey(rec));
 }
 
 /// The config file's plans and keys alone, as definitions (what the catalog serves before the

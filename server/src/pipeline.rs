@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{AuthDecision, AuthInput, AuthOutcome};
 use crate::catalog::{ApiKey, Catalog, Plan, Route, Stage, key_digest};
 use crate::clock::Clock;
-use crate::config::{ApiKeySource, FailureMode, ThrottleScope};
+use crate::config::{ApiKeySource, FailureMode, ThrottleScope, UsageIdentifier};
 use crate::limiter::headers::{self, Policy};
 use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
@@ -482,7 +482,32 @@ impl Checker {
             principal = outcome;
         }
         let mut key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)> = None;
-        if route.api_key_required || input.rate_limit_only {
+        let identity_plan;
+        if route.usage_identifier != UsageIdentifier::ApiKey && !input.rate_limit_only {
+            // Plans meter the authorizer's principal or one of its claims. A route without an
+            // authorizer has no identity: stage-wide limits only.
+            if let Some(p) = &principal {
+                let value = match &route.usage_identifier {
+                    UsageIdentifier::Claim(name) => p.context.get(name).map(String::as_str),
+                    _ => Some(p.principal_id.as_str()),
+                }
+                .filter(|v| !v.is_empty());
+                let found = value
+                    .and_then(|v| route.usage_identifier.identity(v))
+                    .and_then(|ident| cat.identity_plan(stage, &ident));
+                match found {
+                    Some(kp) => {
+                        identity_plan = kp;
+                        key_plan = Some((&identity_plan.0, &identity_plan.1));
+                    }
+                    None => {
+                        let mut a = Answer::new(Decision::Forbidden);
+                        a.resource_path = route.template.as_str().to_string();
+                        return Ok(a);
+                    }
+                }
+            }
+        } else if route.api_key_required || input.rate_limit_only {
             let value = match stage.key_source {
                 _ if input.rate_limit_only => input.api_key,
                 ApiKeySource::Header => input.api_key,

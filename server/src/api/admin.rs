@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use tollgate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{Catalog, key_digest};
+use crate::catalog::{Catalog, identity_digest, identity_key_id, is_identity_key_id, key_digest};
 use crate::config::validate::{
     KEY_VALUE_MAX, KEY_VALUE_MIN, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_QUOTA_LIMIT,
     parse_timestamp, valid_id, validate_plan,
@@ -419,6 +419,7 @@ fn key_to_pb(k: &KeyRecord, value: Option<String>) -> pb::ApiKey {
         created_at: rfc3339(k.created_at_us),
         last_updated: rfc3339(k.updated_at_us),
         source: k.source.as_str().to_string(),
+        identity: k.identity.clone().unwrap_or_default(),
     }
 }
 
@@ -619,6 +620,44 @@ impl AdminApi {
         Ok(())
     }
 
+    /// The usage owner's id for `key_id` in `plan_id`: an API key (or identity assignment) in
+    /// the plan, or an identity — by its id or as `principal=<v>` / `claim:<name>=<v>` — when
+    /// the plan is a stage's `default_usage_plan` (identities without an assignment count
+    /// there).
+    fn usage_owner(
+        &self,
+        defs: &Definitions,
+        plan_id: &str,
+        key_id: &str,
+    ) -> Result<String, Status> {
+        let id = if key_id.contains('=') {
+            crate::config::validate::validate_identity(key_id).map_err(Status::invalid_argument)?;
+            identity_key_id(key_id)
+        } else {
+            check_field("key_id", key_id, MAX_REQUEST_ID_LEN)?;
+            key_id.to_string()
+        };
+        match defs.keys.get(&id) {
+            Some(k) if k.usage_plans.iter().any(|p| p == plan_id) => return Ok(id),
+            Some(k) if k.identity.is_none() => {
+                return Err(Status::not_found(format!(
+                    "API key {key_id:?} is not in usage plan {plan_id:?}"
+                )));
+            }
+            None if !is_identity_key_id(&id) => {
+                return Err(Status::not_found(format!("{KEY_NOT_FOUND}: {key_id:?}")));
+            }
+            _ => {}
+        }
+        if self.registry.catalog.load().is_default_plan(plan_id) {
+            Ok(id)
+        } else {
+            Err(Status::not_found(format!(
+                "identity {key_id:?} is not assigned to usage plan {plan_id:?}, and that plan is no stage's default_usage_plan"
+            )))
+        }
+    }
+
     /// The plan's quota operation, from the catalog (what the check path uses).
     fn quota_op(&self, plan_id: &str) -> Result<QuotaOp, Status> {
         self.registry
@@ -794,14 +833,45 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 "id: 1-128 characters of A-Z a-z 0-9 . _ -",
             ));
         }
-        if let Some(v) = &r.value {
-            check_value(v)?;
-        }
-        let value = r
-            .value
-            .clone()
-            .unwrap_or_else(|| random_string(GENERATED_VALUE_LEN, ALNUM));
-        let digest = hex::encode(key_digest(&value));
+        let identity = r.identity.clone().filter(|i| !i.is_empty());
+        let (value, digest, fixed_id) = match &identity {
+            Some(ident) => {
+                crate::config::validate::validate_identity(ident)
+                    .map_err(Status::invalid_argument)?;
+                if r.value.is_some() {
+                    return Err(Status::invalid_argument(
+                        "identity: an identity's assignment has no value",
+                    ));
+                }
+                let id = identity_key_id(ident);
+                if !r.id.is_empty() && r.id != id {
+                    return Err(Status::invalid_argument(format!(
+                        "id: an identity's id is derived from it ({id})"
+                    )));
+                }
+                (None, hex::encode(identity_digest(ident)), Some(id))
+            }
+            None => {
+                if is_identity_key_id(&r.id) {
+                    return Err(Status::invalid_argument(
+                        "id: i- and 24 hex digits is the shape of identity ids",
+                    ));
+                }
+                if let Some(v) = &r.value {
+                    check_value(v)?;
+                }
+                let value = r
+                    .value
+                    .clone()
+                    .unwrap_or_else(|| random_string(GENERATED_VALUE_LEN, ALNUM));
+                let digest = hex::encode(key_digest(&value));
+                (Some(value), digest, None)
+            }
+        };
+        let r = pb::CreateApiKeyRequest {
+            id: fixed_id.unwrap_or(r.id),
+            ..r
+        };
         let now = self.now();
         let plans = dedup(&r.usage_plan_ids);
         let id_cell = parking_lot::Mutex::new(String::new());
@@ -818,7 +888,11 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     r.id.clone()
                 };
                 if d.key_by_digest(&digest).is_some() {
-                    return Err(Status::already_exists("API Key value already exists"));
+                    return Err(Status::already_exists(if identity.is_some() {
+                        "this identity already has an assignment"
+                    } else {
+                        "API Key value already exists"
+                    }));
                 }
                 check_plan_set(d, &plans)?;
                 *id_cell.lock() = id.clone();
@@ -834,6 +908,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     created_at_us: now,
                     updated_at_us: now,
                     source: Source::Admin,
+                    identity: identity.clone(),
                 })])
             })
             .await?;
@@ -842,7 +917,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
             .keys
             .get(&id)
             .ok_or_else(|| Status::internal("created key not found"))?;
-        Ok(Response::new(key_to_pb(k, Some(value))))
+        Ok(Response::new(key_to_pb(k, value)))
     }
 
     async fn get_api_key(&self, req: Request<pb::GetApiKeyRequest>) -> R<pb::ApiKey> {
@@ -1095,6 +1170,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
                         created_at_us: existing.as_ref().map_or(now, |e| e.created_at_us),
                         updated_at_us: now,
                         source: Source::Admin,
+                        identity: None,
                     })
                 })();
                 match row_result {
@@ -1219,7 +1295,6 @@ impl pb::admin_service_server::AdminService for AdminApi {
     async fn get_usage(&self, req: Request<pb::GetUsageRequest>) -> R<pb::GetUsageResponse> {
         let r = req.into_inner();
         check_field("usage_plan_id", &r.usage_plan_id, MAX_REQUEST_ID_LEN)?;
-        check_field("key_id", &r.key_id, MAX_REQUEST_ID_LEN)?;
         check_field("page_token", &r.page_token, MAX_REQUEST_ID_LEN)?;
         let from = parse_date("start_date", &r.start_date)?;
         let to = parse_date("end_date", &r.end_date)?;
@@ -1238,18 +1313,21 @@ impl pb::admin_service_server::AdminService for AdminApi {
             .plans
             .get(&r.usage_plan_id)
             .ok_or_else(|| Status::not_found(format!("{PLAN_NOT_FOUND}: {:?}", r.usage_plan_id)))?;
-        if !r.key_id.is_empty() {
-            self.key_in_plan(&defs, &r.usage_plan_id, &r.key_id)?;
-        }
-        let (key_ids, next_page_token) = page(
-            defs.keys.iter().filter(|(id, k)| {
-                k.usage_plans.contains(&r.usage_plan_id)
-                    && (r.key_id.is_empty() || **id == r.key_id)
-            }),
-            r.page_size,
-            &r.page_token,
-        )?;
-        let key_ids: Vec<String> = key_ids.into_iter().map(|k| k.id.clone()).collect();
+        let (key_ids, next_page_token) = if r.key_id.is_empty() {
+            let (keys, next) = page(
+                defs.keys
+                    .iter()
+                    .filter(|(_, k)| k.usage_plans.contains(&r.usage_plan_id)),
+                r.page_size,
+                &r.page_token,
+            )?;
+            (keys.into_iter().map(|k| k.id.clone()).collect(), next)
+        } else {
+            (
+                vec![self.usage_owner(&defs, &r.usage_plan_id, &r.key_id)?],
+                String::new(),
+            )
+        };
         let quota = plan.plan.quota;
         // Remaining needs the whole period up to each day: read from the first period's start.
         let read_from = match quota {
@@ -1327,7 +1405,6 @@ impl pb::admin_service_server::AdminService for AdminApi {
     ) -> R<pb::UpdateUsageResponse> {
         let r = req.into_inner();
         check_field("usage_plan_id", &r.usage_plan_id, MAX_REQUEST_ID_LEN)?;
-        check_field("key_id", &r.key_id, MAX_REQUEST_ID_LEN)?;
         if r.remaining > MAX_QUOTA_LIMIT {
             return Err(Status::invalid_argument(format!(
                 "remaining: at most {MAX_QUOTA_LIMIT}"
@@ -1340,11 +1417,11 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 r.usage_plan_id
             )));
         }
-        self.key_in_plan(&defs, &r.usage_plan_id, &r.key_id)?;
+        let owner_id = self.usage_owner(&defs, &r.usage_plan_id, &r.key_id)?;
         let op = self.quota_op(&r.usage_plan_id)?;
         let (report, _now) = self
             .call(self.registry.store().quota_set_remaining(
-                &self.owner(&r.key_id),
+                &self.owner(&owner_id),
                 &op,
                 r.remaining,
             ))
@@ -1364,13 +1441,30 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::GetThrottleStateRequest>,
     ) -> R<pb::GetThrottleStateResponse> {
         let key_id = req.into_inner().key_id;
-        check_field("key_id", &key_id, MAX_REQUEST_ID_LEN)?;
+        // An identity by name (`principal=<v>`, `claim:<name>=<v>`) or id.
+        let key_id = if key_id.contains('=') {
+            crate::config::validate::validate_identity(&key_id)
+                .map_err(Status::invalid_argument)?;
+            identity_key_id(&key_id)
+        } else {
+            check_field("key_id", &key_id, MAX_REQUEST_ID_LEN)?;
+            key_id
+        };
         let defs = self.registry.defs();
-        let k = defs
-            .keys
-            .get(&key_id)
-            .ok_or_else(|| Status::not_found(format!("{KEY_NOT_FOUND}: {key_id:?}")))?;
         let catalog = self.registry.catalog.load_full();
+        // An identity counts under its assignment's plans and the stages' default plans.
+        let mut plan_ids = match defs.keys.get(&key_id) {
+            Some(k) => k.usage_plans.clone(),
+            None if is_identity_key_id(&key_id) => Vec::new(),
+            None => return Err(Status::not_found(format!("{KEY_NOT_FOUND}: {key_id:?}"))),
+        };
+        if is_identity_key_id(&key_id) {
+            for p in catalog.default_plan_ids() {
+                if !plan_ids.iter().any(|x| x == p) {
+                    plan_ids.push(p.to_string());
+                }
+            }
+        }
         let st = self
             .call(self.registry.store().owner_state(&self.owner(&key_id)))
             .await?;
@@ -1383,7 +1477,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         };
         let mut buckets = Vec::new();
         let mut quotas = Vec::new();
-        for pid in &k.usage_plans {
+        for pid in &plan_ids {
             let Some(plan) = catalog.plans.get(pid) else {
                 continue;
             };

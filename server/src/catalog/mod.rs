@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Authorizers;
 use crate::config::validate::split_method_key;
 use crate::config::{
-    ApiKeySource, Config, EnvoyConfig, FailureMode, ThrottleConfig, ThrottleScope,
+    ApiKeySource, Config, EnvoyConfig, FailureMode, ThrottleConfig, ThrottleScope, UsageIdentifier,
 };
 use crate::defs::{Definitions, Source};
 use crate::limiter::{Limit, Period, quota};
@@ -36,6 +36,8 @@ pub struct Route {
     pub scopes: Vec<String>,
     /// Stage-wide limit for this route (replaces the stage default).
     pub throttle: Option<Limit>,
+    /// What usage plans meter on this route (the route's own setting, else the stage's).
+    pub usage_identifier: UsageIdentifier,
 }
 
 /// A compiled stage.
@@ -56,6 +58,8 @@ pub struct Stage {
     /// `ANY /{proxy+}` with an API key: what an Envoy RLS descriptor without `method` and
     /// `path` is charged to (the plan's buckets and quota, the stage-wide default limit).
     pub any_route: Route,
+    /// The plan of identities without an assignment (`default_usage_plan`).
+    pub default_plan: Option<Arc<Plan>>,
 }
 
 impl Stage {
@@ -183,6 +187,8 @@ pub struct ApiKey {
     pub plans: Vec<(String, String, Arc<Plan>)>,
     /// The key's hash in the store.
     pub hash: Arc<str>,
+    /// An identity's assignment (found by [`identity_digest`], never by a key value).
+    pub identity: bool,
 }
 
 impl ApiKey {
@@ -208,6 +214,8 @@ pub struct Catalog {
     pub authorizers: Arc<Authorizers>,
     /// Daily usage retention (`store.usage_retention`) in days.
     pub usage_retention_days: u64,
+    /// Store key names (an unassigned identity's owner hash).
+    pub store_keys: Keys,
     /// `envoy:` settings.
     pub envoy: EnvoyConfig,
     /// Generic descriptor rules for Envoy's Rate Limit Service.
@@ -222,6 +230,31 @@ static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// SHA-256 of an API key value: the only form in which values are kept.
 pub fn key_digest(value: &str) -> [u8; 32] {
     Sha256::digest(value.as_bytes()).into()
+}
+
+/// The digest an identity (`principal=<v>`, `claim:<name>=<v>`) is found by: SHA-256 of
+/// `identity\0<identity>`, apart from every key value's digest.
+pub fn identity_digest(identity: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"identity\0");
+    h.update(identity.as_bytes());
+    h.finalize().into()
+}
+
+/// An identity's id — its record's id when it has an assignment, and the owner of its buckets
+/// and quota in the store either way: `i-` and 24 hex digits of [`identity_digest`].
+pub fn identity_key_id(identity: &str) -> String {
+    let d = identity_digest(identity);
+    format!("i-{}", hex::encode(&d[..12]))
+}
+
+/// Whether `id` has the shape of an identity's id (API key ids may not).
+pub fn is_identity_key_id(id: &str) -> bool {
+    id.len() == 26
+        && id.starts_with("i-")
+        && id[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn limit(t: &Option<ThrottleConfig>) -> Option<Limit> {
@@ -250,6 +283,10 @@ impl Catalog {
                             authorizer: r.authorizer.clone(),
                             scopes: r.scopes.clone(),
                             throttle: limit(&r.throttle),
+                            usage_identifier: r
+                                .usage_identifier
+                                .clone()
+                                .unwrap_or_else(|| st.usage_identifier.clone()),
                         })
                     })
                     .collect();
@@ -270,7 +307,9 @@ impl Catalog {
                             authorizer: None,
                             scopes: Vec::new(),
                             throttle: None,
+                            usage_identifier: UsageIdentifier::ApiKey,
                         },
+                        default_plan: None,
                     },
                 );
             }
@@ -325,6 +364,16 @@ impl Catalog {
                 }),
             );
         }
+        for api in &config.apis {
+            for st in &api.stages {
+                if let (Some(stage), Some(pid)) = (
+                    apis.get_mut(&api.id).and_then(|m| m.get_mut(&st.name)),
+                    &st.default_usage_plan,
+                ) {
+                    stage.default_plan = plans.get(pid).cloned();
+                }
+            }
+        }
         let mut key_map = HashMap::new();
         // The file's keys last: if an admin key has the same value, the file wins.
         let ordered = defs
@@ -348,6 +397,7 @@ impl Catalog {
                 enabled: k.enabled,
                 plans: kp,
                 hash,
+                identity: k.identity.is_some(),
             });
             key_map.insert(digest, key);
         }
@@ -358,6 +408,7 @@ impl Catalog {
             plans,
             authorizers,
             usage_retention_days: config.store.usage_retention.as_secs() / 86_400,
+            store_keys: keys.clone(),
             envoy: config.envoy.clone(),
             descriptors: DescriptorRules::build(&config.descriptors, &config.store.key_prefix),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -392,8 +443,60 @@ impl Catalog {
         out
     }
 
-    /// The key whose value hashes to `digest`.
+    /// The key whose value hashes to `digest` (never an identity's assignment).
     pub fn key_by_digest(&self, digest: &[u8; 32]) -> Option<&Arc<ApiKey>> {
-        self.keys.get(digest)
+        self.keys.get(digest).filter(|k| !k.identity)
+    }
+
+    /// The plans some stage names as its `default_usage_plan`.
+    pub fn default_plan_ids(&self) -> impl Iterator<Item = &str> {
+        self.apis
+            .values()
+            .flat_map(|m| m.values())
+            .filter_map(|st| st.default_plan.as_ref().map(|p| p.id.as_str()))
+    }
+
+    /// Whether `plan_id` is some stage's `default_usage_plan`.
+    pub fn is_default_plan(&self, plan_id: &str) -> bool {
+        self.default_plan_ids().any(|p| p == plan_id)
+    }
+
+    /// The assignment of `identity` (`principal=<v>`, `claim:<name>=<v>`), if it has one.
+    pub fn identity(&self, identity: &str) -> Option<&Arc<ApiKey>> {
+        self.keys
+            .get(&identity_digest(identity))
+            .filter(|k| k.identity)
+    }
+
+    /// The usage owner of `identity` on `api`/`stage`, and its plan: its assignment's plan for
+    /// the stage, else the stage's default plan (under the identity's own id, so its counts are
+    /// the same whether or not it has an assignment). `None` when it has no plan or its
+    /// assignment is disabled (403).
+    pub fn identity_plan(&self, stage: &Stage, identity: &str) -> Option<(Arc<ApiKey>, Arc<Plan>)> {
+        match self.identity(identity) {
+            Some(k) if !k.enabled => None,
+            Some(k) => match k.plan_for(&stage.api_id, &stage.name) {
+                Some(p) => Some((k.clone(), p.clone())),
+                None => {
+                    let p = stage.default_plan.clone()?;
+                    Some((k.clone(), p))
+                }
+            },
+            None => {
+                let p = stage.default_plan.clone()?;
+                let id = identity_key_id(identity);
+                let hash = self.store_keys.api_key(&id);
+                Some((
+                    Arc::new(ApiKey {
+                        id,
+                        enabled: true,
+                        plans: Vec::new(),
+                        hash,
+                        identity: true,
+                    }),
+                    p,
+                ))
+            }
+        }
     }
 }

@@ -197,6 +197,10 @@ pub struct KeyCreate {
     /// Associate with this plan (repeatable).
     #[arg(long = "plan", value_name = "PLAN_ID")]
     pub plans: Vec<String>,
+    /// Assign the plans to an identity instead of creating a key value: `principal=<id>` or
+    /// `claim:<name>=<value>` (stages with that usage_identifier); the id is derived from it.
+    #[arg(long, conflicts_with = "value", value_name = "IDENTITY")]
+    pub identity: Option<String>,
 }
 
 /// `tollgate keys update` changes: at least one.
@@ -610,6 +614,7 @@ fn create_key_request(k: KeyCreate) -> pb::CreateApiKeyRequest {
         tags: k.tags.into_iter().collect::<HashMap<_, _>>(),
         usage_plan_ids: k.plans,
         id: k.id.unwrap_or_default(),
+        identity: k.identity,
     }
 }
 

@@ -280,6 +280,7 @@ fn keys_create() {
             ]),
             usage_plan_ids: vec!["free".into(), "gold".into()],
             id: "k1".into(),
+            identity: None,
         }
     );
     let e = usage_error(&["keys", "create", "--tag", "novalue"]);
@@ -494,6 +495,7 @@ fn sample_key() -> pb::ApiKey {
         created_at: "2024-05-01T10:00:00Z".into(),
         last_updated: "2024-05-02T10:00:00Z".into(),
         source: "admin".into(),
+        identity: String::new(),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Config {
     pub usage_plans: Vec<UsagePlanConfig>,
     /// Static API keys (seeded at startup).
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Usage plan assignments of principals and claim values (seeded like `api_keys`).
+    pub identities: Vec<IdentityConfig>,
     /// How Envoy's ext_authz and Rate Limit Service requests map onto APIs and keys.
     pub envoy: EnvoyConfig,
     /// Generic descriptor rules for Envoy's Rate Limit Service (Envoy ratelimit format).
@@ -394,6 +396,89 @@ pub struct StageConfig {
     /// Routes.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// What usage plans meter on this stage: `api_key` (the default, as AWS), `principal`
+    /// (the authorizer's principal) or `claim:<name>` (a JWT claim or custom-authorizer context
+    /// value).
+    #[serde(default)]
+    pub usage_identifier: UsageIdentifier,
+    /// With `principal` / `claim:<name>`: the plan of identities that have no assignment
+    /// (`identities[]`); without one, such identities are answered 403.
+    pub default_usage_plan: Option<String>,
+}
+
+/// `apis[].stages[].usage_identifier`: who a usage plan's throttle and quota count against.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum UsageIdentifier {
+    /// The API key (`x-api-key`, or the authorizer's `usageIdentifierKey`).
+    #[default]
+    ApiKey,
+    /// The authorizer's principal id.
+    Principal,
+    /// A claim of the JWT (or a context value of a custom authorizer).
+    Claim(String),
+}
+
+impl UsageIdentifier {
+    /// Parses `api_key`, `principal` or `claim:<name>`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "api_key" => Ok(Self::ApiKey),
+            "principal" => Ok(Self::Principal),
+            _ => match s.strip_prefix("claim:") {
+                Some(name) if !name.is_empty() && name.len() <= 128 && !name.contains('=') => {
+                    Ok(Self::Claim(name.to_string()))
+                }
+                _ => Err(format!(
+                    "usage_identifier {s:?}: expected api_key, principal or claim:<name>"
+                )),
+            },
+        }
+    }
+
+    /// The identity string of `value` under this identifier: `principal=<v>`,
+    /// `claim:<name>=<v>` (what `identities[].identity` names).
+    pub fn identity(&self, value: &str) -> Option<String> {
+        match self {
+            Self::ApiKey => None,
+            Self::Principal => Some(format!("principal={value}")),
+            Self::Claim(n) => Some(format!("claim:{n}={value}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UsageIdentifier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `identities[]`: a usage plan assignment for a principal or claim value (stages whose
+/// `usage_identifier` is `principal` or `claim:<name>`). Stored like an API key without a
+/// value: its id is derived from the identity (`i-` and 24 hex digits).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// `principal=<id>` or `claim:<name>=<value>`.
+    pub identity: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Disabled identities are answered 403 (default: enabled).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// External customer id.
+    pub customer_id: Option<String>,
+    /// Plan ids (at most one per api stage).
+    #[serde(default)]
+    pub usage_plans: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `apis[].stages[].routes[]`
@@ -414,6 +499,8 @@ pub struct RouteConfig {
     pub scopes: Vec<String>,
     /// Stage-wide limit for this route (all clients); replaces the stage default.
     pub throttle: Option<ThrottleConfig>,
+    /// Overrides the stage's `usage_identifier` for this route.
+    pub usage_identifier: Option<UsageIdentifier>,
 }
 
 /// How a plan's per-key bucket is scoped.
@@ -582,7 +669,7 @@ pub fn parse(
     let mut errors = Vec::new();
     env::apply(map, env, &mut errors);
 
-    const KNOWN: [&str; 9] = [
+    const KNOWN: [&str; 10] = [
         "server",
         "store",
         "failure_mode",
@@ -590,6 +677,7 @@ pub fn parse(
         "apis",
         "usage_plans",
         "api_keys",
+        "identities",
         "envoy",
         "descriptors",
     ];
@@ -610,6 +698,7 @@ pub fn parse(
     let apis = list::<ApiConfig>(map, "apis", &mut errors);
     let usage_plans = list::<UsagePlanConfig>(map, "usage_plans", &mut errors);
     let mut api_keys = list::<ApiKeyConfig>(map, "api_keys", &mut errors);
+    let identities = list::<IdentityConfig>(map, "identities", &mut errors);
     let envoy = section::<EnvoyConfig>(map, "envoy", &mut errors).unwrap_or_default();
     let descriptors = list::<DescriptorDomainConfig>(map, "descriptors", &mut errors);
     for (i, k) in api_keys.iter_mut().enumerate() {
@@ -626,6 +715,7 @@ pub fn parse(
         apis,
         usage_plans,
         api_keys,
+        identities,
         envoy,
         descriptors,
     };

@@ -237,3 +237,77 @@ fn store_topologies_parse_and_validate() {
         );
     }
 }
+
+#[test]
+fn usage_identifiers_and_identities_validate() {
+    let head = r#"
+authorizers:
+  - {name: users, type: jwt, issuer: "https://i.test/p", jwks_file: "examples/jwks.json", audiences: [a]}
+usage_plans:
+  - {id: free, quota: {limit: 3, period: DAY}, api_stages: [{api_id: a, stage: s}]}
+  - {id: other, quota: {limit: 3, period: DAY}, api_stages: [{api_id: b, stage: s}]}
+"#;
+    let ok = format!(
+        "{head}apis:
+  - id: a
+    stages:
+      - name: s
+        usage_identifier: \"claim:tenant\"
+        default_usage_plan: free
+        routes:
+          - {{method: GET, path: /x, authorizer: users}}
+          - {{method: GET, path: /k, api_key_required: true, usage_identifier: api_key}}
+  - id: b
+    stages: [{{name: s, routes: [{{method: GET, path: /x}}]}}]
+identities:
+  - {{identity: \"claim:tenant=acme\", usage_plans: [free]}}
+  - {{identity: \"principal=user-1\", enabled: false}}
+"
+    );
+    let c = parse_str(&ok).expect("valid");
+    assert_eq!(
+        c.apis[0].stages[0].usage_identifier,
+        UsageIdentifier::Claim("tenant".into())
+    );
+    assert!(c.identities[0].enabled, "identities are enabled by default");
+    assert!(!c.identities[1].enabled);
+
+    let bad = format!(
+        "{head}apis:
+  - id: a
+    stages:
+      - name: s
+        usage_identifier: principal
+        default_usage_plan: other
+        routes:
+          - {{method: GET, path: /k, api_key_required: true}}
+  - id: b
+    stages:
+      - {{name: s, default_usage_plan: other, routes: [{{method: GET, path: /x}}]}}
+  - id: c
+    stages:
+      - {{name: t, usage_identifier: \"claim:\", routes: []}}
+api_keys:
+  - {{id: i-0123456789abcdef01234567, value: \"k-0123456789abcdefghij\", enabled: true}}
+identities:
+  - {{identity: \"tenant=acme\"}}
+  - {{identity: \"principal=\"}}
+  - {{identity: \"principal=x\", usage_plans: [nope]}}
+  - {{identity: \"principal=x\"}}
+"
+    );
+    let e = parse_str(&bad).expect_err("invalid").0.join("\n");
+    for needle in [
+        "routes[GET /k]: api_key_required with a usage_identifier other than api_key",
+        "apis[a].stages[s].default_usage_plan: plan \"other\" does not list this stage",
+        "apis[b].stages[s].default_usage_plan: only with a usage_identifier other than api_key",
+        "usage_identifier \"claim:\": expected api_key, principal or claim:<name>",
+        "api_keys[i-0123456789abcdef01234567]: i- and 24 hex digits is the shape of identity ids",
+        "identities[0]: identity \"tenant=acme\": expected principal=<value> or claim:<name>=<value>",
+        "identities[1]: identity \"principal=\"",
+        "identities[2]: unknown usage plan \"nope\"",
+        "identities[3]: duplicate identity \"principal=x\"",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+}

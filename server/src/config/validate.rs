@@ -329,6 +329,14 @@ pub(crate) fn validate(
                 if let Some(t) = &r.throttle {
                     limit(t, &format!("{rat}.throttle"), errors);
                 }
+                let ident = r.usage_identifier.as_ref().unwrap_or(&st.usage_identifier);
+                if r.api_key_required && *ident != super::UsageIdentifier::ApiKey {
+                    errors.push(format!(
+                        "{rat}: api_key_required with a usage_identifier other than api_key \
+                         (the identity's usage plan meters this route; set usage_identifier: \
+                         api_key on the route to meter it by key)"
+                    ));
+                }
                 routes.push((r.method.as_str(), r.path.as_str()));
             }
             if stages
@@ -344,6 +352,36 @@ pub(crate) fn validate(
     let stage_set: HashSet<(&str, &str)> = stages.keys().copied().collect();
     super::envoy::validate_envoy(&c.envoy, &api_ids, &stage_set, errors);
     super::envoy::validate_descriptors(&c.descriptors, errors);
+
+    for api in &c.apis {
+        for st in &api.stages {
+            let Some(p) = &st.default_usage_plan else {
+                continue;
+            };
+            let at = format!("apis[{}].stages[{}].default_usage_plan", api.id, st.name);
+            match c.usage_plans.iter().find(|up| &up.id == p) {
+                None => errors.push(format!(
+                    "{at}: unknown usage plan {p:?} (a plan of this file)"
+                )),
+                Some(up)
+                    if !up
+                        .api_stages
+                        .iter()
+                        .any(|s| s.api_id == api.id && s.stage == st.name) =>
+                {
+                    errors.push(format!(
+                        "{at}: plan {p:?} does not list this stage in its api_stages"
+                    ))
+                }
+                Some(_) => {}
+            }
+            if st.usage_identifier == super::UsageIdentifier::ApiKey {
+                errors.push(format!(
+                    "{at}: only with a usage_identifier other than api_key"
+                ));
+            }
+        }
+    }
 
     // usage plans
     let mut plan_stages: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
@@ -368,6 +406,11 @@ pub(crate) fn validate(
     for k in &c.api_keys {
         let at = format!("api_keys[{}]", k.id);
         id("api key", &k.id, errors);
+        if crate::catalog::is_identity_key_id(&k.id) {
+            errors.push(format!(
+                "{at}: i- and 24 hex digits is the shape of identity ids"
+            ));
+        }
         if !key_ids.insert(k.id.as_str()) {
             errors.push(format!("{at}: duplicate id"));
         }
@@ -386,19 +429,75 @@ pub(crate) fn validate(
                 errors.push(format!("{at}: another key has the same value"));
             }
         }
-        let mut stage_plan: HashMap<(&str, &str), &str> = HashMap::new();
-        for plan in &k.usage_plans {
-            let Some(covered) = plan_stages.get(plan.as_str()) else {
-                errors.push(format!("{at}: unknown usage plan {plan:?}"));
-                continue;
-            };
-            for st in covered {
-                if let Some(other) = stage_plan.insert(*st, plan.as_str()) {
-                    errors.push(format!(
-                        "{at}: plans {other:?} and {plan:?} both cover {}/{}; a key may be in at most one plan per api stage",
-                        st.0, st.1
-                    ));
-                }
+        one_plan_per_stage(&at, &k.usage_plans, &plan_stages, errors);
+    }
+
+    // identities
+    let mut identities = HashSet::new();
+    for (i, ident) in c.identities.iter().enumerate() {
+        let at = format!("identities[{i}]");
+        if let Err(e) = validate_identity(&ident.identity) {
+            errors.push(format!("{at}: {e}"));
+        }
+        if !identities.insert(ident.identity.as_str()) {
+            errors.push(format!("{at}: duplicate identity {:?}", ident.identity));
+        }
+        if ident.name.len() > MAX_NAME_LEN {
+            errors.push(format!("{at}.name: at most {MAX_NAME_LEN} characters"));
+        }
+        if ident.description.len() > MAX_DESCRIPTION_LEN {
+            errors.push(format!(
+                "{at}.description: at most {MAX_DESCRIPTION_LEN} characters"
+            ));
+        }
+        one_plan_per_stage(&at, &ident.usage_plans, &plan_stages, errors);
+    }
+}
+
+/// Longest identity string (`claim:<name>=<value>`).
+pub const MAX_IDENTITY_LEN: usize = 1024;
+
+/// Checks an identity string: `principal=<value>` or `claim:<name>=<value>`, value non-empty,
+/// at most [`MAX_IDENTITY_LEN`] bytes, no control characters.
+pub fn validate_identity(identity: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "identity {:?}: expected principal=<value> or claim:<name>=<value>",
+            identity.chars().take(64).collect::<String>()
+        )
+    };
+    if identity.len() > MAX_IDENTITY_LEN {
+        return Err(format!("identity: at most {MAX_IDENTITY_LEN} bytes"));
+    }
+    if identity.chars().any(char::is_control) {
+        return Err("identity: control characters are not allowed".into());
+    }
+    let (kind, value) = identity.split_once('=').ok_or_else(bad)?;
+    if value.is_empty() || super::UsageIdentifier::parse(kind).is_err() || kind == "api_key" {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// A key's or identity's plans: each known, at most one per api stage.
+fn one_plan_per_stage(
+    at: &str,
+    plans: &[String],
+    plan_stages: &HashMap<&str, Vec<(&str, &str)>>,
+    errors: &mut Vec<String>,
+) {
+    let mut stage_plan: HashMap<(&str, &str), &str> = HashMap::new();
+    for plan in plans {
+        let Some(covered) = plan_stages.get(plan.as_str()) else {
+            errors.push(format!("{at}: unknown usage plan {plan:?}"));
+            continue;
+        };
+        for st in covered {
+            if let Some(other) = stage_plan.insert(*st, plan.as_str()) {
+                errors.push(format!(
+                    "{at}: plans {other:?} and {plan:?} both cover {}/{}; a key may be in at most one plan per api stage",
+                    st.0, st.1
+                ));
             }
         }
     }

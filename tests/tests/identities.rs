@@ -1,0 +1,375 @@
+//! Usage plans keyed by an identity instead of an API key (`usage_identifier: principal` or
+//! `claim:<name>`): the real binary on a real Redis, with the JWT authorizer (a `tenant` claim)
+//! and a custom TOKEN authorizer (its principal), assignments from the config file and from the
+//! admin API, a default plan, and GetUsage / UpdateUsage / GetThrottleState by identity.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tollgate_proto::v1::check_service_client::CheckServiceClient;
+use tollgate_proto::v1::{
+    CheckRequestRequest, CheckRequestResponse, CreateApiKeyRequest, Decision,
+    GetThrottleStateRequest, GetUsageRequest, UpdateApiKeyRequest, UpdateUsageRequest,
+};
+use tollgate_server::catalog::identity_key_id;
+use tollgate_server::clock::{Clock, SystemClock};
+use tollgate_tests::authorizer::{AuthorizerEndpoint, PRINCIPAL};
+use tollgate_tests::checks::decision;
+use tollgate_tests::redis::RedisServer;
+use tollgate_tests::tollgate::{TollgateProcess, eventually, workspace_root};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const ISSUER: &str = "https://issuer.example.test/pool-1";
+const CLIENT: &str = "app-client-1";
+const RSA_KID: &str = "tollgate-test-rsa-1";
+const RSA_1: &[u8] = include_bytes!("../../server/src/auth/testdata/jwt/rsa-1.pem");
+
+fn now_s() -> i64 {
+    (SystemClock.now_micros() / 1_000_000) as i64
+}
+
+/// An ID token for `sub`, with a `tenant` claim when given.
+fn token(sub: &str, tenant: Option<&str>) -> String {
+    let mut claims = json!({
+        "sub": sub, "iss": ISSUER, "aud": CLIENT, "token_use": "id",
+        "iat": now_s() - 10, "exp": now_s() + 3600,
+    });
+    if let Some(t) = tenant {
+        claims["tenant"] = Value::from(t);
+    }
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(RSA_KID.into());
+    let key = EncodingKey::from_rsa_pem(RSA_1).expect("the fixture RSA key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
+fn get_pet(authorization: &str) -> CheckRequestRequest {
+    CheckRequestRequest {
+        api_id: "petstore".into(),
+        stage: "prod".into(),
+        http_method: "GET".into(),
+        path: "/pets/7".into(),
+        headers: HashMap::from([("authorization".into(), authorization.into())]),
+        ..Default::default()
+    }
+}
+
+async fn check(
+    c: &mut CheckServiceClient<Channel>,
+    req: CheckRequestRequest,
+) -> CheckRequestResponse {
+    c.check_request(req)
+        .await
+        .expect("CheckRequest")
+        .into_inner()
+}
+
+fn today() -> String {
+    let days = now_s() / 86_400;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn jwt_config(redis: &RedisServer) -> String {
+    let jwks = workspace_root().join("server/src/auth/testdata/jwt/jwks.json");
+    format!(
+        r#"store: {{kind: redis, url: "{url}", key_prefix: ident, timeout: 2s}}
+server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+authorizers:
+  - {{name: users, type: jwt, issuer: "{ISSUER}", jwks_file: "{jwks}", audiences: ["{CLIENT}"]}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        usage_identifier: "claim:tenant"
+        default_usage_plan: free
+        routes:
+          - {{method: GET, path: "/pets/{{id}}", authorizer: users}}
+          - {{method: GET, path: "/pets", usage_identifier: api_key, api_key_required: true}}
+usage_plans:
+  - id: free
+    quota: {{limit: 3, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+  - id: gold
+    quota: {{limit: 6, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+identities:
+  - {{identity: "claim:tenant=acme", name: "Acme Corp", usage_plans: [gold]}}
+"#,
+        url = redis.url(),
+        jwks = jwks.display(),
+    )
+}
+
+/// Tenants' quotas by JWT claim, counted across two instances; a tenant's users share them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_claim_meters_tenants_across_instances() {
+    let redis = RedisServer::start();
+    let a = TollgateProcess::start(&jwt_config(&redis));
+    let b = TollgateProcess::start(&jwt_config(&redis));
+    let mut clients = [a.client().await, b.client().await];
+    let acme = identity_key_id("claim:tenant=acme");
+    let globex = identity_key_id("claim:tenant=globex");
+
+    // acme (assigned to gold, 6 a day): two users of the tenant, both instances.
+    let users = [token("alice", Some("acme")), token("bob", Some("acme"))];
+    for i in 0..6 {
+        let r = check(&mut clients[i % 2], get_pet(&users[i % 2])).await;
+        assert_eq!(decision(&r), Decision::Allow, "acme #{i}: {r:?}");
+        assert_eq!(
+            r.quota.as_ref().map(|q| (q.limit, q.remaining)),
+            Some((6, 5 - i as u64))
+        );
+        assert_eq!(
+            r.identity.as_ref().map(|i| i.api_key_id.as_str()),
+            Some(acme.as_str())
+        );
+        assert_eq!(
+            r.identity.as_ref().map(|i| i.usage_plan_id.as_str()),
+            Some("gold")
+        );
+    }
+    let r = check(&mut clients[0], get_pet(&users[1])).await;
+    assert_eq!(
+        (decision(&r), r.http_status),
+        (Decision::QuotaExceeded, 429),
+        "{r:?}"
+    );
+
+    // globex (no assignment): the stage's default plan, 3 a day.
+    let g = token("carol", Some("globex"));
+    for i in 0..3 {
+        let r = check(&mut clients[i % 2], get_pet(&g)).await;
+        assert_eq!(decision(&r), Decision::Allow, "globex #{i}: {r:?}");
+        assert_eq!(
+            r.identity.as_ref().map(|i| i.usage_plan_id.as_str()),
+            Some("free")
+        );
+    }
+    let r = check(&mut clients[1], get_pet(&token("dave", Some("globex")))).await;
+    assert_eq!(decision(&r), Decision::QuotaExceeded, "{r:?}");
+
+    // No tenant claim: no identity to meter → 403.
+    let r = check(&mut clients[0], get_pet(&token("eve", None))).await;
+    assert_eq!(
+        (decision(&r), r.http_status),
+        (Decision::Forbidden, 403),
+        "{r:?}"
+    );
+
+    // GetUsage and UpdateUsage by identity (by name or id).
+    let mut admin = a.admin().await;
+    let usage = |plan: &str, key: &str| GetUsageRequest {
+        usage_plan_id: plan.into(),
+        key_id: key.into(),
+        start_date: today(),
+        end_date: today(),
+        ..Default::default()
+    };
+    let u = admin
+        .get_usage(usage("gold", "claim:tenant=acme"))
+        .await
+        .expect("GetUsage")
+        .into_inner();
+    assert_eq!(u.items[&acme].days[0].used, 6, "{u:?}");
+    assert_eq!(u.items[&acme].days[0].remaining, Some(0));
+    let u = admin
+        .get_usage(usage("gold", ""))
+        .await
+        .expect("GetUsage of the plan")
+        .into_inner();
+    assert!(
+        u.items.contains_key(&acme),
+        "assigned identities are listed: {u:?}"
+    );
+    let u = admin
+        .get_usage(usage("free", &globex))
+        .await
+        .expect("GetUsage by id")
+        .into_inner();
+    assert_eq!(u.items[&globex].days[0].used, 3, "{u:?}");
+    let e = admin
+        .get_usage(usage("gold", "claim:tenant=globex"))
+        .await
+        .expect_err("not gold");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = admin
+        .get_usage(usage("gold", "claim:tenant="))
+        .await
+        .expect_err("no value");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    let u = admin
+        .update_usage(UpdateUsageRequest {
+            usage_plan_id: "free".into(),
+            key_id: "claim:tenant=globex".into(),
+            remaining: 2,
+        })
+        .await
+        .expect("UpdateUsage")
+        .into_inner();
+    assert_eq!(u.remaining, 2);
+    for i in 0..2 {
+        let r = check(&mut clients[i % 2], get_pet(&g)).await;
+        assert_eq!(
+            decision(&r),
+            Decision::Allow,
+            "globex after UpdateUsage #{i}: {r:?}"
+        );
+    }
+    let r = check(&mut clients[0], get_pet(&g)).await;
+    assert_eq!(decision(&r), Decision::QuotaExceeded, "{r:?}");
+
+    let st = admin
+        .get_throttle_state(GetThrottleStateRequest {
+            key_id: "claim:tenant=globex".into(),
+        })
+        .await
+        .expect("GetThrottleState")
+        .into_inner();
+    let q = st
+        .quotas
+        .iter()
+        .find(|q| q.usage_plan_id == "free")
+        .expect("free quota");
+    assert_eq!(q.remaining, 0, "{st:?}");
+}
+
+fn custom_config(redis: &RedisServer, endpoint: &AuthorizerEndpoint) -> String {
+    format!(
+        r#"store: {{kind: redis, url: "{url}", key_prefix: identp, timeout: 2s}}
+server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+authorizers:
+  - {{name: partner, type: token, identity_source: "header:Authorization", endpoint: "{ep}", result_ttl: 0s}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        usage_identifier: principal
+        routes:
+          - {{method: GET, path: "/pets/{{id}}", authorizer: partner}}
+          - {{method: GET, path: "/health"}}
+usage_plans:
+  - id: burst2
+    throttle: {{rate_limit: 0.01, burst_limit: 2}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+"#,
+        url = redis.url(),
+        ep = endpoint.url(),
+    )
+}
+
+/// A custom authorizer's principal, assigned a plan through the admin API at run time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_authorizer_principal_assigned_through_the_admin_api() {
+    let redis = RedisServer::start();
+    let endpoint = AuthorizerEndpoint::start();
+    let tg = TollgateProcess::start(&custom_config(&redis, &endpoint));
+    let mut c = tg.client().await;
+    let mut admin = tg.admin().await;
+
+    // No default plan and no assignment yet: 403.
+    let r = check(&mut c, get_pet("allow-pets:1")).await;
+    assert_eq!(
+        (decision(&r), r.http_status),
+        (Decision::Forbidden, 403),
+        "{r:?}"
+    );
+    // A route without an authorizer has no identity: not metered.
+    let r = check(
+        &mut c,
+        CheckRequestRequest {
+            path: "/health".into(),
+            ..get_pet("")
+        },
+    )
+    .await;
+    assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+
+    let identity = format!("principal={PRINCIPAL}");
+    let created = admin
+        .create_api_key(CreateApiKeyRequest {
+            identity: Some(identity.clone()),
+            enabled: true,
+            usage_plan_ids: vec!["burst2".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("CreateApiKey with an identity")
+        .into_inner();
+    assert_eq!(created.id, identity_key_id(&identity));
+    assert_eq!(created.identity, identity);
+    assert!(created.value.is_empty(), "an identity has no value");
+    let e = admin
+        .create_api_key(CreateApiKeyRequest {
+            identity: Some(identity.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a second assignment");
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    for bad in ["principal=", "tenant=x", "claim:=x", "principal=a\u{1}b"] {
+        let e = admin
+            .create_api_key(CreateApiKeyRequest {
+                identity: Some(bad.into()),
+                ..Default::default()
+            })
+            .await
+            .expect_err(bad);
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+    }
+
+    // Two tokens, one principal: one bucket of 2.
+    eventually(&[&tg], "the assignment served", Duration::from_secs(10), || {
+        let mut c = c.clone();
+        async move { decision(&check(&mut c, get_pet("allow-pets:1")).await) == Decision::Allow }
+    })
+    .await;
+    let r = check(&mut c, get_pet("allow-pets:2")).await;
+    assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+    let r = check(&mut c, get_pet("allow-pets:3")).await;
+    assert_eq!(
+        (decision(&r), r.http_status),
+        (Decision::Throttled, 429),
+        "{r:?}"
+    );
+    let st = admin
+        .get_throttle_state(GetThrottleStateRequest {
+            key_id: identity.clone(),
+        })
+        .await
+        .expect("GetThrottleState")
+        .into_inner();
+    assert!(
+        st.buckets
+            .iter()
+            .any(|b| b.usage_plan_id == "burst2" && b.remaining == 0),
+        "{st:?}"
+    );
+
+    // Disabled: 403.
+    admin
+        .update_api_key(UpdateApiKeyRequest {
+            id: created.id.clone(),
+            enabled: Some(false),
+            ..Default::default()
+        })
+        .await
+        .expect("disable");
+    eventually(&[&tg], "the disabled identity refused", Duration::from_secs(10), || {
+        let mut c = c.clone();
+        async move { decision(&check(&mut c, get_pet("allow-pets:4")).await) == Decision::Forbidden }
+    })
+    .await;
+}
