@@ -490,8 +490,7 @@ impl Checker {
                 let value = match &route.usage_identifier {
                     UsageIdentifier::Claim(name) => p.context.get(name).map(String::as_str),
                     _ => Some(p.principal_id.as_str()),
-                }
-                .filter(|v| !v.is_empty());
+                };
                 let found = value
                     .and_then(|v| route.usage_identifier.identity(v))
                     .and_then(|ident| cat.identity_plan(stage, &ident));

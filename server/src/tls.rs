@@ -9,7 +9,8 @@
 //! certificate keeps serving.
 //!
 //! Handshakes run concurrently (one slow or hostile client cannot hold the accept loop), each
-//! bounded by [`HANDSHAKE_TIMEOUT`], and at most [`MAX_HANDSHAKES`] at once.
+//! bounded by [`FIRST_BYTE_TIMEOUT`] and [`HANDSHAKE_TIMEOUT`], at most [`MAX_HANDSHAKES`] at
+//! once and [`MAX_HANDSHAKES_PER_IP`] from one address.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,8 +29,14 @@ use crate::config::{ClientAuth, ListenerTls};
 
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may stay silent before its first byte (a client's ClientHello
+/// comes at once; silent connections only hold a handshake slot).
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Handshakes in progress at once, per listener; further connections wait to be accepted.
 pub const MAX_HANDSHAKES: usize = 1024;
+/// Handshakes in progress at once from one source address: more are closed at once (counted
+/// as `reason="limit"`), so one client cannot take every slot.
+pub const MAX_HANDSHAKES_PER_IP: usize = 64;
 /// How often the certificate files are looked at.
 pub const RELOAD_POLL: Duration = Duration::from_secs(5);
 
@@ -39,6 +46,9 @@ pub struct Tls {
     files: Files,
     current: ArcSwap<ServerConfig>,
 }
+
+/// What identifies a version of a file: size, mtime, device, inode, ctime (s, ns).
+type Stamp = (u64, SystemTime, u64, u64, i64, i64);
 
 #[derive(Clone)]
 struct Files {
@@ -65,12 +75,22 @@ impl Files {
         [&self.cert, &self.key].into_iter().chain(&self.client_ca)
     }
 
-    /// Size and modification time of every file: what the watcher compares.
-    fn stamp(&self) -> Vec<Option<(u64, SystemTime)>> {
+    /// Size, modification time, inode and change time of every file (through symlinks): what
+    /// the watcher compares. The inode and ctime catch a same-size file swapped in with its
+    /// old mtime kept (`cp -p`, `tar`, `rsync -a`, a Secret volume's symlink swap).
+    fn stamp(&self) -> Vec<Option<Stamp>> {
+        use std::os::unix::fs::MetadataExt;
         self.paths()
             .map(|p| {
                 let m = std::fs::metadata(p).ok()?;
-                Some((m.len(), m.modified().ok()?))
+                Some((
+                    m.len(),
+                    m.modified().ok()?,
+                    m.dev(),
+                    m.ino(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                ))
             })
             .collect()
     }
@@ -205,6 +225,7 @@ impl Tls {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+            let per_ip = Arc::new(PerIp::default());
             loop {
                 let conn = tokio::select! {
                     c = tcp.next() => c,
@@ -213,35 +234,59 @@ impl Tls {
                 let stream = match conn {
                     Some(Ok(s)) => s,
                     Some(Err(e)) => {
+                        // Out of file descriptors (EMFILE/ENFILE) would fail at once again:
+                        // back off instead of spinning.
                         tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                     None => return,
+                };
+                let listener = self.listener;
+                let Some(ip_slot) = stream.peer_addr().ok().and_then(|a| per_ip.take(a.ip()))
+                else {
+                    metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener, "reason" => "limit").increment(1);
+                    continue;
                 };
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
                 let acceptor = TlsAcceptor::from(self.current.load_full());
                 let tx = tx.clone();
-                let listener = self.listener;
                 tokio::spawn(async move {
-                    let _slot = slot;
-                    let handshake = async {
-                        // A connection closed before its first byte is a TCP health probe
-                        // (kubelet's tcpSocket), not a failed handshake: not counted.
-                        let mut first = [0u8; 1];
-                        if matches!(stream.peek(&mut first).await, Ok(0)) {
-                            return None;
+                    let _slots = (slot, ip_slot);
+                    // A connection closed (or reset) before its first byte is a TCP health
+                    // probe (kubelet's tcpSocket, load balancers), not a failed handshake: not
+                    // counted. One silent past FIRST_BYTE_TIMEOUT is.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+                        Ok(Ok(0)) => return,
+                        Ok(Err(e))
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::ConnectionReset
+                                    | std::io::ErrorKind::ConnectionAborted
+                            ) =>
+                        {
+                            return;
                         }
-                        Some(acceptor.accept(stream).await)
-                    };
-                    let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                        Ok(None) => return,
-                        Ok(Some(Ok(tls))) => {
+                        Ok(_) => {}
+                        Err(_) => {
+                            metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener, "reason" => "timeout").increment(1);
+                            return;
+                        }
+                    }
+                    let reason = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => {
                             let _ = tx.send(Ok(tls)).await;
                             return;
                         }
-                        Ok(Some(Err(e))) => {
+                        Ok(Err(e)) => {
                             tracing::debug!(listener, error = %e, "TLS handshake failed");
                             "error"
                         }
@@ -252,6 +297,44 @@ impl Tls {
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// Handshakes in progress per source address.
+#[derive(Default)]
+struct PerIp(parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One handshake slot of an address; given back on drop.
+struct IpSlot {
+    ip: std::net::IpAddr,
+    owner: Arc<PerIp>,
+}
+
+impl PerIp {
+    /// A slot for `ip`, unless it has [`MAX_HANDSHAKES_PER_IP`] already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut m = self.0.lock();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ip,
+            owner: Arc::clone(self),
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.owner.0.lock();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 

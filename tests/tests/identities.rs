@@ -9,8 +9,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{
-    CheckRequestRequest, CheckRequestResponse, CreateApiKeyRequest, Decision,
-    GetThrottleStateRequest, GetUsageRequest, UpdateApiKeyRequest, UpdateUsageRequest,
+    CheckRequestRequest, CheckRequestResponse, CreateApiKeyRequest, Decision, DeleteApiKeyRequest,
+    GetThrottleStateRequest, GetUsageRequest, ImportApiKeysRequest, UpdateApiKeyRequest,
+    UpdateUsageRequest,
 };
 use tollgate_server::catalog::identity_key_id;
 use tollgate_server::clock::{Clock, SystemClock};
@@ -160,13 +161,26 @@ async fn jwt_claim_meters_tenants_across_instances() {
     let r = check(&mut clients[1], get_pet(&token("dave", Some("globex")))).await;
     assert_eq!(decision(&r), Decision::QuotaExceeded, "{r:?}");
 
-    // No tenant claim: no identity to meter → 403.
+    // No tenant claim, or a null or object one: no identity to meter → 403 (tokens with
+    // `tenant: null` must not share one identity).
     let r = check(&mut clients[0], get_pet(&token("eve", None))).await;
     assert_eq!(
         (decision(&r), r.http_status),
         (Decision::Forbidden, 403),
         "{r:?}"
     );
+    for odd in [Value::Null, json!({"id": "acme"})] {
+        let claims = json!({
+            "sub": "frank", "iss": ISSUER, "aud": CLIENT, "token_use": "id",
+            "iat": now_s() - 10, "exp": now_s() + 3600, "tenant": odd,
+        });
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(RSA_KID.into());
+        let key = EncodingKey::from_rsa_pem(RSA_1).expect("the fixture RSA key");
+        let t = jsonwebtoken::encode(&header, &claims, &key).expect("sign");
+        let r = check(&mut clients[0], get_pet(&t)).await;
+        assert_eq!(decision(&r), Decision::Forbidden, "tenant {odd}: {r:?}");
+    }
 
     // GetUsage and UpdateUsage by identity (by name or id).
     let mut admin = a.admin().await;
@@ -244,6 +258,63 @@ async fn jwt_claim_meters_tenants_across_instances() {
         .find(|q| q.usage_plan_id == "free")
         .expect("free quota");
     assert_eq!(q.remaining, 0, "{st:?}");
+
+    // An assignment made and removed again leaves the identity's default-plan counts alone.
+    let assigned = admin
+        .create_api_key(CreateApiKeyRequest {
+            identity: Some("claim:tenant=globex".into()),
+            usage_plan_ids: vec!["gold".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("assign globex (enabled without saying so)")
+        .into_inner();
+    assert!(assigned.enabled, "{assigned:?}");
+    eventually(&[&a, &b], "globex on gold", Duration::from_secs(10), || {
+        let mut c = clients[1].clone();
+        let g = g.clone();
+        async move {
+            let r = check(&mut c, get_pet(&g)).await;
+            r.identity.is_some_and(|i| i.usage_plan_id == "gold")
+        }
+    })
+    .await;
+    admin
+        .delete_api_key(DeleteApiKeyRequest {
+            id: assigned.id.clone(),
+        })
+        .await
+        .expect("remove the assignment");
+    eventually(
+        &[&a, &b],
+        "globex back on free, still used up",
+        Duration::from_secs(10),
+        || {
+            let mut c = clients[0].clone();
+            let g = g.clone();
+            async move { decision(&check(&mut c, get_pet(&g)).await) == Decision::QuotaExceeded }
+        },
+    )
+    .await;
+
+    // API keys may not take an identity's id (its counters), through any door.
+    let r = admin
+        .import_api_keys(ImportApiKeysRequest {
+            csv: format!("Key,Name,Enabled,UsagePlanIds,Id\nQQQQQQQQQQQQQQQQQQQQQQQQ,thief,true,free,{globex}\n"),
+            fail_on_warnings: false,
+        })
+        .await
+        .expect("import answers")
+        .into_inner();
+    assert!(r.ids.is_empty() && !r.warnings.is_empty(), "{r:?}");
+    let e = admin
+        .create_api_key(CreateApiKeyRequest {
+            id: globex.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an identity-shaped key id");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }
 
 fn custom_config(redis: &RedisServer, endpoint: &AuthorizerEndpoint) -> String {
@@ -301,7 +372,6 @@ async fn custom_authorizer_principal_assigned_through_the_admin_api() {
     let created = admin
         .create_api_key(CreateApiKeyRequest {
             identity: Some(identity.clone()),
-            enabled: true,
             usage_plan_ids: vec!["burst2".into()],
             ..Default::default()
         })

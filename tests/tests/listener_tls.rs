@@ -221,17 +221,27 @@ async fn tls_on_grpc_and_mutual_tls_on_admin() {
         "CLI without a client certificate: {out:?}"
     );
 
-    // Hostile clients: idle connections that never start a handshake, one that stalls half way
-    // through a ClientHello, and garbage bytes, do not keep the next client out.
+    // Hostile clients: idle connections that never start a handshake (from 127.0.0.2: one
+    // address gets at most 64 handshakes in progress, the rest are closed at once), one that
+    // stalls half way through a ClientHello and garbage bytes (from 127.0.0.3) do not keep the
+    // next client (127.0.0.1) out.
+    let from = |ip: [u8; 4]| async move {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind(SocketAddr::from((ip, 0)))
+            .expect("bind a loopback source address");
+        s.connect(grpc).await.expect("connect")
+    };
     let mut idle = Vec::new();
     for _ in 0..200 {
-        idle.push(TcpStream::connect(grpc).expect("connect"));
+        idle.push(from([127, 0, 0, 2]).await);
     }
-    let mut stalled = TcpStream::connect(grpc).expect("connect");
+    let mut stalled = from([127, 0, 0, 3]).await.into_std().expect("std stream");
+    stalled.set_nonblocking(false).expect("blocking");
     stalled
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
         .expect("write a partial ClientHello");
-    let mut garbage = TcpStream::connect(grpc).expect("connect");
+    let mut garbage = from([127, 0, 0, 3]).await.into_std().expect("std stream");
+    garbage.set_nonblocking(false).expect("blocking");
     let _ = garbage.write_all(&[0u8; 4096]);
     let _ = garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     drop(garbage);
@@ -240,6 +250,22 @@ async fn tls_on_grpc_and_mutual_tls_on_admin() {
         Ok(Decision::Allow),
         "a client after 200 idle connections and a stalled handshake"
     );
+    eventually(
+        &[&tg],
+        "idle connections over the per-address limit closed, silent ones timed out",
+        Duration::from_secs(10),
+        || async {
+            metric(
+                &tg,
+                "tollgate_tls_handshake_failures_total{listener=\"grpc\",reason=\"limit\"",
+            ) >= 136.0
+                && metric(
+                    &tg,
+                    "tollgate_tls_handshake_failures_total{listener=\"grpc\",reason=\"timeout\"",
+                ) >= 64.0
+        },
+    )
+    .await;
     drop(idle);
     drop(stalled);
 
@@ -334,6 +360,36 @@ async fn certificates_rotate_without_a_restart_and_optional_client_auth() {
         check_over_tls(grpc, dir, "ca", None).await.is_err(),
         "new connections still get the old certificate"
     );
+
+    // Rotating back with the replaced files' size and mtime kept (`cp -p`, `tar`, `rsync -a`):
+    // the inode and ctime still tell the watcher.
+    for (from, to) in [("server.crt", "live.crt"), ("server.key", "live.key")] {
+        let mtime = std::fs::metadata(dir.join(to))
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        std::fs::copy(dir.join(from), dir.join("next.tmp")).expect("copy");
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("next.tmp"))
+            .and_then(|f| f.set_modified(mtime))
+            .expect("keep the mtime");
+        std::fs::rename(dir.join("next.tmp"), dir.join(to)).expect("rename");
+    }
+    eventually(
+        &[&tg],
+        "the certificate swapped in with the old mtime served",
+        Duration::from_secs(20),
+        || async { check_over_tls(grpc, dir, "ca", None).await == Ok(Decision::Allow) },
+    )
+    .await;
+    for (from, to) in [("server2.crt", "live.crt"), ("server2.key", "live.key")] {
+        std::fs::copy(dir.join(from), dir.join("next.tmp")).expect("copy");
+        std::fs::rename(dir.join("next.tmp"), dir.join(to)).expect("rename");
+    }
+    eventually(&[&tg], "server2 again", Duration::from_secs(20), || async {
+        check_over_tls(grpc, dir, "ca2", None).await == Ok(Decision::Allow)
+    })
+    .await;
 
     // A broken file mid-rotation: logged, counted, the current certificate keeps serving.
     std::fs::write(dir.join("live.crt"), "not a certificate").expect("write");

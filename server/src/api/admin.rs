@@ -544,6 +544,9 @@ fn check_field(field: &str, s: &str, max: usize) -> Result<(), Status> {
     Ok(())
 }
 
+/// Why an API key may not have an id like `i-0123…`: identities' counters live under those.
+const IDENTITY_SHAPED_ID: &str = "i- and 24 hex digits is the shape of identity ids";
+
 /// Longest id, page token or filter in a request.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -853,9 +856,9 @@ impl pb::admin_service_server::AdminService for AdminApi {
             }
             None => {
                 if is_identity_key_id(&r.id) {
-                    return Err(Status::invalid_argument(
-                        "id: i- and 24 hex digits is the shape of identity ids",
-                    ));
+                    return Err(Status::invalid_argument(format!(
+                        "id: {IDENTITY_SHAPED_ID}"
+                    )));
                 }
                 if let Some(v) = &r.value {
                     check_value(v)?;
@@ -900,7 +903,9 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     id,
                     name: r.name.clone(),
                     description: r.description.clone(),
-                    enabled: r.enabled,
+                    // An identity is served (by a default plan) before it has an assignment:
+                    // a new assignment must not lock it out, so it starts enabled.
+                    enabled: r.enabled || identity.is_some(),
                     customer_id: r.customer_id.clone(),
                     tags: r.tags.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
                     value_sha256: digest.clone(),
@@ -1005,19 +1010,25 @@ impl pb::admin_service_server::AdminService for AdminApi {
     ) -> R<pb::DeleteApiKeyResponse> {
         let id = req.into_inner().id;
         check_field("id", &id, MAX_REQUEST_ID_LEN)?;
+        let identity = parking_lot::Mutex::new(false);
         self.write(|d| {
             let k = d
                 .keys
                 .get(&id)
                 .ok_or_else(|| Status::not_found(format!("{KEY_NOT_FOUND}: {id:?}")))?;
             not_admin(k.source, "API key", &id)?;
+            *identity.lock() = k.identity.is_some();
             // The record carries its plan associations: they go with it.
             Ok(vec![Change::DeleteKey(id.clone())])
         })
         .await?;
-        // Its buckets, quotas and usage go too, so a new key with this id starts clean.
-        self.call(self.registry.store().owner_clear(&self.owner(&id)))
-            .await?;
+        // A key's buckets, quotas and usage go too, so a new key with this id starts clean. An
+        // identity keeps counting under the same id without its assignment (the stages' default
+        // plans): removing an assignment must not reset what it used.
+        if !identity.into_inner() {
+            self.call(self.registry.store().owner_clear(&self.owner(&id)))
+                .await?;
+        }
         Ok(Response::new(pb::DeleteApiKeyResponse {}))
     }
 
@@ -1141,6 +1152,9 @@ impl pb::admin_service_server::AdminService for AdminApi {
                         (None, id) if id.is_empty() => new_id(|x| next.keys.contains_key(x)),
                         (None, id) if !valid_id(&id) => {
                             return Err("Id: 1-128 characters of A-Z a-z 0-9 . _ -".into());
+                        }
+                        (None, id) if is_identity_key_id(&id) => {
+                            return Err(IDENTITY_SHAPED_ID.into());
                         }
                         (None, id) if next.keys.contains_key(&id) => {
                             return Err(format!("key {id:?} exists with another value"));

@@ -177,9 +177,10 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// tonic's client TLS config, `None` when no file is given.
-    fn config(&self) -> Result<Option<ClientTlsConfig>, CliError> {
-        if self.ca.is_none() && self.cert.is_none() {
+    /// tonic's client TLS config: `None` when no file is given and the address is not
+    /// `https://`; the system's trusted CAs unless `--ca-file` names one.
+    fn config(&self, https: bool) -> Result<Option<ClientTlsConfig>, CliError> {
+        if self.ca.is_none() && self.cert.is_none() && !https {
             return Ok(None);
         }
         let read = |p: &Path| {
@@ -187,9 +188,10 @@ impl TlsFiles {
                 .map_err(|e| CliError::Other(format!("cannot read {}: {e}", p.display())))
         };
         let mut c = ClientTlsConfig::new();
-        if let Some(ca) = &self.ca {
-            c = c.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
+        c = match &self.ca {
+            Some(ca) => c.ca_certificate(Certificate::from_pem(read(ca)?)),
+            None => c.with_native_roots(),
+        };
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             c = c.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
@@ -200,7 +202,7 @@ impl TlsFiles {
 /// Connects to the admin API at `addr` (already normalised by [`parse_admin_addr`]); with TLS
 /// files, over TLS (an `http://` address becomes `https://`).
 pub async fn connect(addr: &str, auth: Auth, tls: &TlsFiles) -> Result<Client, CliError> {
-    let tls = tls.config()?;
+    let tls = tls.config(addr.starts_with("https://"))?;
     let addr = match (&tls, addr.strip_prefix("http://")) {
         (Some(_), Some(rest)) => format!("https://{rest}"),
         _ => addr.to_string(),

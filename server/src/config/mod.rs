@@ -436,13 +436,22 @@ impl UsageIdentifier {
     }
 
     /// The identity string of `value` under this identifier: `principal=<v>`,
-    /// `claim:<name>=<v>` (what `identities[].identity` names).
+    /// `claim:<name>=<v>` (what `identities[].identity` names). `None` — no identity — for an
+    /// empty value, one an assignment could not name (over
+    /// [`validate::MAX_IDENTITY_LEN`], control characters), and the JSON text of a claim that
+    /// is not a string, number or boolean (`null`, objects, arrays: the JWT authorizer gives
+    /// claims as compact JSON), so every token with a null claim does not share one identity.
     pub fn identity(&self, value: &str) -> Option<String> {
-        match self {
-            Self::ApiKey => None,
-            Self::Principal => Some(format!("principal={value}")),
-            Self::Claim(n) => Some(format!("claim:{n}={value}")),
+        if value.is_empty() || value == "null" || value.starts_with('{') || value.starts_with('[') {
+            return None;
         }
+        let identity = match self {
+            Self::ApiKey => return None,
+            Self::Principal => format!("principal={value}"),
+            Self::Claim(n) => format!("claim:{n}={value}"),
+        };
+        validate::validate_identity(&identity).ok()?;
+        Some(identity)
     }
 }
 

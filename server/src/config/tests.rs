@@ -300,7 +300,7 @@ identities:
     for needle in [
         "routes[GET /k]: api_key_required with a usage_identifier other than api_key",
         "apis[a].stages[s].default_usage_plan: plan \"other\" does not list this stage",
-        "apis[b].stages[s].default_usage_plan: only with a usage_identifier other than api_key",
+        "apis[b].stages[s].default_usage_plan: only where the stage or one of its routes has a usage_identifier other than api_key",
         "usage_identifier \"claim:\": expected api_key, principal or claim:<name>",
         "api_keys[i-0123456789abcdef01234567]: i- and 24 hex digits is the shape of identity ids",
         "identities[0]: identity \"tenant=acme\": expected principal=<value> or claim:<name>=<value>",

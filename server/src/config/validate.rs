@@ -375,9 +375,16 @@ pub(crate) fn validate(
                 }
                 Some(_) => {}
             }
-            if st.usage_identifier == super::UsageIdentifier::ApiKey {
+            let by_identity = st.usage_identifier != super::UsageIdentifier::ApiKey
+                || st.routes.iter().any(|r| {
+                    r.usage_identifier
+                        .as_ref()
+                        .is_some_and(|u| *u != super::UsageIdentifier::ApiKey)
+                });
+            if !by_identity {
                 errors.push(format!(
-                    "{at}: only with a usage_identifier other than api_key"
+                    "{at}: only where the stage or one of its routes has a usage_identifier \
+                     other than api_key"
                 ));
             }
         }
