@@ -17,7 +17,8 @@ use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
 use crate::overlimit::OverLimitCache;
 use crate::store::{
-    AnyStore, BucketOp, CheckOp, CheckOutcome, Store, StoreError, StoreEvent, UsageOp, keys::Keys,
+    AnyStore, BucketOp, CheckOp, CheckOutcome, SettleStatus, Store, StoreError, StoreEvent,
+    UsageOp, keys::Keys,
 };
 
 /// What the gateway should do.
@@ -428,24 +429,8 @@ impl Checker {
     /// Checks one request.
     pub async fn check(&self, input: &CheckInput<'_>) -> Result<Answer, CheckError> {
         let cat = self.catalog.load_full();
-        let Some(stage) = cat.stage(input.api_id, input.stage) else {
-            return Err(CheckError::NotFound(if cat.has_api(input.api_id) {
-                format!(
-                    "stage {:?} not found in api {:?}",
-                    input.stage, input.api_id
-                )
-            } else {
-                format!("api {:?} not found", input.api_id)
-            }));
-        };
-        let route = if input.rate_limit_only && (input.method.is_empty() || input.path.is_empty()) {
-            Some(&stage.any_route)
-        } else if input.resource_path.is_empty() {
-            stage.match_path(input.method, input.path)
-        } else {
-            stage.route_by_template(input.method, input.resource_path)
-        };
-        let Some(route) = route else {
+        let stage = find_stage(&cat, input)?;
+        let Some(route) = find_route(stage, input) else {
             let mut a = Answer::new(Decision::Forbidden);
             a.error_type = "MissingAuthenticationTokenException";
             a.message = "Missing Authentication Token";
@@ -483,20 +468,7 @@ impl Checker {
         }
         let mut key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)> = None;
         if route.api_key_required || input.rate_limit_only {
-            let value = match stage.key_source {
-                _ if input.rate_limit_only => input.api_key,
-                ApiKeySource::Header => input.api_key,
-                ApiKeySource::Authorizer => principal
-                    .as_ref()
-                    .and_then(|p| p.usage_identifier_key.as_deref())
-                    .unwrap_or(""),
-            };
-            let found = (!value.is_empty())
-                .then(|| cat.key_by_digest(&key_digest(value)))
-                .flatten()
-                .filter(|k| k.enabled)
-                .and_then(|k| Some((k, k.plan_for(input.api_id, input.stage)?)));
-            match found {
+            match find_key_plan(&cat, stage, input, principal.as_ref(), true) {
                 Some(kp) => key_plan = Some(kp),
                 None => {
                     let mut a = Answer::new(Decision::Forbidden);
@@ -546,6 +518,183 @@ impl Checker {
         }
         Ok(answer)
     }
+
+    /// Settles the reservation of an admitted check (`ReportUsage`): `input` is the check as it
+    /// was sent (its `cost` was reserved under its `request_id`), `actual` what it really used.
+    /// The route, key and plan resolve as for the check, so the same store operation and
+    /// idempotency record are found; an authorizer runs only to learn the key when the stage
+    /// takes keys from it, and its decision is no gate (a token that expired since settles).
+    pub async fn report(
+        &self,
+        input: &CheckInput<'_>,
+        actual: u64,
+    ) -> Result<ReportAnswer, ReportError> {
+        let cat = self.catalog.load_full();
+        let stage = find_stage(&cat, input).map_err(|e| ReportError::NotFound(e.to_string()))?;
+        let Some(route) = find_route(stage, input) else {
+            return Err(ReportError::NoReservation(
+                "no route matches: the check admitted nothing".into(),
+            ));
+        };
+        let mut key_plan = None;
+        if route.api_key_required || input.rate_limit_only {
+            let mut principal = None;
+            if stage.key_source == ApiKeySource::Authorizer
+                && !input.rate_limit_only
+                && let Some(name) = route.authorizer.as_ref()
+            {
+                let auth_input = AuthInput {
+                    api_id: input.api_id,
+                    stage: input.stage,
+                    method: input.method,
+                    path: input.path,
+                    resource_path: route.template.as_str(),
+                    headers: input.headers,
+                    query: input.query,
+                    stage_variables: input.stage_variables,
+                    context: input.context,
+                    source_ip: input.source_ip,
+                    body_sha256: input.body_sha256,
+                    scopes: &route.scopes,
+                };
+                principal = cat.authorizers.authorize(name, &auth_input).await;
+            }
+            key_plan = find_key_plan(&cat, stage, input, principal.as_ref(), false);
+            if key_plan.is_none() {
+                return Err(ReportError::NoReservation(
+                    "the API key is unknown or not in a plan for this stage".into(),
+                ));
+            }
+        }
+        let check = CheckInput {
+            dry_run: false,
+            ..input.clone()
+        };
+        let Some((mut op, _)) = build_op(stage, route, key_plan, &check, cat.usage_retention_days)
+        else {
+            return Err(ReportError::NoReservation(
+                "nothing limits or meters this route: the check reserved nothing".into(),
+            ));
+        };
+        // The key's own buckets only, and only when the plan meters them.
+        let meter_throttle = key_plan.is_some_and(|(_, p)| p.meter_throttle);
+        op.buckets.retain(|b| meter_throttle && b.hash == op.owner);
+        let started = Instant::now();
+        let res = match tokio::time::timeout(self.timeout, self.store.settle(&op, actual)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        m::store_call(self.store.kind(), started.elapsed(), res.as_ref().err());
+        let outcome = res.map_err(ReportError::Unavailable)?;
+        let result = match outcome.status {
+            SettleStatus::Settled => "settled",
+            SettleStatus::AlreadySettled => "already",
+            SettleStatus::NoReservation => "no_reservation",
+        };
+        m::usage_report(result);
+        if outcome.status == SettleStatus::NoReservation {
+            return Err(ReportError::NoReservation(
+                "no reservation under this request_id: never admitted, expired, or checked with \
+                 another route, API key or cost"
+                    .into(),
+            ));
+        }
+        let period = op.quota.as_ref().map(|q| q.period);
+        let quota = match (outcome.quota, period) {
+            (Some(q), Some(period)) => Some(QuotaInfo {
+                limit: q.limit,
+                remaining: q.limit.saturating_sub(q.used),
+                period,
+                reset_at_us: quota::period_end(period, q.index).max(0) as u64,
+            }),
+            _ => None,
+        };
+        Ok(ReportAnswer {
+            reserved: op.cost,
+            actual: outcome.actual,
+            already_reported: outcome.status == SettleStatus::AlreadySettled,
+            quota,
+            api_key_id: key_plan.map(|(k, _)| k.id.clone()),
+        })
+    }
+}
+
+/// What `ReportUsage` settled.
+#[derive(Debug, Clone)]
+pub struct ReportAnswer {
+    /// Units the check reserved.
+    pub reserved: u64,
+    /// Units the reservation was settled with (the first report's on a repeat).
+    pub actual: u64,
+    /// Settled before: nothing changed.
+    pub already_reported: bool,
+    /// The quota of the period the reservation was charged to, after the settlement.
+    pub quota: Option<QuotaInfo>,
+    /// The API key charged.
+    pub api_key_id: Option<String>,
+}
+
+/// Why a report settled nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReportError {
+    /// Unknown api or stage.
+    #[error("{0}")]
+    NotFound(String),
+    /// There is no admitted, unexpired reservation to settle.
+    #[error("{0}")]
+    NoReservation(String),
+    /// The store failed.
+    #[error("rate-limit store unavailable: {0}")]
+    Unavailable(StoreError),
+}
+
+/// The stage `input` names.
+fn find_stage<'c>(cat: &'c Catalog, input: &CheckInput<'_>) -> Result<&'c Stage, CheckError> {
+    cat.stage(input.api_id, input.stage).ok_or_else(|| {
+        CheckError::NotFound(if cat.has_api(input.api_id) {
+            format!(
+                "stage {:?} not found in api {:?}",
+                input.stage, input.api_id
+            )
+        } else {
+            format!("api {:?} not found", input.api_id)
+        })
+    })
+}
+
+/// The route `input` is for (`None`: no route matches).
+fn find_route<'s>(stage: &'s Stage, input: &CheckInput<'_>) -> Option<&'s Route> {
+    if input.rate_limit_only && (input.method.is_empty() || input.path.is_empty()) {
+        Some(&stage.any_route)
+    } else if input.resource_path.is_empty() {
+        stage.match_path(input.method, input.path)
+    } else {
+        stage.route_by_template(input.method, input.resource_path)
+    }
+}
+
+/// The API key `input` is charged to and its plan for the stage: the `x-api-key` value, or the
+/// authorizer's usage identifier when the stage takes keys from it. `enabled_only`: a disabled
+/// key is not found (checks); a report settles what was admitted before the key was disabled.
+fn find_key_plan<'c>(
+    cat: &'c Catalog,
+    stage: &Stage,
+    input: &CheckInput<'_>,
+    principal: Option<&AuthOutcome>,
+    enabled_only: bool,
+) -> Option<(&'c Arc<ApiKey>, &'c Arc<Plan>)> {
+    let value = match stage.key_source {
+        _ if input.rate_limit_only => input.api_key,
+        ApiKeySource::Header => input.api_key,
+        ApiKeySource::Authorizer => principal
+            .and_then(|p| p.usage_identifier_key.as_deref())
+            .unwrap_or(""),
+    };
+    (!value.is_empty())
+        .then(|| cat.key_by_digest(&key_digest(value)))
+        .flatten()
+        .filter(|k| k.enabled || !enabled_only)
+        .and_then(|k| Some((k, k.plan_for(input.api_id, input.stage)?)))
 }
 
 /// The answer for an authorizer's denial.

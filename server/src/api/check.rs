@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status};
 use super::limits::{self, *};
 use crate::limiter::Period;
 use crate::metrics as m;
-use crate::pipeline::{Answer, CheckError, CheckInput, Checker, Decision};
+use crate::pipeline::{
+    Answer, CheckError, CheckInput, Checker, Decision, QuotaInfo, ReportAnswer, ReportError,
+};
 
 /// The CheckService implementation.
 #[derive(Clone)]
@@ -121,6 +123,50 @@ fn duration(us: u64) -> prost_types::Duration {
     }
 }
 
+fn quota_to_proto(q: QuotaInfo) -> pb::QuotaStatus {
+    pb::QuotaStatus {
+        limit: q.limit,
+        remaining: q.remaining,
+        period: pb::QuotaPeriod::from(q.period) as i32,
+        reset_at: Some(prost_types::Timestamp {
+            seconds: (q.reset_at_us / 1_000_000) as i64,
+            nanos: ((q.reset_at_us % 1_000_000) * 1000) as i32,
+        }),
+    }
+}
+
+/// Domain report answer → wire response.
+pub fn report_to_proto(a: ReportAnswer) -> pb::ReportUsageResponse {
+    pb::ReportUsageResponse {
+        reserved: a.reserved,
+        actual: a.actual,
+        already_reported: a.already_reported,
+        quota: a.quota.map(quota_to_proto),
+    }
+}
+
+/// The pipeline's view of a (validated) wire request.
+fn check_input<'a>(r: &'a pb::CheckRequestRequest, method: &'a str) -> CheckInput<'a> {
+    CheckInput {
+        api_id: &r.api_id,
+        stage: &r.stage,
+        method,
+        path: &r.path,
+        resource_path: &r.resource_path,
+        api_key: &r.api_key,
+        cost: r.cost.max(1),
+        request_id: &r.request_id,
+        dry_run: r.dry_run,
+        headers: Some(&r.headers),
+        query: Some(&r.query),
+        stage_variables: Some(&r.stage_variables),
+        context: Some(&r.context),
+        source_ip: &r.source_ip,
+        body_sha256: &r.body_sha256,
+        rate_limit_only: false,
+    }
+}
+
 /// Domain answer → wire response.
 pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
     pb::CheckRequestResponse {
@@ -134,15 +180,7 @@ pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
             burst_limit: t.limit.burst(),
             remaining: t.remaining,
         }),
-        quota: a.quota.map(|q| pb::QuotaStatus {
-            limit: q.limit,
-            remaining: q.remaining,
-            period: pb::QuotaPeriod::from(q.period) as i32,
-            reset_at: Some(prost_types::Timestamp {
-                seconds: (q.reset_at_us / 1_000_000) as i64,
-                nanos: ((q.reset_at_us % 1_000_000) * 1000) as i32,
-            }),
-        }),
+        quota: a.quota.map(quota_to_proto),
         response_headers: a
             .headers
             .into_iter()
@@ -173,24 +211,7 @@ impl pb::check_service_server::CheckService for CheckApi {
         let started = Instant::now();
         let r = req.get_ref();
         let method = validate(r).map_err(invalid)?;
-        let input = CheckInput {
-            api_id: &r.api_id,
-            stage: &r.stage,
-            method: &method,
-            path: &r.path,
-            resource_path: &r.resource_path,
-            api_key: &r.api_key,
-            cost: r.cost.max(1),
-            request_id: &r.request_id,
-            dry_run: r.dry_run,
-            headers: Some(&r.headers),
-            query: Some(&r.query),
-            stage_variables: Some(&r.stage_variables),
-            context: Some(&r.context),
-            source_ip: &r.source_ip,
-            body_sha256: &r.body_sha256,
-            rate_limit_only: false,
-        };
+        let input = check_input(r, &method);
         match self.checker.check(&input).await {
             Ok(answer) => {
                 observe(&answer, Some(started));
@@ -202,6 +223,32 @@ impl pb::check_service_server::CheckService for CheckApi {
                 observe_unavailable();
                 Err(Status::unavailable(e.to_string()))
             }
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(api = %req.get_ref().request.as_ref().map_or("", |r| r.api_id.as_str())))]
+    async fn report_usage(
+        &self,
+        req: Request<pb::ReportUsageRequest>,
+    ) -> Result<Response<pb::ReportUsageResponse>, Status> {
+        let rr = req.get_ref();
+        let Some(r) = rr.request.as_ref() else {
+            return Err(invalid(Status::invalid_argument("request is required")));
+        };
+        let method = validate(r).map_err(invalid)?;
+        required("request.request_id", &r.request_id).map_err(invalid)?;
+        if rr.actual_cost > MAX_COST {
+            return Err(invalid(Status::invalid_argument(format!(
+                "actual_cost {} exceeds the limit of {MAX_COST}",
+                rr.actual_cost
+            ))));
+        }
+        let input = check_input(r, &method);
+        match self.checker.report(&input, rr.actual_cost).await {
+            Ok(a) => Ok(Response::new(report_to_proto(a))),
+            Err(ReportError::NotFound(msg)) => Err(Status::not_found(msg)),
+            Err(ReportError::NoReservation(msg)) => Err(Status::failed_precondition(msg)),
+            Err(e @ ReportError::Unavailable(_)) => Err(Status::unavailable(e.to_string())),
         }
     }
 }

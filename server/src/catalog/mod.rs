@@ -136,6 +136,8 @@ pub struct Plan {
     pub stages: Vec<(String, String)>,
     /// Hot keys: local leases (opt-in).
     pub lease: Option<crate::config::LocalLeaseConfig>,
+    /// `ReportUsage` adjusts the key's own buckets too (`metering.meter_throttle`).
+    pub meter_throttle: bool,
 }
 
 impl Plan {
@@ -322,6 +324,7 @@ impl Catalog {
                         .map(|s| (s.api_id.clone(), s.stage.clone()))
                         .collect(),
                     lease: p.local_lease,
+                    meter_throttle: p.metering.is_some_and(|m| m.meter_throttle),
                 }),
             );
         }
