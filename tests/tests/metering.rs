@@ -126,7 +126,7 @@ async fn two_instances_end_at_the_sum_of_actual_costs() {
             let r = random(i);
             let cost = 1 + r % 40;
             // A quarter of the upstreams fail (actual 0); the rest use up to 1.5× the reserve.
-            let actual = if r % 4 == 0 {
+            let actual = if r.is_multiple_of(4) {
                 0
             } else {
                 (r >> 8) % (cost * 3 / 2 + 1)
