@@ -391,6 +391,91 @@ mod tests {
         }
     }
 
+    /// A route with an API key in a plan with a quota, on the embedded store.
+    fn metered_api() -> CheckApi {
+        let text = "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x, api_key_required: true }]\nusage_plans:\n  - id: p\n    quota: { limit: 100, period: DAY }\n    api_stages: [{ api_id: a, stage: s }]\napi_keys:\n  - { id: k, value: \"metered-key-aaaaaaaaaaaaaaaaaaaaaaa\", enabled: true, usage_plans: [p] }\n";
+        let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
+        let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
+        let auth = crate::auth::Authorizers::empty(
+            crate::auth::AuthCache::new(store.clone(), "tg", Duration::from_millis(50)),
+            Arc::new(SystemClock),
+        );
+        let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
+            &cfg,
+            &crate::defs::test_defs(&cfg),
+            Arc::new(auth),
+        )));
+        CheckApi::new(Arc::new(Checker::new(
+            catalog,
+            store,
+            Duration::from_millis(50),
+        )))
+    }
+
+    #[tokio::test]
+    async fn report_settles_once_on_the_embedded_store() {
+        let api = metered_api();
+        let req = pb::CheckRequestRequest {
+            api_key: "metered-key-aaaaaaaaaaaaaaaaaaaaaaa".into(),
+            request_id: "r-1".into(),
+            cost: 30,
+            ..ok_req()
+        };
+        let r = api
+            .check_request(Request::new(req.clone()))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.quota.map(|q| q.remaining), Some(70));
+        let report = |actual| pb::ReportUsageRequest {
+            request: Some(req.clone()),
+            actual_cost: actual,
+        };
+        let r = api
+            .report_usage(Request::new(report(12)))
+            .await
+            .expect("report")
+            .into_inner();
+        assert_eq!((r.reserved, r.actual, r.already_reported), (30, 12, false));
+        assert_eq!(r.quota.map(|q| q.remaining), Some(88));
+        let r = api
+            .report_usage(Request::new(report(0)))
+            .await
+            .expect("repeat")
+            .into_inner();
+        assert_eq!((r.actual, r.already_reported), (12, true));
+        assert_eq!(r.quota.map(|q| q.remaining), Some(88));
+        // Bad reports.
+        let code =
+            |r: Result<Response<pb::ReportUsageResponse>, Status>| r.expect_err("refused").code();
+        let no_id = pb::ReportUsageRequest {
+            request: Some(pb::CheckRequestRequest {
+                request_id: String::new(),
+                ..req.clone()
+            }),
+            actual_cost: 1,
+        };
+        assert_eq!(
+            code(api.report_usage(Request::new(no_id)).await),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(api.report_usage(Request::new(report(MAX_COST + 1))).await),
+            tonic::Code::InvalidArgument
+        );
+        let unknown = pb::ReportUsageRequest {
+            request: Some(pb::CheckRequestRequest {
+                request_id: "r-2".into(),
+                ..req.clone()
+            }),
+            actual_cost: 1,
+        };
+        assert_eq!(
+            code(api.report_usage(Request::new(unknown)).await),
+            tonic::Code::FailedPrecondition
+        );
+    }
+
     #[tokio::test]
     async fn unknown_api_is_not_found() {
         let (c, msg) = code(pb::CheckRequestRequest {
