@@ -464,7 +464,62 @@ async fn settle_after_midnight_fixes_that_day<S: Store>(s: &S) {
     );
 }
 
+/// Release at the TTL: an unreported reservation goes back in full and its record goes (a
+/// later report finds nothing); a reported one is left alone.
+async fn release_returns_an_unreported_reservation<S: Store>(s: &S) {
+    let k = unique("release");
+    let op = |cost: u64| {
+        Op::new(&k)
+            .bucket(&k, "t:a", lim(1.0, 100))
+            .quota(1000, 0, Period::Day, 0)
+            .usage(30)
+            .cost(cost)
+    };
+    assert_eq!(op(10).id("x1").run(s, NOON).await.verdict, Verdict::Allowed);
+    assert_eq!(op(10).id("x2").run(s, NOON).await.verdict, Verdict::Allowed);
+    assert_eq!(
+        op(10)
+            .id("x2")
+            .settle(s, NOON, 4)
+            .await
+            .quota
+            .map(|q| q.used),
+        Some(14)
+    );
+    let r = op(10).id("x1").release(s, NOON).await;
+    assert_eq!((r.status, r.actual), (SettleStatus::Settled, 0));
+    assert_eq!(r.quota.map(|q| q.used), Some(4));
+    assert_eq!(
+        op(10).id("x2").release(s, NOON).await.status,
+        SettleStatus::AlreadySettled,
+        "a reported reservation stays as reported"
+    );
+    assert_eq!(
+        op(10).id("x1").settle(s, NOON, 3).await.status,
+        SettleStatus::NoReservation,
+        "released: a late report settles nothing"
+    );
+    let d = op(1).dry().run(s, NOON).await;
+    assert_eq!(d.quota.map(|q| q.used), Some(5), "4 used, +1 as if");
+    assert_eq!(
+        d.remaining,
+        vec![95],
+        "100 − 10 − 10, +6 (x2 used 4), +10 released, −1 as if"
+    );
+    let day = (NOON / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", day, day).await.expect("usage"),
+        vec![(day, 4)]
+    );
+}
+
 impl Op {
+    async fn release<S: Store>(&self, s: &S, now: u64) -> SettleOutcome {
+        let mut op = self.inner.clone();
+        op.now = Some(now);
+        s.release_reservation(&op).await.expect("store call")
+    }
+
     async fn settle<S: Store>(&self, s: &S, now: u64, actual: u64) -> SettleOutcome {
         let mut op = self.inner.clone();
         op.now = Some(now);
@@ -719,6 +774,7 @@ conformance!(
     defs_are_compare_and_set,
     settle_refunds_charges_once,
     settle_after_midnight_fixes_that_day,
+    release_returns_an_unreported_reservation,
 );
 
 #[tokio::test]

@@ -225,7 +225,8 @@ impl MemoryStore {
     }
 
     /// [`Store::settle`]: the same steps as the Redis SETTLE script, under the lock.
-    fn settle_locked(&self, op: &CheckOp, actual: u64) -> SettleOutcome {
+    /// `expire`: a release at the TTL (actual 0; the record goes).
+    fn settle_locked(&self, op: &CheckOp, actual: u64, expire: bool) -> SettleOutcome {
         let mut st = self.state.lock();
         let now = op.now.unwrap_or_else(|| self.clock.now_micros());
         let none = SettleOutcome {
@@ -297,7 +298,11 @@ impl MemoryStore {
                     *d = adjust(*d);
                 }
             }
-            st.settled.insert(rk, actual);
+            if expire {
+                st.records.remove(&rk);
+            } else {
+                st.settled.insert(rk, actual);
+            }
         }
         let quota = match (&op.quota, charged) {
             (Some(q), Some(index)) => {
@@ -481,8 +486,16 @@ impl Store for MemoryStore {
     }
 
     async fn settle(&self, op: &CheckOp, actual: u64) -> Result<SettleOutcome, StoreError> {
-        let out = self.settle_locked(op, actual);
+        let out = self.settle_locked(op, actual, false);
         if out.status == SettleStatus::Settled && actual < op.cost {
+            let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
+        }
+        Ok(out)
+    }
+
+    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
+        let out = self.settle_locked(op, 0, true);
+        if out.status == SettleStatus::Settled {
             let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
         }
         Ok(out)

@@ -346,6 +346,15 @@ pub trait Store: Send + Sync + 'static {
         actual: u64,
     ) -> impl Future<Output = Result<SettleOutcome, StoreError>> + Send;
 
+    /// Releases a reservation nobody reported when it expires: settles it with an actual cost
+    /// of 0 (everything reserved goes back, as [`Store::settle`] does) and deletes its record,
+    /// so a later report finds no reservation. A reservation already settled is left alone
+    /// ([`SettleStatus::AlreadySettled`]).
+    fn release_reservation(
+        &self,
+        op: &CheckOp,
+    ) -> impl Future<Output = Result<SettleOutcome, StoreError>> + Send;
+
     /// Returns the stored creation time of `plan_id`, storing `now_us` if there is none: the
     /// plan's initial quota period starts then.
     fn plan_created_at(
@@ -461,6 +470,12 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.settle(op, actual).await,
             AnyStore::Redis(s) => s.settle(op, actual).await,
+        }
+    }
+    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.release_reservation(op).await,
+            AnyStore::Redis(s) => s.release_reservation(op).await,
         }
     }
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {

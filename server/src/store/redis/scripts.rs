@@ -288,7 +288,8 @@ return 1
 /// ARGV: 1 reserved cost, 2 actual cost, 3 now µs (0 = Redis TIME), 4 bucket count n, then per
 /// bucket (all in the owner hash): field, T µs; then quota limit (-1: none), offset, initial
 /// period index, period code, override field, the plan's state field (empty: none), usage
-/// history (`u:<plan>`; empty: none).
+/// history (`u:<plan>`; empty: none), expire 0|1 (a release at the TTL: the record is deleted
+/// instead of marked).
 ///
 /// The record is the check's reply (`CheckOutcome::to_wire`); a settled one carries
 /// `;<actual>` after it (CHECK's replay ignores it), and keeps its TTL. Missing or a denial:
@@ -367,7 +368,11 @@ if status == 1 then
       end
     end
   end
-  redis.call('SET', KEYS[2], body .. ';' .. fmt(actual), 'KEEPTTL')
+  if ARGV[i + 7] == '1' then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('SET', KEYS[2], body .. ';' .. fmt(actual), 'KEEPTTL')
+  end
 end
 local reply = {status, actual, now, 0, 0, 0, 0}
 if qlim >= 0 and has_charge then
