@@ -45,7 +45,8 @@ pub const LOCAL_DENIALS_TOTAL: &str = "tollgate_local_denials_total";
 /// store call), `granted` (a store call that took a lease), `exact` (checked one by one).
 pub const LEASE_CHECKS_TOTAL: &str = "tollgate_lease_checks_total";
 /// `ReportUsage` calls by `result`: `settled` (the reservation was settled), `already` (it was
-/// settled before: nothing changed), `no_reservation` (nothing to settle under that id).
+/// settled before: nothing changed), `no_reservation` (nothing to settle under that id); and
+/// `released`: unreported reservations of `metering` plans released at their TTL.
 pub const USAGE_REPORTS_TOTAL: &str = "tollgate_usage_reports_total";
 /// Units of expired leases given back to the store.
 pub const LEASE_RETURNED_UNITS_TOTAL: &str = "tollgate_lease_returned_units_total";
@@ -125,7 +126,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         USAGE_REPORTS_TOTAL,
-        "ReportUsage calls by result (settled, already, no_reservation)."
+        "ReportUsage calls by result (settled, already, no_reservation), and reservations released unreported at their TTL (released)."
     );
     metrics::describe_counter!(
         LEASE_RETURNED_UNITS_TOTAL,
@@ -153,7 +154,8 @@ fn describe() {
     );
 }
 
-/// Counts one `ReportUsage` by result (`settled`, `already`, `no_reservation`).
+/// Counts one `ReportUsage` by result (`settled`, `already`, `no_reservation`), or one
+/// reservation released at its TTL (`released`).
 pub fn usage_report(result: &'static str) {
     metrics::counter!(USAGE_REPORTS_TOTAL, "result" => result).increment(1);
 }

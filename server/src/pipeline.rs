@@ -221,7 +221,16 @@ pub struct Checker {
     leases: Option<crate::lease::Leases>,
     /// The store circuit breaker.
     breaker: Option<crate::breaker::Breaker>,
+    /// Reservations this instance admitted for `metering` plans, oldest first, with when to
+    /// release them if nobody reports them (a little before their record expires).
+    pending: parking_lot::Mutex<std::collections::VecDeque<(Instant, CheckOp)>>,
 }
+
+/// Most reservations one instance keeps for release at their TTL; past it, new ones are not
+/// tracked (they stay charged in full unless reported).
+pub const MAX_PENDING_RESERVATIONS: usize = 200_000;
+/// A reservation is released this long before its record (`IDEMPOTENCY_TTL_MS`) expires.
+pub const RELEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl Checker {
     /// A checker over a swappable catalog.
@@ -234,7 +243,64 @@ impl Checker {
             store_calls: AtomicU64::new(0),
             leases: None,
             breaker: None,
+            pending: Default::default(),
         }
+    }
+
+    /// The op a report or a release settles for a check of `key_plan`: the key's own buckets
+    /// only, and only when the plan meters them.
+    fn metered_op(mut op: CheckOp, key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)>) -> CheckOp {
+        let meter_throttle = key_plan.is_some_and(|(_, p)| p.meter_throttle);
+        op.buckets.retain(|b| meter_throttle && b.hash == op.owner);
+        op.dry_run = false;
+        op
+    }
+
+    /// Remembers an admitted reservation of a `metering` plan for release at its TTL.
+    fn track_reservation(&self, op: CheckOp) {
+        let ttl = Duration::from_millis(crate::store::IDEMPOTENCY_TTL_MS);
+        let mut q = self.pending.lock();
+        if q.len() >= MAX_PENDING_RESERVATIONS {
+            tracing::debug!("too many pending reservations: this one is not released at its TTL");
+            return;
+        }
+        q.push_back((Instant::now() + ttl.saturating_sub(RELEASE_MARGIN), op));
+    }
+
+    /// Releases the tracked reservations due at `now` that nobody reported
+    /// ([`Store::release_reservation`]); returns how many were released.
+    pub async fn release_due(&self, now: Instant) -> usize {
+        let due: Vec<CheckOp> = {
+            let mut q = self.pending.lock();
+            let n = q.partition_point(|(at, _)| *at <= now);
+            q.drain(..n).map(|(_, op)| op).collect()
+        };
+        let mut released = 0;
+        for op in due {
+            match tokio::time::timeout(self.timeout, self.store.release_reservation(&op)).await {
+                Ok(Ok(o)) if o.status == SettleStatus::Settled => {
+                    released += 1;
+                    m::usage_report("released");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "store: releasing a reservation failed"),
+                Err(_) => tracing::warn!("store: releasing a reservation timed out"),
+            }
+        }
+        released
+    }
+
+    /// Releases due reservations every second for as long as the checker lives.
+    pub fn spawn_reservation_sweeper(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                me.release_due(Instant::now()).await;
+            }
+        });
     }
 
     /// Turns on the store circuit breaker ([`crate::breaker`]); `failures` 0 leaves it off.
@@ -483,7 +549,17 @@ impl Checker {
             Some((op, limits)) => {
                 let lease = key_plan.and_then(|(_, p)| p.lease.as_ref());
                 match self.store_check_leased(&op, lease).await {
-                    Ok(out) => answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period)),
+                    Ok(out) => {
+                        if out.verdict == Verdict::Allowed
+                            && !out.replayed
+                            && !op.dry_run
+                            && op.request_id.is_some()
+                            && key_plan.is_some_and(|(_, p)| p.metered)
+                        {
+                            self.track_reservation(Self::metered_op(op.clone(), key_plan));
+                        }
+                        answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period))
+                    }
                     // Only usage was to be counted: nothing limits this key, so a store failure
                     // changes no decision (the day's count misses this request).
                     Err(e) if op.buckets.is_empty() && op.quota.is_none() => {
@@ -570,15 +646,13 @@ impl Checker {
             dry_run: false,
             ..input.clone()
         };
-        let Some((mut op, _)) = build_op(stage, route, key_plan, &check, cat.usage_retention_days)
+        let Some((op, _)) = build_op(stage, route, key_plan, &check, cat.usage_retention_days)
         else {
             return Err(ReportError::NoReservation(
                 "nothing limits or meters this route: the check reserved nothing".into(),
             ));
         };
-        // The key's own buckets only, and only when the plan meters them.
-        let meter_throttle = key_plan.is_some_and(|(_, p)| p.meter_throttle);
-        op.buckets.retain(|b| meter_throttle && b.hash == op.owner);
+        let op = Self::metered_op(op, key_plan);
         let started = Instant::now();
         let res = match tokio::time::timeout(self.timeout, self.store.settle(&op, actual)).await {
             Ok(r) => r,

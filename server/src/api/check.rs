@@ -393,7 +393,7 @@ mod tests {
 
     /// A route with an API key in a plan with a quota, on the embedded store.
     fn metered_api() -> CheckApi {
-        let text = "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x, api_key_required: true }]\nusage_plans:\n  - id: p\n    quota: { limit: 100, period: DAY }\n    api_stages: [{ api_id: a, stage: s }]\napi_keys:\n  - { id: k, value: \"metered-key-aaaaaaaaaaaaaaaaaaaaaaa\", enabled: true, usage_plans: [p] }\n";
+        let text = "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x, api_key_required: true }]\nusage_plans:\n  - id: p\n    quota: { limit: 100, period: DAY }\n    metering: {}\n    api_stages: [{ api_id: a, stage: s }]\napi_keys:\n  - { id: k, value: \"metered-key-aaaaaaaaaaaaaaaaaaaaaaa\", enabled: true, usage_plans: [p] }\n";
         let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
         let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
         let auth = crate::auth::Authorizers::empty(
@@ -473,6 +473,48 @@ mod tests {
         assert_eq!(
             code(api.report_usage(Request::new(unknown)).await),
             tonic::Code::FailedPrecondition
+        );
+
+        // An unreported reservation is released at its TTL; the reported one is not.
+        let r3 = pb::CheckRequestRequest {
+            request_id: "r-3".into(),
+            cost: 50,
+            ..req.clone()
+        };
+        let r = api
+            .check_request(Request::new(r3.clone()))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.quota.map(|q| q.remaining), Some(38));
+        let later =
+            std::time::Instant::now() + Duration::from_millis(crate::store::IDEMPOTENCY_TTL_MS);
+        assert_eq!(
+            api.checker.release_due(std::time::Instant::now()).await,
+            0,
+            "not due yet"
+        );
+        assert_eq!(api.checker.release_due(later).await, 1, "r-3 only");
+        let dry = pb::CheckRequestRequest {
+            request_id: String::new(),
+            dry_run: true,
+            cost: 1,
+            ..req.clone()
+        };
+        let r = api
+            .check_request(Request::new(dry))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.quota.map(|q| q.remaining), Some(87), "12 used, +1 as if");
+        let late = pb::ReportUsageRequest {
+            request: Some(r3),
+            actual_cost: 50,
+        };
+        assert_eq!(
+            code(api.report_usage(Request::new(late)).await),
+            tonic::Code::FailedPrecondition,
+            "released: nothing to settle"
         );
     }
 

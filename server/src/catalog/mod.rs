@@ -138,6 +138,9 @@ pub struct Plan {
     pub lease: Option<crate::config::LocalLeaseConfig>,
     /// `ReportUsage` adjusts the key's own buckets too (`metering.meter_throttle`).
     pub meter_throttle: bool,
+    /// The plan has `metering`: its keys' idempotent checks are reservations, released at
+    /// their TTL when nobody reports them.
+    pub metered: bool,
 }
 
 impl Plan {
@@ -325,6 +328,7 @@ impl Catalog {
                         .collect(),
                     lease: p.local_lease,
                     meter_throttle: p.metering.is_some_and(|m| m.meter_throttle),
+                    metered: p.metering.is_some(),
                 }),
             );
         }

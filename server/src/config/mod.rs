@@ -491,6 +491,8 @@ pub struct UsagePlanConfig {
 }
 
 /// `usage_plans[].metering`: how `ReportUsage` settles a reservation of this plan's keys.
+/// Present (even empty), the keys' checks with a `request_id` are reservations: one nobody
+/// reports is released in full at its TTL (by the instance that admitted it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeteringConfig {
