@@ -47,6 +47,13 @@ impl CheckService for MockCheck {
         }
         Ok(tonic::Response::new(self.0.answer.lock().clone()))
     }
+
+    async fn report_usage(
+        &self,
+        _request: tonic::Request<tollgate_client::v1::ReportUsageRequest>,
+    ) -> Result<tonic::Response<tollgate_client::v1::ReportUsageResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not used by these tests"))
+    }
 }
 
 #[tonic::async_trait]

@@ -272,6 +272,7 @@ pub async fn run(
     );
     checker.spawn_invalidation();
     checker.spawn_lease_sweeper();
+    checker.spawn_reservation_sweeper();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in HEALTH_SERVICES {

@@ -44,6 +44,10 @@ pub const LOCAL_DENIALS_TOTAL: &str = "tollgate_local_denials_total";
 /// Checks of keys in a `local_lease` plan, by `result`: `spent` (admitted from a lease, no
 /// store call), `granted` (a store call that took a lease), `exact` (checked one by one).
 pub const LEASE_CHECKS_TOTAL: &str = "tollgate_lease_checks_total";
+/// `ReportUsage` calls by `result`: `settled` (the reservation was settled), `already` (it was
+/// settled before: nothing changed), `no_reservation` (nothing to settle under that id); and
+/// `released`: unreported reservations of `metering` plans released at their TTL.
+pub const USAGE_REPORTS_TOTAL: &str = "tollgate_usage_reports_total";
 /// Units of expired leases given back to the store.
 pub const LEASE_RETURNED_UNITS_TOTAL: &str = "tollgate_lease_returned_units_total";
 /// 1 while the store circuit breaker is open (or half-open): checks are answered per the
@@ -121,6 +125,10 @@ fn describe() {
         "Checks of local_lease plans' keys, by result (spent, granted, exact)."
     );
     metrics::describe_counter!(
+        USAGE_REPORTS_TOTAL,
+        "ReportUsage calls by result (settled, already, no_reservation), and reservations released unreported at their TTL (released)."
+    );
+    metrics::describe_counter!(
         LEASE_RETURNED_UNITS_TOTAL,
         "Units of expired local leases given back to the store."
     );
@@ -144,6 +152,12 @@ fn describe() {
         TLS_RELOADS_TOTAL,
         "Listener certificate reloads after their files changed, by result."
     );
+}
+
+/// Counts one `ReportUsage` by result (`settled`, `already`, `no_reservation`), or one
+/// reservation released at its TTL (`released`).
+pub fn usage_report(result: &'static str) {
+    metrics::counter!(USAGE_REPORTS_TOTAL, "result" => result).increment(1);
 }
 
 /// Counts a check of a `local_lease` plan's key.

@@ -17,7 +17,8 @@ use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
 use crate::overlimit::OverLimitCache;
 use crate::store::{
-    AnyStore, BucketOp, CheckOp, CheckOutcome, Store, StoreError, StoreEvent, UsageOp, keys::Keys,
+    AnyStore, BucketOp, CheckOp, CheckOutcome, SettleStatus, Store, StoreError, StoreEvent,
+    UsageOp, keys::Keys,
 };
 
 /// What the gateway should do.
@@ -220,7 +221,16 @@ pub struct Checker {
     leases: Option<crate::lease::Leases>,
     /// The store circuit breaker.
     breaker: Option<crate::breaker::Breaker>,
+    /// Reservations this instance admitted for `metering` plans, oldest first, with when to
+    /// release them if nobody reports them (a little before their record expires).
+    pending: parking_lot::Mutex<std::collections::VecDeque<(Instant, CheckOp)>>,
 }
+
+/// Most reservations one instance keeps for release at their TTL; past it, new ones are not
+/// tracked (they stay charged in full unless reported).
+pub const MAX_PENDING_RESERVATIONS: usize = 200_000;
+/// A reservation is released this long before its record (`IDEMPOTENCY_TTL_MS`) expires.
+pub const RELEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl Checker {
     /// A checker over a swappable catalog.
@@ -233,7 +243,64 @@ impl Checker {
             store_calls: AtomicU64::new(0),
             leases: None,
             breaker: None,
+            pending: Default::default(),
         }
+    }
+
+    /// The op a report or a release settles for a check of `key_plan`: the key's own buckets
+    /// only, and only when the plan meters them.
+    fn metered_op(mut op: CheckOp, key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)>) -> CheckOp {
+        let meter_throttle = key_plan.is_some_and(|(_, p)| p.meter_throttle);
+        op.buckets.retain(|b| meter_throttle && b.hash == op.owner);
+        op.dry_run = false;
+        op
+    }
+
+    /// Remembers an admitted reservation of a `metering` plan for release at its TTL.
+    fn track_reservation(&self, op: CheckOp) {
+        let ttl = Duration::from_millis(crate::store::IDEMPOTENCY_TTL_MS);
+        let mut q = self.pending.lock();
+        if q.len() >= MAX_PENDING_RESERVATIONS {
+            tracing::debug!("too many pending reservations: this one is not released at its TTL");
+            return;
+        }
+        q.push_back((Instant::now() + ttl.saturating_sub(RELEASE_MARGIN), op));
+    }
+
+    /// Releases the tracked reservations due at `now` that nobody reported
+    /// ([`Store::release_reservation`]); returns how many were released.
+    pub async fn release_due(&self, now: Instant) -> usize {
+        let due: Vec<CheckOp> = {
+            let mut q = self.pending.lock();
+            let n = q.partition_point(|(at, _)| *at <= now);
+            q.drain(..n).map(|(_, op)| op).collect()
+        };
+        let mut released = 0;
+        for op in due {
+            match tokio::time::timeout(self.timeout, self.store.release_reservation(&op)).await {
+                Ok(Ok(o)) if o.status == SettleStatus::Settled => {
+                    released += 1;
+                    m::usage_report("released");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "store: releasing a reservation failed"),
+                Err(_) => tracing::warn!("store: releasing a reservation timed out"),
+            }
+        }
+        released
+    }
+
+    /// Releases due reservations every second for as long as the checker lives.
+    pub fn spawn_reservation_sweeper(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                me.release_due(Instant::now()).await;
+            }
+        });
     }
 
     /// Turns on the store circuit breaker ([`crate::breaker`]); `failures` 0 leaves it off.
@@ -428,24 +495,8 @@ impl Checker {
     /// Checks one request.
     pub async fn check(&self, input: &CheckInput<'_>) -> Result<Answer, CheckError> {
         let cat = self.catalog.load_full();
-        let Some(stage) = cat.stage(input.api_id, input.stage) else {
-            return Err(CheckError::NotFound(if cat.has_api(input.api_id) {
-                format!(
-                    "stage {:?} not found in api {:?}",
-                    input.stage, input.api_id
-                )
-            } else {
-                format!("api {:?} not found", input.api_id)
-            }));
-        };
-        let route = if input.rate_limit_only && (input.method.is_empty() || input.path.is_empty()) {
-            Some(&stage.any_route)
-        } else if input.resource_path.is_empty() {
-            stage.match_path(input.method, input.path)
-        } else {
-            stage.route_by_template(input.method, input.resource_path)
-        };
-        let Some(route) = route else {
+        let stage = find_stage(&cat, input)?;
+        let Some(route) = find_route(stage, input) else {
             let mut a = Answer::new(Decision::Forbidden);
             a.error_type = "MissingAuthenticationTokenException";
             a.message = "Missing Authentication Token";
@@ -454,21 +505,10 @@ impl Checker {
         };
         let mut principal: Option<AuthOutcome> = None;
         if let Some(name) = route.authorizer.as_ref().filter(|_| !input.rate_limit_only) {
-            let auth_input = AuthInput {
-                api_id: input.api_id,
-                stage: input.stage,
-                method: input.method,
-                path: input.path,
-                resource_path: route.template.as_str(),
-                headers: input.headers,
-                query: input.query,
-                stage_variables: input.stage_variables,
-                context: input.context,
-                source_ip: input.source_ip,
-                body_sha256: input.body_sha256,
-                scopes: &route.scopes,
-            };
-            let outcome = cat.authorizers.authorize(name, &auth_input).await;
+            let outcome = cat
+                .authorizers
+                .authorize(name, &auth_input(input, route))
+                .await;
             let denied = match outcome.as_ref().map(|o| o.decision) {
                 Some(AuthDecision::Allow) => None,
                 Some(d) => Some(auth_answer(d)),
@@ -487,14 +527,7 @@ impl Checker {
             // Plans meter the authorizer's principal or one of its claims. A route without an
             // authorizer has no identity: stage-wide limits only.
             if let Some(p) = &principal {
-                let value = match &route.usage_identifier {
-                    UsageIdentifier::Claim(name) => p.context.get(name).map(String::as_str),
-                    _ => Some(p.principal_id.as_str()),
-                };
-                let found = value
-                    .and_then(|v| route.usage_identifier.identity(v))
-                    .and_then(|ident| cat.identity_plan(stage, &ident));
-                match found {
+                match find_identity_plan(&cat, stage, route, p) {
                     Some(kp) => {
                         identity_plan = kp;
                         key_plan = Some((&identity_plan.0, &identity_plan.1));
@@ -507,20 +540,7 @@ impl Checker {
                 }
             }
         } else if route.api_key_required || input.rate_limit_only {
-            let value = match stage.key_source {
-                _ if input.rate_limit_only => input.api_key,
-                ApiKeySource::Header => input.api_key,
-                ApiKeySource::Authorizer => principal
-                    .as_ref()
-                    .and_then(|p| p.usage_identifier_key.as_deref())
-                    .unwrap_or(""),
-            };
-            let found = (!value.is_empty())
-                .then(|| cat.key_by_digest(&key_digest(value)))
-                .flatten()
-                .filter(|k| k.enabled)
-                .and_then(|k| Some((k, k.plan_for(input.api_id, input.stage)?)));
-            match found {
+            match find_key_plan(&cat, stage, input, principal.as_ref(), true) {
                 Some(kp) => key_plan = Some(kp),
                 None => {
                     let mut a = Answer::new(Decision::Forbidden);
@@ -535,7 +555,17 @@ impl Checker {
             Some((op, limits)) => {
                 let lease = key_plan.and_then(|(_, p)| p.lease.as_ref());
                 match self.store_check_leased(&op, lease).await {
-                    Ok(out) => answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period)),
+                    Ok(out) => {
+                        if out.verdict == Verdict::Allowed
+                            && !out.replayed
+                            && !op.dry_run
+                            && op.request_id.is_some()
+                            && key_plan.is_some_and(|(_, p)| p.metered)
+                        {
+                            self.track_reservation(Self::metered_op(op.clone(), key_plan));
+                        }
+                        answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period))
+                    }
                     // Only usage was to be counted: nothing limits this key, so a store failure
                     // changes no decision (the day's count misses this request).
                     Err(e) if op.buckets.is_empty() && op.quota.is_none() => {
@@ -570,6 +600,229 @@ impl Checker {
         }
         Ok(answer)
     }
+
+    /// Settles the reservation of an admitted check (`ReportUsage`): `input` is the check as it
+    /// was sent (its `cost` was reserved under its `request_id`), `actual` what it really used.
+    /// The route, key and plan resolve as for the check, so the same store operation and
+    /// idempotency record are found; an authorizer runs only to learn the key when the stage
+    /// takes keys from it, and its decision is no gate (a token that expired since settles).
+    pub async fn report(
+        &self,
+        input: &CheckInput<'_>,
+        actual: u64,
+    ) -> Result<ReportAnswer, ReportError> {
+        let cat = self.catalog.load_full();
+        let stage = find_stage(&cat, input).map_err(|e| ReportError::NotFound(e.to_string()))?;
+        let Some(route) = find_route(stage, input) else {
+            return Err(ReportError::NoReservation(
+                "no route matches: the check admitted nothing".into(),
+            ));
+        };
+        let mut key_plan = None;
+        let identity_plan;
+        if route.usage_identifier != UsageIdentifier::ApiKey && !input.rate_limit_only {
+            // The authorizer runs only to learn the identity (its decision is no gate, but a
+            // rejected token names nobody: such a report finds no reservation).
+            if let Some(name) = route.authorizer.as_ref() {
+                let principal = cat
+                    .authorizers
+                    .authorize(name, &auth_input(input, route))
+                    .await;
+                match principal
+                    .as_ref()
+                    .and_then(|p| find_identity_plan(&cat, stage, route, p))
+                {
+                    Some(kp) => {
+                        identity_plan = kp;
+                        key_plan = Some((&identity_plan.0, &identity_plan.1));
+                    }
+                    None => {
+                        return Err(ReportError::NoReservation(
+                            "no identity with a usage plan: the authorizer names none now".into(),
+                        ));
+                    }
+                }
+            }
+        } else if route.api_key_required || input.rate_limit_only {
+            let mut principal = None;
+            if stage.key_source == ApiKeySource::Authorizer
+                && !input.rate_limit_only
+                && let Some(name) = route.authorizer.as_ref()
+            {
+                principal = cat
+                    .authorizers
+                    .authorize(name, &auth_input(input, route))
+                    .await;
+            }
+            key_plan = find_key_plan(&cat, stage, input, principal.as_ref(), false);
+            if key_plan.is_none() {
+                return Err(ReportError::NoReservation(
+                    "the API key is unknown or not in a plan for this stage".into(),
+                ));
+            }
+        }
+        let check = CheckInput {
+            dry_run: false,
+            ..input.clone()
+        };
+        let Some((op, _)) = build_op(stage, route, key_plan, &check, cat.usage_retention_days)
+        else {
+            return Err(ReportError::NoReservation(
+                "nothing limits or meters this route: the check reserved nothing".into(),
+            ));
+        };
+        let op = Self::metered_op(op, key_plan);
+        let started = Instant::now();
+        let res = match tokio::time::timeout(self.timeout, self.store.settle(&op, actual)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        m::store_call(self.store.kind(), started.elapsed(), res.as_ref().err());
+        let outcome = res.map_err(ReportError::Unavailable)?;
+        let result = match outcome.status {
+            SettleStatus::Settled => "settled",
+            SettleStatus::AlreadySettled => "already",
+            SettleStatus::NoReservation => "no_reservation",
+        };
+        m::usage_report(result);
+        if outcome.status == SettleStatus::NoReservation {
+            return Err(ReportError::NoReservation(
+                "no reservation under this request_id: never admitted, expired, or checked with \
+                 another route, API key or cost"
+                    .into(),
+            ));
+        }
+        let period = op.quota.as_ref().map(|q| q.period);
+        let quota = match (outcome.quota, period) {
+            (Some(q), Some(period)) => Some(QuotaInfo {
+                limit: q.limit,
+                remaining: q.limit.saturating_sub(q.used),
+                period,
+                reset_at_us: quota::period_end(period, q.index).max(0) as u64,
+            }),
+            _ => None,
+        };
+        Ok(ReportAnswer {
+            reserved: op.cost,
+            actual: outcome.actual,
+            already_reported: outcome.status == SettleStatus::AlreadySettled,
+            quota,
+            api_key_id: key_plan.map(|(k, _)| k.id.clone()),
+        })
+    }
+}
+
+/// What `ReportUsage` settled.
+#[derive(Debug, Clone)]
+pub struct ReportAnswer {
+    /// Units the check reserved.
+    pub reserved: u64,
+    /// Units the reservation was settled with (the first report's on a repeat).
+    pub actual: u64,
+    /// Settled before: nothing changed.
+    pub already_reported: bool,
+    /// The quota of the period the reservation was charged to, after the settlement.
+    pub quota: Option<QuotaInfo>,
+    /// The API key charged.
+    pub api_key_id: Option<String>,
+}
+
+/// Why a report settled nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReportError {
+    /// Unknown api or stage.
+    #[error("{0}")]
+    NotFound(String),
+    /// There is no admitted, unexpired reservation to settle.
+    #[error("{0}")]
+    NoReservation(String),
+    /// The store failed.
+    #[error("rate-limit store unavailable: {0}")]
+    Unavailable(StoreError),
+}
+
+/// The stage `input` names.
+fn find_stage<'c>(cat: &'c Catalog, input: &CheckInput<'_>) -> Result<&'c Stage, CheckError> {
+    cat.stage(input.api_id, input.stage).ok_or_else(|| {
+        CheckError::NotFound(if cat.has_api(input.api_id) {
+            format!(
+                "stage {:?} not found in api {:?}",
+                input.stage, input.api_id
+            )
+        } else {
+            format!("api {:?} not found", input.api_id)
+        })
+    })
+}
+
+/// The route `input` is for (`None`: no route matches).
+fn find_route<'s>(stage: &'s Stage, input: &CheckInput<'_>) -> Option<&'s Route> {
+    if input.rate_limit_only && (input.method.is_empty() || input.path.is_empty()) {
+        Some(&stage.any_route)
+    } else if input.resource_path.is_empty() {
+        stage.match_path(input.method, input.path)
+    } else {
+        stage.route_by_template(input.method, input.resource_path)
+    }
+}
+
+/// The API key `input` is charged to and its plan for the stage: the `x-api-key` value, or the
+/// authorizer's usage identifier when the stage takes keys from it. `enabled_only`: a disabled
+/// key is not found (checks); a report settles what was admitted before the key was disabled.
+/// What an authorizer is asked about `input` on `route`.
+fn auth_input<'a>(input: &'a CheckInput<'_>, route: &'a Route) -> AuthInput<'a> {
+    AuthInput {
+        api_id: input.api_id,
+        stage: input.stage,
+        method: input.method,
+        path: input.path,
+        resource_path: route.template.as_str(),
+        headers: input.headers,
+        query: input.query,
+        stage_variables: input.stage_variables,
+        context: input.context,
+        source_ip: input.source_ip,
+        body_sha256: input.body_sha256,
+        scopes: &route.scopes,
+    }
+}
+
+/// The usage owner and plan of the identity `principal` gives on `route` (its principal, or
+/// the claim the route's `usage_identifier` names): [`Catalog::identity_plan`]. `None` when
+/// there is no identity or it has no plan (403).
+fn find_identity_plan(
+    cat: &Catalog,
+    stage: &Stage,
+    route: &Route,
+    principal: &AuthOutcome,
+) -> Option<(Arc<ApiKey>, Arc<Plan>)> {
+    let value = match &route.usage_identifier {
+        UsageIdentifier::Claim(name) => principal.context.get(name).map(String::as_str),
+        _ => Some(principal.principal_id.as_str()),
+    };
+    let identity = route.usage_identifier.identity(value?)?;
+    cat.identity_plan(stage, &identity)
+}
+
+fn find_key_plan<'c>(
+    cat: &'c Catalog,
+    stage: &Stage,
+    input: &CheckInput<'_>,
+    principal: Option<&AuthOutcome>,
+    enabled_only: bool,
+) -> Option<(&'c Arc<ApiKey>, &'c Arc<Plan>)> {
+    let value = match stage.key_source {
+        _ if input.rate_limit_only => input.api_key,
+        ApiKeySource::Header => input.api_key,
+        ApiKeySource::Authorizer => principal
+            .and_then(|p| p.usage_identifier_key.as_deref())
+            .unwrap_or(""),
+    };
+    (!value.is_empty())
+        .then(|| cat.key_by_digest(&key_digest(value)))
+        .flatten()
+        .filter(|k| k.enabled || !enabled_only)
+        .and_then(|k| Some((k, k.plan_for(input.api_id, input.stage)?)))
 }
 
 /// The answer for an authorizer's denial.

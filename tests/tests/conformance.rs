@@ -13,7 +13,8 @@ use tollgate_server::limiter::{Limit, Period, Verdict};
 use tollgate_server::store::memory::MemoryStore;
 use tollgate_server::store::redis::{RedisOptions, RedisStore, Topology};
 use tollgate_server::store::{
-    AnyStore, BucketOp, CheckOp, CheckOutcome, DefKind, DefWrite, QuotaOp, Store, UsageOp,
+    AnyStore, BucketOp, CheckOp, CheckOutcome, DefKind, DefWrite, QuotaOp, SettleOutcome,
+    SettleStatus, Store, UsageOp,
 };
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::redis_cluster::RedisCluster;
@@ -342,7 +343,189 @@ async fn idempotent_replay_and_dry_run<S: Store>(s: &S) {
     );
 }
 
+/// Metered costs: a reservation settles once — a refund (quota, daily usage, the key's own
+/// buckets; never a stage-wide bucket), an extra post-paid charge, a repeat that changes
+/// nothing, and no reservation for unknown ids or denied checks.
+async fn settle_refunds_charges_once<S: Store>(s: &S) {
+    let k = unique("settle");
+    let stage = unique("settle-stage");
+    let op = |cost: u64| {
+        Op::new(&k)
+            .bucket(&k, "t:a", lim(1.0, 100))
+            .bucket(&stage, "t:*", lim(1.0, 100))
+            .quota(1000, 0, Period::Day, 0)
+            .usage(30)
+            .cost(cost)
+    };
+    let o = op(10).id("r1").run(s, NOON).await;
+    assert_eq!(o.verdict, Verdict::Allowed);
+    assert_eq!(
+        (o.remaining.clone(), o.quota.map(|q| q.used)),
+        (vec![90, 90], Some(10))
+    );
+    // The upstream used 3 of the 10 reserved.
+    let st = op(10).id("r1").settle(s, NOON, 3).await;
+    assert_eq!((st.status, st.actual), (SettleStatus::Settled, 3));
+    assert_eq!(st.quota.map(|q| (q.used, q.limit)), Some((3, 1000)));
+    // Once per request id: the first settlement stands.
+    let again = op(10).id("r1").settle(s, NOON, 7).await;
+    assert_eq!(
+        (again.status, again.actual),
+        (SettleStatus::AlreadySettled, 3)
+    );
+    assert_eq!(again.quota.map(|q| q.used), Some(3));
+    let d = op(1).dry().run(s, NOON).await;
+    assert_eq!(d.quota.map(|q| q.used), Some(4), "3 used, +1 as if");
+    assert_eq!(
+        d.remaining,
+        vec![96, 89],
+        "the key's bucket got 7 back, the stage's none"
+    );
+    // Used more than reserved: charged after the fact.
+    assert_eq!(op(5).id("r2").run(s, NOON).await.verdict, Verdict::Allowed);
+    let st = op(5).id("r2").settle(s, NOON, 20).await;
+    assert_eq!(
+        (st.status, st.quota.map(|q| q.used)),
+        (SettleStatus::Settled, Some(23))
+    );
+    let d = op(1).dry().run(s, NOON).await;
+    assert_eq!(d.remaining, vec![76, 84]);
+    let day = (NOON / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", day, day).await.expect("usage"),
+        vec![(day, 23)],
+        "the day's usage is the actual costs"
+    );
+    // Nothing to settle: an unknown id, a denied check, a dry run.
+    let none = op(5).id("never").settle(s, NOON, 1).await;
+    assert_eq!((none.status, none.actual), (SettleStatus::NoReservation, 0));
+    let denied = op(500).id("r3").run(s, NOON).await;
+    assert!(matches!(denied.verdict, Verdict::Throttled { .. }));
+    assert_eq!(
+        op(500).id("r3").settle(s, NOON, 0).await.status,
+        SettleStatus::NoReservation
+    );
+    assert_eq!(
+        op(1).id("r4").dry().run(s, NOON).await.verdict,
+        Verdict::Allowed
+    );
+    assert_eq!(
+        op(1).id("r4").settle(s, NOON, 0).await.status,
+        SettleStatus::NoReservation
+    );
+    // Post-paid past the limit: the quota reports none left and later checks are denied.
+    let k2 = unique("settle-over");
+    let op2 = |cost: u64| {
+        Op::new(&k2)
+            .quota(10, 0, Period::Day, 0)
+            .usage(30)
+            .cost(cost)
+    };
+    assert_eq!(op2(8).id("a").run(s, NOON).await.verdict, Verdict::Allowed);
+    let st = op2(8).id("a").settle(s, NOON, 15).await;
+    assert_eq!(st.quota.map(|q| (q.used, q.limit)), Some((15, 10)));
+    assert_eq!(op2(1).run(s, NOON).await.verdict, Verdict::QuotaExceeded);
+}
+
+/// A reservation made before midnight and settled after it (another check moved its day into
+/// the usage history): that day's usage and the month's quota get the difference.
+async fn settle_after_midnight_fixes_that_day<S: Store>(s: &S) {
+    let k = unique("settle-midnight");
+    let op = |cost: u64| {
+        Op::new(&k)
+            .quota(1000, 0, Period::Month, 0)
+            .usage(90)
+            .cost(cost)
+    };
+    let day1 = at(2026, 11, 10, 86_400 - 30);
+    let day2 = at(2026, 11, 11, 5);
+    assert_eq!(op(10).id("m1").run(s, day1).await.verdict, Verdict::Allowed);
+    assert_eq!(op(1).run(s, day2).await.quota.map(|q| q.used), Some(11));
+    let st = op(10).id("m1").settle(s, day2 + 1, 4).await;
+    assert_eq!(
+        (st.status, st.quota.map(|q| q.used)),
+        (SettleStatus::Settled, Some(5))
+    );
+    let d1 = (day1 / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", d1, d1 + 1).await.expect("usage"),
+        vec![(d1, 4), (d1 + 1, 1)]
+    );
+    // And more than reserved, after midnight too.
+    assert_eq!(
+        op(2).id("m2").run(s, day2 + 2).await.verdict,
+        Verdict::Allowed
+    );
+    let st = op(2).id("m2").settle(s, day2 + 3, 6).await;
+    assert_eq!(st.quota.map(|q| q.used), Some(11));
+    assert_eq!(
+        s.usage_read(&k, "plan", d1, d1 + 1).await.expect("usage"),
+        vec![(d1, 4), (d1 + 1, 7)]
+    );
+}
+
+/// Release at the TTL: an unreported reservation goes back in full and its record goes (a
+/// later report finds nothing); a reported one is left alone.
+async fn release_returns_an_unreported_reservation<S: Store>(s: &S) {
+    let k = unique("release");
+    let op = |cost: u64| {
+        Op::new(&k)
+            .bucket(&k, "t:a", lim(1.0, 100))
+            .quota(1000, 0, Period::Day, 0)
+            .usage(30)
+            .cost(cost)
+    };
+    assert_eq!(op(10).id("x1").run(s, NOON).await.verdict, Verdict::Allowed);
+    assert_eq!(op(10).id("x2").run(s, NOON).await.verdict, Verdict::Allowed);
+    assert_eq!(
+        op(10)
+            .id("x2")
+            .settle(s, NOON, 4)
+            .await
+            .quota
+            .map(|q| q.used),
+        Some(14)
+    );
+    let r = op(10).id("x1").release(s, NOON).await;
+    assert_eq!((r.status, r.actual), (SettleStatus::Settled, 0));
+    assert_eq!(r.quota.map(|q| q.used), Some(4));
+    assert_eq!(
+        op(10).id("x2").release(s, NOON).await.status,
+        SettleStatus::AlreadySettled,
+        "a reported reservation stays as reported"
+    );
+    assert_eq!(
+        op(10).id("x1").settle(s, NOON, 3).await.status,
+        SettleStatus::NoReservation,
+        "released: a late report settles nothing"
+    );
+    let d = op(1).dry().run(s, NOON).await;
+    assert_eq!(d.quota.map(|q| q.used), Some(5), "4 used, +1 as if");
+    assert_eq!(
+        d.remaining,
+        vec![95],
+        "100 − 10 − 10, +6 (x2 used 4), +10 released, −1 as if"
+    );
+    let day = (NOON / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", day, day).await.expect("usage"),
+        vec![(day, 4)]
+    );
+}
+
 impl Op {
+    async fn release<S: Store>(&self, s: &S, now: u64) -> SettleOutcome {
+        let mut op = self.inner.clone();
+        op.now = Some(now);
+        s.release_reservation(&op).await.expect("store call")
+    }
+
+    async fn settle<S: Store>(&self, s: &S, now: u64, actual: u64) -> SettleOutcome {
+        let mut op = self.inner.clone();
+        op.now = Some(now);
+        s.settle(&op, actual).await.expect("store call")
+    }
+
     fn clone_with_id(&self, id: &str) -> Op {
         Op {
             inner: self.inner.clone(),
@@ -589,6 +772,9 @@ conformance!(
     quota_period_change_starts_from_zero,
     set_remaining_admits_exactly_that_many,
     defs_are_compare_and_set,
+    settle_refunds_charges_once,
+    settle_after_midnight_fixes_that_day,
+    release_returns_an_unreported_reservation,
 );
 
 #[tokio::test]

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{
     CheckRequestRequest, CheckRequestResponse, CreateApiKeyRequest, Decision, DeleteApiKeyRequest,
-    GetThrottleStateRequest, GetUsageRequest, ImportApiKeysRequest, UpdateApiKeyRequest,
-    UpdateUsageRequest,
+    GetThrottleStateRequest, GetUsageRequest, ImportApiKeysRequest, ReportUsageRequest,
+    UpdateApiKeyRequest, UpdateUsageRequest,
 };
 use tollgate_server::catalog::identity_key_id;
 use tollgate_server::clock::{Clock, SystemClock};
@@ -181,6 +181,31 @@ async fn jwt_claim_meters_tenants_across_instances() {
         let r = check(&mut clients[0], get_pet(&t)).await;
         assert_eq!(decision(&r), Decision::Forbidden, "tenant {odd}: {r:?}");
     }
+
+    // Metered costs on an identity-metered route: a reservation of 3 settled at 1 gives 2 back.
+    let wayne = token("bruce", Some("wayne"));
+    let req = CheckRequestRequest {
+        cost: 3,
+        request_id: "llm-call-1".into(),
+        ..get_pet(&wayne)
+    };
+    let r = check(&mut clients[0], req.clone()).await;
+    assert_eq!(r.quota.as_ref().map(|q| q.remaining), Some(0), "{r:?}");
+    let settled = clients[1]
+        .report_usage(ReportUsageRequest {
+            request: Some(req.clone()),
+            actual_cost: 1,
+        })
+        .await
+        .expect("ReportUsage on an identity")
+        .into_inner();
+    assert_eq!((settled.reserved, settled.actual), (3, 1), "{settled:?}");
+    let r = check(&mut clients[0], get_pet(&wayne)).await;
+    assert_eq!(
+        (decision(&r), r.quota.as_ref().map(|q| q.remaining)),
+        (Decision::Allow, Some(1)),
+        "{r:?}"
+    );
 
     // GetUsage and UpdateUsage by identity (by name or id).
     let mut admin = a.admin().await;

@@ -403,6 +403,7 @@ fn plan_from_pb(p: pb::UsagePlan) -> Result<UsagePlanConfig, Status> {
             .collect(),
         // Not in the admin API yet: set in the config file.
         local_lease: None,
+        metering: None,
     })
 }
 

@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status};
 use super::limits::{self, *};
 use crate::limiter::Period;
 use crate::metrics as m;
-use crate::pipeline::{Answer, CheckError, CheckInput, Checker, Decision};
+use crate::pipeline::{
+    Answer, CheckError, CheckInput, Checker, Decision, QuotaInfo, ReportAnswer, ReportError,
+};
 
 /// The CheckService implementation.
 #[derive(Clone)]
@@ -121,6 +123,50 @@ fn duration(us: u64) -> prost_types::Duration {
     }
 }
 
+fn quota_to_proto(q: QuotaInfo) -> pb::QuotaStatus {
+    pb::QuotaStatus {
+        limit: q.limit,
+        remaining: q.remaining,
+        period: pb::QuotaPeriod::from(q.period) as i32,
+        reset_at: Some(prost_types::Timestamp {
+            seconds: (q.reset_at_us / 1_000_000) as i64,
+            nanos: ((q.reset_at_us % 1_000_000) * 1000) as i32,
+        }),
+    }
+}
+
+/// Domain report answer → wire response.
+pub fn report_to_proto(a: ReportAnswer) -> pb::ReportUsageResponse {
+    pb::ReportUsageResponse {
+        reserved: a.reserved,
+        actual: a.actual,
+        already_reported: a.already_reported,
+        quota: a.quota.map(quota_to_proto),
+    }
+}
+
+/// The pipeline's view of a (validated) wire request.
+fn check_input<'a>(r: &'a pb::CheckRequestRequest, method: &'a str) -> CheckInput<'a> {
+    CheckInput {
+        api_id: &r.api_id,
+        stage: &r.stage,
+        method,
+        path: &r.path,
+        resource_path: &r.resource_path,
+        api_key: &r.api_key,
+        cost: r.cost.max(1),
+        request_id: &r.request_id,
+        dry_run: r.dry_run,
+        headers: Some(&r.headers),
+        query: Some(&r.query),
+        stage_variables: Some(&r.stage_variables),
+        context: Some(&r.context),
+        source_ip: &r.source_ip,
+        body_sha256: &r.body_sha256,
+        rate_limit_only: false,
+    }
+}
+
 /// Domain answer → wire response.
 pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
     pb::CheckRequestResponse {
@@ -134,15 +180,7 @@ pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
             burst_limit: t.limit.burst(),
             remaining: t.remaining,
         }),
-        quota: a.quota.map(|q| pb::QuotaStatus {
-            limit: q.limit,
-            remaining: q.remaining,
-            period: pb::QuotaPeriod::from(q.period) as i32,
-            reset_at: Some(prost_types::Timestamp {
-                seconds: (q.reset_at_us / 1_000_000) as i64,
-                nanos: ((q.reset_at_us % 1_000_000) * 1000) as i32,
-            }),
-        }),
+        quota: a.quota.map(quota_to_proto),
         response_headers: a
             .headers
             .into_iter()
@@ -173,24 +211,7 @@ impl pb::check_service_server::CheckService for CheckApi {
         let started = Instant::now();
         let r = req.get_ref();
         let method = validate(r).map_err(invalid)?;
-        let input = CheckInput {
-            api_id: &r.api_id,
-            stage: &r.stage,
-            method: &method,
-            path: &r.path,
-            resource_path: &r.resource_path,
-            api_key: &r.api_key,
-            cost: r.cost.max(1),
-            request_id: &r.request_id,
-            dry_run: r.dry_run,
-            headers: Some(&r.headers),
-            query: Some(&r.query),
-            stage_variables: Some(&r.stage_variables),
-            context: Some(&r.context),
-            source_ip: &r.source_ip,
-            body_sha256: &r.body_sha256,
-            rate_limit_only: false,
-        };
+        let input = check_input(r, &method);
         match self.checker.check(&input).await {
             Ok(answer) => {
                 observe(&answer, Some(started));
@@ -202,6 +223,32 @@ impl pb::check_service_server::CheckService for CheckApi {
                 observe_unavailable();
                 Err(Status::unavailable(e.to_string()))
             }
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(api = %req.get_ref().request.as_ref().map_or("", |r| r.api_id.as_str())))]
+    async fn report_usage(
+        &self,
+        req: Request<pb::ReportUsageRequest>,
+    ) -> Result<Response<pb::ReportUsageResponse>, Status> {
+        let rr = req.get_ref();
+        let Some(r) = rr.request.as_ref() else {
+            return Err(invalid(Status::invalid_argument("request is required")));
+        };
+        let method = validate(r).map_err(invalid)?;
+        required("request.request_id", &r.request_id).map_err(invalid)?;
+        if rr.actual_cost > MAX_COST {
+            return Err(invalid(Status::invalid_argument(format!(
+                "actual_cost {} exceeds the limit of {MAX_COST}",
+                rr.actual_cost
+            ))));
+        }
+        let input = check_input(r, &method);
+        match self.checker.report(&input, rr.actual_cost).await {
+            Ok(a) => Ok(Response::new(report_to_proto(a))),
+            Err(ReportError::NotFound(msg)) => Err(Status::not_found(msg)),
+            Err(ReportError::NoReservation(msg)) => Err(Status::failed_precondition(msg)),
+            Err(e @ ReportError::Unavailable(_)) => Err(Status::unavailable(e.to_string())),
         }
     }
 }
@@ -342,6 +389,133 @@ mod tests {
             assert_eq!(c, tonic::Code::InvalidArgument, "{needle}");
             assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
         }
+    }
+
+    /// A route with an API key in a plan with a quota, on the embedded store.
+    fn metered_api() -> CheckApi {
+        let text = "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x, api_key_required: true }]\nusage_plans:\n  - id: p\n    quota: { limit: 100, period: DAY }\n    metering: {}\n    api_stages: [{ api_id: a, stage: s }]\napi_keys:\n  - { id: k, value: \"metered-key-aaaaaaaaaaaaaaaaaaaaaaa\", enabled: true, usage_plans: [p] }\n";
+        let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
+        let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
+        let auth = crate::auth::Authorizers::empty(
+            crate::auth::AuthCache::new(store.clone(), "tg", Duration::from_millis(50)),
+            Arc::new(SystemClock),
+        );
+        let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
+            &cfg,
+            &crate::defs::test_defs(&cfg),
+            Arc::new(auth),
+        )));
+        CheckApi::new(Arc::new(Checker::new(
+            catalog,
+            store,
+            Duration::from_millis(50),
+        )))
+    }
+
+    #[tokio::test]
+    async fn report_settles_once_on_the_embedded_store() {
+        let api = metered_api();
+        let req = pb::CheckRequestRequest {
+            api_key: "metered-key-aaaaaaaaaaaaaaaaaaaaaaa".into(),
+            request_id: "r-1".into(),
+            cost: 30,
+            ..ok_req()
+        };
+        let r = api
+            .check_request(Request::new(req.clone()))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.quota.map(|q| q.remaining), Some(70));
+        let report = |actual| pb::ReportUsageRequest {
+            request: Some(req.clone()),
+            actual_cost: actual,
+        };
+        let r = api
+            .report_usage(Request::new(report(12)))
+            .await
+            .expect("report")
+            .into_inner();
+        assert_eq!((r.reserved, r.actual, r.already_reported), (30, 12, false));
+        assert_eq!(r.quota.map(|q| q.remaining), Some(88));
+        let r = api
+            .report_usage(Request::new(report(0)))
+            .await
+            .expect("repeat")
+            .into_inner();
+        assert_eq!((r.actual, r.already_reported), (12, true));
+        assert_eq!(r.quota.map(|q| q.remaining), Some(88));
+        // Bad reports.
+        let code =
+            |r: Result<Response<pb::ReportUsageResponse>, Status>| r.expect_err("refused").code();
+        let no_id = pb::ReportUsageRequest {
+            request: Some(pb::CheckRequestRequest {
+                request_id: String::new(),
+                ..req.clone()
+            }),
+            actual_cost: 1,
+        };
+        assert_eq!(
+            code(api.report_usage(Request::new(no_id)).await),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(api.report_usage(Request::new(report(MAX_COST + 1))).await),
+            tonic::Code::InvalidArgument
+        );
+        let unknown = pb::ReportUsageRequest {
+            request: Some(pb::CheckRequestRequest {
+                request_id: "r-2".into(),
+                ..req.clone()
+            }),
+            actual_cost: 1,
+        };
+        assert_eq!(
+            code(api.report_usage(Request::new(unknown)).await),
+            tonic::Code::FailedPrecondition
+        );
+
+        // An unreported reservation is released at its TTL; the reported one is not.
+        let r3 = pb::CheckRequestRequest {
+            request_id: "r-3".into(),
+            cost: 50,
+            ..req.clone()
+        };
+        let r = api
+            .check_request(Request::new(r3.clone()))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.quota.map(|q| q.remaining), Some(38));
+        let later =
+            std::time::Instant::now() + Duration::from_millis(crate::store::IDEMPOTENCY_TTL_MS);
+        assert_eq!(
+            api.checker.release_due(std::time::Instant::now()).await,
+            0,
+            "not due yet"
+        );
+        assert_eq!(api.checker.release_due(later).await, 1, "r-3 only");
+        let dry = pb::CheckRequestRequest {
+            request_id: String::new(),
+            dry_run: true,
+            cost: 1,
+            ..req.clone()
+        };
+        let r = api
+            .check_request(Request::new(dry))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.quota.map(|q| q.remaining), Some(87), "12 used, +1 as if");
+        let late = pb::ReportUsageRequest {
+            request: Some(r3),
+            actual_cost: 50,
+        };
+        assert_eq!(
+            code(api.report_usage(Request::new(late)).await),
+            tonic::Code::FailedPrecondition,
+            "released: nothing to settle"
+        );
     }
 
     #[tokio::test]

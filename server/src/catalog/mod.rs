@@ -140,6 +140,11 @@ pub struct Plan {
     pub stages: Vec<(String, String)>,
     /// Hot keys: local leases (opt-in).
     pub lease: Option<crate::config::LocalLeaseConfig>,
+    /// `ReportUsage` adjusts the key's own buckets too (`metering.meter_throttle`).
+    pub meter_throttle: bool,
+    /// The plan has `metering`: its keys' idempotent checks are reservations, released at
+    /// their TTL when nobody reports them.
+    pub metered: bool,
 }
 
 impl Plan {
@@ -361,6 +366,8 @@ impl Catalog {
                         .map(|s| (s.api_id.clone(), s.stage.clone()))
                         .collect(),
                     lease: p.local_lease,
+                    meter_throttle: p.metering.is_some_and(|m| m.meter_throttle),
+                    metered: p.metering.is_some(),
                 }),
             );
         }

@@ -580,6 +580,22 @@ pub struct UsagePlanConfig {
     /// locally. Off by default (every check exact).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_lease: Option<LocalLeaseConfig>,
+    /// Metered costs (`ReportUsage`): what a report adjusts besides the quota and the daily
+    /// usage. Absent: the quota and the usage only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metering: Option<MeteringConfig>,
+}
+
+/// `usage_plans[].metering`: how `ReportUsage` settles a reservation of this plan's keys.
+/// Present (even empty), the keys' checks with a `request_id` are reservations: one nobody
+/// reports is released in full at its TTL (by the instance that admitted it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteringConfig {
+    /// Adjust the key's own token buckets by `actual - reserved` too (TAT back or forward by
+    /// that many units). Stage-wide buckets are never adjusted.
+    #[serde(default)]
+    pub meter_throttle: bool,
 }
 
 /// `usage_plans[].local_lease`: an instance takes `units` requests' worth of the key's buckets

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use super::{
     CheckOp, CheckOutcome, DefKind, DefWrite, IDEMPOTENCY_TTL_MS, OwnerState, QuotaOp, RawDefs,
-    Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys,
+    SettleOutcome, SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys,
 };
 use crate::clock::Clock;
 use crate::limiter::evaluate::QuotaReport;
@@ -60,6 +60,9 @@ struct Hash {
 struct State {
     hashes: HashMap<Arc<str>, Hash>,
     records: HashMap<String, (u64, CheckOutcome)>,
+    /// Record key → the actual cost its reservation was settled with (`ReportUsage`); goes
+    /// with its record.
+    settled: HashMap<String, u64>,
     plans: HashMap<String, u64>,
     auth: HashMap<String, (u64, Vec<u8>)>,
     defs_version: u64,
@@ -105,6 +108,10 @@ impl MemoryStore {
         let mut st = self.state.lock();
         st.hashes.retain(|_, h| h.expires_at > now);
         st.records.retain(|_, (exp, _)| *exp > now);
+        let State {
+            records, settled, ..
+        } = &mut *st;
+        settled.retain(|k, _| records.contains_key(k));
         st.auth.retain(|_, (exp, _)| *exp > now);
         // A day of usage is kept for the retention after it ends, at least 32 days (Redis
         // deletes it on the key's first check after that).
@@ -210,10 +217,114 @@ impl MemoryStore {
             replayed: false,
         };
         if let (Some(rk), false) = (record_key, op.dry_run) {
+            st.settled.remove(&rk);
             st.records
                 .insert(rk, (now + IDEMPOTENCY_TTL_MS * 1000, out.clone()));
         }
         out
+    }
+
+    /// [`Store::settle`]: the same steps as the Redis SETTLE script, under the lock.
+    /// `expire`: a release at the TTL (actual 0; the record goes).
+    fn settle_locked(&self, op: &CheckOp, actual: u64, expire: bool) -> SettleOutcome {
+        let mut st = self.state.lock();
+        let now = op.now.unwrap_or_else(|| self.clock.now_micros());
+        let none = SettleOutcome {
+            status: SettleStatus::NoReservation,
+            actual: 0,
+            quota: None,
+            now_us: now,
+        };
+        let Some(rk) = op
+            .request_id
+            .as_deref()
+            .map(|r| Keys::idempotency(&op.owner, r))
+        else {
+            return none;
+        };
+        let decided = match st.records.get(&rk) {
+            Some((exp, out)) if *exp > now && out.verdict == crate::limiter::Verdict::Allowed => {
+                out.clone()
+            }
+            _ => return none,
+        };
+        let (status, actual) = match st.settled.get(&rk) {
+            Some(&first) => (SettleStatus::AlreadySettled, first),
+            None => (SettleStatus::Settled, actual),
+        };
+        let charged = decided.quota.map(|q| q.index);
+        if status == SettleStatus::Settled {
+            let (up, units) = if actual >= op.cost {
+                (true, actual - op.cost)
+            } else {
+                (false, op.cost - actual)
+            };
+            let adjust = |v: u64| {
+                if up {
+                    v.saturating_add(units)
+                } else {
+                    v.saturating_sub(units)
+                }
+            };
+            if units > 0 {
+                // Buckets in the owner hash only (the owner's slot on Redis).
+                for b in op.buckets.iter().filter(|b| b.hash == op.owner) {
+                    let Some(h) = st.hashes.get_mut(&op.owner).filter(|h| h.expires_at > now)
+                    else {
+                        break;
+                    };
+                    let t = b.limit.interval_us();
+                    let tat = match (h.fields.get(&b.field), up) {
+                        (Some(Field::Tat(tat)), true) => (*tat).max(now) + units * t,
+                        (None, true) => now + units * t,
+                        (Some(Field::Tat(tat)), false) => tat.saturating_sub(units * t).max(now),
+                        _ => continue,
+                    };
+                    h.fields.insert(b.field.clone(), Field::Tat(tat));
+                    h.expires_at = h.expires_at.max(tat + TTL_MARGIN_US);
+                }
+                if let (Some(q), Some(idx)) = (&op.quota, charged)
+                    && let Some(h) = st.hashes.get_mut(&op.owner).filter(|h| h.expires_at > now)
+                    && let Some(Field::Quota(s)) = h.fields.get_mut(&*q.field)
+                    && s.index == idx
+                {
+                    s.used = adjust(s.used);
+                }
+                if let Some(u) = &op.usage
+                    && let Some(usage) = st.usage.get_mut(&(op.owner.clone(), u.history.clone()))
+                {
+                    let day = (decided.now_us / DAY_US) as i64;
+                    let d = usage.days.entry(day).or_default();
+                    *d = adjust(*d);
+                }
+            }
+            if expire {
+                st.records.remove(&rk);
+            } else {
+                st.settled.insert(rk, actual);
+            }
+        }
+        let quota = match (&op.quota, charged) {
+            (Some(q), Some(index)) => {
+                let live = st.hashes.get(&op.owner).filter(|h| h.expires_at > now);
+                let used = match live.and_then(|h| h.fields.get(&*q.field)) {
+                    Some(Field::Quota(s)) if s.index == index => s.used,
+                    _ => 0,
+                };
+                let limit = match live.and_then(|h| h.fields.get(&*q.override_field)) {
+                    Some(Field::Override(i, l)) if *i == index => *l,
+                    _ => quota::effective_limit(q.limit, q.offset, index, q.initial_index),
+                };
+                Some(QuotaReport { index, used, limit })
+            }
+            _ => None,
+        };
+        SettleOutcome {
+            status,
+            actual,
+            quota,
+            now_us: now,
+        }
     }
 }
 
@@ -372,6 +483,22 @@ impl Store for MemoryStore {
 
     async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
         Ok(self.check_locked(op))
+    }
+
+    async fn settle(&self, op: &CheckOp, actual: u64) -> Result<SettleOutcome, StoreError> {
+        let out = self.settle_locked(op, actual, false);
+        if out.status == SettleStatus::Settled && actual < op.cost {
+            let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
+        }
+        Ok(out)
+    }
+
+    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
+        let out = self.settle_locked(op, 0, true);
+        if out.status == SettleStatus::Settled {
+            let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
+        }
+        Ok(out)
     }
 
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {

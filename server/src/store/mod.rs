@@ -222,6 +222,31 @@ impl CheckOutcome {
     }
 }
 
+/// What [`Store::settle`] found for a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleStatus {
+    /// Settled now: the difference between the actual and the reserved cost was applied.
+    Settled,
+    /// Settled earlier: nothing changed; `actual` is the first settlement's.
+    AlreadySettled,
+    /// No admitted, unexpired reservation under this request id (expired, denied, never
+    /// checked, or checked with another cost or route).
+    NoReservation,
+}
+
+/// The answer to [`Store::settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleOutcome {
+    /// What happened.
+    pub status: SettleStatus,
+    /// The actual cost the reservation was settled with (0 with no reservation).
+    pub actual: u64,
+    /// The quota period the reservation was charged to, after the settlement.
+    pub quota: Option<QuotaReport>,
+    /// The store's time (µs since the epoch).
+    pub now_us: u64,
+}
+
 /// A store failure. Over-limit is never an error: it is a [`Verdict`].
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -307,6 +332,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Evaluates `op` atomically and commits it if everything admits (and it is not a dry run).
     fn check(&self, op: &CheckOp) -> impl Future<Output = Result<CheckOutcome, StoreError>> + Send;
+
+    /// Settles the reservation an admitted `op` (with a `request_id`) made: adjusts the quota
+    /// and the daily usage of the day it was charged by `actual - op.cost` (a refund when
+    /// negative, a post-paid charge — past the limit if need be — when positive), and the
+    /// buckets of `op` that live in the owner hash the same way (the caller leaves out the
+    /// buckets that are not metered). Once per request id: a second call changes nothing and
+    /// answers [`SettleStatus::AlreadySettled`] with the first actual cost. Only the owner's
+    /// slot is touched: buckets in other hashes (stage-wide) are never adjusted.
+    fn settle(
+        &self,
+        op: &CheckOp,
+        actual: u64,
+    ) -> impl Future<Output = Result<SettleOutcome, StoreError>> + Send;
+
+    /// Releases a reservation nobody reported when it expires: settles it with an actual cost
+    /// of 0 (everything reserved goes back, as [`Store::settle`] does) and deletes its record,
+    /// so a later report finds no reservation. A reservation already settled is left alone
+    /// ([`SettleStatus::AlreadySettled`]).
+    fn release_reservation(
+        &self,
+        op: &CheckOp,
+    ) -> impl Future<Output = Result<SettleOutcome, StoreError>> + Send;
 
     /// Returns the stored creation time of `plan_id`, storing `now_us` if there is none: the
     /// plan's initial quota period starts then.
@@ -417,6 +464,18 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.check(op).await,
             AnyStore::Redis(s) => s.check(op).await,
+        }
+    }
+    async fn settle(&self, op: &CheckOp, actual: u64) -> Result<SettleOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.settle(op, actual).await,
+            AnyStore::Redis(s) => s.settle(op, actual).await,
+        }
+    }
+    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.release_reservation(op).await,
+            AnyStore::Redis(s) => s.release_reservation(op).await,
         }
     }
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {

@@ -24,8 +24,8 @@ pub use conn::{RedisOptions, TlsFiles, Topology};
 use tokio::sync::broadcast;
 
 use super::{
-    CheckOp, CheckOutcome, DefKind, DefWrite, OwnerState, QuotaOp, RawDefs, Store, StoreError,
-    StoreEvent, TTL_MARGIN_US, keys::Keys,
+    CheckOp, CheckOutcome, DefKind, DefWrite, OwnerState, QuotaOp, RawDefs, SettleOutcome,
+    SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys,
 };
 use crate::limiter::Verdict;
 use crate::limiter::evaluate::QuotaReport;
@@ -44,6 +44,7 @@ struct Scripts {
     set_remaining: Script,
     owner_state: Script,
     refund: Script,
+    settle: Script,
 }
 
 /// A Redis-backed store.
@@ -142,6 +143,7 @@ impl RedisStore {
                 set_remaining: Script::new(&scripts::with_periods(scripts::SET_REMAINING)),
                 owner_state: Script::new(scripts::OWNER_STATE),
                 refund: Script::new(&scripts::with_periods(scripts::REFUND)),
+                settle: Script::new(&scripts::settle()),
             }),
             shared: Arc::new(Shared {
                 source,
@@ -419,6 +421,81 @@ impl RedisStore {
             }
             Ok(())
         }
+    }
+
+    /// [`Store::settle`] (`expire` false) or [`Store::release_reservation`] (true):
+    /// [`scripts::SETTLE`] on the owner's slot.
+    async fn settle_with(
+        &self,
+        op: &CheckOp,
+        actual: u64,
+        expire: bool,
+    ) -> Result<SettleOutcome, StoreError> {
+        let Some(rid) = op.request_id.as_deref() else {
+            return Ok(SettleOutcome {
+                status: SettleStatus::NoReservation,
+                actual: 0,
+                quota: None,
+                now_us: 0,
+            });
+        };
+        let mut inv = self.scripts.settle.prepare_invoke();
+        inv.key(&*op.owner)
+            .key(Keys::idempotency(&op.owner, rid))
+            .arg(op.cost)
+            .arg(actual)
+            .arg(op.now.unwrap_or(0));
+        // Only the owner's slot: buckets of other hashes (stage-wide) are not metered.
+        let owned: Vec<_> = op.buckets.iter().filter(|b| b.hash == op.owner).collect();
+        inv.arg(owned.len());
+        for b in owned {
+            inv.arg(&b.field).arg(b.limit.interval_us());
+        }
+        match &op.quota {
+            Some(q) => inv
+                .arg(q.limit)
+                .arg(q.offset)
+                .arg(q.initial_index)
+                .arg(q.period.code())
+                .arg(&*q.override_field),
+            None => inv.arg(-1).arg(0).arg(0).arg(1).arg(""),
+        };
+        let state = match (&op.quota, &op.usage) {
+            (Some(q), _) => &*q.field,
+            (None, Some(u)) => &*u.field,
+            (None, None) => "",
+        };
+        inv.arg(state)
+            .arg(op.usage.as_ref().map_or("", |u| &*u.history))
+            .arg(u8::from(expire));
+        let v: Vec<i64> = inv.invoke_async(&mut self.conn()).await.map_err(backend)?;
+        if v.len() < 7 {
+            return Err(StoreError::Protocol(format!(
+                "short settle reply: {} values",
+                v.len()
+            )));
+        }
+        let status = match v[0] {
+            0 => SettleStatus::NoReservation,
+            1 => SettleStatus::Settled,
+            2 => SettleStatus::AlreadySettled,
+            x => return Err(StoreError::Protocol(format!("bad settle status {x}"))),
+        };
+        let out = SettleOutcome {
+            status,
+            actual: v[1].max(0) as u64,
+            now_us: v[2].max(0) as u64,
+            quota: (v[3] == 1).then_some(QuotaReport {
+                index: v[4],
+                used: v[5].max(0) as u64,
+                limit: v[6].max(0) as u64,
+            }),
+        };
+        // Units given back may lift a denial other instances' over-limit caches hold.
+        if status == SettleStatus::Settled && (expire || actual < op.cost) {
+            self.publish_usage(&op.owner).await?;
+        }
+        Ok(out)
     }
 
     fn conn(&self) -> Conn {
@@ -855,6 +932,14 @@ impl Store for RedisStore {
             }
         }
         self.check_one(op).await
+    }
+
+    async fn settle(&self, op: &CheckOp, actual: u64) -> Result<SettleOutcome, StoreError> {
+        self.settle_with(op, actual, false).await
+    }
+
+    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
+        self.settle_with(op, 0, true).await
     }
 
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {

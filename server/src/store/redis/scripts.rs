@@ -50,6 +50,8 @@ if use_idem then
   local prev = redis.call('GET', KEYS[2])
   if prev then
     local out = {}
+    -- A settled reservation carries `;<actual cost>` (SETTLE).
+    prev = string.match(prev, '^[^;]*')
     for n in string.gmatch(prev, '[^,]+') do out[#out + 1] = tonumber(n) end
     out[8] = 1
     -- The wait counts from the first answer, not from the replay.
@@ -278,6 +280,131 @@ if sf ~= '' then
 end
 return 1
 "#;
+
+/// `ReportUsage`: settles the reservation an admitted check made under a request id.
+/// Prefixed with [`PERIODS`].
+///
+/// KEYS: 1 the owner hash, 2 the idempotency record `<owner>:r:<request_id>` (same slot).
+/// ARGV: 1 reserved cost, 2 actual cost, 3 now µs (0 = Redis TIME), 4 bucket count n, then per
+/// bucket (all in the owner hash): field, T µs; then quota limit (-1: none), offset, initial
+/// period index, period code, override field, the plan's state field (empty: none), usage
+/// history (`u:<plan>`; empty: none), expire 0|1 (a release at the TTL: the record is deleted
+/// instead of marked).
+///
+/// The record is the check's reply (`CheckOutcome::to_wire`); a settled one carries
+/// `;<actual>` after it (CHECK's replay ignores it), and keeps its TTL. Missing or a denial:
+/// no reservation. Settled already: nothing changes, the first actual cost is answered.
+/// Otherwise delta = actual − reserved is applied like [`REFUND`] applies −cost: the quota
+/// while the state still counts the charged period (never below 0; a positive delta may take
+/// it past the limit: post-paid), the day's usage in the state when it is still that day, else
+/// in that day's history field; each bucket's TAT moves by delta × T (back: never below now;
+/// forward: from max(TAT, now)).
+/// Reply: {status (0 no reservation, 1 settled, 2 already settled), actual, now µs, has quota
+/// 0|1, charged period index, quota used, quota limit}.
+pub const SETTLE: &str = r#"
+local now = tonumber(ARGV[3])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local rec = redis.call('GET', KEYS[2])
+if not rec then return {0, 0, now, 0, 0, 0, 0} end
+local body, settled = string.match(rec, '^([^;]*);?(%d*)$')
+if not body then return {0, 0, now, 0, 0, 0, 0} end
+local out = {}
+for n in string.gmatch(body, '[^,]+') do out[#out + 1] = tonumber(n) end
+if out[1] ~= 0 then return {0, 0, now, 0, 0, 0, 0} end
+local decided, qidx, has_charge = out[4], out[5], out[9] == 1
+local reserved, actual = tonumber(ARGV[1]), tonumber(ARGV[2])
+local status = 1
+if settled ~= '' then
+  status, actual = 2, tonumber(settled)
+end
+local nb = tonumber(ARGV[4])
+local i = 5 + nb * 2
+local qlim, qoff, qinit, qperiod, ofield = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]
+local sf, hist = ARGV[i + 5], ARGV[i + 6]
+if status == 1 then
+  local delta = actual - reserved
+  if delta ~= 0 then
+    local j = 5
+    for b = 1, nb do
+      local f, t = ARGV[j], tonumber(ARGV[j + 1])
+      j = j + 2
+      local v = tonumber(redis.call('HGET', KEYS[1], f) or '')
+      if delta > 0 then
+        v = math.max(v or now, now) + delta * t
+        redis.call('HSET', KEYS[1], f, fmt(v))
+        -- Only a hash that expires gets a longer TTL (a key's hash with daily usage has none).
+        local ttl = math.floor((v + MARGIN - now) / 1000) + 1
+        local pttl = redis.call('PTTL', KEYS[1])
+        if pttl > 0 and pttl < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+      elseif v then
+        redis.call('HSET', KEYS[1], f, fmt(math.max(v + delta * t, now)))
+      end
+    end
+    if sf ~= '' then
+      local s = redis.call('HGET', KEYS[1], sf)
+      if s then
+        local a, u, l, d = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
+        if d and d ~= '' then
+          local sday, dday = tonumber(a), math.floor(decided / DAY)
+          local qu, today = tonumber(u), tonumber(d)
+          local period = ({d = 1, w = 2, m = 3})[l]
+          if has_charge and period and period_index(period, sday * DAY) == qidx then
+            qu = math.max(qu + delta, 0)
+          end
+          if sday == dday then
+            today = math.max(today + delta, 0)
+          elseif hist ~= '' then
+            local hf = hist .. ':' .. fmt(dday)
+            local hv = tonumber(redis.call('HGET', KEYS[1], hf) or '')
+            if hv or delta > 0 then redis.call('HSET', KEYS[1], hf, fmt(math.max((hv or 0) + delta, 0))) end
+          end
+          redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(qu) .. l .. ':' .. fmt(today))
+        elseif a and l == '' and has_charge and tonumber(a) == qidx then
+          redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(math.max(tonumber(u) + delta, 0)))
+        end
+      end
+    end
+  end
+  if ARGV[i + 7] == '1' then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('SET', KEYS[2], body .. ';' .. fmt(actual), 'KEEPTTL')
+  end
+end
+local reply = {status, actual, now, 0, 0, 0, 0}
+if qlim >= 0 and has_charge then
+  reply[4], reply[5] = 1, qidx
+  local used = 0
+  local s = redis.call('HGET', KEYS[1], sf)
+  if s then
+    local a, u, l, d = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
+    if d and d ~= '' then
+      if l == PERIOD_LETTER[qperiod] and period_index(qperiod, tonumber(a) * DAY) == qidx then used = tonumber(u) end
+    elseif a and l == '' and tonumber(a) == qidx then
+      used = tonumber(u)
+    end
+  end
+  if qidx == qinit then qlim = math.max(qlim - qoff, 0) end
+  local o = redis.call('HGET', KEYS[1], ofield)
+  if o then
+    local oi, ol = string.match(o, '^(-?%d+):(%d+)$')
+    if oi and tonumber(oi) == qidx then qlim = tonumber(ol) end
+  end
+  reply[6], reply[7] = used, qlim
+end
+return reply
+"#;
+
+/// The settle script: [`PERIODS`], the constants it needs, then [`SETTLE`].
+pub fn settle() -> String {
+    format!(
+        "{PERIODS}\nlocal MARGIN = {}\n{SETTLE}",
+        crate::store::TTL_MARGIN_US
+    )
+}
 
 /// Returns the stored creation time of a plan, storing ARGV[1] when there is none.
 /// KEYS[1] `tg:plan:<id>:created_at`; ARGV[1] now µs.

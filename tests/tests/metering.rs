@@ -1,0 +1,324 @@
+//! Metered costs (`ReportUsage`): a check reserves its `cost`, the report settles the actual
+//! cost once per request id. Real `tollgate` processes on a real `redis-server`: with two
+//! instances checking and reporting concurrently (each report through the other instance), the
+//! quota ends exactly at the sum of the admitted requests' actual costs, and repeated reports
+//! change nothing.
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tollgate_proto::v1::{CheckRequestRequest, Decision, ReportUsageRequest};
+use tollgate_tests::checks::{Client, check, decision, get_pets};
+use tollgate_tests::redis::RedisServer;
+use tollgate_tests::tollgate::TollgateProcess;
+
+const KEY: &str = "meter-key-aaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const KEY2: &str = "meter-key-bbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const KEY3: &str = "meter-key-ccccccccccccccccccccccccccc";
+const LIMIT: u64 = 10_000;
+/// The quota of the `bulk` plan (no throttle) the concurrent test runs against.
+const BULK: u64 = 6_000;
+
+fn config(store: &str) -> String {
+    format!(
+        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+store: {store}
+failure_mode: closed
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets", api_key_required: true}}
+usage_plans:
+  - id: metered
+    quota: {{limit: {LIMIT}, period: DAY}}
+    throttle: {{rate_limit: 0.01, burst_limit: 1000}}
+    metering: {{meter_throttle: true}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+  - id: plain
+    quota: {{limit: {LIMIT}, period: DAY}}
+    throttle: {{rate_limit: 0.01, burst_limit: 1000}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+  - id: bulk
+    quota: {{limit: {BULK}, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [metered]}}
+  - {{id: k2, value: "{KEY2}", enabled: true, usage_plans: [plain]}}
+  - {{id: k3, value: "{KEY3}", enabled: true, usage_plans: [bulk]}}
+"#
+    )
+}
+
+fn redis_config(redis: &RedisServer) -> String {
+    config(&format!(
+        r#"{{kind: redis, url: "{}", timeout: 2s}}"#,
+        redis.url()
+    ))
+}
+
+fn metered(key: &str, id: &str, cost: u64) -> CheckRequestRequest {
+    CheckRequestRequest {
+        request_id: id.into(),
+        cost,
+        ..get_pets(key)
+    }
+}
+
+fn report(req: &CheckRequestRequest, actual: u64) -> ReportUsageRequest {
+    ReportUsageRequest {
+        request: Some(req.clone()),
+        actual_cost: actual,
+    }
+}
+
+/// The quota units left for `key`, read with a dry-run check (which reports as if charged 1).
+async fn quota_left(c: &mut Client, key: &str) -> u64 {
+    let r = check(
+        c,
+        CheckRequestRequest {
+            dry_run: true,
+            ..get_pets(key)
+        },
+    )
+    .await;
+    r.quota.expect("quota").remaining + 1
+}
+
+/// The key bucket's tokens left, read with a dry-run check (as if charged 1).
+async fn tokens_left(c: &mut Client, key: &str) -> u64 {
+    let r = check(
+        c,
+        CheckRequestRequest {
+            dry_run: true,
+            ..get_pets(key)
+        },
+    )
+    .await;
+    r.throttle.expect("throttle").remaining + 1
+}
+
+/// A small deterministic generator (no extra dependency): xorshift64*.
+fn random(seed: u64) -> u64 {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_end_at_the_sum_of_actual_costs() {
+    let redis = RedisServer::start();
+    let cfg = redis_config(&redis);
+    let a = TollgateProcess::start(&cfg);
+    let b = TollgateProcess::start(&cfg);
+    let clients: [Client; 2] = [a.client().await, b.client().await];
+    // 600 requests reserving up to 40 units each (~12,000 in all, twice the quota), all at
+    // once: reservations fill the quota before most reports come back, so about half are
+    // denied, while reports refund and charge extra concurrently on both instances.
+    const REQUESTS: u64 = 600;
+    let mut set = JoinSet::new();
+    for i in 0..REQUESTS {
+        let mut checker = clients[(i % 2) as usize].clone();
+        let mut reporter = clients[((i + 1) % 2) as usize].clone();
+        set.spawn(async move {
+            let r = random(i);
+            let cost = 1 + r % 40;
+            // A quarter of the upstreams fail (actual 0); the rest use up to 1.5× the reserve.
+            let actual = if r.is_multiple_of(4) {
+                0
+            } else {
+                (r >> 8) % (cost * 3 / 2 + 1)
+            };
+            let req = metered(KEY3, &format!("req-{i}"), cost);
+            let answer = check(&mut checker, req.clone()).await;
+            let admitted = decision(&answer) == Decision::Allow;
+            let res = reporter.report_usage(report(&req, actual)).await;
+            match (admitted, res) {
+                (true, Ok(r)) => {
+                    let r = r.into_inner();
+                    assert_eq!(
+                        (r.reserved, r.actual, r.already_reported),
+                        (cost, actual, false)
+                    );
+                    Some((req, actual))
+                }
+                (false, Err(s)) => {
+                    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+                    None
+                }
+                (admitted, res) => panic!("admitted {admitted}: report answered {res:?}"),
+            }
+        });
+    }
+    let mut settled = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Some(x) = r.expect("task") {
+            settled.push(x);
+        }
+    }
+    let sum: u64 = settled.iter().map(|(_, a)| a).sum();
+    eprintln!(
+        "{} of {REQUESTS} admitted; actual costs sum to {sum}",
+        settled.len()
+    );
+    assert!(settled.len() > 100 && settled.len() < REQUESTS as usize);
+    let mut c = clients[0].clone();
+    let dry = check(
+        &mut c,
+        CheckRequestRequest {
+            dry_run: true,
+            ..get_pets(KEY3)
+        },
+    )
+    .await;
+    if sum < BULK {
+        assert_eq!(dry.quota.expect("quota").remaining, BULK - sum - 1);
+    } else {
+        assert_eq!(
+            decision(&dry),
+            Decision::QuotaExceeded,
+            "post-paid past the limit"
+        );
+    }
+    // The stored count itself (the answers clamp at the limit).
+    let mut conn = redis
+        .client()
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .expect("redis");
+    let state: String = redis::cmd("HGET")
+        .arg("tg:{k:k3}")
+        .arg("q:bulk")
+        .query(&mut conn)
+        .expect("the key's state");
+    // `<day>:<quota used>d:<used today>`
+    let p: Vec<&str> = state.split(':').collect();
+    assert_eq!(
+        p[1],
+        format!("{sum}d"),
+        "quota used = Σ actual costs: {state}"
+    );
+    assert_eq!(
+        p[2],
+        sum.to_string(),
+        "today's usage = Σ actual costs: {state}"
+    );
+
+    // Every report again, through either instance, with another actual: nothing changes.
+    let mut set = JoinSet::new();
+    for (n, (req, actual)) in settled.into_iter().enumerate() {
+        let mut c = clients[n % 2].clone();
+        set.spawn(async move {
+            let r = c
+                .report_usage(report(&req, actual + 7))
+                .await
+                .expect("repeat report")
+                .into_inner();
+            assert!(r.already_reported);
+            assert_eq!(r.actual, actual, "the first settlement stands");
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("task");
+    }
+    let state2: String = redis::cmd("HGET")
+        .arg("tg:{k:k3}")
+        .arg("q:bulk")
+        .query(&mut conn)
+        .expect("the key's state");
+    assert_eq!(state2, state, "repeated reports changed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_throttle_adjusts_the_key_bucket_and_bad_reports_are_refused() {
+    let redis = RedisServer::start();
+    let a = TollgateProcess::start(&redis_config(&redis));
+    let mut c = a.client().await;
+
+    // metering.meter_throttle: the bucket gets the unused units back.
+    let req = metered(KEY, "t-1", 300);
+    assert_eq!(decision(&check(&mut c, req.clone()).await), Decision::Allow);
+    assert_eq!(tokens_left(&mut c, KEY).await, 700);
+    let r = c
+        .report_usage(report(&req, 100))
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(
+        (r.reserved, r.actual, r.already_reported),
+        (300, 100, false)
+    );
+    let q = r.quota.expect("quota");
+    assert_eq!((q.limit, q.remaining), (LIMIT, LIMIT - 100));
+    assert_eq!(tokens_left(&mut c, KEY).await, 900, "200 tokens back");
+    // More than reserved: the bucket is charged the extra too.
+    let req = metered(KEY, "t-2", 100);
+    assert_eq!(decision(&check(&mut c, req.clone()).await), Decision::Allow);
+    c.report_usage(report(&req, 500)).await.expect("report");
+    assert_eq!(tokens_left(&mut c, KEY).await, 400);
+    assert_eq!(quota_left(&mut c, KEY).await, LIMIT - 600);
+
+    // Without it, only the quota moves.
+    let req = metered(KEY2, "t-1", 300);
+    assert_eq!(decision(&check(&mut c, req.clone()).await), Decision::Allow);
+    c.report_usage(report(&req, 100)).await.expect("report");
+    assert_eq!(
+        tokens_left(&mut c, KEY2).await,
+        700,
+        "the bucket is not metered"
+    );
+    assert_eq!(quota_left(&mut c, KEY2).await, LIMIT - 100);
+
+    // Bad reports.
+    let code = |r: Result<tonic::Response<_>, tonic::Status>| match r {
+        Ok(_) => panic!("accepted"),
+        Err(s) => (s.code(), s.message().to_string()),
+    };
+    let (c1, m1) = code(c.report_usage(report(&metered(KEY, "", 10), 1)).await);
+    assert_eq!(c1, tonic::Code::InvalidArgument);
+    assert!(m1.contains("request_id"), "{m1}");
+    let (c2, m2) = code(
+        c.report_usage(report(&metered(KEY, "t-1", 300), 1_000_001))
+            .await,
+    );
+    assert_eq!(c2, tonic::Code::InvalidArgument);
+    assert!(m2.contains("actual_cost"), "{m2}");
+    let (c3, _) = code(
+        c.report_usage(ReportUsageRequest {
+            request: None,
+            actual_cost: 1,
+        })
+        .await,
+    );
+    assert_eq!(c3, tonic::Code::InvalidArgument);
+    let (c4, m4) = code(c.report_usage(report(&metered(KEY, "nope", 10), 1)).await);
+    assert_eq!(c4, tonic::Code::FailedPrecondition);
+    assert!(m4.contains("no reservation"), "{m4}");
+    // Another cost than the check reserved is another request: nothing to settle.
+    let (c5, _) = code(c.report_usage(report(&metered(KEY, "t-1", 299), 1)).await);
+    assert_eq!(c5, tonic::Code::FailedPrecondition);
+    // Unknown stage.
+    let (c6, _) = code(
+        c.report_usage(report(
+            &CheckRequestRequest {
+                stage: "nope".into(),
+                ..metered(KEY, "t-1", 300)
+            },
+            1,
+        ))
+        .await,
+    );
+    assert_eq!(c6, tonic::Code::NotFound);
+    // The counter saw it all.
+    let (_, metrics) =
+        tollgate_tests::tollgate::http_get(a.metrics_addr(), "/metrics").expect("metrics");
+    assert!(
+        metrics.contains(r#"tollgate_usage_reports_total{result="settled"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tollgate_usage_reports_total{result="no_reservation"} 2"#),
+        "{metrics}"
+    );
+}
