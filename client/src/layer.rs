@@ -36,6 +36,15 @@ struct Config {
     stage: String,
     api_key_header: HeaderName,
     request_id_header: Option<HeaderName>,
+    metering: Option<Metering>,
+}
+
+/// Metered costs: what each request reserves, and where its actual cost is read.
+#[derive(Debug, Clone)]
+struct Metering {
+    reserve: u64,
+    reserve_header: Option<HeaderName>,
+    cost_header: HeaderName,
 }
 
 /// A tower [`Layer`] that checks each `http::Request<B>` with Tollgate before the inner service.
@@ -78,8 +87,31 @@ impl TollgateLayer {
                 stage: stage.into(),
                 api_key_header: HeaderName::from_static("x-api-key"),
                 request_id_header: Some(HeaderName::from_static("x-request-id")),
+                metering: None,
             }),
         }
+    }
+
+    /// Metered costs (LLM tokens, bytes, rows): each request reserves `reserve` units (or the
+    /// number in the request header `reserve_header`, when given and valid) under its request
+    /// id — the `request_id_header`'s value, or one the layer makes up — and once the inner
+    /// service has answered, the layer reports the response header `cost_header` as the actual
+    /// cost ([`Client::report_usage`], in the background: the response is not held). An inner
+    /// error, or a 5xx answer without the header, reports 0 (the reservation is refunded); any
+    /// other answer without it reports nothing (the reservation stands until the server
+    /// releases it).
+    pub fn metered(
+        mut self,
+        reserve: u64,
+        reserve_header: Option<HeaderName>,
+        cost_header: HeaderName,
+    ) -> Self {
+        Arc::make_mut(&mut self.config).metering = Some(Metering {
+            reserve: reserve.max(1),
+            reserve_header,
+            cost_header,
+        });
+        self
     }
 
     /// The header carrying the API key (default `x-api-key`).
@@ -138,7 +170,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let check = build_check(&self.config, &request);
         let client = self.client.clone();
+        let metering = self.config.metering.clone();
         Box::pin(async move {
+            // Metered requests are reported with the same check (cloned only for them).
+            let reported = metering.as_ref().map(|_| check.clone());
             let result = client.check(check).await;
             if !result.is_allowed() {
                 return Ok(denial(&result));
@@ -147,8 +182,34 @@ where
                 request.extensions_mut().insert(identity);
             }
             request.extensions_mut().insert(result.source.clone());
-            let response = inner.call(request).await?;
+            // Only a reservation the server counted is settled (not a fail-open answer).
+            let metered = metering
+                .zip(reported)
+                .filter(|_| result.source == Source::Server && !result.degraded);
+            let response = match inner.call(request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some((_, check)) = metered {
+                        report_in_background(client, check, 0);
+                    }
+                    return Err(e);
+                }
+            };
             let (mut parts, body) = response.into_parts();
+            if let Some((m, check)) = metered {
+                let actual = parts
+                    .headers
+                    .get(&m.cost_header)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                match actual {
+                    Some(n) => report_in_background(client, check, n),
+                    None if parts.status.is_server_error() => {
+                        report_in_background(client, check, 0)
+                    }
+                    None => {}
+                }
+            }
             add_headers(&mut parts.headers, &result);
             Ok(Response::from_parts(
                 parts,
@@ -156,6 +217,31 @@ where
             ))
         })
     }
+}
+
+/// Settles `check`'s reservation with `actual` without holding the response.
+fn report_in_background(client: Client, check: Check, actual: u64) {
+    tokio::spawn(async move {
+        let _ = client.report_usage(check, actual).await;
+    });
+}
+
+/// A request id for a metered request that came without one: unique per process and call.
+fn made_up_request_id() -> String {
+    use sha2::Digest;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut h = sha2::Sha256::new();
+    h.update(std::process::id().to_le_bytes());
+    h.update(t.to_le_bytes());
+    h.update(n.to_le_bytes());
+    let d = h.finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn build_check<B>(config: &Config, request: &Request<B>) -> Check {
@@ -193,7 +279,26 @@ fn build_check<B>(config: &Config, request: &Request<B>) -> Check {
             .get::<SourceIp>()
             .map(|ip| ip.0.to_string())
             .unwrap_or_default(),
-        request_id,
+        cost: config.metering.as_ref().map_or(0, |m| {
+            m.reserve_header
+                .as_ref()
+                .and_then(|h| request.headers().get(h))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(m.reserve)
+        }),
+        // A metered request needs an id the server keeps (printable ASCII, ≤ 128).
+        request_id: match &config.metering {
+            Some(_)
+                if request_id.is_empty()
+                    || request_id.len() > crate::request::MAX_REQUEST_ID_LEN
+                    || !request_id.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                made_up_request_id()
+            }
+            _ => request_id,
+        },
         ..Check::default()
     }
 }

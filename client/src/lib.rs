@@ -243,6 +243,17 @@ pub struct Check {
     pub dry_run: bool,
 }
 
+/// What [`Client::report_usage`] settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageReport {
+    /// Units the check reserved.
+    pub reserved: u64,
+    /// Units it was settled with (a repeat: the first report's).
+    pub actual: u64,
+    /// The request id had been settled before: nothing changed.
+    pub already_reported: bool,
+}
+
 /// A check's answer.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CheckResult {
@@ -604,6 +615,31 @@ impl Client {
             cache.insert(key, cached, retry_after);
         }
         result
+    }
+
+    /// Settles the cost `check` reserved (`ReportUsage`): `check` is the request as it was
+    /// checked (with its `request_id` and reserved `cost`), `actual_cost` what it really used
+    /// (0 when the upstream failed: a full refund). Once per request id; a repeat answers
+    /// [`UsageReport::already_reported`]. Under the breaker and the deadline like checks; an
+    /// error is the server's status (`FAILED_PRECONDITION`: no reservation) or the failure.
+    pub async fn report_usage(
+        &self,
+        check: Check,
+        actual_cost: u64,
+    ) -> Result<UsageReport, Failure> {
+        let request = v1::ReportUsageRequest {
+            request: Some(request::check_request(check)),
+            actual_cost: actual_cost.min(request::MAX_COST),
+        };
+        let mut rpc = self.inner.check.clone();
+        let r = self
+            .call(async move { rpc.report_usage(request).await })
+            .await?;
+        Ok(UsageReport {
+            reserved: r.reserved,
+            actual: r.actual,
+            already_reported: r.already_reported,
+        })
     }
 
     /// Asks an authorizer. Never fails: when Tollgate cannot be asked, the failure policy answers.

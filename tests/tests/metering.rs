@@ -322,3 +322,80 @@ async fn meter_throttle_adjusts_the_key_bucket_and_bad_reports_are_refused() {
         "{metrics}"
     );
 }
+
+/// The client's tower layer: each request reserves 10 (or its `x-usage-reserve`), and the
+/// upstream's `x-usage-cost` is reported once it answered; an upstream error or a 5xx without
+/// the header refunds, an answer without it keeps the reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_layer_reports_the_upstreams_cost() {
+    use http::header::HeaderName;
+    use tollgate_client::{BoxError, TollgateLayer};
+    use tower::{Layer, ServiceExt};
+
+    let tg = TollgateProcess::start(&config("{kind: memory}"));
+    let client = tollgate_client::Client::builder([tg.grpc_url()])
+        .deadline(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let upstream = tower::service_fn(|req: http::Request<String>| async move {
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let mut response = http::Response::new(String::from("ok"));
+        match query.split_once('=') {
+            Some(("cost", n)) => {
+                response
+                    .headers_mut()
+                    .insert("x-usage-cost", n.parse().expect("a header value"));
+            }
+            _ if query == "fail" => *response.status_mut() = http::StatusCode::BAD_GATEWAY,
+            _ if query == "error" => return Err::<_, BoxError>("upstream unreachable".into()),
+            _ => {}
+        }
+        Ok(response)
+    });
+    let gateway = TollgateLayer::new(client, "petstore", "prod")
+        .metered(
+            10,
+            Some(HeaderName::from_static("x-usage-reserve")),
+            HeaderName::from_static("x-usage-cost"),
+        )
+        .layer(upstream);
+    let mut c = tg.client().await;
+    let before = quota_left(&mut c, KEY3).await;
+    // (query, x-usage-reserve, what the request finally costs)
+    let cases = [
+        ("cost=7", None, 7),
+        ("fail", None, 0),
+        ("cost=15", None, 15),
+        ("none", None, 10),
+        ("cost=4", Some("4"), 4),
+        ("error", Some("30"), 0),
+    ];
+    for (query, reserve, _) in cases {
+        let mut req = http::Request::builder()
+            .uri(format!("http://gateway/pets?{query}"))
+            .header("x-api-key", KEY3);
+        if let Some(r) = reserve {
+            req = req.header("x-usage-reserve", r);
+        }
+        let res = gateway
+            .clone()
+            .oneshot(req.body(String::new()).expect("request"))
+            .await;
+        assert_eq!(
+            res.is_err(),
+            query == "error",
+            "{query}: {:?}",
+            res.map(|r| r.status())
+        );
+    }
+    let spent: u64 = cases.iter().map(|c| c.2).sum();
+    let mut settled = 0;
+    for _ in 0..200 {
+        settled = before - quota_left(&mut c, KEY3).await;
+        if settled == spent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(settled, spent, "the quota moved by the upstream's costs");
+}
