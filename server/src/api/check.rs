@@ -268,7 +268,13 @@ mod tests {
     use crate::store::memory::MemoryStore;
 
     fn api() -> CheckApi {
-        let text = "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x }]\n";
+        api_with(
+            "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x }]\n",
+        )
+    }
+
+    /// A CheckApi over the embedded store, with the config `text`.
+    fn api_with(text: &str) -> CheckApi {
         let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
         let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
         let auth = crate::auth::Authorizers::empty(
@@ -393,23 +399,9 @@ mod tests {
 
     /// A route with an API key in a plan with a quota, on the embedded store.
     fn metered_api() -> CheckApi {
-        let text = "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x, api_key_required: true }]\nusage_plans:\n  - id: p\n    quota: { limit: 100, period: DAY }\n    metering: {}\n    api_stages: [{ api_id: a, stage: s }]\napi_keys:\n  - { id: k, value: \"metered-key-aaaaaaaaaaaaaaaaaaaaaaa\", enabled: true, usage_plans: [p] }\n";
-        let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
-        let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
-        let auth = crate::auth::Authorizers::empty(
-            crate::auth::AuthCache::new(store.clone(), "tg", Duration::from_millis(50)),
-            Arc::new(SystemClock),
-        );
-        let catalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
-            &cfg,
-            &crate::defs::test_defs(&cfg),
-            Arc::new(auth),
-        )));
-        CheckApi::new(Arc::new(Checker::new(
-            catalog,
-            store,
-            Duration::from_millis(50),
-        )))
+        api_with(
+            "apis:\n  - id: a\n    stages:\n      - name: s\n        routes: [{ method: GET, path: /x, api_key_required: true }]\nusage_plans:\n  - id: p\n    quota: { limit: 100, period: DAY }\n    metering: {}\n    api_stages: [{ api_id: a, stage: s }]\napi_keys:\n  - { id: k, value: \"metered-key-aaaaaaaaaaaaaaaaaaaaaaa\", enabled: true, usage_plans: [p] }\n",
+        )
     }
 
     #[tokio::test]

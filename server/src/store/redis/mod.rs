@@ -451,21 +451,8 @@ impl RedisStore {
         for b in owned {
             inv.arg(&b.field).arg(b.limit.interval_us());
         }
-        match &op.quota {
-            Some(q) => inv
-                .arg(q.limit)
-                .arg(q.offset)
-                .arg(q.initial_index)
-                .arg(q.period.code())
-                .arg(&*q.override_field),
-            None => inv.arg(-1).arg(0).arg(0).arg(1).arg(""),
-        };
-        let state = match (&op.quota, &op.usage) {
-            (Some(q), _) => &*q.field,
-            (None, Some(u)) => &*u.field,
-            (None, None) => "",
-        };
-        inv.arg(state)
+        quota_args(&mut inv, op);
+        inv.arg(state_field(op))
             .arg(op.usage.as_ref().map_or("", |u| &*u.history))
             .arg(u8::from(expire));
         let v: Vec<i64> = inv.invoke_async(&mut self.conn()).await.map_err(backend)?;
@@ -697,6 +684,29 @@ fn backend(e: redis::RedisError) -> StoreError {
     }
 }
 
+/// The quota's ARGV for CHECK and SETTLE: limit, offset, initial period index, period code,
+/// `UpdateUsage` override field (`-1 0 0 1 ""` without a quota).
+fn quota_args(inv: &mut redis::ScriptInvocation<'_>, op: &CheckOp) {
+    match &op.quota {
+        Some(q) => inv
+            .arg(q.limit)
+            .arg(q.offset)
+            .arg(q.initial_index)
+            .arg(q.period.code())
+            .arg(&*q.override_field),
+        None => inv.arg(-1).arg(0).arg(0).arg(1).arg(""),
+    };
+}
+
+/// The plan's state field: the quota's, which daily usage shares.
+fn state_field(op: &CheckOp) -> &str {
+    match (&op.quota, &op.usage) {
+        (Some(q), _) => &q.field,
+        (None, Some(u)) => &u.field,
+        (None, None) => "",
+    }
+}
+
 /// Lays out KEYS and ARGV for [`scripts::CHECK`] (see its header).
 fn invocation<'a>(script: &'a Script, op: &CheckOp) -> redis::ScriptInvocation<'a> {
     let mut inv = script.prepare_invoke();
@@ -725,22 +735,8 @@ fn invocation<'a>(script: &'a Script, op: &CheckOp) -> redis::ScriptInvocation<'
             .arg(b.limit.tolerance_us())
             .arg(b.limit.burst());
     }
-    match &op.quota {
-        Some(q) => inv
-            .arg(q.limit)
-            .arg(q.offset)
-            .arg(q.initial_index)
-            .arg(q.period.code())
-            .arg(&*q.override_field),
-        None => inv.arg(-1).arg(0).arg(0).arg(1).arg(""),
-    };
-    // The plan's state field: the quota's, which daily usage shares.
-    let state = match (&op.quota, &op.usage) {
-        (Some(q), _) => &*q.field,
-        (None, Some(u)) => &*u.field,
-        (None, None) => "",
-    };
-    inv.arg(state);
+    quota_args(&mut inv, op);
+    inv.arg(state_field(op));
     match &op.usage {
         Some(u) => inv.arg(&*u.history).arg(u.retention_days),
         None => inv.arg("").arg(0),
