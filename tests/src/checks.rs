@@ -116,3 +116,24 @@ pub async fn until_recovered(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The YAML tail most end-to-end configs share: API `petstore`, stage `prod` with
+/// `GET /pets` (API key required), plan `metered` with a daily quota of `quota`, and key `k1`
+/// with the value `key` in it.
+pub fn petstore_with_key(quota: u64, key: &str) -> String {
+    format!(
+        r#"apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets", api_key_required: true}}
+usage_plans:
+  - id: metered
+    quota: {{limit: {quota}, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: k1, value: "{key}", enabled: true, usage_plans: [metered]}}
+"#
+    )
+}

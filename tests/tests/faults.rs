@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_proto::v1::Decision;
-use tollgate_tests::checks::{Client, decision, get_pets};
+use tollgate_tests::checks::{Client, decision, get_pets, petstore_with_key};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{TollgateProcess, http_get};
 use tonic::Code;
@@ -21,23 +21,12 @@ use tonic_health::pb::health_client::HealthClient;
 const KEY: &str = "fault-key-aaaaaaaaaaaaaaaaaaaaaaaa";
 
 fn config(url: &str, failure_mode: &str, timeout: &str) -> String {
+    let petstore = petstore_with_key(1000, KEY);
     format!(
         r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
 store: {{kind: redis, url: "{url}", timeout: {timeout}, circuit_breaker: {{failures: 3, open_for: 300ms}}}}
 failure_mode: {failure_mode}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: metered
-    quota: {{limit: 1000, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [metered]}}
-"#
+{petstore}"#
     )
 }
 

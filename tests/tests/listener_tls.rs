@@ -11,7 +11,7 @@ use tollgate_proto::v1::ListApiKeysRequest;
 use tollgate_proto::v1::admin_service_client::AdminServiceClient;
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_tests::certs::{issue, make_ca, make_certs};
-use tollgate_tests::checks::{decision, get_pets};
+use tollgate_tests::checks::{decision, get_pets, petstore_with_key};
 use tollgate_tests::tollgate::{
     ADMIN_TOKEN, BearerToken, TollgateProcess, eventually, http_get, run_tollgate,
 };
@@ -86,8 +86,8 @@ async fn list_keys_over_tls(
         .len())
 }
 
-fn config(dir: &Path, grpc_tls: &str, admin_tls: &str) -> String {
-    let _ = dir;
+fn config(grpc_tls: &str, admin_tls: &str) -> String {
+    let petstore = petstore_with_key(1000, KEY);
     format!(
         r#"server:
   grpc_addr: "127.0.0.1:0"
@@ -95,19 +95,7 @@ fn config(dir: &Path, grpc_tls: &str, admin_tls: &str) -> String {
   metrics_addr: "127.0.0.1:0"
   tls: {grpc_tls}
   admin_tls: {admin_tls}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: metered
-    quota: {{limit: 1000, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [metered]}}
-"#
+{petstore}"#
     )
 }
 
@@ -128,7 +116,6 @@ async fn tls_on_grpc_and_mutual_tls_on_admin() {
     issue(dir, "rogue-ca", "rogue-client");
     let d = dir.display();
     let tg = TollgateProcess::start(&config(
-        dir,
         &format!(r#"{{cert_file: "{d}/server.crt", key_file: "{d}/server.key"}}"#),
         &format!(
             r#"{{cert_file: "{d}/server.crt", key_file: "{d}/server.key", client_ca_file: "{d}/ca.crt"}}"#
@@ -320,7 +307,6 @@ async fn certificates_rotate_without_a_restart_and_optional_client_auth() {
     std::fs::copy(dir.join("server.key"), dir.join("live.key")).expect("copy");
     let d = dir.display();
     let tg = TollgateProcess::start(&config(
-        dir,
         &format!(
             r#"{{cert_file: "{d}/live.crt", key_file: "{d}/live.key", client_ca_file: "{d}/ca.crt", client_auth: optional}}"#
         ),
@@ -449,7 +435,7 @@ fn broken_tls_settings_are_refused_before_serving() {
     ];
     for (grpc, admin, expect) in cases {
         let path = dir.join("tollgate.yaml");
-        std::fs::write(&path, config(dir, &grpc, &admin)).expect("write config");
+        std::fs::write(&path, config(&grpc, &admin)).expect("write config");
         let out = run_tollgate(
             ["check-config", path.to_str().expect("utf-8 path")],
             Duration::from_secs(30),

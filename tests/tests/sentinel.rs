@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tollgate_proto::v1::Decision;
-use tollgate_tests::checks::{check, decision, get_pets, until_recovered};
+use tollgate_tests::checks::{check, decision, get_pets, petstore_with_key, until_recovered};
 use tollgate_tests::redis_sentinel::{MASTER_NAME, RedisSentinel};
 use tollgate_tests::tollgate::TollgateProcess;
 
@@ -88,23 +88,12 @@ async fn tollgate_leaves_a_frozen_master_for_the_new_one() {
 async fn failover(freeze: bool) {
     let mut setup = RedisSentinel::start(1, 3);
     let urls = setup.sentinel_urls();
+    let petstore = petstore_with_key(100, KEY);
     let cfg = format!(
         r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
 store: {{kind: redis-sentinel, url: [{}], master_name: {MASTER_NAME}, timeout: 300ms}}
 failure_mode: open
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: metered
-    quota: {{limit: 100, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [metered]}}
-"#,
+{petstore}"#,
         urls.iter()
             .map(|u| format!("\"{u}\""))
             .collect::<Vec<_>>()

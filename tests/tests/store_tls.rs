@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tollgate_proto::v1::Decision;
 use tollgate_tests::certs::make_certs;
-use tollgate_tests::checks::{check, decision, get_pets};
+use tollgate_tests::checks::{check, decision, get_pets, petstore_with_key};
 use tollgate_tests::redis::{RedisServer, free_port};
 use tollgate_tests::tollgate::TollgateProcess;
 use tonic::Code;
@@ -21,6 +21,7 @@ fn config(tls_port: u16, dir: &Path, client_cert: bool) -> String {
     } else {
         String::new()
     };
+    let petstore = petstore_with_key(100, KEY);
     format!(
         r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
 store:
@@ -30,19 +31,7 @@ store:
   tls: {{ca_file: "{d}/ca.crt"{client}}}
   timeout: 2s
 failure_mode: closed
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: metered
-    quota: {{limit: 100, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [metered]}}
-"#
+{petstore}"#
     )
 }
 
