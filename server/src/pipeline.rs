@@ -18,7 +18,7 @@ use crate::metrics as m;
 use crate::overlimit::OverLimitCache;
 use crate::store::{
     AnyStore, BucketOp, CheckOp, CheckOutcome, SettleStatus, Store, StoreError, StoreEvent,
-    UsageOp, keys::Keys,
+    UsageOp, keys::Keys, ticket,
 };
 
 /// What the gateway should do.
@@ -92,6 +92,10 @@ pub struct CheckInput<'a> {
     /// `api_key` is charged whatever the route or the stage's key source says; an empty
     /// `method` or `path` charges the stage's catch-all ([`Stage::any_route`]).
     pub rate_limit_only: bool,
+    /// The cost is settled by a report that knows nothing but the `request_id` (Envoy's rate
+    /// limit filter after the response, [`Checker::report_ticket`]): an admitted reservation
+    /// leaves a ticket under [`ticket::envoy_ticket`], whether or not its plan is `metering`.
+    pub settle_by_request_id: bool,
 }
 
 /// A token bucket's state for the answer.
@@ -221,16 +225,7 @@ pub struct Checker {
     leases: Option<crate::lease::Leases>,
     /// The store circuit breaker.
     breaker: Option<crate::breaker::Breaker>,
-    /// Reservations this instance admitted for `metering` plans, oldest first, with when to
-    /// release them if nobody reports them (a little before their record expires).
-    pending: parking_lot::Mutex<std::collections::VecDeque<(Instant, CheckOp)>>,
 }
-
-/// Most reservations one instance keeps for release at their TTL; past it, new ones are not
-/// tracked (they stay charged in full unless reported).
-pub const MAX_PENDING_RESERVATIONS: usize = 200_000;
-/// A reservation is released this long before its record (`IDEMPOTENCY_TTL_MS`) expires.
-pub const RELEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl Checker {
     /// A checker over a swappable catalog.
@@ -243,7 +238,6 @@ impl Checker {
             store_calls: AtomicU64::new(0),
             leases: None,
             breaker: None,
-            pending: Default::default(),
         }
     }
 
@@ -256,24 +250,50 @@ impl Checker {
         op
     }
 
-    /// Remembers an admitted reservation of a `metering` plan for release at its TTL.
-    fn track_reservation(&self, op: CheckOp) {
-        let ttl = Duration::from_millis(crate::store::IDEMPOTENCY_TTL_MS);
-        let mut q = self.pending.lock();
-        if q.len() >= MAX_PENDING_RESERVATIONS {
-            tracing::debug!("too many pending reservations: this one is not released at its TTL");
-            return;
+    /// Leaves a ticket for an admitted reservation (`op` as a settlement takes it, decided at
+    /// `now_us`): any instance releases it `ttl` later unless a report settles it first. A ticket that cannot be written is logged and counted: that
+    /// reservation stays charged unless reported (with its whole check).
+    async fn put_ticket(&self, id: &str, op: &CheckOp, now_us: u64, ttl: Duration) {
+        let release_at = now_us.saturating_add(ttl.as_micros() as u64);
+        let put = self.store.ticket_put(id, op, release_at);
+        match tokio::time::timeout(self.timeout, put).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                m::usage_report("ticket_failed");
+                tracing::warn!(error = %e, "store: a reservation ticket was not written");
+            }
+            Err(_) => {
+                m::usage_report("ticket_failed");
+                tracing::warn!("store: writing a reservation ticket timed out");
+            }
         }
-        q.push_back((Instant::now() + ttl.saturating_sub(RELEASE_MARGIN), op));
     }
 
-    /// Releases the tracked reservations due at `now` that nobody reported
-    /// ([`Store::release_reservation`]); returns how many were released.
-    pub async fn release_due(&self, now: Instant) -> usize {
-        let due: Vec<CheckOp> = {
-            let mut q = self.pending.lock();
-            let n = q.partition_point(|(at, _)| *at <= now);
-            q.drain(..n).map(|(_, op)| op).collect()
+    /// Forgets a settled reservation's ticket, in the background (a ticket left behind only
+    /// costs its sweeper a release that finds the reservation settled).
+    fn drop_ticket(&self, id: String) {
+        let store = self.store.clone();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(timeout, store.ticket_remove(&id)).await;
+        });
+    }
+
+    /// Releases the reservations whose tickets are due at `now_us` (`None`: the store's
+    /// clock), from any instance ([`Store::tickets_due`] hands each ticket to one caller);
+    /// returns how many were released.
+    pub async fn release_due(&self, now_us: Option<u64>) -> usize {
+        let due = match tokio::time::timeout(self.timeout * 4, self.store.tickets_due(now_us)).await
+        {
+            Ok(Ok(due)) => due,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store: reading due reservation tickets failed");
+                return 0;
+            }
+            Err(_) => {
+                tracing::warn!("store: reading due reservation tickets timed out");
+                return 0;
+            }
         };
         let mut released = 0;
         for op in due {
@@ -298,7 +318,7 @@ impl Checker {
             loop {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { return };
-                me.release_due(Instant::now()).await;
+                me.release_due(None).await;
             }
         });
     }
@@ -559,10 +579,21 @@ impl Checker {
                         if out.verdict == Verdict::Allowed
                             && !out.replayed
                             && !op.dry_run
-                            && op.request_id.is_some()
-                            && key_plan.is_some_and(|(_, p)| p.metered)
+                            && let Some(rid) = op.request_id.as_deref()
+                            && (input.settle_by_request_id
+                                || key_plan.is_some_and(|(_, p)| p.metered))
                         {
-                            self.track_reservation(Self::metered_op(op.clone(), key_plan));
+                            let id = if input.settle_by_request_id {
+                                ticket::envoy_ticket(rid)
+                            } else {
+                                ticket::owner_ticket(&op.owner, rid)
+                            };
+                            let metered = Self::metered_op(op.clone(), key_plan);
+                            let ttl = key_plan
+                                .map_or(crate::config::MAX_RESERVATION_TTL, |(_, p)| {
+                                    p.reservation_ttl
+                                });
+                            self.put_ticket(&id, &metered, out.now_us, ttl).await;
                         }
                         answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period))
                     }
@@ -672,8 +703,46 @@ impl Checker {
             ));
         };
         let op = Self::metered_op(op, key_plan);
+        let ticket = op
+            .request_id
+            .as_deref()
+            .map(|rid| ticket::owner_ticket(&op.owner, rid));
+        let api_key_id = key_plan.map(|(k, _)| k.id.clone());
+        self.settle_op(&op, actual, ticket, api_key_id).await
+    }
+
+    /// Settles the reservation Envoy made on a `settle_by_request_id` route, found by its
+    /// request id alone (the rate limit filter's report after the response).
+    pub async fn report_ticket(
+        &self,
+        request_id: &str,
+        actual: u64,
+    ) -> Result<ReportAnswer, ReportError> {
+        let id = ticket::envoy_ticket(request_id);
+        let found = match tokio::time::timeout(self.timeout, self.store.ticket_get(&id)).await {
+            Ok(r) => r.map_err(ReportError::Unavailable)?,
+            Err(_) => return Err(ReportError::Unavailable(StoreError::Timeout)),
+        };
+        let Some(op) = found else {
+            m::usage_report("no_reservation");
+            return Err(ReportError::NoReservation(
+                "no reservation under this request id: never admitted, already released, or                  the route has no `meter`"
+                    .into(),
+            ));
+        };
+        self.settle_op(&op, actual, Some(id), None).await
+    }
+
+    /// Settles `op`'s reservation with `actual` and forgets its ticket.
+    async fn settle_op(
+        &self,
+        op: &CheckOp,
+        actual: u64,
+        ticket: Option<String>,
+        api_key_id: Option<String>,
+    ) -> Result<ReportAnswer, ReportError> {
         let started = Instant::now();
-        let res = match tokio::time::timeout(self.timeout, self.store.settle(&op, actual)).await {
+        let res = match tokio::time::timeout(self.timeout, self.store.settle(op, actual)).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout),
         };
@@ -685,6 +754,11 @@ impl Checker {
             SettleStatus::NoReservation => "no_reservation",
         };
         m::usage_report(result);
+        if let Some(id) = ticket
+            && outcome.status != SettleStatus::NoReservation
+        {
+            self.drop_ticket(id);
+        }
         if outcome.status == SettleStatus::NoReservation {
             return Err(ReportError::NoReservation(
                 "no reservation under this request_id: never admitted, expired, or checked with \
@@ -707,7 +781,7 @@ impl Checker {
             actual: outcome.actual,
             already_reported: outcome.status == SettleStatus::AlreadySettled,
             quota,
-            api_key_id: key_plan.map(|(k, _)| k.id.clone()),
+            api_key_id,
         })
     }
 }

@@ -164,6 +164,7 @@ fn check_input<'a>(r: &'a pb::CheckRequestRequest, method: &'a str) -> CheckInpu
         source_ip: &r.source_ip,
         body_sha256: &r.body_sha256,
         rate_limit_only: false,
+        settle_by_request_id: false,
     }
 }
 
@@ -479,14 +480,10 @@ mod tests {
             .expect("check")
             .into_inner();
         assert_eq!(r.quota.map(|q| q.remaining), Some(38));
-        let later =
-            std::time::Instant::now() + Duration::from_millis(crate::store::IDEMPOTENCY_TTL_MS);
-        assert_eq!(
-            api.checker.release_due(std::time::Instant::now()).await,
-            0,
-            "not due yet"
-        );
-        assert_eq!(api.checker.release_due(later).await, 1, "r-3 only");
+        let now = crate::clock::Clock::now_micros(&SystemClock);
+        let later = now + crate::store::IDEMPOTENCY_TTL_MS * 1000;
+        assert_eq!(api.checker.release_due(Some(now)).await, 0, "not due yet");
+        assert_eq!(api.checker.release_due(Some(later)).await, 1, "r-3 only");
         let dry = pb::CheckRequestRequest {
             request_id: String::new(),
             dry_run: true,

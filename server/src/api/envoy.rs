@@ -27,7 +27,9 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use super::limits::{self, MAX_API_KEY_LEN, MAX_COST, MAX_ID_LEN, MAX_METHOD_LEN, MAX_PATH_LEN};
+use super::limits::{
+    self, MAX_API_KEY_LEN, MAX_COST, MAX_ID_LEN, MAX_METHOD_LEN, MAX_PATH_LEN, MAX_REQUEST_ID_LEN,
+};
 use crate::catalog::Catalog;
 use crate::catalog::descriptors::Rule;
 use crate::config::FailureMode;
@@ -35,13 +37,16 @@ use crate::config::envoy::{RateUnit, UnknownKey};
 use crate::limiter::headers::{self, Policy};
 use crate::limiter::{Limit, Period, Verdict};
 use crate::metrics as m;
-use crate::pipeline::{Answer, CheckError, CheckInput, Checker, Decision};
+use crate::pipeline::{Answer, CheckError, CheckInput, Checker, Decision, ReportError};
 use crate::store::{BucketOp, CheckOp, CheckOutcome};
 
 use rate_limit_response::{Code, DescriptorStatus, RateLimit, rate_limit::Unit};
 
 /// Descriptors in one `ShouldRateLimit` request.
 pub const MAX_DESCRIPTORS: usize = 32;
+/// The descriptor entry that makes a descriptor a usage report: its value is the request id
+/// of a `meter` route's check, its `hits_addend` the actual cost.
+pub const REPORT_ENTRY: &str = "report_request_id";
 /// Entries in one descriptor.
 pub const MAX_ENTRIES: usize = 32;
 /// A descriptor entry's key.
@@ -308,6 +313,45 @@ impl Authorization for EnvoyApi {
                 )));
             }
         };
+        // `meter`: the cost is settled after the response by the rate limit filter's report
+        // (a descriptor with `report_request_id`), which knows the request id only.
+        let meter = match ctx.get("meter").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                count("ext_authz", "error");
+                return Err(Status::failed_precondition(format!(
+                    "context_extensions.meter must be \"true\" or \"false\", got {:?}",
+                    header_safe(other)
+                )));
+            }
+        };
+        let request_id = if meter {
+            match hdrs.get("x-request-id").map(String::as_str) {
+                Some(id)
+                    if !id.is_empty()
+                        && id.len() <= MAX_REQUEST_ID_LEN
+                        && id.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    id
+                }
+                Some(_) => {
+                    return bad(format!(
+                        "Invalid x-request-id: a metered route needs 1 to {MAX_REQUEST_ID_LEN} \
+                         printable ASCII characters"
+                    ));
+                }
+                None => {
+                    count("ext_authz", "error");
+                    return Err(Status::failed_precondition(
+                        "context_extensions.meter is set but the request has no x-request-id \
+                         (keep Envoy's generate_request_id on)",
+                    ));
+                }
+            }
+        } else {
+            ""
+        };
         let source_ip = attrs
             .source
             .and_then(|s| s.address)
@@ -334,7 +378,7 @@ impl Authorization for EnvoyApi {
             resource_path: "",
             api_key,
             cost,
-            request_id: "",
+            request_id,
             dry_run: false,
             headers: Some(&hdrs),
             query: Some(&query),
@@ -343,6 +387,7 @@ impl Authorization for EnvoyApi {
             source_ip: &source_ip,
             body_sha256: &body_sha256,
             rate_limit_only: false,
+            settle_by_request_id: meter,
         };
         match self.checker.check(&input).await {
             Ok(a) => {
@@ -624,6 +669,51 @@ fn override_rule(
 }
 
 impl EnvoyApi {
+    /// A report descriptor (entry [`REPORT_ENTRY`]): settles the reservation ext_authz made
+    /// under that request id on a `meter` route with the descriptor's `hits_addend` as the
+    /// actual cost. Sent by the rate limit filter after the response (`apply_on_stream_done`),
+    /// which ignores the answer: it is always OK unless the report itself is malformed or the
+    /// store failed (errors, so Envoy's error counters see them).
+    async fn report(&self, rid: &str, d: &RateLimitDescriptor) -> Result<Outcome, Status> {
+        let bad = |msg: String| {
+            count("rls", "error");
+            metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
+            Err(Status::invalid_argument(msg))
+        };
+        if rid.is_empty()
+            || rid.len() > MAX_REQUEST_ID_LEN
+            || !rid.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return bad(format!(
+                "{REPORT_ENTRY} must be 1 to {MAX_REQUEST_ID_LEN} printable ASCII characters"
+            ));
+        }
+        let Some(actual) = d.hits_addend.as_ref().map(|h| h.value) else {
+            return bad(format!(
+                "a {REPORT_ENTRY} descriptor needs its own hits_addend (the actual cost, e.g. \
+                 hits_addend.format \"%DYNAMIC_METADATA(tollgate:usage_cost)%\" on a rate limit \
+                 of the route's RateLimitPerRoute)"
+            ));
+        };
+        match self.checker.report_ticket(rid, actual).await {
+            Ok(_) => {
+                count("rls", "report");
+                Ok(Outcome::default())
+            }
+            Err(ReportError::Unavailable(e)) => {
+                count("rls", "error");
+                Err(Status::unavailable(format!(
+                    "rate-limit store unavailable; the reservation is released at its TTL: {e}"
+                )))
+            }
+            Err(e) => {
+                tracing::debug!(request_id = rid, error = %e, "usage report settled nothing");
+                count("rls", "report_no_reservation");
+                Ok(Outcome::default())
+            }
+        }
+    }
+
     /// One key descriptor through the pipeline. `Ok(None)`: the key is unknown and the rule
     /// says "evaluate the generic descriptors".
     async fn key_descriptor(
@@ -711,6 +801,10 @@ impl RateLimitService for EnvoyApi {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(r.descriptors.len());
         let mut pending: Vec<Pending> = Vec::new();
         for (i, d) in r.descriptors.iter().enumerate() {
+            if let Some(rid) = entry(d, REPORT_ENTRY) {
+                outcomes.push(Some(self.report(rid, d).await?));
+                continue;
+            }
             if d.is_negative_hits {
                 // Refunds are not supported: answered OK, nothing charged.
                 outcomes.push(Some(Outcome::default()));

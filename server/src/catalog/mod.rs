@@ -145,6 +145,8 @@ pub struct Plan {
     /// The plan has `metering`: its keys' idempotent checks are reservations, released at
     /// their TTL when nobody reports them.
     pub metered: bool,
+    /// `metering.reservation_ttl` (the longest for a plan without `metering`).
+    pub reservation_ttl: std::time::Duration,
 }
 
 impl Plan {
@@ -368,6 +370,7 @@ impl Catalog {
                     lease: p.local_lease,
                     meter_throttle: p.metering.is_some_and(|m| m.meter_throttle),
                     metered: p.metering.is_some(),
+                    reservation_ttl: p.metering.unwrap_or_default().reservation_ttl,
                 }),
             );
         }

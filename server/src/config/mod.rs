@@ -588,14 +588,39 @@ pub struct UsagePlanConfig {
 
 /// `usage_plans[].metering`: how `ReportUsage` settles a reservation of this plan's keys.
 /// Present (even empty), the keys' checks with a `request_id` are reservations: one nobody
-/// reports is released in full at its TTL (by the instance that admitted it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+/// reports is released in full after `reservation_ttl` (by whichever instance sweeps first;
+/// the reservation's ticket is in the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeteringConfig {
     /// Adjust the key's own token buckets by `actual - reserved` too (TAT back or forward by
     /// that many units). Stage-wide buckets are never adjusted.
     #[serde(default)]
     pub meter_throttle: bool,
+    /// How long a reservation waits for its report before it is released (1s to
+    /// [`MAX_RESERVATION_TTL`], the default: the idempotency record lives 600 s and the
+    /// release needs it).
+    #[serde(with = "duration", default = "default_reservation_ttl")]
+    pub reservation_ttl: Duration,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        Self {
+            meter_throttle: false,
+            reservation_ttl: MAX_RESERVATION_TTL,
+        }
+    }
+}
+
+/// The longest (and default) `metering.reservation_ttl`: the idempotency record's 600 s less
+/// the release margin.
+pub const MAX_RESERVATION_TTL: Duration = Duration::from_millis(
+    crate::store::IDEMPOTENCY_TTL_MS - crate::store::ticket::RELEASE_MARGIN_MS,
+);
+
+fn default_reservation_ttl() -> Duration {
+    MAX_RESERVATION_TTL
 }
 
 /// `usage_plans[].local_lease`: an instance takes `units` requests' worth of the key's buckets

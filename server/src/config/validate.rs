@@ -538,6 +538,15 @@ pub fn validate_plan(
             errors.push(format!("{at}.local_lease.max_age: 10ms to 60s"));
         }
     }
+    if let Some(m) = &p.metering
+        && (m.reservation_ttl < Duration::from_secs(1)
+            || m.reservation_ttl > super::MAX_RESERVATION_TTL)
+    {
+        errors.push(format!(
+            "{at}.metering.reservation_ttl: 1s to {}",
+            humantime::format_duration(super::MAX_RESERVATION_TTL)
+        ));
+    }
     if let Some(t) = &p.throttle {
         limit(t, &format!("{at}.throttle"), errors);
     }

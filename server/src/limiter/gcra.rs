@@ -70,6 +70,21 @@ impl Limit {
             interval_us: ((window_us as f64 / count as f64).round() as u64).max(1),
         })
     }
+    /// A limit from its parts as [`Limit::rate`], [`Limit::burst`] and [`Limit::interval_us`]
+    /// give them (a stored reservation ticket); `None` unless they could have come from
+    /// [`Limit::try_new`] or [`Limit::per_window`].
+    pub fn from_parts(rate: f64, burst: u32, interval_us: u64) -> Option<Self> {
+        let ok = rate.is_finite()
+            && rate > 0.0
+            && rate <= MAX_RATE
+            && (1..=MAX_BURST).contains(&burst)
+            && (1..=MAX_WINDOW_US).contains(&interval_us);
+        ok.then_some(Self {
+            rate,
+            burst,
+            interval_us,
+        })
+    }
     /// Requests per second.
     pub fn rate(&self) -> f64 {
         self.rate

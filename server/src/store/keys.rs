@@ -27,6 +27,14 @@ impl Keys {
     pub fn idempotency(owner: &str, request_id: &str) -> String {
         format!("{owner}:r:{request_id}")
     }
+    /// `tg:{t:<shard>}:due`: the reservation tickets of a shard by release time (a sorted set).
+    pub fn tickets_due(&self, shard: u32) -> String {
+        format!("{}:{{t:{shard}}}:due", self.prefix)
+    }
+    /// `tg:{t:<shard>}:ops`: ticket id → ticket, for the shard (a hash).
+    pub fn tickets_ops(&self, shard: u32) -> String {
+        format!("{}:{{t:{shard}}}:ops", self.prefix)
+    }
     /// `tg:auth:<authorizer>:<hex digest of the identity sources>`: a shared authorizer decision.
     pub fn auth(&self, authorizer: &str, digest_hex: &str) -> String {
         format!("{}:auth:{authorizer}:{digest_hex}", self.prefix)

@@ -4,7 +4,7 @@
 //! key's buckets, the stage-wide buckets and the quota, exactly like the Redis script does. The
 //! layout mirrors Redis — hashes of fields with an expiry — so both stores keep the same TTL
 //! rules, and a background sweep drops expired hashes so memory stays bounded.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use super::{
     CheckOp, CheckOutcome, DefKind, DefWrite, IDEMPOTENCY_TTL_MS, OwnerState, QuotaOp, RawDefs,
-    SettleOutcome, SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys,
+    SettleOutcome, SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys, ticket,
 };
 use crate::clock::Clock;
 use crate::limiter::evaluate::QuotaReport;
@@ -70,6 +70,9 @@ struct State {
     defs_keys: BTreeMap<String, String>,
     /// (owner, usage history name) → days.
     usage: HashMap<(Arc<str>, Arc<str>), Usage>,
+    /// Reservation tickets: id → (release time µs, op), and the same by release time.
+    tickets: HashMap<String, (u64, CheckOp)>,
+    tickets_due: BTreeSet<(u64, String)>,
 }
 
 /// The embedded in-memory store.
@@ -499,6 +502,61 @@ impl Store for MemoryStore {
             let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
         }
         Ok(out)
+    }
+
+    async fn ticket_put(
+        &self,
+        id: &str,
+        op: &CheckOp,
+        release_at_us: u64,
+    ) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        if st.tickets.len() >= ticket::MAX_MEMORY_TICKETS && !st.tickets.contains_key(id) {
+            return Err(StoreError::Backend(format!(
+                "{} reservations are pending: no room for another ticket",
+                ticket::MAX_MEMORY_TICKETS
+            )));
+        }
+        let mut op = op.clone();
+        op.now = None;
+        op.dry_run = false;
+        if let Some((at, _)) = st.tickets.insert(id.to_string(), (release_at_us, op)) {
+            st.tickets_due.remove(&(at, id.to_string()));
+        }
+        st.tickets_due.insert((release_at_us, id.to_string()));
+        Ok(())
+    }
+
+    async fn ticket_get(&self, id: &str) -> Result<Option<CheckOp>, StoreError> {
+        Ok(self.state.lock().tickets.get(id).map(|(_, op)| op.clone()))
+    }
+
+    async fn ticket_remove(&self, id: &str) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        if let Some((at, _)) = st.tickets.remove(id) {
+            st.tickets_due.remove(&(at, id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<CheckOp>, StoreError> {
+        let mut st = self.state.lock();
+        let now = now_us.unwrap_or_else(|| self.clock.now_micros());
+        let batch = ticket::DUE_BATCH * ticket::SHARDS as usize;
+        let mut ops = Vec::new();
+        while ops.len() < batch {
+            match st.tickets_due.first() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
+            }
+            let Some((_, id)) = st.tickets_due.pop_first() else {
+                break;
+            };
+            if let Some((_, op)) = st.tickets.remove(&id) {
+                ops.push(op);
+            }
+        }
+        Ok(ops)
     }
 
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {

@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod ticket;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -355,6 +356,36 @@ pub trait Store: Send + Sync + 'static {
         op: &CheckOp,
     ) -> impl Future<Output = Result<SettleOutcome, StoreError>> + Send;
 
+    /// Keeps `op` (an admitted reservation, in the form a settlement takes — see
+    /// [`ticket`]) under the id `ticket` until [`Store::ticket_remove`], or until
+    /// [`Store::tickets_due`] hands it out at `release_at_us` (µs, store clock). A second put
+    /// under the same id replaces the first.
+    fn ticket_put(
+        &self,
+        ticket: &str,
+        op: &CheckOp,
+        release_at_us: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The op kept under `ticket` (`None` when there is none: never put, removed, or handed
+    /// out as due).
+    fn ticket_get(
+        &self,
+        ticket: &str,
+    ) -> impl Future<Output = Result<Option<CheckOp>, StoreError>> + Send;
+
+    /// Forgets `ticket` (its reservation was settled).
+    fn ticket_remove(&self, ticket: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes the tickets due at `now_us` (`None`: the store's clock) off the store, at most
+    /// [`ticket::DUE_BATCH`] per shard, and returns their ops: each ticket goes to exactly
+    /// one caller, however many instances sweep. Tickets that cannot be read are dropped
+    /// (logged).
+    fn tickets_due(
+        &self,
+        now_us: Option<u64>,
+    ) -> impl Future<Output = Result<Vec<CheckOp>, StoreError>> + Send;
+
     /// Returns the stored creation time of `plan_id`, storing `now_us` if there is none: the
     /// plan's initial quota period starts then.
     fn plan_created_at(
@@ -476,6 +507,35 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.release_reservation(op).await,
             AnyStore::Redis(s) => s.release_reservation(op).await,
+        }
+    }
+    async fn ticket_put(
+        &self,
+        ticket: &str,
+        op: &CheckOp,
+        release_at_us: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.ticket_put(ticket, op, release_at_us).await,
+            AnyStore::Redis(s) => s.ticket_put(ticket, op, release_at_us).await,
+        }
+    }
+    async fn ticket_get(&self, ticket: &str) -> Result<Option<CheckOp>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.ticket_get(ticket).await,
+            AnyStore::Redis(s) => s.ticket_get(ticket).await,
+        }
+    }
+    async fn ticket_remove(&self, ticket: &str) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.ticket_remove(ticket).await,
+            AnyStore::Redis(s) => s.ticket_remove(ticket).await,
+        }
+    }
+    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<CheckOp>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.tickets_due(now_us).await,
+            AnyStore::Redis(s) => s.tickets_due(now_us).await,
         }
     }
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {

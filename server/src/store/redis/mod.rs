@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 
 use super::{
     CheckOp, CheckOutcome, DefKind, DefWrite, OwnerState, QuotaOp, RawDefs, SettleOutcome,
-    SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys,
+    SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys, ticket,
 };
 use crate::limiter::Verdict;
 use crate::limiter::evaluate::QuotaReport;
@@ -45,6 +45,9 @@ struct Scripts {
     owner_state: Script,
     refund: Script,
     settle: Script,
+    ticket_put: Script,
+    ticket_remove: Script,
+    tickets_due: Script,
 }
 
 /// A Redis-backed store.
@@ -144,6 +147,9 @@ impl RedisStore {
                 owner_state: Script::new(scripts::OWNER_STATE),
                 refund: Script::new(&scripts::with_periods(scripts::REFUND)),
                 settle: Script::new(&scripts::settle()),
+                ticket_put: Script::new(scripts::TICKET_PUT),
+                ticket_remove: Script::new(scripts::TICKET_REMOVE),
+                tickets_due: Script::new(scripts::TICKETS_DUE),
             }),
             shared: Arc::new(Shared {
                 source,
@@ -936,6 +942,73 @@ impl Store for RedisStore {
 
     async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
         self.settle_with(op, 0, true).await
+    }
+
+    async fn ticket_put(
+        &self,
+        ticket: &str,
+        op: &CheckOp,
+        release_at_us: u64,
+    ) -> Result<(), StoreError> {
+        let shard = ticket::shard(ticket);
+        self.scripts
+            .ticket_put
+            .key(self.keys.tickets_due(shard))
+            .key(self.keys.tickets_ops(shard))
+            .arg(ticket)
+            .arg(release_at_us)
+            .arg(ticket::encode(op))
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn ticket_get(&self, ticket: &str) -> Result<Option<CheckOp>, StoreError> {
+        let raw = redis::cmd("HGET")
+            .arg(self.keys.tickets_ops(ticket::shard(ticket)))
+            .arg(ticket)
+            .query_async::<Option<Vec<u8>>>(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        raw.map(|b| ticket::decode(&b)).transpose()
+    }
+
+    async fn ticket_remove(&self, ticket: &str) -> Result<(), StoreError> {
+        let shard = ticket::shard(ticket);
+        self.scripts
+            .ticket_remove
+            .key(self.keys.tickets_due(shard))
+            .key(self.keys.tickets_ops(shard))
+            .arg(ticket)
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<CheckOp>, StoreError> {
+        let now = now_us.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
+        let mut ops = Vec::new();
+        for shard in 0..ticket::SHARDS {
+            let raw: Vec<Vec<u8>> = self
+                .scripts
+                .tickets_due
+                .key(self.keys.tickets_due(shard))
+                .key(self.keys.tickets_ops(shard))
+                .arg(now)
+                .arg(ticket::DUE_BATCH)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            for b in raw {
+                match ticket::decode(&b) {
+                    Ok(op) => ops.push(op),
+                    Err(e) => tracing::warn!(error = %e, "dropped a reservation ticket"),
+                }
+            }
+        }
+        Ok(ops)
     }
 
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {

@@ -536,3 +536,38 @@ pub fn check() -> String {
         crate::store::IDEMPOTENCY_TTL_MS
     )
 }
+
+/// Stores a reservation ticket. KEYS: the shard's `due` sorted set, its `ops` hash. ARGV:
+/// ticket id, release time µs, ticket.
+pub const TICKET_PUT: &str = r#"
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+"#;
+
+/// Forgets a ticket. KEYS as [`TICKET_PUT`]; ARGV: ticket id.
+pub const TICKET_REMOVE: &str = r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('HDEL', KEYS[2], ARGV[1])
+"#;
+
+/// Takes the due tickets of a shard off it. KEYS as [`TICKET_PUT`]; ARGV: now µs (negative:
+/// the server's `TIME`), most to take. Reply: the tickets.
+pub const TICKETS_DUE: &str = r#"
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  local v = redis.call('HGET', KEYS[2], id)
+  if v then out[#out + 1] = v end
+end
+if #ids > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ids))
+  redis.call('HDEL', KEYS[2], unpack(ids))
+end
+return out
+"#;
