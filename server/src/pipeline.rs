@@ -583,8 +583,10 @@ impl Checker {
                             && (input.settle_by_request_id
                                 || key_plan.is_some_and(|(_, p)| p.metered))
                         {
+                            // Envoy's report knows the request id as sent; the op's is
+                            // bound to the route and cost (`idempotency_id`).
                             let id = if input.settle_by_request_id {
-                                ticket::envoy_ticket(rid)
+                                ticket::envoy_ticket(input.request_id)
                             } else {
                                 ticket::owner_ticket(&op.owner, rid)
                             };

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! (`path` includes the query; header names are lower case; a header sent several times is
-//! joined with `", "`). The same JSON is recorded, so a test can also look at what reached the
+//! joined with `", "`). A request can shape its answer: `x-echo-status: 503` sets the status,
+//! and `x-echo-set-<name>: <value>` adds the response header `<name>: <value>` (e.g.
+//! `x-echo-set-x-usage-cost: 120`, an upstream reporting its cost). The same JSON is recorded, so a test can also look at what reached the
 //! upstream after the fact ([`EchoUpstream::requests`]), and count requests
 //! ([`EchoUpstream::count`]) to prove that a denied request never got there.
 use std::collections::BTreeMap;
@@ -135,10 +137,19 @@ async fn echo(State(seen): State<Arc<Mutex<Vec<Value>>>>, req: Request) -> Respo
     let echoed = describe(&req);
     let body = echoed.to_string();
     seen.lock().unwrap_or_else(|p| p.into_inner()).push(echoed);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    let status = req
+        .headers()
+        .get("x-echo-status")
+        .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    for (name, value) in req.headers() {
+        if let Some(set) = name.as_str().strip_prefix("x-echo-set-")
+            && let Ok(set) = axum::http::HeaderName::from_bytes(set.as_bytes())
+        {
+            resp.headers_mut().insert(set, value.clone());
+        }
+    }
+    resp
 }

@@ -119,13 +119,24 @@ async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let mut req = c.get(envoy.url(path));
+    send(c, envoy, reqwest::Method::GET, path, headers).await
+}
+
+/// `method path` through `envoy` with `headers` (no body).
+async fn send(
+    c: &reqwest::Client,
+    envoy: &EnvoyProcess,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = c.request(method.clone(), envoy.url(path));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let resp = req.send().await.unwrap_or_else(|e| {
         panic!(
-            "GET {path} through Envoy failed: {e}\n{}",
+            "{method} {path} through Envoy failed: {e}\n{}",
             envoy.stderr_text()
         )
     });
@@ -609,19 +620,24 @@ fn rewrite(text: &str, from: &str, to: &str, file: &str) -> String {
     text.replace(from, to)
 }
 
-/// `examples/envoy/envoy.yaml` and `tollgate.yaml`, unchanged but for addresses (loopback,
-/// port 0, the test's Tollgate and upstream) and the ext_authz/RLS timeouts (0.25 s → 2 s: a
-/// debug build on a shared machine): ext_authz on `/pets`, RLS on `/v2/pets`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shipped_example_works() {
-    let dir = workspace_root().join("examples/envoy");
+/// Starts `examples/<dir>/tollgate.yaml` and `envoy.yaml` unchanged but for addresses
+/// (loopback, port 0, the test's Tollgate and upstream), the ext_authz/RLS timeouts (0.25 s →
+/// 2 s: a debug build on a shared machine) and `tollgate_edits` (each must apply).
+fn start_shipped(
+    dir: &str,
+    tollgate_edits: &[(&str, &str)],
+) -> (TollgateProcess, EchoUpstream, EnvoyProcess) {
+    let root = workspace_root().join("examples").join(dir);
     let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .unwrap_or_else(|e| panic!("cannot read examples/envoy/{name}: {e}"))
+        std::fs::read_to_string(root.join(name))
+            .unwrap_or_else(|e| panic!("cannot read examples/{dir}/{name}: {e}"))
     };
     let mut tg_cfg = read("tollgate.yaml");
     for addr in ["127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:9090"] {
         tg_cfg = rewrite(&tg_cfg, addr, "127.0.0.1:0", "tollgate.yaml");
+    }
+    for (from, to) in tollgate_edits {
+        tg_cfg = rewrite(&tg_cfg, from, to, "tollgate.yaml");
     }
     let tg = TollgateProcess::start(&tg_cfg);
     let up = EchoUpstream::start();
@@ -645,6 +661,13 @@ async fn shipped_example_works() {
         envoy_cfg = rewrite(&envoy_cfg, from, &to, "envoy.yaml");
     }
     let envoy = EnvoyProcess::start_yaml(&envoy_cfg);
+    (tg, up, envoy)
+}
+
+/// `examples/envoy/`: ext_authz on `/pets`, RLS on `/v2/pets`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_example_works() {
+    let (_tg, up, envoy) = start_shipped("envoy", &[]);
     let c = http();
     const DEMO: &str = "demo-key-0123456789abcdef";
 
@@ -671,13 +694,202 @@ async fn shipped_example_works() {
     assert_eq!(up.count(), 3, "{:?}", up.requests());
 }
 
-/// The README shows `examples/envoy/*.yaml` verbatim, so what users copy is what
-/// `shipped_example_works` runs.
+// ---------------------------------------------------------------------------------------------
+// Metered costs through Envoy (examples/envoy-metered/): ext_authz reserves, the rate limit
+// filter reports after the response.
+
+const TEAM_KEY: &str = "team-a-key-0123456789abcdef";
+/// What ext_authz reserves per request (`context_extensions.cost` of the example).
+const RESERVE: u64 = 4000;
+/// The example plan's monthly token quota.
+const TOKENS: u64 = 1_000_000;
+
+/// Tokens used this month by the example's key, read from Tollgate with a dry-run check
+/// (which answers as if it were charged 1).
+async fn tokens_used(tg: &TollgateProcess) -> u64 {
+    let mut c = tg.client().await;
+    let r = c
+        .check_request(tollgate_proto::v1::CheckRequestRequest {
+            api_id: "llm".into(),
+            stage: "prod".into(),
+            http_method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            api_key: TEAM_KEY.into(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .expect("dry-run check")
+        .into_inner();
+    TOKENS - (r.quota.expect("the plan has a quota").remaining + 1)
+}
+
+/// Polls until the key's used tokens are `want` (reports come after the responses), failing
+/// with the last value after 15 s.
+async fn until_used(tg: &TollgateProcess, want: u64, what: &str) {
+    let mut last = 0;
+    for _ in 0..150 {
+        last = tokens_used(tg).await;
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: {last} tokens used, expected {want}");
+}
+
+/// One chat request whose upstream answers `status` and, when given, `x-usage-cost: cost`.
+async fn chat(
+    c: &reqwest::Client,
+    envoy: &EnvoyProcess,
+    status: u16,
+    cost: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let status = status.to_string();
+    let mut headers = vec![("x-api-key", TEAM_KEY), ("x-echo-status", status.as_str())];
+    if let Some(cost) = cost {
+        headers.push(("x-echo-set-x-usage-cost", cost));
+    }
+    headers.extend_from_slice(extra);
+    send(
+        c,
+        envoy,
+        reqwest::Method::POST,
+        "/v1/chat/completions",
+        &headers,
+    )
+    .await
+}
+
+/// `examples/envoy-metered/` (reservation TTL cut from 5m to 2s): each request reserves 4000
+/// tokens, and the report after the response settles what the upstream says it used — a
+/// refund when it failed without saying, the whole reservation released at the TTL when its
+/// report never comes (a cost header that is not a number) — exactly, under concurrency.
+/// Envoy replaces a client's own x-request-id, so repeating one is charged twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_metered_example_settles_after_the_response() {
+    let (tg, up, envoy) = start_shipped(
+        "envoy-metered",
+        &[("reservation_ttl: 5m", "reservation_ttl: 2s")],
+    );
+    let c = http();
+    assert_eq!(tokens_used(&tg).await, 0);
+
+    // Reserved while the request runs, settled to the reported cost after it.
+    let r = chat(&c, &envoy, 200, Some("120"), &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.echoed_header("x-request-id").is_some(),
+        "Envoy sends its request id upstream: {r:?}"
+    );
+    until_used(&tg, 120, "settled to x-usage-cost 120").await;
+    // More than reserved: charged post-paid.
+    let r = chat(&c, &envoy, 200, Some("4500"), &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    until_used(&tg, 4620, "4500 more, past the 4000 reserved").await;
+    // An upstream error without the header reports 0: refunded.
+    let r = chat(&c, &envoy, 503, None, &[]).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    until_used(&tg, 4620, "a 503 without x-usage-cost is refunded").await;
+    // A client's own x-request-id is replaced at the edge: the same one twice is two requests.
+    for _ in 0..2 {
+        let r = chat(
+            &c,
+            &envoy,
+            200,
+            Some("10"),
+            &[("x-request-id", "client-chosen-id")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_ne!(
+            r.echoed_header("x-request-id").as_deref(),
+            Some("client-chosen-id"),
+            "{r:?}"
+        );
+    }
+    until_used(&tg, 4640, "two requests with one client id, 10 each").await;
+
+    // A cost that is not a number sends no report: the 4000 stay reserved until the sweeper
+    // releases them (reservation_ttl 2s).
+    let r = chat(&c, &envoy, 200, Some("lots"), &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        tokens_used(&tg).await,
+        4640 + RESERVE,
+        "reserved, unreported"
+    );
+    until_used(&tg, 4640, "released at the reservation TTL").await;
+
+    // 24 concurrent requests through one Envoy: the token bucket (40,000) holds 10
+    // reservations of 4000, so some are throttled (429, never reaching the upstream); the
+    // quota ends at exactly the sum of the admitted ones' costs.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24u64 {
+        let cost = (i * 37) % 900 + 1;
+        let (c, url) = (c.clone(), envoy.url("/v1/chat/completions"));
+        tasks.spawn(async move {
+            let r = c
+                .post(url)
+                .header("x-api-key", TEAM_KEY)
+                .header("x-echo-set-x-usage-cost", cost.to_string())
+                .send()
+                .await
+                .expect("request");
+            (r.status().as_u16(), cost)
+        });
+    }
+    let (mut sum, mut admitted, mut throttled) = (4640, 0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            (200, cost) => {
+                sum += cost;
+                admitted += 1;
+            }
+            (429, _) => throttled += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(admitted >= 5, "{admitted} admitted, {throttled} throttled");
+    until_used(&tg, sum, "the admitted concurrent requests").await;
+    assert_eq!(
+        up.count(),
+        6 + admitted,
+        "every admitted request, and only those, reached the upstream"
+    );
+
+    let metrics = tollgate_tests::tollgate::http_get(tg.metrics_addr(), "/metrics")
+        .expect("metrics")
+        .1;
+    // Every admitted request's report settled (the 503's refund among them: a release at the
+    // TTL would count as released instead), and the unreported one was released.
+    for (result, want) in [("settled", 5.0 + admitted as f64), ("released", 1.0)] {
+        let n: f64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "tollgate_usage_reports_total{{result=\"{result}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0);
+        assert_eq!(n, want, "{result}\n{metrics}");
+    }
+}
+
+/// The README shows the shipped examples verbatim, so what users copy is what
+/// `shipped_example_works` and `shipped_metered_example_settles_after_the_response` run.
 #[test]
 fn readme_shows_the_shipped_examples_verbatim() {
     let root = workspace_root();
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    for file in ["examples/envoy/envoy.yaml", "examples/envoy/tollgate.yaml"] {
+    for file in [
+        "examples/envoy/envoy.yaml",
+        "examples/envoy/tollgate.yaml",
+        "examples/envoy-metered/envoy.yaml",
+        "examples/envoy-metered/tollgate.yaml",
+    ] {
         let text = std::fs::read_to_string(root.join(file)).expect("example file");
         assert!(
             readme.contains(&format!("```yaml\n{text}```")),

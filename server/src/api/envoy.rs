@@ -390,6 +390,17 @@ impl Authorization for EnvoyApi {
             settle_by_request_id: meter,
         };
         match self.checker.check(&input).await {
+            Ok(a) if meter && a.replayed => {
+                // A metered route's request id names one reservation: a second request with
+                // it would ride on the first one's (Envoy regenerates external ids at the
+                // edge unless preserve_external_request_id is set).
+                count("ext_authz", "deny");
+                Ok(Response::new(denied(
+                    409,
+                    "Duplicate x-request-id: a request with this id was already admitted",
+                    Vec::new(),
+                )))
+            }
             Ok(a) => {
                 super::check::observe(&a, Some(started));
                 if a.decision == Decision::Allow {

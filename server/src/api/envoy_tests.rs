@@ -692,3 +692,145 @@ async fn store_failure_follows_the_failure_mode() {
         .expect_err("closed");
     assert_eq!(e.code(), tonic::Code::Unavailable);
 }
+
+const METERED: &str = r#"
+apis:
+  - id: llm
+    stages:
+      - name: prod
+        routes:
+          - { method: POST, path: "/v1/{proxy+}", api_key_required: true }
+usage_plans:
+  - id: tokens
+    quota: { limit: 100, period: DAY }
+    metering: { reservation_ttl: 30s }
+    api_stages: [{ api_id: llm, stage: prod }]
+api_keys:
+  - { id: k1, value: "key-one-0123456789abcdef", enabled: true, usage_plans: [tokens] }
+"#;
+
+/// The quota units left for K1 on the metered route (a dry run, as if charged 1).
+async fn tokens_left(f: &Fixture) -> u64 {
+    let input = CheckInput {
+        api_id: "llm",
+        stage: "prod",
+        method: "POST",
+        path: "/v1/chat",
+        api_key: K1,
+        cost: 1,
+        dry_run: true,
+        ..Default::default()
+    };
+    let a = f.api.checker.check(&input).await.expect("dry run");
+    a.quota.expect("quota").remaining + 1
+}
+
+fn metered_req(request_id: Option<&str>, meter: &str) -> CheckRequest {
+    let mut headers = vec![("x-api-key", K1)];
+    if let Some(id) = request_id {
+        headers.push(("x-request-id", id));
+    }
+    let ctx = [
+        ("api_id", "llm"),
+        ("stage", "prod"),
+        ("cost", "40"),
+        ("meter", meter),
+    ];
+    authz_req("POST", "/v1/chat", &headers, &ctx)
+}
+
+fn report_descriptor(request_id: &str, actual: Option<u64>) -> RateLimitDescriptor {
+    let mut d = descriptor(&[(REPORT_ENTRY, request_id)]);
+    d.hits_addend = actual.map(|value| envoy_types::pb::google::protobuf::UInt64Value { value });
+    d
+}
+
+#[tokio::test]
+async fn a_metered_route_reserves_and_the_rls_report_settles_it() {
+    let f = fixture_with(METERED);
+    assert_eq!(tokens_left(&f).await, 100);
+    let r = f
+        .authz(metered_req(Some("req-1"), "true"))
+        .await
+        .expect("answered");
+    assert!(ok_parts(&r).is_some(), "{r:?}");
+    assert_eq!(tokens_left(&f).await, 60, "40 reserved");
+    // The same request id again would ride on the first reservation: 409.
+    let r = f
+        .authz(metered_req(Some("req-1"), "true"))
+        .await
+        .expect("answered");
+    assert_eq!(denied_parts(&r).map(|d| d.0), Some(409), "{r:?}");
+    assert_eq!(tokens_left(&f).await, 60);
+
+    // The report after the response: 7 used, 33 back; once.
+    for _ in 0..2 {
+        let r = f
+            .rls(rls_req("llm", vec![report_descriptor("req-1", Some(7))]))
+            .await
+            .expect("report");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+        assert_eq!(tokens_left(&f).await, 93);
+    }
+    // A report for an id with no reservation is OK and changes nothing; one without its own
+    // hits_addend, or with a bad id, is refused.
+    let r = f
+        .rls(rls_req("llm", vec![report_descriptor("nobody", Some(5))]))
+        .await
+        .expect("report");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    for d in [
+        report_descriptor("req-1", None),
+        report_descriptor("has space", Some(1)),
+        report_descriptor(&"x".repeat(129), Some(1)),
+    ] {
+        let e = f.rls(rls_req("llm", vec![d])).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    }
+    assert_eq!(tokens_left(&f).await, 93);
+
+    // Never reported: released at the plan's reservation_ttl, from the store's ticket.
+    let r = f
+        .authz(metered_req(Some("req-2"), "true"))
+        .await
+        .expect("answered");
+    assert!(ok_parts(&r).is_some(), "{r:?}");
+    assert_eq!(tokens_left(&f).await, 53);
+    let now = crate::clock::Clock::now_micros(&f.clock);
+    assert_eq!(f.api.checker.release_due(Some(now + 29_000_000)).await, 0);
+    assert_eq!(f.api.checker.release_due(Some(now + 30_000_000)).await, 1);
+    assert_eq!(tokens_left(&f).await, 93);
+    let r = f
+        .rls(rls_req("llm", vec![report_descriptor("req-2", Some(1))]))
+        .await
+        .expect("a late report");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(
+        tokens_left(&f).await,
+        93,
+        "released: nothing left to settle"
+    );
+}
+
+#[tokio::test]
+async fn a_metered_route_needs_a_request_id_and_a_clear_flag() {
+    let f = fixture_with(METERED);
+    let e = f.authz(metered_req(None, "true")).await.expect_err("no id");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("x-request-id"), "{e:?}");
+    let e = f
+        .authz(metered_req(Some("req-1"), "yes"))
+        .await
+        .expect_err("bad flag");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("meter"), "{e:?}");
+    let r = f
+        .authz(metered_req(Some("bad id"), "true"))
+        .await
+        .expect("answered");
+    assert_eq!(denied_parts(&r).map(|d| d.0), Some(400), "{r:?}");
+    // Not metered: no request id needed, nothing to settle.
+    let r = f.authz(metered_req(None, "false")).await.expect("answered");
+    assert!(ok_parts(&r).is_some(), "{r:?}");
+    assert_eq!(tokens_left(&f).await, 60);
+}
