@@ -39,8 +39,9 @@ use tollgate_proto::v1::{
     CreateUsagePlanKeyRequest, CreateUsagePlanRequest, DailyUsage, Decision, DeleteApiKeyRequest,
     DeleteUsagePlanRequest, FlushAuthorizerCacheRequest, GetApiKeyRequest, GetThrottleStateRequest,
     GetUsagePlanRequest, GetUsageRequest, ImportApiKeysRequest, ListApiKeysRequest,
-    ListUsagePlanKeysRequest, ListUsagePlansRequest, Quota, QuotaPeriod, Throttle, ThrottleScope,
-    UpdateApiKeyRequest, UpdateUsagePlanRequest, UpdateUsageRequest, UsagePlan,
+    ListUsagePlanKeysRequest, ListUsagePlansRequest, LocalLease, Metering, Quota, QuotaPeriod,
+    Throttle, ThrottleScope, UpdateApiKeyRequest, UpdateUsagePlanRequest, UpdateUsageRequest,
+    UsagePlan,
 };
 use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::AuthorizerEndpoint;
@@ -2336,4 +2337,149 @@ async fn a_recreated_key_id_starts_clean() {
     let r = check(&mut c, get_pets(V2, 1)).await;
     assert_eq!(decision(&r), Decision::Allow, "{r:?}");
     assert_eq!(r.quota.map(|q| q.remaining), Some(1));
+}
+
+/// `metering` and `local_lease` through the admin API: created, read back, refused out of
+/// range, dropped by an update without them — and in force: a reservation of an admin-created
+/// metered plan (reservation TTL 2 s) made on one instance is released by the sweep of either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metering_and_local_lease_through_the_admin_api() {
+    let redis = RedisServer::start();
+    let cfg = config(&redis, "meter-admin");
+    let a = TollgateProcess::start(&cfg);
+    let b = TollgateProcess::start(&cfg);
+    let mut admin = a.admin().await;
+    let metered = UsagePlan {
+        local_lease: Some(LocalLease {
+            units: 20,
+            max_age_ms: 0,
+        }),
+        metering: Some(Metering {
+            meter_throttle: true,
+            reservation_ttl_ms: 2_000,
+        }),
+        ..plan("metered", None, Some(quota(100, QuotaPeriod::Day)))
+    };
+    let created = create_plan(&mut admin, metered.clone()).await;
+    assert_eq!(
+        created.local_lease,
+        Some(LocalLease {
+            units: 20,
+            max_age_ms: 500
+        }),
+        "0 is the default max_age"
+    );
+    assert_eq!(created.metering, metered.metering);
+    let got = admin
+        .get_usage_plan(GetUsagePlanRequest {
+            id: "metered".into(),
+        })
+        .await
+        .expect("GetUsagePlan")
+        .into_inner();
+    assert_eq!(
+        (got.local_lease, got.metering),
+        (created.local_lease, created.metering)
+    );
+
+    for (what, p, needle) in [
+        (
+            "reservation_ttl 100 ms",
+            UsagePlan {
+                metering: Some(Metering {
+                    meter_throttle: false,
+                    reservation_ttl_ms: 100,
+                }),
+                ..plan("bad1", None, Some(quota(100, QuotaPeriod::Day)))
+            },
+            "metering.reservation_ttl",
+        ),
+        (
+            "reservation_ttl 10 min",
+            UsagePlan {
+                metering: Some(Metering {
+                    meter_throttle: false,
+                    reservation_ttl_ms: 600_000,
+                }),
+                ..plan("bad2", None, Some(quota(100, QuotaPeriod::Day)))
+            },
+            "metering.reservation_ttl",
+        ),
+        (
+            "lease of 0 units",
+            UsagePlan {
+                local_lease: Some(LocalLease {
+                    units: 0,
+                    max_age_ms: 0,
+                }),
+                ..plan("bad3", None, Some(quota(100, QuotaPeriod::Day)))
+            },
+            "local_lease.units",
+        ),
+    ] {
+        let r = admin
+            .create_usage_plan(CreateUsagePlanRequest {
+                usage_plan: Some(p),
+            })
+            .await;
+        assert_status(what, r, Code::InvalidArgument, needle);
+    }
+
+    // In force on both instances: a reservation made through `a`, never reported, is given
+    // back within the TTL plus a sweep.
+    let value = "meter-admin-key-0123456789abcdef";
+    create_key(
+        &mut admin,
+        key_req("mk", "Metered", Some(value), &["metered"]),
+    )
+    .await;
+    let mut ca = a.client().await;
+    let reserve = CheckRequestRequest {
+        request_id: "r-1".into(),
+        ..get_pets(value, 40)
+    };
+    let left = |r: &CheckRequestResponse| r.quota.as_ref().map(|q| q.remaining);
+    eventually(&[&a], "the new key is admitted", PROPAGATION, || {
+        let (mut ca, value) = (ca.clone(), value.to_string());
+        async move {
+            let dry = CheckRequestRequest {
+                dry_run: true,
+                ..get_pets(&value, 1)
+            };
+            decision(&check(&mut ca, dry).await) == Decision::Allow
+        }
+    })
+    .await;
+    let r = check(&mut ca, reserve).await;
+    assert_eq!(decision(&r), Decision::Allow, "{r:?}");
+    assert_eq!(left(&r), Some(60));
+    let cb = b.client().await;
+    eventually(
+        &[&a, &b],
+        "the reservation is released",
+        Duration::from_secs(15),
+        || {
+            let mut cb = cb.clone();
+            async move {
+                let dry = CheckRequestRequest {
+                    dry_run: true,
+                    ..get_pets(value, 1)
+                };
+                left(&check(&mut cb, dry).await) == Some(99)
+            }
+        },
+    )
+    .await;
+    let r = check(&mut ca, get_pets(value, 1)).await;
+    assert_eq!(left(&r), Some(99));
+
+    // An update without them drops both (UpdateUsagePlan replaces the whole plan).
+    let updated = admin
+        .update_usage_plan(UpdateUsagePlanRequest {
+            usage_plan: Some(plan("metered", None, Some(quota(100, QuotaPeriod::Day)))),
+        })
+        .await
+        .expect("UpdateUsagePlan")
+        .into_inner();
+    assert_eq!((updated.local_lease, updated.metering), (None, None));
 }

@@ -20,7 +20,8 @@ use crate::config::validate::{
     parse_timestamp, valid_id, validate_plan,
 };
 use crate::config::{
-    FailureMode, PlanStageConfig, QuotaConfig, ThrottleConfig, ThrottleScope, UsagePlanConfig,
+    FailureMode, LocalLeaseConfig, MAX_RESERVATION_TTL, MeteringConfig, PlanStageConfig,
+    QuotaConfig, ThrottleConfig, ThrottleScope, UsagePlanConfig,
 };
 use crate::defs::{Change, Definitions, KeyRecord, PlanRecord, Source};
 use crate::limiter::{Limit, Period, gcra, quota};
@@ -338,6 +339,14 @@ fn plan_to_pb(r: &PlanRecord) -> pb::UsagePlan {
             .collect(),
         created_at: rfc3339(r.created_at_us),
         source: r.source.as_str().to_string(),
+        local_lease: p.local_lease.map(|l| pb::LocalLease {
+            units: l.units,
+            max_age_ms: l.max_age.as_millis().min(u128::from(u32::MAX)) as u32,
+        }),
+        metering: p.metering.map(|m| pb::Metering {
+            meter_throttle: m.meter_throttle,
+            reservation_ttl_ms: m.reservation_ttl.as_millis().min(u128::from(u32::MAX)) as u32,
+        }),
     }
 }
 
@@ -401,9 +410,22 @@ fn plan_from_pb(p: pb::UsagePlan) -> Result<UsagePlanConfig, Status> {
                     .collect(),
             })
             .collect(),
-        // Not in the admin API yet: set in the config file.
-        local_lease: None,
-        metering: None,
+        local_lease: p.local_lease.map(|l| LocalLeaseConfig {
+            units: l.units,
+            max_age: if l.max_age_ms == 0 {
+                LocalLeaseConfig::DEFAULT_MAX_AGE
+            } else {
+                Duration::from_millis(u64::from(l.max_age_ms))
+            },
+        }),
+        metering: p.metering.map(|m| MeteringConfig {
+            meter_throttle: m.meter_throttle,
+            reservation_ttl: if m.reservation_ttl_ms == 0 {
+                MAX_RESERVATION_TTL
+            } else {
+                Duration::from_millis(u64::from(m.reservation_ttl_ms))
+            },
+        }),
     })
 }
 

@@ -544,7 +544,7 @@ async fn plans(command: PlansCmd, conn: &Connector) -> Result<Output, CliError> 
             let base = plan::update_base(&input)?;
             let mut c = conn.connect().await?;
             let base = match base {
-                UpdateBase::File(p) => p,
+                UpdateBase::File(p) => *p,
                 UpdateBase::Fetch(id) => {
                     call(c.get_usage_plan(pb::GetUsagePlanRequest { id })).await?
                 }

@@ -133,8 +133,29 @@ pub struct PlanJson<'a> {
     throttle_scope: &'static str,
     failure_mode: Option<&'static str>,
     api_stages: Vec<StageJson<'a>>,
+    local_lease: Option<LeaseJson>,
+    metering: Option<MeteringJson>,
     created_at: &'a str,
     source: &'a str,
+}
+
+/// `local_lease`, in the config file's shape.
+#[derive(Debug, Serialize)]
+pub struct LeaseJson {
+    units: u64,
+    max_age: String,
+}
+
+/// `metering`, in the config file's shape.
+#[derive(Debug, Serialize)]
+pub struct MeteringJson {
+    meter_throttle: bool,
+    reservation_ttl: String,
+}
+
+/// A protobuf millisecond count as the config file writes durations (`500ms`, `9m 55s`).
+fn ms_text(ms: u32) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(u64::from(ms))).to_string()
 }
 
 /// [`pb::UsagePlan`] as JSON.
@@ -164,6 +185,14 @@ pub fn plan_json(p: &pb::UsagePlan) -> PlanJson<'_> {
                     .collect(),
             })
             .collect(),
+        local_lease: p.local_lease.as_ref().map(|l| LeaseJson {
+            units: l.units,
+            max_age: ms_text(l.max_age_ms),
+        }),
+        metering: p.metering.as_ref().map(|m| MeteringJson {
+            meter_throttle: m.meter_throttle,
+            reservation_ttl: ms_text(m.reservation_ttl_ms),
+        }),
         created_at: &p.created_at,
         source: &p.source,
     }
@@ -530,6 +559,26 @@ fn plan_text(p: &pb::UsagePlan) -> String {
         (
             "failure_mode",
             failure_name(p.failure_mode).unwrap_or("(global)").into(),
+        ),
+        (
+            "local_lease",
+            p.local_lease
+                .as_ref()
+                .map(|l| format!("{} units, max_age {}", l.units, ms_text(l.max_age_ms)))
+                .unwrap_or_default(),
+        ),
+        (
+            "metering",
+            p.metering
+                .as_ref()
+                .map(|m| {
+                    format!(
+                        "meter_throttle {}, reservation_ttl {}",
+                        yes_no(m.meter_throttle),
+                        ms_text(m.reservation_ttl_ms)
+                    )
+                })
+                .unwrap_or_default(),
         ),
         ("created_at", p.created_at.clone()),
         ("source", p.source.clone()),

@@ -124,6 +124,26 @@ pub struct PlanInput {
     /// `method_throttle` of stages it already had.
     #[arg(long = "stage", value_name = "API_ID:STAGE", value_parser = parse_stage)]
     pub stages: Vec<(String, String)>,
+    /// Hot keys: units one store call leases (`local_lease.units`, 1-100,000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub lease_units: Option<u64>,
+    /// Hot keys: how long a lease may be spent (`local_lease.max_age`, e.g. 500ms); needs
+    /// --lease-units.
+    #[arg(long, value_name = "DURATION", requires = "lease_units", value_parser = parse_duration)]
+    pub lease_max_age: Option<std::time::Duration>,
+    /// Metered costs: reports move the key's token bucket too (`metering.meter_throttle`);
+    /// turns metering on.
+    #[arg(long)]
+    pub meter_throttle: bool,
+    /// Metered costs: how long a reservation waits for its report (`metering.reservation_ttl`,
+    /// 1s-595s); turns metering on.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub reservation_ttl: Option<std::time::Duration>,
+}
+
+/// clap value parser for durations (`500ms`, `30s`, `5m`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
 }
 
 impl PlanInput {
@@ -136,6 +156,9 @@ impl PlanInput {
             || self.scope.is_some()
             || self.failure_mode.is_some()
             || !self.stages.is_empty()
+            || self.lease_units.is_some()
+            || self.meter_throttle
+            || self.reservation_ttl.is_some()
     }
 }
 
@@ -215,6 +238,10 @@ struct PlanFile {
     failure_mode: Option<Failure>,
     #[serde(default)]
     api_stages: Option<Vec<StageFile>>,
+    #[serde(default)]
+    local_lease: Option<crate::config::LocalLeaseConfig>,
+    #[serde(default)]
+    metering: Option<crate::config::MeteringConfig>,
     /// Output only in the admin API; accepted so `plans get -o json` output round-trips.
     #[serde(default, rename = "created_at")]
     _created_at: Option<IgnoredAny>,
@@ -260,7 +287,29 @@ impl PlanFile {
                 .collect(),
             created_at: String::new(),
             source: String::new(),
+            local_lease: self.local_lease.map(|l| lease_to_pb(l.units, l.max_age)),
+            metering: self
+                .metering
+                .map(|m| metering_to_pb(m.meter_throttle, m.reservation_ttl)),
         }
+    }
+}
+
+fn millis(d: std::time::Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+fn lease_to_pb(units: u64, max_age: std::time::Duration) -> pb::LocalLease {
+    pb::LocalLease {
+        units,
+        max_age_ms: millis(max_age),
+    }
+}
+
+fn metering_to_pb(meter_throttle: bool, reservation_ttl: std::time::Duration) -> pb::Metering {
+    pb::Metering {
+        meter_throttle,
+        reservation_ttl_ms: millis(reservation_ttl),
     }
 }
 
@@ -349,6 +398,21 @@ pub fn apply_flags(mut plan: pb::UsagePlan, input: &PlanInput) -> pb::UsagePlan 
         }
         plan.api_stages = stages;
     }
+    if let Some(units) = input.lease_units {
+        let max_age = input
+            .lease_max_age
+            .unwrap_or(crate::config::LocalLeaseConfig::DEFAULT_MAX_AGE);
+        plan.local_lease = Some(lease_to_pb(units, max_age));
+    }
+    if input.meter_throttle || input.reservation_ttl.is_some() {
+        let m = plan
+            .metering
+            .get_or_insert_with(|| metering_to_pb(false, crate::config::MAX_RESERVATION_TTL));
+        m.meter_throttle |= input.meter_throttle;
+        if let Some(ttl) = input.reservation_ttl {
+            m.reservation_ttl_ms = millis(ttl);
+        }
+    }
     plan.created_at.clear();
     plan.source.clear();
     plan
@@ -367,7 +431,7 @@ pub fn plan_for_create(input: &PlanInput) -> Result<pb::UsagePlan, CliError> {
 #[derive(Debug, PartialEq)]
 pub enum UpdateBase {
     /// The file's plan (a full replacement).
-    File(pb::UsagePlan),
+    File(Box<pb::UsagePlan>),
     /// No file: fetch the plan with this id first.
     Fetch(String),
 }
@@ -384,7 +448,7 @@ pub fn update_base(input: &PlanInput) -> Result<UpdateBase, CliError> {
                     path.display()
                 )));
             }
-            Ok(UpdateBase::File(plan))
+            Ok(UpdateBase::File(Box::new(plan)))
         }
         None => {
             let Some(id) = &input.id else {
@@ -427,6 +491,8 @@ api_stages:
     method_throttle:
       "/pets/POST": { rate_limit: 0.5, burst_limit: 1 }
   - { api_id: petstore, stage: beta }
+local_lease: { units: 30 }
+metering: { reservation_ttl: 1m 30s }
 "#;
 
     fn free_plan() -> pb::UsagePlan {
@@ -454,6 +520,14 @@ api_stages:
                     method_throttle: HashMap::new(),
                 },
             ],
+            local_lease: Some(pb::LocalLease {
+                units: 30,
+                max_age_ms: 500,
+            }),
+            metering: Some(pb::Metering {
+                meter_throttle: false,
+                reservation_ttl_ms: 90_000,
+            }),
             created_at: String::new(),
             source: String::new(),
         }
@@ -610,7 +684,10 @@ api_stages:
             offset: 5,
         });
         assert_eq!(plan_for_create(&input).unwrap(), want);
-        assert_eq!(update_base(&input).unwrap(), UpdateBase::File(free_plan()));
+        assert_eq!(
+            update_base(&input).unwrap(),
+            UpdateBase::File(Box::new(free_plan()))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -155,6 +155,72 @@ fn plans_create_flags() {
 }
 
 #[test]
+fn plans_lease_and_metering_flags() {
+    let (_, cmd) = plans_cmd(&[
+        "plans",
+        "create",
+        "--lease-units",
+        "50",
+        "--lease-max-age",
+        "250ms",
+        "--reservation-ttl",
+        "30s",
+    ]);
+    let PlansCmd::Create(input) = cmd else {
+        panic!("{cmd:?}")
+    };
+    let p = plan::apply_flags(pb::UsagePlan::default(), &input);
+    assert_eq!(
+        p.local_lease,
+        Some(pb::LocalLease {
+            units: 50,
+            max_age_ms: 250
+        })
+    );
+    assert_eq!(
+        p.metering,
+        Some(pb::Metering {
+            meter_throttle: false,
+            reservation_ttl_ms: 30_000
+        })
+    );
+    // --meter-throttle on a plan that has metering keeps its TTL; --lease-units alone takes
+    // the default max_age.
+    let (_, cmd) = plans_cmd(&[
+        "plans",
+        "update",
+        "--id",
+        "x",
+        "--meter-throttle",
+        "--lease-units",
+        "7",
+    ]);
+    let PlansCmd::Update(input) = cmd else {
+        panic!("{cmd:?}")
+    };
+    assert!(input.has_changes());
+    let p = plan::apply_flags(p, &input);
+    assert_eq!(
+        p.metering,
+        Some(pb::Metering {
+            meter_throttle: true,
+            reservation_ttl_ms: 30_000
+        })
+    );
+    assert_eq!(
+        p.local_lease.map(|l| (l.units, l.max_age_ms)),
+        Some((7, 500))
+    );
+    for args in [
+        &["plans", "create", "--lease-max-age", "1s"][..],
+        &["plans", "create", "--lease-units", "0"][..],
+        &["plans", "create", "--reservation-ttl", "soon"][..],
+    ] {
+        usage_error(args);
+    }
+}
+
+#[test]
 fn plans_create_usage_errors() {
     for args in [
         &["plans", "create", "--rate", "1"][..],
@@ -476,6 +542,14 @@ fn sample_plan() -> pb::UsagePlan {
         }],
         created_at: "2024-05-01T00:00:00Z".into(),
         source: "admin".into(),
+        local_lease: Some(pb::LocalLease {
+            units: 50,
+            max_age_ms: 250,
+        }),
+        metering: Some(pb::Metering {
+            meter_throttle: true,
+            reservation_ttl_ms: 30_000,
+        }),
     }
 }
 
@@ -550,6 +624,8 @@ fn plan_json() {
                     "/pets/POST": {"rate_limit": 0.5, "burst_limit": 1}
                 }
             }],
+            "local_lease": {"units": 50, "max_age": "250ms"},
+            "metering": {"meter_throttle": true, "reservation_ttl": "30s"},
             "created_at": "2024-05-01T00:00:00Z",
             "source": "admin"
         })
@@ -786,6 +862,8 @@ fn single_object_tables() {
          quota:          1000 per DAY\n\
          throttle_scope: per_method\n\
          failure_mode:   open\n\
+         local_lease:    50 units, max_age 250ms\n\
+         metering:       meter_throttle yes, reservation_ttl 30s\n\
          created_at:     2024-05-01T00:00:00Z\n\
          source:         admin\n\
          api_stages:     1\n  \

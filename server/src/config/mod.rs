@@ -652,7 +652,12 @@ fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
 }
 
 fn default_lease_max_age() -> Duration {
-    Duration::from_millis(500)
+    LocalLeaseConfig::DEFAULT_MAX_AGE
+}
+
+impl LocalLeaseConfig {
+    /// `max_age` when none is given.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_millis(500);
 }
 
 /// `api_keys[]`
