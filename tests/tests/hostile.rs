@@ -786,6 +786,73 @@ async fn hostile_input_on_every_rpc_gets_a_clear_answer_and_counts_nothing() {
         "hits_addend",
     );
 
+    // Usage reports (the rate limit filter after the response): a hostile request id or cost
+    // is refused, a report for an id nobody reserved settles nothing.
+    let report = |id: String, hits: Option<u64>| RateLimitRequest {
+        domain: "petstore".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "report_request_id".into(),
+                value: id,
+            }],
+            hits_addend: hits.map(|value| envoy_types::pb::google::protobuf::UInt64Value { value }),
+            ..Default::default()
+        }],
+        hits_addend: 0,
+    };
+    for (what, req, needle) in [
+        (
+            "report: NUL in the id",
+            report("r\0".into(), Some(1)),
+            "report_request_id",
+        ),
+        (
+            "report: a 1 KiB id",
+            report(long(1024), Some(1)),
+            "report_request_id",
+        ),
+        (
+            "report: no hits_addend",
+            report("r-1".into(), None),
+            "hits_addend",
+        ),
+        (
+            "report: cost u64::MAX",
+            report("r-1".into(), Some(u64::MAX)),
+            "hits_addend",
+        ),
+    ] {
+        expect_status(
+            what,
+            rls.should_rate_limit(req).await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
+    let r = rls
+        .should_rate_limit(report("nobody-reserved-this".into(), Some(0)))
+        .await
+        .expect("a report for an unknown id")
+        .into_inner();
+    assert_eq!(r.overall_code, 1, "OK: {r:?}");
+    // ext_authz on a metered route with a hostile x-request-id: a 400 denial.
+    let mut metered = http(
+        "/pets".into(),
+        HashMap::from([
+            ("x-api-key".into(), KEY.into()),
+            ("x-request-id".into(), "id with spaces".into()),
+        ]),
+    );
+    if let Some(a) = metered.attributes.as_mut() {
+        a.context_extensions = HashMap::from([("meter".into(), "true".into())]);
+    }
+    let r = ext.check(metered).await.expect("metered").into_inner();
+    assert_ne!(
+        r.status.map(|s| s.code).unwrap_or_default(),
+        0,
+        "hostile x-request-id allowed"
+    );
+
     // Nothing above was counted: the quota moved by the two valid checks only.
     let after = remaining(&mut check).await;
     assert_eq!(after, before - 1, "hostile input consumed quota");
