@@ -102,6 +102,13 @@ struct Args {
     /// `cost` of every request.
     #[arg(long, default_value_t = 1)]
     cost: u64,
+    /// Give every CheckRequest a unique `request_id` (an idempotency record per check; in a
+    /// `metering` plan a reservation, with its ticket).
+    #[arg(long)]
+    request_ids: bool,
+    /// `--gen-config`: the plan has `metering: {}` (checks with a request_id are reservations).
+    #[arg(long)]
+    metered: bool,
     /// Per-request deadline in seconds (a late answer counts as an error).
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
@@ -221,6 +228,7 @@ fn gen_config_base(a: &Args, n: usize) -> String {
             "    name: Benchmark\n",
             "    throttle: {{ rate_limit: 1000000, burst_limit: 1000000 }}\n",
             "    quota: {{ limit: 1000000000000, period: MONTH }}\n",
+            "{metering}",
             "    api_stages:\n",
             "      - {{ api_id: {api}, stage: {stage} }}\n",
             "api_keys:"
@@ -229,6 +237,11 @@ fn gen_config_base(a: &Args, n: usize) -> String {
         stage = yaml_str(&a.stage),
         method = a.method.to_ascii_uppercase(),
         path = yaml_str(&a.path),
+        metering = if a.metered {
+            "    metering: {}\n"
+        } else {
+            ""
+        },
     );
     for i in 0..n {
         let _ = writeln!(
@@ -317,6 +330,8 @@ struct Shared {
     authorize: Option<(String, String, usize)>,
     /// ext_authz mode: one Envoy CheckRequest per key, built up front.
     ext_authz: Vec<ExtAuthzRequest>,
+    /// `--request-ids`.
+    request_ids: bool,
 }
 
 /// One ext_authz request as Envoy builds it for a request `method path` with `x-api-key`.
@@ -401,6 +416,7 @@ async fn worker(id: usize, channel: Channel, sh: Arc<Shared>, seed: u64) -> anyh
     let mut client = CheckServiceClient::new(channel);
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(id as u64));
     let mut t = Tally::new()?;
+    let mut seq: u64 = 0;
     let n = sh
         .authorize
         .as_ref()
@@ -434,7 +450,11 @@ async fn worker(id: usize, channel: Channel, sh: Arc<Shared>, seed: u64) -> anyh
                 Err(_) => Err(format!("no answer within {:?}", sh.timeout)),
             }
         } else {
-            let req = sh.requests[idx].clone();
+            let mut req = sh.requests[idx].clone();
+            if sh.request_ids {
+                seq += 1;
+                req.request_id = format!("w{id}-{seq}");
+            }
             match tokio::time::timeout(sh.timeout, client.check_request(req)).await {
                 Ok(Ok(resp)) => Ok(resp.into_inner().decision),
                 Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
@@ -524,6 +544,7 @@ async fn run(a: &Args) -> anyhow::Result<String> {
             .authorize
             .clone()
             .map(|n| (n, a.key_prefix.clone(), a.keys)),
+        request_ids: a.request_ids,
     });
     let handles: Vec<_> = (0..a.concurrency)
         .map(|i| {
