@@ -1473,3 +1473,63 @@ mod tickets {
         unreadable_tickets_are_dropped(&store(), &mut raw).await;
     }
 }
+
+/// A shard whose keys Redis cannot serve (here: its `due` key holds a string, so every call on
+/// it fails with WRONGTYPE) does not cost the other shards their tickets: `tickets_due` hands
+/// out what it took from them — it took them off the store, so an error instead would lose
+/// them — and the broken shard's own tickets wait there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_failing_shard_loses_no_other_shards_tickets() {
+    let server = RedisServer::start();
+    let s = redis(&server);
+    let k = unique("ticket-broken-shard");
+    let ids = ticket_ids(&k, 2, 0);
+    for rid in &ids {
+        s.ticket_put(&ticket::owner_ticket(&k, rid), &ticket_op(&k, rid, 1), NOON)
+            .await
+            .expect("put");
+    }
+    let keys = tollgate_server::store::keys::Keys::new("tg");
+    let broken = ticket::SHARDS - 1;
+    let mut raw = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("RENAME")
+        .arg(keys.tickets_due(broken))
+        .arg("stash")
+        .query_async(&mut raw)
+        .await
+        .expect("rename");
+    let _: () = redis::cmd("SET")
+        .arg(keys.tickets_due(broken))
+        .arg("not a sorted set")
+        .query_async(&mut raw)
+        .await
+        .expect("set");
+    let due = s
+        .tickets_due(Some(FAR))
+        .await
+        .expect("the other shards answer");
+    let on_broken = |rid: &String| ticket::shard(&ticket::owner_ticket(&k, rid)) == broken;
+    let mut got: Vec<String> = due
+        .into_iter()
+        .filter(|op| op.owner == k)
+        .map(|op| op.request_id.expect("a request id"))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = ids.iter().filter(|r| !on_broken(r)).cloned().collect();
+    want.sort();
+    assert_eq!(got, want, "every healthy shard's tickets");
+    // Repaired, the broken shard hands out its own.
+    let _: () = redis::cmd("RENAME")
+        .arg("stash")
+        .arg(keys.tickets_due(broken))
+        .query_async(&mut raw)
+        .await
+        .expect("rename back");
+    let rest: Vec<_> = mine(&s, &k, FAR).await;
+    assert_eq!(rest.len(), 2, "the broken shard's two");
+    assert!(mine(&s, &k, FAR).await.is_empty());
+}
