@@ -407,9 +407,14 @@ const SHORT: u64 = 1_000;
 /// Two instances' config: one key on a plan whose unreported reservations are released 2 s
 /// after their check.
 fn short_ttl_config(redis: &RedisServer) -> String {
+    short_ttl_config_with(redis, "2s")
+}
+
+/// [`short_ttl_config`] with another `store.timeout`.
+fn short_ttl_config_with(redis: &RedisServer, store_timeout: &str) -> String {
     format!(
         r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{}", timeout: 2s}}
+store: {{kind: redis, url: "{}", timeout: {store_timeout}}}
 failure_mode: closed
 apis:
   - id: petstore
@@ -570,4 +575,57 @@ async fn a_reported_reservation_is_not_released_at_its_ttl() {
         .into_inner();
     assert_eq!((again.actual, again.already_reported), (7, true));
     assert_eq!(quota_left(&mut ca, KEY4).await, before - 7);
+}
+
+/// A sweep that Redis holds up for longer than `store.timeout` (a busy or paused server) still
+/// releases what it took: the sweeper's calls are not cut off at the checks' deadline, since a
+/// cut-off call whose script runs later has taken its tickets off the store for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_held_up_by_redis_loses_no_reservation() {
+    let redis = RedisServer::start();
+    let tg = TollgateProcess::start(&short_ttl_config_with(&redis, "200ms"));
+    let mut c = tg.client().await;
+    let before = quota_left(&mut c, KEY4).await;
+    let mut conn = redis
+        .client()
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .expect("redis");
+    // Reservations until two tickets are in shard 0, the first script a sweep runs (a ticket's
+    // shard follows a digest of the request: which one is not up to the test).
+    let mut n = 0;
+    while redis::cmd("ZCARD")
+        .arg("tg:{t:0}:due")
+        .query::<u64>(&mut conn)
+        .expect("zcard")
+        < 2
+    {
+        assert!(n < 200, "200 reservations and not two in shard 0");
+        let req = metered(KEY4, &format!("held-{n}"), 1);
+        assert_eq!(decision(&check(&mut c, req).await), Decision::Allow);
+        n += 1;
+    }
+    assert_eq!(tickets_in_store(&redis), n);
+    // Hold every script (they may write) for 1.5 s, from before the tickets are due (2 s after
+    // their checks) to after: a sweep in that window waits on shard 0's script, which then
+    // runs with them due.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_500)
+        .arg("WRITE")
+        .query(&mut conn)
+        .expect("client pause");
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    tollgate_tests::tollgate::eventually(
+        &[&tg],
+        "the held-up sweep released every reservation",
+        Duration::from_secs(10),
+        || {
+            let mut c = c.clone();
+            async move { quota_left(&mut c, KEY4).await == before }
+        },
+    )
+    .await;
+    assert_eq!(reports_total(&tg, "released"), n);
+    assert_eq!(tickets_in_store(&redis), 0);
 }
