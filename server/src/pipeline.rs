@@ -227,6 +227,12 @@ pub struct Checker {
     breaker: Option<crate::breaker::Breaker>,
 }
 
+/// The least time the reservation sweeper gives a store call ([`Store::tickets_due`], a
+/// release). Not the checks' `store.timeout`: the sweeper runs in the background, and a call
+/// cut off after its script ran (Redis still answers it, late) has taken tickets off the store
+/// that nobody releases then, so it waits a slow store out instead.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Checker {
     /// A checker over a swappable catalog.
     pub fn new(catalog: Arc<ArcSwap<Catalog>>, store: AnyStore, timeout: Duration) -> Self {
@@ -283,8 +289,8 @@ impl Checker {
     /// clock), from any instance ([`Store::tickets_due`] hands each ticket to one caller);
     /// returns how many were released.
     pub async fn release_due(&self, now_us: Option<u64>) -> usize {
-        let due = match tokio::time::timeout(self.timeout * 4, self.store.tickets_due(now_us)).await
-        {
+        let deadline = self.timeout.saturating_mul(4).max(SWEEP_TIMEOUT);
+        let due = match tokio::time::timeout(deadline, self.store.tickets_due(now_us)).await {
             Ok(Ok(due)) => due,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "store: reading due reservation tickets failed");
@@ -297,7 +303,8 @@ impl Checker {
         };
         let mut released = 0;
         for op in due {
-            match tokio::time::timeout(self.timeout, self.store.release_reservation(&op)).await {
+            let release = self.store.release_reservation(&op);
+            match tokio::time::timeout(self.timeout.max(SWEEP_TIMEOUT), release).await {
                 Ok(Ok(o)) if o.status == SettleStatus::Settled => {
                     released += 1;
                     m::usage_report("released");

@@ -14,7 +14,7 @@ use tollgate_server::store::memory::MemoryStore;
 use tollgate_server::store::redis::{RedisOptions, RedisStore, Topology};
 use tollgate_server::store::{
     AnyStore, BucketOp, CheckOp, CheckOutcome, DefKind, DefWrite, QuotaOp, SettleOutcome,
-    SettleStatus, Store, UsageOp,
+    SettleStatus, Store, UsageOp, ticket,
 };
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::redis_cluster::RedisCluster;
@@ -707,6 +707,220 @@ async fn defs_are_compare_and_set<S: Store>(s: &S) {
     );
 }
 
+// --- Reservation tickets (`Store::ticket_*`, `Store::tickets_due`) ---------------------------
+//
+// Tickets live in shared keys (`tg:{t:<shard>}:due|ops`), not under the test's owner, and
+// `tickets_due` hands out every due ticket of the store: each test looks only at the tickets of
+// its own owner ([`mine`]) and drains what it put, so tests sharing a store (the Cluster run)
+// never see each other's.
+
+/// Far past every release time the ticket tests use.
+const FAR: u64 = NOON + 10 * DAY_US;
+
+/// A reservation as the pipeline keeps it: a bucket, a quota, daily usage, a request id. Its
+/// `now` and `dry_run` are set on purpose: a ticket keeps neither.
+fn ticket_op(owner: &Arc<str>, request_id: &str, cost: u64) -> CheckOp {
+    let mut op = Op::new(owner)
+        .bucket(owner, "t:a", lim(2.5, 7))
+        .quota(100, 3, Period::Month, 5)
+        .usage(90)
+        .cost(cost)
+        .id(request_id)
+        .inner;
+    op.now = Some(NOON);
+    op.dry_run = true;
+    op
+}
+
+/// `got` is `want` as a ticket gives it back: every field equal, no time, not a dry run.
+fn assert_same_op(got: &CheckOp, want: &CheckOp) {
+    assert_eq!(
+        ticket::encode(got),
+        ticket::encode(want),
+        "every kept field is equal"
+    );
+    assert_eq!(
+        (&*got.owner, got.cost, got.request_id.as_deref()),
+        (&*want.owner, want.cost, want.request_id.as_deref())
+    );
+    assert_eq!(got.buckets.len(), 1);
+    assert_eq!(got.buckets[0].limit, want.buckets[0].limit);
+    assert_eq!(
+        (got.now, got.dry_run),
+        (None, false),
+        "a ticket keeps no time and is never a dry run"
+    );
+}
+
+/// The ops of `owner` among those `tickets_due` handed out at `now`.
+async fn mine<S: Store>(s: &S, owner: &Arc<str>, now: u64) -> Vec<CheckOp> {
+    s.tickets_due(Some(now))
+        .await
+        .expect("tickets_due")
+        .into_iter()
+        .filter(|op| op.owner == *owner)
+        .collect()
+}
+
+async fn tickets_put_get_remove<S: Store>(s: &S) {
+    let k = unique("ticket");
+    let id = ticket::owner_ticket(&k, "r-1");
+    assert!(s.ticket_get(&id).await.expect("get").is_none(), "never put");
+    let op = ticket_op(&k, "r-1", 40);
+    s.ticket_put(&id, &op, NOON + 1_000_000).await.expect("put");
+    assert_same_op(&s.ticket_get(&id).await.expect("get").expect("kept"), &op);
+    // Another id, even of the same request under another owner, is another ticket.
+    let other = unique("ticket-other");
+    assert!(
+        s.ticket_get(&ticket::owner_ticket(&other, "r-1"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    s.ticket_remove(&id).await.expect("remove");
+    assert!(s.ticket_get(&id).await.expect("get").is_none(), "removed");
+    s.ticket_remove(&id)
+        .await
+        .expect("removing a missing ticket is no error");
+    assert!(
+        mine(s, &k, FAR).await.is_empty(),
+        "a removed ticket is never due"
+    );
+}
+
+async fn a_second_ticket_put_replaces_the_first<S: Store>(s: &S) {
+    let k = unique("ticket-replace");
+    // Replaced by a later release time: only the new one counts.
+    let id = ticket::owner_ticket(&k, "later");
+    let (first, second) = (ticket_op(&k, "later", 10), ticket_op(&k, "later", 20));
+    s.ticket_put(&id, &first, NOON + 1_000).await.expect("put");
+    s.ticket_put(&id, &second, NOON + 5_000).await.expect("put");
+    assert_same_op(
+        &s.ticket_get(&id).await.expect("get").expect("kept"),
+        &second,
+    );
+    assert!(
+        mine(s, &k, NOON + 1_000).await.is_empty(),
+        "the first release time no longer counts"
+    );
+    let due = mine(s, &k, NOON + 5_000).await;
+    assert_eq!(due.len(), 1, "one ticket, handed out once");
+    assert_same_op(&due[0], &second);
+    // Replaced by an earlier one: due then, and not again at the old time.
+    let id = ticket::owner_ticket(&k, "earlier");
+    let (first, second) = (ticket_op(&k, "earlier", 30), ticket_op(&k, "earlier", 40));
+    s.ticket_put(&id, &first, NOON + 9_000_000)
+        .await
+        .expect("put");
+    s.ticket_put(&id, &second, NOON + 2_000_000)
+        .await
+        .expect("put");
+    assert!(mine(s, &k, NOON + 2_000_000 - 1).await.is_empty());
+    let due = mine(s, &k, NOON + 2_000_000).await;
+    assert_eq!(due.len(), 1);
+    assert_same_op(&due[0], &second);
+    assert!(
+        mine(s, &k, NOON + 9_000_000).await.is_empty(),
+        "the replaced release time hands nothing out"
+    );
+    assert!(s.ticket_get(&id).await.expect("get").is_none());
+}
+
+async fn tickets_are_due_at_their_release_time_once<S: Store>(s: &S) {
+    let k = unique("ticket-due");
+    // An odd microsecond: the release time is kept exactly.
+    let at = NOON + 123_457;
+    let op = ticket_op(&k, "r", 40);
+    let id = ticket::owner_ticket(&k, "r");
+    s.ticket_put(&id, &op, at).await.expect("put");
+    assert!(mine(s, &k, NOON).await.is_empty(), "not due before");
+    assert!(mine(s, &k, at - 1).await.is_empty(), "not due 1 µs before");
+    assert!(
+        s.ticket_get(&id).await.expect("get").is_some(),
+        "a sweep before its time leaves it"
+    );
+    let due = mine(s, &k, at).await;
+    assert_eq!(due.len(), 1, "due at its release time");
+    assert_same_op(&due[0], &op);
+    assert!(
+        s.ticket_get(&id).await.expect("get").is_none(),
+        "handed out: gone"
+    );
+    assert!(mine(s, &k, at).await.is_empty(), "never twice");
+    assert!(mine(s, &k, FAR).await.is_empty(), "never twice");
+    // Past its time too; and a sweep at the end of time is no error.
+    let late = ticket::envoy_ticket(&format!("{k}-late"));
+    let mut op2 = ticket_op(&k, "late", 5);
+    op2.request_id = Some(format!("{k}-late"));
+    s.ticket_put(&late, &op2, at).await.expect("put");
+    let never = ticket::owner_ticket(&k, "never");
+    s.ticket_put(&never, &ticket_op(&k, "never", 1), FAR + 1)
+        .await
+        .expect("put");
+    let due = mine(s, &k, at + 60_000_000).await;
+    assert_eq!(due.len(), 1);
+    assert_same_op(&due[0], &op2);
+    assert!(mine(s, &k, FAR).await.is_empty());
+    let due = mine(s, &k, u64::MAX).await;
+    assert_eq!(due.len(), 1, "due at u64::MAX");
+    assert_same_op(&due[0], &ticket_op(&k, "never", 1));
+}
+
+/// Tickets for `owner` in every shard: `per_shard` each, and `extra` more in shard 0 (past one
+/// call's [`ticket::DUE_BATCH`]). Returns the request ids.
+fn ticket_ids(owner: &str, per_shard: usize, extra: usize) -> Vec<String> {
+    let mut left: Vec<usize> = (0..ticket::SHARDS as usize).map(|_| per_shard).collect();
+    left[0] += extra;
+    let mut out = Vec::new();
+    let mut i = 0u64;
+    while left.iter().any(|n| *n > 0) {
+        let rid = format!("r-{i}");
+        i += 1;
+        let shard = ticket::shard(&ticket::owner_ticket(owner, &rid)) as usize;
+        if left[shard] > 0 {
+            left[shard] -= 1;
+            out.push(rid);
+        }
+    }
+    out
+}
+
+async fn tickets_drain_from_every_shard_exactly_once<S: Store>(s: &S) {
+    let k = unique("ticket-many");
+    let ids = ticket_ids(&k, 20, ticket::DUE_BATCH + 44);
+    for (i, rid) in ids.iter().enumerate() {
+        s.ticket_put(
+            &ticket::owner_ticket(&k, rid),
+            &ticket_op(&k, rid, 1 + i as u64),
+            NOON + i as u64,
+        )
+        .await
+        .expect("put");
+    }
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut calls = 0;
+    loop {
+        let due = mine(s, &k, FAR).await;
+        if due.is_empty() {
+            break;
+        }
+        calls += 1;
+        assert!(
+            calls <= 4,
+            "draining {} tickets takes a few calls",
+            ids.len()
+        );
+        for op in due {
+            let rid = op.request_id.clone().expect("a request id");
+            let i = ids.iter().position(|r| *r == rid).expect("one of ours");
+            assert_eq!(op.cost, 1 + i as u64, "{rid} kept its own op");
+            *seen.entry(rid).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), ids.len(), "every ticket was handed out");
+    assert!(seen.values().all(|n| *n == 1), "each exactly once");
+}
+
 fn memory() -> AnyStore {
     AnyStore::Memory(MemoryStore::new(Arc::new(FakeClock::new(NOON))))
 }
@@ -775,6 +989,10 @@ conformance!(
     settle_refunds_charges_once,
     settle_after_midnight_fixes_that_day,
     release_returns_an_unreported_reservation,
+    tickets_put_get_remove,
+    a_second_ticket_put_replaces_the_first,
+    tickets_are_due_at_their_release_time_once,
+    tickets_drain_from_every_shard_exactly_once,
 );
 
 #[tokio::test]
@@ -1067,4 +1285,251 @@ async fn redis_release_after_midnight_fixes_quota_and_history() {
     );
     // (The bucket refilled in the 35 s between; it never goes below the grant's time.)
     assert_eq!(o.remaining, vec![999]);
+}
+
+/// Two sweepers (two store clients: two instances) race for the same due tickets, more than
+/// one call takes from a shard: together they hand out every ticket, each exactly once. With
+/// `both_take` (Redis: each call is a round trip per shard) each must have taken some, or they
+/// did not race.
+async fn two_sweepers_take_each_ticket_once<S: Store + Clone>(a: S, b: S, both_take: bool) {
+    let k = unique("ticket-race");
+    // Three calls' worth per Redis shard; over two calls' worth for the memory store.
+    let ids = ticket_ids(&k, 2 * ticket::DUE_BATCH + 100, 0);
+    for chunk in ids.chunks(500) {
+        futures::future::join_all(chunk.iter().map(|rid| {
+            let i: u64 = rid[2..].parse().expect("r-<n>");
+            let a = a.clone();
+            let k = k.clone();
+            async move {
+                a.ticket_put(
+                    &ticket::owner_ticket(&k, rid),
+                    &ticket_op(&k, rid, 1),
+                    NOON + i,
+                )
+                .await
+                .expect("put")
+            }
+        }))
+        .await;
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(2));
+    let sweep = |s: S| {
+        let (k, start) = (k.clone(), start.clone());
+        tokio::spawn(async move {
+            start.wait().await;
+            let mut got = Vec::new();
+            // A few calls drain them (bounded: a store that hands tickets out again never
+            // runs dry).
+            for _ in 0..20 {
+                let due = mine(&s, &k, FAR).await;
+                if due.is_empty() {
+                    return got;
+                }
+                got.extend(due.into_iter().map(|op| op.request_id.expect("an id")));
+                tokio::task::yield_now().await;
+            }
+            panic!(
+                "still handing out tickets after 20 calls ({} taken)",
+                got.len()
+            );
+        })
+    };
+    let (ga, gb) = (sweep(a.clone()), sweep(b));
+    let (ga, gb) = (ga.await.expect("sweeper a"), gb.await.expect("sweeper b"));
+    eprintln!(
+        "{} tickets: sweeper a took {}, b took {}",
+        ids.len(),
+        ga.len(),
+        gb.len()
+    );
+    if both_take {
+        assert!(!ga.is_empty() && !gb.is_empty(), "the sweepers raced");
+    }
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for rid in ga.into_iter().chain(gb) {
+        *seen.entry(rid).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(twice.is_empty(), "handed out more than once: {twice:?}");
+    assert_eq!(seen.len(), ids.len(), "every ticket was handed out");
+    assert!(mine(&a, &k, FAR).await.is_empty());
+}
+
+/// A ticket that cannot be read (garbage in the shard's ops hash, or a version this instance
+/// does not know) is dropped when due — from both keys — and the rest of the batch is handed
+/// out. `raw` is a connection to the node holding shard 0's keys.
+async fn unreadable_tickets_are_dropped(
+    s: &RedisStore,
+    raw: &mut redis::aio::MultiplexedConnection,
+) {
+    let k = unique("ticket-garbage");
+    let keys = tollgate_server::store::keys::Keys::new("tg");
+    // Three ids in shard 0: two get garbage, one stays good.
+    let ids = ticket_ids(&k, 0, 3);
+    let (bad, future, good) = (&ids[0], &ids[1], &ids[2]);
+    for rid in &ids {
+        s.ticket_put(&ticket::owner_ticket(&k, rid), &ticket_op(&k, rid, 9), NOON)
+            .await
+            .expect("put");
+    }
+    for (rid, junk) in [(bad, &b"\xffnot json"[..]), (future, &br#"{"v":2}"#[..])] {
+        let _: i64 = redis::cmd("HSET")
+            .arg(keys.tickets_ops(0))
+            .arg(ticket::owner_ticket(&k, rid))
+            .arg(junk)
+            .query_async(raw)
+            .await
+            .expect("hset garbage");
+    }
+    assert!(
+        s.ticket_get(&ticket::owner_ticket(&k, bad)).await.is_err(),
+        "reading it is an error, not a panic"
+    );
+    let due = s
+        .tickets_due(Some(NOON))
+        .await
+        .expect("the batch is no error");
+    let due: Vec<_> = due.into_iter().filter(|op| op.owner == k).collect();
+    assert_eq!(due.len(), 1, "only the good ticket");
+    assert_same_op(&due[0], &ticket_op(&k, good, 9));
+    for rid in [bad, future] {
+        let id = ticket::owner_ticket(&k, rid);
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(keys.tickets_due(0))
+            .arg(&id)
+            .query_async(raw)
+            .await
+            .expect("zscore");
+        let kept: bool = redis::cmd("HEXISTS")
+            .arg(keys.tickets_ops(0))
+            .arg(&id)
+            .query_async(raw)
+            .await
+            .expect("hexists");
+        assert_eq!((score, kept), (None, false), "{rid} was dropped");
+        assert!(s.ticket_get(&id).await.expect("get").is_none());
+    }
+    assert!(mine(s, &k, FAR).await.is_empty());
+}
+
+mod tickets {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_two_sweepers_take_each_ticket_once() {
+        let s = memory();
+        two_sweepers_take_each_ticket_once(s.clone(), s, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_two_sweepers_take_each_ticket_once() {
+        let server = RedisServer::start();
+        two_sweepers_take_each_ticket_once(redis(&server), redis(&server), true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_unreadable_tickets_are_dropped() {
+        let server = RedisServer::start();
+        let mut raw = server
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        unreadable_tickets_are_dropped(&redis(&server), &mut raw).await;
+    }
+
+    /// Redis Cluster: the 16 shards' keys spread over every master (each shard's two keys on
+    /// one slot), two stores race for the same tickets, and an unreadable ticket is dropped.
+    /// (The single-store ticket tests run on a cluster in `redis_cluster_store_conforms`.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster_tickets() {
+        let cluster = RedisCluster::start(3, 0);
+        let keys = tollgate_server::store::keys::Keys::new("tg");
+        let mut masters = std::collections::BTreeSet::new();
+        for shard in 0..ticket::SHARDS {
+            let slot = cluster.slot(&keys.tickets_due(shard));
+            assert_eq!(
+                cluster.slot(&keys.tickets_ops(shard)),
+                slot,
+                "shard {shard}"
+            );
+            masters.insert(cluster.master_of(slot));
+        }
+        assert_eq!(masters.len(), 3, "the shards spread over every master");
+        let store = || {
+            RedisStore::connect(&RedisOptions {
+                topology: Topology::Cluster(cluster.urls()),
+                ..RedisOptions::standalone("", 1, "tg")
+            })
+            .expect("cluster store")
+        };
+        two_sweepers_take_each_ticket_once(store(), store(), true).await;
+        let port = cluster.master_of(cluster.slot(&keys.tickets_ops(0)));
+        let mut raw = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        unreadable_tickets_are_dropped(&store(), &mut raw).await;
+    }
+}
+
+/// A shard whose keys Redis cannot serve (here: its `due` key holds a string, so every call on
+/// it fails with WRONGTYPE) does not cost the other shards their tickets: `tickets_due` hands
+/// out what it took from them — it took them off the store, so an error instead would lose
+/// them — and the broken shard's own tickets wait there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_failing_shard_loses_no_other_shards_tickets() {
+    let server = RedisServer::start();
+    let s = redis(&server);
+    let k = unique("ticket-broken-shard");
+    let ids = ticket_ids(&k, 2, 0);
+    for rid in &ids {
+        s.ticket_put(&ticket::owner_ticket(&k, rid), &ticket_op(&k, rid, 1), NOON)
+            .await
+            .expect("put");
+    }
+    let keys = tollgate_server::store::keys::Keys::new("tg");
+    let broken = ticket::SHARDS - 1;
+    let mut raw = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("RENAME")
+        .arg(keys.tickets_due(broken))
+        .arg("stash")
+        .query_async(&mut raw)
+        .await
+        .expect("rename");
+    let _: () = redis::cmd("SET")
+        .arg(keys.tickets_due(broken))
+        .arg("not a sorted set")
+        .query_async(&mut raw)
+        .await
+        .expect("set");
+    let due = s
+        .tickets_due(Some(FAR))
+        .await
+        .expect("the other shards answer");
+    let on_broken = |rid: &String| ticket::shard(&ticket::owner_ticket(&k, rid)) == broken;
+    let mut got: Vec<String> = due
+        .into_iter()
+        .filter(|op| op.owner == k)
+        .map(|op| op.request_id.expect("a request id"))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = ids.iter().filter(|r| !on_broken(r)).cloned().collect();
+    want.sort();
+    assert_eq!(got, want, "every healthy shard's tickets");
+    // Repaired, the broken shard hands out its own.
+    let _: () = redis::cmd("RENAME")
+        .arg("stash")
+        .arg(keys.tickets_due(broken))
+        .query_async(&mut raw)
+        .await
+        .expect("rename back");
+    let rest: Vec<_> = mine(&s, &k, FAR).await;
+    assert_eq!(rest.len(), 2, "the broken shard's two");
+    assert!(mine(&s, &k, FAR).await.is_empty());
 }

@@ -399,3 +399,233 @@ async fn the_client_layer_reports_the_upstreams_cost() {
     }
     assert_eq!(settled, spent, "the quota moved by the upstream's costs");
 }
+
+const KEY4: &str = "meter-key-ddddddddddddddddddddddddddd";
+/// The quota of the `short` plan (reservations released 2 s after their check).
+const SHORT: u64 = 1_000;
+
+/// Two instances' config: one key on a plan whose unreported reservations are released 2 s
+/// after their check.
+fn short_ttl_config(redis: &RedisServer) -> String {
+    short_ttl_config_with(redis, "2s")
+}
+
+/// [`short_ttl_config`] with another `store.timeout`.
+fn short_ttl_config_with(redis: &RedisServer, store_timeout: &str) -> String {
+    format!(
+        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+store: {{kind: redis, url: "{}", timeout: {store_timeout}}}
+failure_mode: closed
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets", api_key_required: true}}
+usage_plans:
+  - id: short
+    quota: {{limit: {SHORT}, period: DAY}}
+    metering: {{reservation_ttl: 2s}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: k4, value: "{KEY4}", enabled: true, usage_plans: [short]}}
+"#,
+        redis.url()
+    )
+}
+
+/// `tollgate_usage_reports_total{result="<result>"}` on `tg`'s `/metrics` (0 when absent).
+fn reports_total(tg: &TollgateProcess, result: &str) -> u64 {
+    let (_, text) =
+        tollgate_tests::tollgate::http_get(tg.metrics_addr(), "/metrics").expect("metrics");
+    let prefix = format!(r#"tollgate_usage_reports_total{{result="{result}"}} "#);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+/// Reservation tickets in the store (every shard's `due` set).
+fn tickets_in_store(redis: &RedisServer) -> u64 {
+    let mut conn = redis
+        .client()
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .expect("redis");
+    (0..tollgate_server::store::ticket::SHARDS)
+        .map(|s| {
+            redis::cmd("ZCARD")
+                .arg(format!("tg:{{t:{s}}}:due"))
+                .query::<u64>(&mut conn)
+                .expect("zcard")
+        })
+        .sum()
+}
+
+/// A reservation whose instance dies (SIGKILL) before anyone reports it is released by the
+/// other instance at its `reservation_ttl`: its ticket is in the store, not in the dead
+/// process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_releases_a_dead_instances_reservation() {
+    let redis = RedisServer::start();
+    let cfg = short_ttl_config(&redis);
+    let mut a = TollgateProcess::start(&cfg);
+    let b = TollgateProcess::start(&cfg);
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let before = quota_left(&mut cb, KEY4).await;
+    assert_eq!(before, SHORT);
+    let req = metered(KEY4, "dies-with-a", 50);
+    assert_eq!(
+        decision(&check(&mut ca, req.clone()).await),
+        Decision::Allow
+    );
+    assert_eq!(quota_left(&mut cb, KEY4).await, before - 50, "reserved");
+    assert_eq!(tickets_in_store(&redis), 1, "its ticket is in the store");
+    a.kill();
+    tollgate_tests::tollgate::eventually(
+        &[&b],
+        "b released a's reservation",
+        Duration::from_secs(15),
+        || {
+            let mut cb = cb.clone();
+            async move { quota_left(&mut cb, KEY4).await == before }
+        },
+    )
+    .await;
+    assert!(reports_total(&b, "released") >= 1, "b counted the release");
+    assert_eq!(
+        tickets_in_store(&redis),
+        0,
+        "the ticket went with its release"
+    );
+    // Released: the record is gone, a late report finds nothing.
+    let late = cb
+        .report_usage(report(&req, 7))
+        .await
+        .expect_err("released");
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late:?}");
+    assert_eq!(
+        quota_left(&mut cb, KEY4).await,
+        before,
+        "the late report changed nothing"
+    );
+}
+
+/// A reported reservation is not released at its TTL (the quota keeps exactly the reported
+/// cost), while an unreported one checked alongside it is; a report after that release answers
+/// FAILED_PRECONDITION.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_reservation_is_not_released_at_its_ttl() {
+    let redis = RedisServer::start();
+    let cfg = short_ttl_config(&redis);
+    let a = TollgateProcess::start(&cfg);
+    let b = TollgateProcess::start(&cfg);
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let before = quota_left(&mut ca, KEY4).await;
+    let reported = metered(KEY4, "reported", 50);
+    let unreported = metered(KEY4, "unreported", 50);
+    assert_eq!(
+        decision(&check(&mut ca, reported.clone()).await),
+        Decision::Allow
+    );
+    assert_eq!(
+        decision(&check(&mut ca, unreported.clone()).await),
+        Decision::Allow
+    );
+    let r = cb
+        .report_usage(report(&reported, 7))
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!((r.reserved, r.actual, r.already_reported), (50, 7, false));
+    assert_eq!(quota_left(&mut ca, KEY4).await, before - 57);
+    tollgate_tests::tollgate::eventually(
+        &[&a, &b],
+        "the unreported reservation is released",
+        Duration::from_secs(15),
+        || {
+            let mut ca = ca.clone();
+            async move { quota_left(&mut ca, KEY4).await == before - 7 }
+        },
+    )
+    .await;
+    // Both tickets are due by now; give the sweepers (every second) time to act on them.
+    tollgate_tests::tollgate::eventually(
+        &[&a, &b],
+        "no ticket left in the store",
+        Duration::from_secs(15),
+        || async { tickets_in_store(&redis) == 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        quota_left(&mut ca, KEY4).await,
+        before - 7,
+        "exactly the reported 7 stays charged"
+    );
+    let released = reports_total(&a, "released") + reports_total(&b, "released");
+    assert_eq!(released, 1, "only the unreported reservation was released");
+    let late = ca
+        .report_usage(report(&unreported, 7))
+        .await
+        .expect_err("released");
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late:?}");
+    let again = cb
+        .report_usage(report(&reported, 9))
+        .await
+        .expect("the settled one still answers")
+        .into_inner();
+    assert_eq!((again.actual, again.already_reported), (7, true));
+    assert_eq!(quota_left(&mut ca, KEY4).await, before - 7);
+}
+
+/// A sweep that Redis holds up for longer than `store.timeout` (a busy or paused server) still
+/// releases what it took: the sweeper's calls are not cut off at the checks' deadline, since a
+/// cut-off call whose script runs later has taken its tickets off the store for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_held_up_by_redis_loses_no_reservation() {
+    let redis = RedisServer::start();
+    let tg = TollgateProcess::start(&short_ttl_config_with(&redis, "200ms"));
+    let mut c = tg.client().await;
+    let before = quota_left(&mut c, KEY4).await;
+    let mut conn = redis
+        .client()
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .expect("redis");
+    // Reservations until two tickets are in shard 0, the first script a sweep runs (a ticket's
+    // shard follows a digest of the request: which one is not up to the test).
+    let mut n = 0;
+    while redis::cmd("ZCARD")
+        .arg("tg:{t:0}:due")
+        .query::<u64>(&mut conn)
+        .expect("zcard")
+        < 2
+    {
+        assert!(n < 200, "200 reservations and not two in shard 0");
+        let req = metered(KEY4, &format!("held-{n}"), 1);
+        assert_eq!(decision(&check(&mut c, req).await), Decision::Allow);
+        n += 1;
+    }
+    assert_eq!(tickets_in_store(&redis), n);
+    // Hold every script (they may write) for 1.5 s, from before the tickets are due (2 s after
+    // their checks) to after: a sweep in that window waits on shard 0's script, which then
+    // runs with them due.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_500)
+        .arg("WRITE")
+        .query(&mut conn)
+        .expect("client pause");
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    tollgate_tests::tollgate::eventually(
+        &[&tg],
+        "the held-up sweep released every reservation",
+        Duration::from_secs(10),
+        || {
+            let mut c = c.clone();
+            async move { quota_left(&mut c, KEY4).await == before }
+        },
+    )
+    .await;
+    assert_eq!(reports_total(&tg, "released"), n);
+    assert_eq!(tickets_in_store(&redis), 0);
+}

@@ -311,3 +311,52 @@ identities:
         assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
     }
 }
+
+#[test]
+fn metering_reservation_ttl_is_bounded_by_the_idempotency_record() {
+    let plan = |metering: &str| {
+        format!(
+            "apis:
+  - id: a
+    stages: [{{name: s, routes: [{{method: GET, path: /x, api_key_required: true}}]}}]
+usage_plans:
+  - {{id: p, quota: {{limit: 3, period: DAY}}, {metering}api_stages: [{{api_id: a, stage: s}}]}}
+"
+        )
+    };
+    let ttl = |metering: &str| {
+        parse_str(&plan(metering))
+            .unwrap_or_else(|e| panic!("{metering:?} is valid: {e:?}"))
+            .usage_plans[0]
+            .metering
+            .map(|m| m.reservation_ttl)
+    };
+    assert_eq!(ttl(""), None, "no metering");
+    assert_eq!(
+        ttl("metering: {}, "),
+        Some(Duration::from_secs(595)),
+        "absent: the longest (the record's 600 s less the release margin)"
+    );
+    assert_eq!(MAX_RESERVATION_TTL, Duration::from_secs(595));
+    assert_eq!(
+        ttl("metering: {meter_throttle: true}, "),
+        Some(Duration::from_secs(595))
+    );
+    for (text, want) in [("2s", 2), ("1s", 1), ("595s", 595), ("9m 55s", 595)] {
+        assert_eq!(
+            ttl(&format!("metering: {{reservation_ttl: {text}}}, ")),
+            Some(Duration::from_secs(want)),
+            "{text}"
+        );
+    }
+    for bad in ["0s", "999ms", "596s", "10m"] {
+        let errs = parse_str(&plan(&format!("metering: {{reservation_ttl: {bad}}}, ")))
+            .expect_err(bad)
+            .0;
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("usage_plans[p].metering.reservation_ttl: 1s to 9m 55s")),
+            "{bad}: {errs:?}"
+        );
+    }
+}

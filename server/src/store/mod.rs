@@ -380,7 +380,9 @@ pub trait Store: Send + Sync + 'static {
     /// Takes the tickets due at `now_us` (`None`: the store's clock) off the store, at most
     /// [`ticket::DUE_BATCH`] per shard, and returns their ops: each ticket goes to exactly
     /// one caller, however many instances sweep. Tickets that cannot be read are dropped
-    /// (logged).
+    /// (logged). Tickets handed out are off the store: a shard that fails after others
+    /// answered is skipped (logged) and the others' tickets are returned; the call is an error
+    /// only when nothing could be read.
     fn tickets_due(
         &self,
         now_us: Option<u64>,

@@ -990,8 +990,14 @@ impl Store for RedisStore {
     async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<CheckOp>, StoreError> {
         let now = now_us.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
         let mut ops = Vec::new();
+        // Each shard's script takes its tickets off the store: once one has answered, an error
+        // from a later shard must not discard what it handed out (nobody else can release
+        // those). A failing shard is logged and skipped; only when every shard fails is the
+        // call an error.
+        let mut failed: Option<StoreError> = None;
+        let mut answered = false;
         for shard in 0..ticket::SHARDS {
-            let raw: Vec<Vec<u8>> = self
+            let res: Result<Vec<Vec<u8>>, _> = self
                 .scripts
                 .tickets_due
                 .key(self.keys.tickets_due(shard))
@@ -999,8 +1005,17 @@ impl Store for RedisStore {
                 .arg(now)
                 .arg(ticket::DUE_BATCH)
                 .invoke_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
+                .await;
+            let raw = match res {
+                Ok(raw) => raw,
+                Err(e) => {
+                    let e = backend(e);
+                    tracing::warn!(error = %e, shard, "store: reading a shard's due tickets failed");
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            answered = true;
             for b in raw {
                 match ticket::decode(&b) {
                     Ok(op) => ops.push(op),
@@ -1008,7 +1023,10 @@ impl Store for RedisStore {
                 }
             }
         }
-        Ok(ops)
+        match failed {
+            Some(e) if !answered => Err(e),
+            _ => Ok(ops),
+        }
     }
 
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {
