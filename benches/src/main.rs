@@ -237,11 +237,7 @@ fn gen_config_base(a: &Args, n: usize) -> String {
         stage = yaml_str(&a.stage),
         method = a.method.to_ascii_uppercase(),
         path = yaml_str(&a.path),
-        metering = if a.metered {
-            "    metering: {}\n"
-        } else {
-            ""
-        },
+        metering = if a.metered { "    metering: {}\n" } else { "" },
     );
     for i in 0..n {
         let _ = writeln!(

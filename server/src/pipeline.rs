@@ -232,6 +232,10 @@ pub struct Checker {
 /// cut off after its script ran (Redis still answers it, late) has taken tickets off the store
 /// that nobody releases then, so it waits a slow store out instead.
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Releases the sweeper runs at once.
+const RELEASE_CONCURRENCY: usize = 32;
+/// A release that failed is tried again this much later (its ticket goes back to the store).
+const RELEASE_RETRY: Duration = Duration::from_secs(5);
 
 impl Checker {
     /// A checker over a swappable catalog.
@@ -257,22 +261,71 @@ impl Checker {
     }
 
     /// Leaves a ticket for an admitted reservation (`op` as a settlement takes it, decided at
-    /// `now_us`): any instance releases it `ttl` later unless a report settles it first. A ticket that cannot be written is logged and counted: that
-    /// reservation stays charged unless reported (with its whole check).
-    async fn put_ticket(&self, id: &str, op: &CheckOp, now_us: u64, ttl: Duration) {
+    /// `now_us`): any instance releases it `ttl` later unless a report settles it first.
+    /// `false`: another reservation holds a ticket under `id` (nothing written). A ticket that
+    /// cannot be written is logged and counted (`true`: that reservation stays charged unless
+    /// reported with its whole check).
+    async fn put_ticket(&self, id: &str, op: &CheckOp, now_us: u64, ttl: Duration) -> bool {
         let release_at = now_us.saturating_add(ttl.as_micros() as u64);
         let put = self.store.ticket_put(id, op, release_at);
         match tokio::time::timeout(self.timeout, put).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(written)) => written,
             Ok(Err(e)) => {
                 m::usage_report("ticket_failed");
                 tracing::warn!(error = %e, "store: a reservation ticket was not written");
+                true
             }
             Err(_) => {
                 m::usage_report("ticket_failed");
                 tracing::warn!("store: writing a reservation ticket timed out");
+                true
             }
         }
+    }
+
+    /// After an admitted check: a reservation to settle later (a `metering` plan, or an Envoy
+    /// `meter` route) leaves its ticket. `true` when another reservation already holds a
+    /// ticket under the same Envoy request id: this one was given back at once, and the check
+    /// is answered as a repeat (Envoy: 409).
+    async fn leave_ticket(
+        &self,
+        input: &CheckInput<'_>,
+        op: &CheckOp,
+        out: &CheckOutcome,
+        key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)>,
+    ) -> bool {
+        let reserved = out.verdict == Verdict::Allowed && !out.replayed && !op.dry_run;
+        let Some(rid) = op.request_id.as_deref() else {
+            return false;
+        };
+        if !reserved || !(input.settle_by_request_id || key_plan.is_some_and(|(_, p)| p.metered)) {
+            return false;
+        }
+        // Envoy's report knows the request id as sent; the op's is bound to the route and cost
+        // (`idempotency_id`), and request ids are per owner.
+        let id = if input.settle_by_request_id {
+            ticket::envoy_ticket(input.request_id)
+        } else {
+            ticket::owner_ticket(&op.owner, rid)
+        };
+        let metered = Self::metered_op(op.clone(), key_plan);
+        let ttl = key_plan.map_or(crate::config::MAX_RESERVATION_TTL, |(_, p)| {
+            p.reservation_ttl
+        });
+        if self.put_ticket(&id, &metered, out.now_us, ttl).await {
+            return false;
+        }
+        if !input.settle_by_request_id {
+            // An owner's request id names one record: an older ticket under it belongs to an
+            // expired record (the sweep was down). Keep this reservation charged.
+            tracing::warn!("store: a reservation ticket was already there under its request id");
+            return false;
+        }
+        let release = self.store.release_reservation(&metered);
+        if !matches!(tokio::time::timeout(self.timeout, release).await, Ok(Ok(_))) {
+            tracing::warn!("store: a reservation under a duplicate request id was not given back");
+        }
+        true
     }
 
     /// Forgets a settled reservation's ticket, in the background (a ticket left behind only
@@ -289,6 +342,7 @@ impl Checker {
     /// clock), from any instance ([`Store::tickets_due`] hands each ticket to one caller);
     /// returns how many were released.
     pub async fn release_due(&self, now_us: Option<u64>) -> usize {
+        use futures_util::StreamExt;
         let deadline = self.timeout.saturating_mul(4).max(SWEEP_TIMEOUT);
         let due = match tokio::time::timeout(deadline, self.store.tickets_due(now_us)).await {
             Ok(Ok(due)) => due,
@@ -301,18 +355,36 @@ impl Checker {
                 return 0;
             }
         };
+        // Several at a time: a backlog must not outlast the records the releases need.
+        let results: Vec<_> = futures_util::stream::iter(due)
+            .map(|(id, op)| async move {
+                let release = self.store.release_reservation(&op);
+                let res = tokio::time::timeout(self.timeout.max(SWEEP_TIMEOUT), release).await;
+                (id, op, res)
+            })
+            .buffer_unordered(RELEASE_CONCURRENCY)
+            .collect()
+            .await;
         let mut released = 0;
-        for op in due {
-            let release = self.store.release_reservation(&op);
-            match tokio::time::timeout(self.timeout.max(SWEEP_TIMEOUT), release).await {
-                Ok(Ok(o)) if o.status == SettleStatus::Settled => {
-                    released += 1;
-                    m::usage_report("released");
+        for (id, op, res) in results {
+            let failed = match res {
+                Ok(Ok(o)) => {
+                    if o.status == SettleStatus::Settled {
+                        released += 1;
+                        m::usage_report("released");
+                    }
+                    continue;
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "store: releasing a reservation failed"),
-                Err(_) => tracing::warn!("store: releasing a reservation timed out"),
-            }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            // The ticket is off the store: put it back for another try (a release is
+            // idempotent, so one that did run late is harmless).
+            let now = now_us.unwrap_or_else(|| crate::clock::SystemClock.now_micros());
+            let retry_at = now + RELEASE_RETRY.as_micros() as u64;
+            let back = self.store.ticket_put(&id, &op, retry_at);
+            let back = matches!(tokio::time::timeout(SWEEP_TIMEOUT, back).await, Ok(Ok(_)));
+            tracing::warn!(error = %failed, retried = back, "store: releasing a reservation failed");
         }
         released
     }
@@ -583,28 +655,10 @@ impl Checker {
                 let lease = key_plan.and_then(|(_, p)| p.lease.as_ref());
                 match self.store_check_leased(&op, lease).await {
                     Ok(out) => {
-                        if out.verdict == Verdict::Allowed
-                            && !out.replayed
-                            && !op.dry_run
-                            && let Some(rid) = op.request_id.as_deref()
-                            && (input.settle_by_request_id
-                                || key_plan.is_some_and(|(_, p)| p.metered))
-                        {
-                            // Envoy's report knows the request id as sent; the op's is
-                            // bound to the route and cost (`idempotency_id`).
-                            let id = if input.settle_by_request_id {
-                                ticket::envoy_ticket(input.request_id)
-                            } else {
-                                ticket::owner_ticket(&op.owner, rid)
-                            };
-                            let metered = Self::metered_op(op.clone(), key_plan);
-                            let ttl = key_plan
-                                .map_or(crate::config::MAX_RESERVATION_TTL, |(_, p)| {
-                                    p.reservation_ttl
-                                });
-                            self.put_ticket(&id, &metered, out.now_us, ttl).await;
-                        }
-                        answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period))
+                        let duplicate = self.leave_ticket(input, &op, &out, key_plan).await;
+                        let mut a = answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period));
+                        a.replayed |= duplicate;
+                        a
                     }
                     // Only usage was to be counted: nothing limits this key, so a store failure
                     // changes no decision (the day's count misses this request).
@@ -729,13 +783,19 @@ impl Checker {
     ) -> Result<ReportAnswer, ReportError> {
         let id = ticket::envoy_ticket(request_id);
         let found = match tokio::time::timeout(self.timeout, self.store.ticket_get(&id)).await {
+            // A ticket this instance cannot read is no reservation it can settle (the sweep
+            // drops it); not a store outage.
+            Ok(Err(StoreError::Protocol(e))) => {
+                tracing::warn!(error = %e, "an unreadable reservation ticket was reported");
+                None
+            }
             Ok(r) => r.map_err(ReportError::Unavailable)?,
             Err(_) => return Err(ReportError::Unavailable(StoreError::Timeout)),
         };
         let Some(op) = found else {
             m::usage_report("no_reservation");
             return Err(ReportError::NoReservation(
-                "no reservation under this request id: never admitted, already released, or                  the route has no `meter`"
+                "no reservation under this request id: never admitted, already released, or the route has no `meter`"
                     .into(),
             ));
         };

@@ -707,16 +707,21 @@ usage_plans:
     api_stages: [{ api_id: llm, stage: prod }]
 api_keys:
   - { id: k1, value: "key-one-0123456789abcdef", enabled: true, usage_plans: [tokens] }
+  - { id: k2, value: "key-two-0123456789abcdef", enabled: true, usage_plans: [tokens] }
 "#;
 
 /// The quota units left for K1 on the metered route (a dry run, as if charged 1).
 async fn tokens_left(f: &Fixture) -> u64 {
+    tokens_left_of(f, K1).await
+}
+
+async fn tokens_left_of(f: &Fixture, key: &str) -> u64 {
     let input = CheckInput {
         api_id: "llm",
         stage: "prod",
         method: "POST",
         path: "/v1/chat",
-        api_key: K1,
+        api_key: key,
         cost: 1,
         dry_run: true,
         ..Default::default()
@@ -833,4 +838,44 @@ async fn a_metered_route_needs_a_request_id_and_a_clear_flag() {
     let r = f.authz(metered_req(None, "false")).await.expect("answered");
     assert!(ok_parts(&r).is_some(), "{r:?}");
     assert_eq!(tokens_left(&f).await, 60);
+}
+
+#[tokio::test]
+async fn one_request_id_for_two_keys_is_one_reservation() {
+    let f = fixture_with(METERED);
+    let r = f
+        .authz(metered_req(Some("shared"), "true"))
+        .await
+        .expect("answered");
+    assert!(ok_parts(&r).is_some(), "{r:?}");
+    // Another key, the same x-request-id: its record is its own, but the ticket is taken.
+    let other = authz_req(
+        "POST",
+        "/v1/chat",
+        &[
+            ("x-api-key", "key-two-0123456789abcdef"),
+            ("x-request-id", "shared"),
+        ],
+        &[
+            ("api_id", "llm"),
+            ("stage", "prod"),
+            ("cost", "40"),
+            ("meter", "true"),
+        ],
+    );
+    let r = f.authz(other).await.expect("answered");
+    assert_eq!(denied_parts(&r).map(|d| d.0), Some(409), "{r:?}");
+    assert_eq!(
+        tokens_left_of(&f, "key-two-0123456789abcdef").await,
+        100,
+        "given back at once"
+    );
+    // The report settles the first key's reservation.
+    let r = f
+        .rls(rls_req("llm", vec![report_descriptor("shared", Some(5))]))
+        .await
+        .expect("report");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(tokens_left(&f).await, 95);
+    assert_eq!(tokens_left_of(&f, "key-two-0123456789abcdef").await, 100);
 }

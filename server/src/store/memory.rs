@@ -509,9 +509,12 @@ impl Store for MemoryStore {
         id: &str,
         op: &CheckOp,
         release_at_us: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut st = self.state.lock();
-        if st.tickets.len() >= ticket::MAX_MEMORY_TICKETS && !st.tickets.contains_key(id) {
+        if st.tickets.contains_key(id) {
+            return Ok(false);
+        }
+        if st.tickets.len() >= ticket::MAX_MEMORY_TICKETS {
             return Err(StoreError::Backend(format!(
                 "{} reservations are pending: no room for another ticket",
                 ticket::MAX_MEMORY_TICKETS
@@ -520,11 +523,9 @@ impl Store for MemoryStore {
         let mut op = op.clone();
         op.now = None;
         op.dry_run = false;
-        if let Some((at, _)) = st.tickets.insert(id.to_string(), (release_at_us, op)) {
-            st.tickets_due.remove(&(at, id.to_string()));
-        }
+        st.tickets.insert(id.to_string(), (release_at_us, op));
         st.tickets_due.insert((release_at_us, id.to_string()));
-        Ok(())
+        Ok(true)
     }
 
     async fn ticket_get(&self, id: &str) -> Result<Option<CheckOp>, StoreError> {
@@ -539,7 +540,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<CheckOp>, StoreError> {
+    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<(String, CheckOp)>, StoreError> {
         let mut st = self.state.lock();
         let now = now_us.unwrap_or_else(|| self.clock.now_micros());
         let batch = ticket::DUE_BATCH * ticket::SHARDS as usize;
@@ -553,7 +554,7 @@ impl Store for MemoryStore {
                 break;
             };
             if let Some((_, op)) = st.tickets.remove(&id) {
-                ops.push(op);
+                ops.push((id, op));
             }
         }
         Ok(ops)

@@ -358,14 +358,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keeps `op` (an admitted reservation, in the form a settlement takes — see
     /// [`ticket`]) under the id `ticket` until [`Store::ticket_remove`], or until
-    /// [`Store::tickets_due`] hands it out at `release_at_us` (µs, store clock). A second put
-    /// under the same id replaces the first.
+    /// [`Store::tickets_due`] hands it out at `release_at_us` (µs, store clock). Only if
+    /// there is none under that id yet: `Ok(false)` when there is (nothing is written — two
+    /// reservations never share a ticket).
     fn ticket_put(
         &self,
         ticket: &str,
         op: &CheckOp,
         release_at_us: u64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The op kept under `ticket` (`None` when there is none: never put, removed, or handed
     /// out as due).
@@ -378,7 +379,8 @@ pub trait Store: Send + Sync + 'static {
     fn ticket_remove(&self, ticket: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Takes the tickets due at `now_us` (`None`: the store's clock) off the store, at most
-    /// [`ticket::DUE_BATCH`] per shard, and returns their ops: each ticket goes to exactly
+    /// [`ticket::DUE_BATCH`] per shard (the embedded store: that times [`ticket::SHARDS`] in
+    /// all), and returns them (id and op): each ticket goes to exactly
     /// one caller, however many instances sweep. Tickets that cannot be read are dropped
     /// (logged). Tickets handed out are off the store: a shard that fails after others
     /// answered is skipped (logged) and the others' tickets are returned; the call is an error
@@ -386,7 +388,7 @@ pub trait Store: Send + Sync + 'static {
     fn tickets_due(
         &self,
         now_us: Option<u64>,
-    ) -> impl Future<Output = Result<Vec<CheckOp>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, CheckOp)>, StoreError>> + Send;
 
     /// Returns the stored creation time of `plan_id`, storing `now_us` if there is none: the
     /// plan's initial quota period starts then.
@@ -516,7 +518,7 @@ impl Store for AnyStore {
         ticket: &str,
         op: &CheckOp,
         release_at_us: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         match self {
             AnyStore::Memory(s) => s.ticket_put(ticket, op, release_at_us).await,
             AnyStore::Redis(s) => s.ticket_put(ticket, op, release_at_us).await,
@@ -534,7 +536,7 @@ impl Store for AnyStore {
             AnyStore::Redis(s) => s.ticket_remove(ticket).await,
         }
     }
-    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<CheckOp>, StoreError> {
+    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<(String, CheckOp)>, StoreError> {
         match self {
             AnyStore::Memory(s) => s.tickets_due(now_us).await,
             AnyStore::Redis(s) => s.tickets_due(now_us).await,

@@ -949,19 +949,20 @@ impl Store for RedisStore {
         ticket: &str,
         op: &CheckOp,
         release_at_us: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let shard = ticket::shard(ticket);
-        self.scripts
+        let put: i64 = self
+            .scripts
             .ticket_put
             .key(self.keys.tickets_due(shard))
             .key(self.keys.tickets_ops(shard))
             .arg(ticket)
             .arg(release_at_us)
             .arg(ticket::encode(op))
-            .invoke_async::<i64>(&mut self.conn())
+            .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(())
+        Ok(put == 1)
     }
 
     async fn ticket_get(&self, ticket: &str) -> Result<Option<CheckOp>, StoreError> {
@@ -987,7 +988,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<CheckOp>, StoreError> {
+    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<(String, CheckOp)>, StoreError> {
         let now = now_us.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
         let mut ops = Vec::new();
         // Each shard's script takes its tickets off the store: once one has answered, an error
@@ -1016,9 +1017,10 @@ impl Store for RedisStore {
                 }
             };
             answered = true;
-            for b in raw {
-                match ticket::decode(&b) {
-                    Ok(op) => ops.push(op),
+            for pair in raw.chunks_exact(2) {
+                let id = String::from_utf8_lossy(&pair[0]).into_owned();
+                match ticket::decode(&pair[1]) {
+                    Ok(op) => ops.push((id, op)),
                     Err(e) => tracing::warn!(error = %e, "dropped a reservation ticket"),
                 }
             }

@@ -537,10 +537,10 @@ pub fn check() -> String {
     )
 }
 
-/// Stores a reservation ticket. KEYS: the shard's `due` sorted set, its `ops` hash. ARGV:
-/// ticket id, release time µs, ticket.
+/// Stores a reservation ticket unless one is there under its id (reply 0). KEYS: the shard's
+/// `due` sorted set, its `ops` hash. ARGV: ticket id, release time µs, ticket.
 pub const TICKET_PUT: &str = r#"
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 0 then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return 1
 "#;
@@ -552,7 +552,7 @@ return redis.call('HDEL', KEYS[2], ARGV[1])
 "#;
 
 /// Takes the due tickets of a shard off it. KEYS as [`TICKET_PUT`]; ARGV: now µs (negative:
-/// the server's `TIME`), most to take. Reply: the tickets.
+/// the server's `TIME`), most to take. Reply: id, ticket, id, ticket, …
 pub const TICKETS_DUE: &str = r#"
 local now = tonumber(ARGV[1])
 if now < 0 then
@@ -563,7 +563,10 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumb
 local out = {}
 for _, id in ipairs(ids) do
   local v = redis.call('HGET', KEYS[2], id)
-  if v then out[#out + 1] = v end
+  if v then
+    out[#out + 1] = id
+    out[#out + 1] = v
+  end
 end
 if #ids > 0 then
   redis.call('ZREM', KEYS[1], unpack(ids))
