@@ -377,6 +377,37 @@ impl TollgateProcess {
         format!("http://{}/metrics", self.metrics)
     }
 
+    /// The value of one series on `/metrics`, written as exposed (`name{label="v"}`, or just
+    /// the name); 0 when it is not there yet.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.scrape()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The sum of every series on `/metrics` whose line starts with `prefix` (e.g. a name and
+    /// some of its labels).
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        self.scrape()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn scrape(&self) -> String {
+        http_get(self.metrics, "/metrics")
+            .unwrap_or_else(|e| panic!("scrape /metrics: {e}"))
+            .1
+    }
+
     /// The config file the process was started with (and watches).
     pub fn config_path(&self) -> &Path {
         &self.config_path

@@ -859,22 +859,11 @@ async fn shipped_metered_example_settles_after_the_response() {
         "every admitted request, and only those, reached the upstream"
     );
 
-    let metrics = tollgate_tests::tollgate::http_get(tg.metrics_addr(), "/metrics")
-        .expect("metrics")
-        .1;
     // Every admitted request's report settled (the 503's refund among them: a release at the
     // TTL would count as released instead), and the unreported one was released.
     for (result, want) in [("settled", 5.0 + admitted as f64), ("released", 1.0)] {
-        let n: f64 = metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "tollgate_usage_reports_total{{result=\"{result}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0);
-        assert_eq!(n, want, "{result}\n{metrics}");
+        let series = format!(r#"tollgate_usage_reports_total{{result="{result}"}}"#);
+        assert_eq!(tg.metric(&series), want, "{series}");
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_proto::v1::Decision;
 use tollgate_tests::checks::{Client, decision, get_pets, petstore_with_key};
 use tollgate_tests::redis::RedisServer;
-use tollgate_tests::tollgate::{TollgateProcess, http_get};
+use tollgate_tests::tollgate::TollgateProcess;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -28,13 +28,6 @@ store: {{kind: redis, url: "{url}", timeout: {timeout}, circuit_breaker: {{failu
 failure_mode: {failure_mode}
 {petstore}"#
     )
-}
-
-fn metric(tg: &TollgateProcess, name: &str) -> f64 {
-    let text = http_get(tg.metrics_addr(), "/metrics").expect("metrics").1;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 async fn health(tg: &TollgateProcess) -> ServingStatus {
@@ -107,7 +100,7 @@ async fn a_hung_redis_opens_the_circuit_and_recovery_is_automatic() {
         assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     }
     assert!(
-        metric(&tg, "tollgate_store_circuit_rejected_total") > 0.0,
+        tg.metric("tollgate_store_circuit_rejected_total") > 0.0,
         "the open circuit answered some checks without waiting"
     );
     until("health NOT_SERVING", async || {
@@ -129,7 +122,7 @@ async fn a_hung_redis_opens_the_circuit_and_recovery_is_automatic() {
         "two allowed checks since the first; nothing counted while Redis hung"
     );
     until("circuit closed and health SERVING", async || {
-        metric(&tg, "tollgate_store_circuit_open") == 0.0
+        tg.metric("tollgate_store_circuit_open") == 0.0
             && health(&tg).await == ServingStatus::Serving
     })
     .await;
@@ -206,7 +199,7 @@ async fn a_slow_redis_is_answered_per_the_failure_mode_within_the_deadline() {
         assert_eq!(decision(&r), Decision::Allow);
         assert!(r.degraded, "{r:?}");
     }
-    assert!(metric(&tg, "tollgate_degraded_total") >= 10.0);
+    assert!(tg.metric("tollgate_degraded_total") >= 10.0);
 
     delay.store(0, Ordering::Relaxed);
     until(

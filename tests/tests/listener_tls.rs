@@ -13,7 +13,7 @@ use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_tests::certs::{issue, make_ca, make_certs};
 use tollgate_tests::checks::{decision, get_pets, petstore_with_key};
 use tollgate_tests::tollgate::{
-    ADMIN_TOKEN, BearerToken, TollgateProcess, eventually, http_get, run_tollgate,
+    ADMIN_TOKEN, BearerToken, TollgateProcess, eventually, run_tollgate,
 };
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -97,14 +97,6 @@ fn config(grpc_tls: &str, admin_tls: &str) -> String {
   admin_tls: {admin_tls}
 {petstore}"#
     )
-}
-
-fn metric(tg: &TollgateProcess, needle: &str) -> f64 {
-    let (_, body) = http_get(tg.metrics_addr(), "/metrics").expect("scrape /metrics");
-    body.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,12 +234,10 @@ async fn tls_on_grpc_and_mutual_tls_on_admin() {
         "idle connections over the per-address limit closed, silent ones timed out",
         Duration::from_secs(10),
         || async {
-            metric(
-                &tg,
+            tg.metric_sum(
                 "tollgate_tls_handshake_failures_total{listener=\"grpc\",reason=\"limit\"",
             ) >= 136.0
-                && metric(
-                    &tg,
+                && tg.metric_sum(
                     "tollgate_tls_handshake_failures_total{listener=\"grpc\",reason=\"timeout\"",
                 ) >= 64.0
         },
@@ -261,31 +251,19 @@ async fn tls_on_grpc_and_mutual_tls_on_admin() {
         "failed handshakes counted per listener",
         Duration::from_secs(10),
         || async {
-            metric(
-                &tg,
-                "tollgate_tls_handshake_failures_total{listener=\"grpc\"",
-            ) >= 2.0
-                && metric(
-                    &tg,
-                    "tollgate_tls_handshake_failures_total{listener=\"admin\"",
-                ) >= 1.0
+            tg.metric_sum("tollgate_tls_handshake_failures_total{listener=\"grpc\"") >= 2.0
+                && tg.metric_sum("tollgate_tls_handshake_failures_total{listener=\"admin\"") >= 1.0
         },
     )
     .await;
     // TCP health probes (connect, close, no byte sent) are not failed handshakes.
-    let failures = metric(
-        &tg,
-        "tollgate_tls_handshake_failures_total{listener=\"grpc\"",
-    );
+    let failures = tg.metric_sum("tollgate_tls_handshake_failures_total{listener=\"grpc\"");
     for _ in 0..20 {
         drop(TcpStream::connect(grpc).expect("connect"));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        metric(
-            &tg,
-            "tollgate_tls_handshake_failures_total{listener=\"grpc\""
-        ),
+        tg.metric_sum("tollgate_tls_handshake_failures_total{listener=\"grpc\""),
         failures,
         "TCP probes counted as handshake failures"
     );
@@ -384,10 +362,7 @@ async fn certificates_rotate_without_a_restart_and_optional_client_auth() {
         "a failed reload counted",
         Duration::from_secs(20),
         || async {
-            metric(
-                &tg,
-                "tollgate_tls_reloads_total{listener=\"grpc\",result=\"error\"",
-            ) >= 1.0
+            tg.metric_sum("tollgate_tls_reloads_total{listener=\"grpc\",result=\"error\"") >= 1.0
         },
     )
     .await;

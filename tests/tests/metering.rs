@@ -436,12 +436,9 @@ api_keys:
 
 /// `tollgate_usage_reports_total{result="<result>"}` on `tg`'s `/metrics` (0 when absent).
 fn reports_total(tg: &TollgateProcess, result: &str) -> u64 {
-    let (_, text) =
-        tollgate_tests::tollgate::http_get(tg.metrics_addr(), "/metrics").expect("metrics");
-    let prefix = format!(r#"tollgate_usage_reports_total{{result="{result}"}} "#);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().expect("a count"))
+    tg.metric(&format!(
+        r#"tollgate_usage_reports_total{{result="{result}"}}"#
+    )) as u64
 }
 
 /// Reservation tickets in the store (every shard's `due` set).
