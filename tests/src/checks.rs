@@ -121,6 +121,12 @@ pub async fn until_recovered(
 /// `GET /pets` (API key required), plan `metered` with a daily quota of `quota`, and key `k1`
 /// with the value `key` in it.
 pub fn petstore_with_key(quota: u64, key: &str) -> String {
+    petstore_with_plan(quota, key, "")
+}
+
+/// [`petstore_with_key`] with `plan_extra` (YAML lines indented for the plan, e.g.
+/// `"    metering: {reservation_ttl: 2s}\n"`) added to the plan.
+pub fn petstore_with_plan(quota: u64, key: &str, plan_extra: &str) -> String {
     format!(
         r#"apis:
   - id: petstore
@@ -131,7 +137,7 @@ pub fn petstore_with_key(quota: u64, key: &str) -> String {
 usage_plans:
   - id: metered
     quota: {{limit: {quota}, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
+{plan_extra}    api_stages: [{{api_id: petstore, stage: prod}}]
 api_keys:
   - {{id: k1, value: "{key}", enabled: true, usage_plans: [metered]}}
 "#

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tollgate_proto::v1::{CheckRequestRequest, Decision, ReportUsageRequest};
-use tollgate_tests::checks::{Client, check, decision, get_pets};
+use tollgate_tests::checks::{Client, check, decision, get_pets, petstore_with_plan};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::TollgateProcess;
 
@@ -401,7 +401,7 @@ async fn the_client_layer_reports_the_upstreams_cost() {
 }
 
 const KEY4: &str = "meter-key-ddddddddddddddddddddddddddd";
-/// The quota of the `short` plan (reservations released 2 s after their check).
+/// The quota of [`short_ttl_config`]'s plan (reservations released 2 s after their check).
 const SHORT: u64 = 1_000;
 
 /// Two instances' config: one key on a plan whose unreported reservations are released 2 s
@@ -413,24 +413,11 @@ fn short_ttl_config(redis: &RedisServer) -> String {
 /// [`short_ttl_config`] with another `store.timeout`.
 fn short_ttl_config_with(redis: &RedisServer, store_timeout: &str) -> String {
     format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{}", timeout: {store_timeout}}}
-failure_mode: closed
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: short
-    quota: {{limit: {SHORT}, period: DAY}}
-    metering: {{reservation_ttl: 2s}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k4, value: "{KEY4}", enabled: true, usage_plans: [short]}}
-"#,
-        redis.url()
+        "server: {{grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}}\n\
+         store: {{kind: redis, url: \"{}\", timeout: {store_timeout}}}\n\
+         failure_mode: closed\n{}",
+        redis.url(),
+        petstore_with_plan(SHORT, KEY4, "    metering: {reservation_ttl: 2s}\n")
     )
 }
 
