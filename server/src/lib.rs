@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auth;
 pub mod breaker;
+pub mod canonical;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -331,9 +332,9 @@ pub async fn run(
         envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
             envoy_api.clone(),
         )
-        .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(api::limits::MAX_ENVOY_MESSAGE_BYTES);
     let rls = envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(envoy_api)
-        .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(api::limits::MAX_ENVOY_MESSAGE_BYTES);
     let check =
         pb::check_service_server::CheckServiceServer::new(api::check::CheckApi::new(checker))
             .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);

@@ -79,7 +79,7 @@ pub struct CheckInput<'a> {
     /// Headers (authorizer identity sources).
     pub headers: Option<&'a HashMap<String, String>>,
     /// Query parameters.
-    pub query: Option<&'a HashMap<String, String>>,
+    pub query: Option<&'a crate::auth::QueryPairs>,
     /// Stage variables.
     pub stage_variables: Option<&'a HashMap<String, String>>,
     /// Request-context values.
@@ -1027,16 +1027,21 @@ fn build_op(
     let mut quota = None;
     if let Some((key, plan)) = key_plan {
         let over = plan.method_throttle(input.api_id, input.stage, template, input.method);
+        // A bucket is named by what the operator configured, never by the client's method
+        // string: the route's method (`ANY` is one method, as in AWS), or the method of the
+        // `method_throttle` entry that matched. A client sending `FOO`, `BAR`, ... on an
+        // `ANY` route meets one bucket, not one each.
         let bucket = match (over, plan.throttle, plan.scope) {
-            (Some(m), _, _) => Some((m.limit, true)),
-            (None, Some(l), ThrottleScope::PerMethod) => Some((l, true)),
-            (None, Some(l), ThrottleScope::PerPlan) => Some((l, false)),
+            (Some(m), _, _) if m.method == "*" => Some((m.limit, Some(route.method.as_str()))),
+            (Some(m), _, _) => Some((m.limit, Some(m.method.as_str()))),
+            (None, Some(l), ThrottleScope::PerMethod) => Some((l, Some(route.method.as_str()))),
+            (None, Some(l), ThrottleScope::PerPlan) => Some((l, None)),
             (None, None, _) => None,
         };
         if let Some((limit, per_method)) = bucket {
-            let field = if per_method {
+            let field = if let Some(method) = per_method {
                 // Per api stage too: method throttles are set per api stage.
-                Keys::bucket_field(&[&plan.id, input.api_id, input.stage, input.method, template])
+                Keys::bucket_field(&[&plan.id, input.api_id, input.stage, method, template])
             } else {
                 plan.bucket_field.clone()
             };

@@ -688,10 +688,39 @@ async fn shipped_example_works() {
     assert_eq!(r.status, 200, "{r:?}");
     let r = get(&c, &envoy, "/v2/pets", &[("x-api-key", UNKNOWN_KEY)]).await;
     assert_eq!(r.status, 429, "unknown_key: deny: {r:?}");
-    // Without a key only the remote_address descriptor is sent: 50/s, not limited here.
+    // Without a key, the missing_api_key descriptor: the route requires a key.
     let r = get(&c, &envoy, "/v2/pets", &[]).await;
+    assert_eq!(r.status, 429, "no key on the RLS route: {r:?}");
+    assert_eq!(up.count(), 2, "{:?}", up.requests());
+
+    // A client's x-tollgate-* headers never reach the upstream, also on the RLS-only route
+    // (which skips ext_authz); header names with underscores are refused by Envoy.
+    let spoof = [
+        ("x-api-key", DEMO),
+        ("x-tollgate-principal-id", "admin"),
+        ("x-tollgate-context-role", "admin"),
+    ];
+    for path in ["/v2/pets", "/pets/8"] {
+        let r = get(&c, &envoy, path, &spoof).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(r.echoed_header("x-tollgate-principal-id"), None, "{r:?}");
+        assert_eq!(r.echoed_header("x-tollgate-context-role"), None, "{r:?}");
+    }
+    let r = get(
+        &c,
+        &envoy,
+        "/v2/pets",
+        &[("x-api-key", DEMO), ("x_tollgate_principal_id", "admin")],
+    )
+    .await;
+    assert_eq!(r.status, 400, "underscore header: {r:?}");
+    // Envoy normalises first: a dot segment climbing out of /v2 is resolved before routing.
+    let r = get(&c, &envoy, "/v2/%2e%2e/pets/9", &[("x-api-key", DEMO)]).await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(up.count(), 3, "{:?}", up.requests());
+    assert_eq!(r.json()["path"], "/pets/9", "{r:?}");
+    let r = get(&c, &envoy, "/v2%2Fpets", &[("x-api-key", DEMO)]).await;
+    assert_eq!(r.status, 400, "escaped slash: {r:?}");
+    assert_eq!(up.count(), 5, "{:?}", up.requests());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 //! `tollgate.v1.AuthorizationService`: the shared authorization check.
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -24,7 +25,9 @@ impl AuthApi {
     }
 }
 
-fn validate(r: &pb::AuthorizeRequest) -> Result<String, Status> {
+/// Validates sizes and shapes; returns the upper-cased method and the canonical path
+/// (empty when the request names its authorizer and sends no path).
+fn validate(r: &pb::AuthorizeRequest) -> Result<Canonical<'_>, Status> {
     len("authorizer", &r.authorizer, MAX_ID_LEN)?;
     len("api_id", &r.api_id, MAX_ID_LEN)?;
     len("stage", &r.stage, MAX_ID_LEN)?;
@@ -49,16 +52,26 @@ fn validate(r: &pb::AuthorizeRequest) -> Result<String, Status> {
             "http_method must be letters only, e.g. GET",
         ));
     }
-    if !r.path.is_empty() && !r.path.starts_with('/') {
-        return Err(Status::invalid_argument("path must start with '/'"));
-    }
+    let path = if r.path.is_empty() {
+        Cow::Borrowed("")
+    } else {
+        canonical_path("path", &r.path)?
+    };
     if r.scopes.len() > 64 || r.scopes.iter().any(|s| s.len() > MAX_MAP_KEY_LEN) {
         return Err(Status::invalid_argument(
             "scopes: at most 64, each at most 256 bytes",
         ));
     }
-    limits::identity_maps(&r.headers, &r.query, &r.stage_variables, &r.context)?;
-    Ok(r.http_method.to_ascii_uppercase())
+    if !r.query.is_empty() && r.query_params.is_empty() {
+        limits::map("query", r.query.iter())?;
+    }
+    let query = limits::query_pairs(&r.query, &r.query_params);
+    limits::identity_maps(&r.headers, &query, &r.stage_variables, &r.context)?;
+    Ok(Canonical {
+        method: r.http_method.to_ascii_uppercase(),
+        path,
+        query,
+    })
 }
 
 #[tonic::async_trait]
@@ -68,7 +81,11 @@ impl pb::authorization_service_server::AuthorizationService for AuthApi {
         req: Request<pb::AuthorizeRequest>,
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
         let r = req.get_ref();
-        let method = validate(r).inspect_err(|_| {
+        let Canonical {
+            method,
+            path,
+            query,
+        } = validate(r).inspect_err(|_| {
             metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
         })?;
         let cat = self.catalog.load_full();
@@ -76,10 +93,10 @@ impl pb::authorization_service_server::AuthorizationService for AuthApi {
             let stage = cat.stage(&r.api_id, &r.stage).ok_or_else(|| {
                 Status::not_found(format!("api {:?} stage {:?} not found", r.api_id, r.stage))
             })?;
-            let route = stage.match_path(&method, &r.path).ok_or_else(|| {
+            let route = stage.match_path(&method, &path).ok_or_else(|| {
                 Status::not_found(format!(
                     "no route matches {method} {}",
-                    limits::truncate(&r.path)
+                    limits::truncate(&path)
                 ))
             })?;
             let name = route.authorizer.as_deref().ok_or_else(|| {
@@ -96,10 +113,10 @@ impl pb::authorization_service_server::AuthorizationService for AuthApi {
             api_id: &r.api_id,
             stage: &r.stage,
             method: &method,
-            path: &r.path,
+            path: &path,
             resource_path,
             headers: Some(&r.headers),
-            query: Some(&r.query),
+            query: Some(&query[..]),
             stage_variables: Some(&r.stage_variables),
             context: Some(&r.context),
             source_ip: &r.source_ip,

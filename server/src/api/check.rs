@@ -49,8 +49,9 @@ fn invalid(s: Status) -> Status {
     s
 }
 
-/// Validates sizes and shapes; returns the upper-cased method.
-fn validate(r: &pb::CheckRequestRequest) -> Result<String, Status> {
+/// Validates sizes and shapes; returns the upper-cased method and the canonical path
+/// ([`crate::canonical::path`]): everything after this sees only those.
+fn validate(r: &pb::CheckRequestRequest) -> Result<Canonical<'_>, Status> {
     required("api_id", &r.api_id)?;
     required("stage", &r.stage)?;
     required("http_method", &r.http_method)?;
@@ -68,9 +69,7 @@ fn validate(r: &pb::CheckRequestRequest) -> Result<String, Status> {
             "http_method must be letters only, e.g. GET",
         ));
     }
-    if !r.path.starts_with('/') {
-        return Err(Status::invalid_argument("path must start with '/'"));
-    }
+    let path = canonical_path("path", &r.path)?;
     if !r.resource_path.is_empty() && !r.resource_path.starts_with('/') {
         return Err(Status::invalid_argument(
             "resource_path must start with '/'",
@@ -88,8 +87,16 @@ fn validate(r: &pb::CheckRequestRequest) -> Result<String, Status> {
         )));
     }
     len("body_sha256", &r.body_sha256, 64)?;
-    limits::identity_maps(&r.headers, &r.query, &r.stage_variables, &r.context)?;
-    Ok(r.http_method.to_ascii_uppercase())
+    if !r.query.is_empty() && r.query_params.is_empty() {
+        limits::map("query", r.query.iter())?;
+    }
+    let query = limits::query_pairs(&r.query, &r.query_params);
+    limits::identity_maps(&r.headers, &query, &r.stage_variables, &r.context)?;
+    Ok(Canonical {
+        method: r.http_method.to_ascii_uppercase(),
+        path,
+        query,
+    })
 }
 
 impl From<Decision> for pb::Decision {
@@ -146,19 +153,19 @@ pub fn report_to_proto(a: ReportAnswer) -> pb::ReportUsageResponse {
 }
 
 /// The pipeline's view of a (validated) wire request.
-fn check_input<'a>(r: &'a pb::CheckRequestRequest, method: &'a str) -> CheckInput<'a> {
+fn check_input<'a>(r: &'a pb::CheckRequestRequest, e: &'a Canonical<'a>) -> CheckInput<'a> {
     CheckInput {
         api_id: &r.api_id,
         stage: &r.stage,
-        method,
-        path: &r.path,
+        method: &e.method,
+        path: &e.path,
         resource_path: &r.resource_path,
         api_key: &r.api_key,
         cost: r.cost.max(1),
         request_id: &r.request_id,
         dry_run: r.dry_run,
         headers: Some(&r.headers),
-        query: Some(&r.query),
+        query: Some(&e.query[..]),
         stage_variables: Some(&r.stage_variables),
         context: Some(&r.context),
         source_ip: &r.source_ip,
@@ -211,8 +218,8 @@ impl pb::check_service_server::CheckService for CheckApi {
     ) -> Result<Response<pb::CheckRequestResponse>, Status> {
         let started = Instant::now();
         let r = req.get_ref();
-        let method = validate(r).map_err(invalid)?;
-        let input = check_input(r, &method);
+        let edge = validate(r).map_err(invalid)?;
+        let input = check_input(r, &edge);
         match self.checker.check(&input).await {
             Ok(answer) => {
                 observe(&answer, Some(started));
@@ -236,7 +243,7 @@ impl pb::check_service_server::CheckService for CheckApi {
         let Some(r) = rr.request.as_ref() else {
             return Err(invalid(Status::invalid_argument("request is required")));
         };
-        let method = validate(r).map_err(invalid)?;
+        let edge = validate(r).map_err(invalid)?;
         required("request.request_id", &r.request_id).map_err(invalid)?;
         if rr.actual_cost > MAX_COST {
             return Err(invalid(Status::invalid_argument(format!(
@@ -244,7 +251,7 @@ impl pb::check_service_server::CheckService for CheckApi {
                 rr.actual_cost
             ))));
         }
-        let input = check_input(r, &method);
+        let input = check_input(r, &edge);
         match self.checker.report(&input, rr.actual_cost).await {
             Ok(a) => Ok(Response::new(report_to_proto(a))),
             Err(ReportError::NotFound(msg)) => Err(Status::not_found(msg)),

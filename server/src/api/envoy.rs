@@ -7,6 +7,7 @@
 //!   the api whose id is the `domain`) and generic descriptor rules (`descriptors:`).
 //!
 //! The protos come from the `envoy-types` crate.
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,8 +29,10 @@ use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use super::limits::{
-    self, MAX_API_KEY_LEN, MAX_COST, MAX_ID_LEN, MAX_METHOD_LEN, MAX_PATH_LEN, MAX_REQUEST_ID_LEN,
+    self, MAX_API_KEY_LEN, MAX_COST, MAX_ENVOY_BODY_BYTES, MAX_ID_LEN, MAX_METHOD_LEN,
+    MAX_PATH_LEN, MAX_REQUEST_ID_LEN, QueryList,
 };
+use crate::canonical::{self, PathError};
 use crate::catalog::Catalog;
 use crate::catalog::descriptors::Rule;
 use crate::config::FailureMode;
@@ -51,6 +54,9 @@ pub const REPORT_ENTRY: &str = "report_request_id";
 pub const MAX_ENTRIES: usize = 32;
 /// A descriptor entry's key.
 pub const MAX_ENTRY_KEY_LEN: usize = 256;
+
+/// The RLS descriptor entry that says the request has no API key (see [`missing_key`]).
+pub const MISSING_KEY_ENTRY: &str = "missing_api_key";
 
 /// The prefix of every identity header: a client's own are removed on allow.
 pub const H_PREFIX: &str = "x-tollgate-";
@@ -152,51 +158,70 @@ fn denied(status: u16, message: &str, extra: Vec<(&'static str, String)>) -> Che
     }
 }
 
-/// `incoming`: the request's header names (lower case), so any `x-tollgate-*` header a client
-/// sent that Tollgate does not set is removed before the upstream sees it.
-fn allowed<'h>(
-    a: Answer,
-    identity_headers: bool,
-    incoming: impl Iterator<Item = &'h String>,
-) -> CheckResponse {
-    let mut up = Vec::new();
-    let mut remove = Vec::new();
-    if identity_headers {
-        // Set what we know, remove what a client may have sent in our names.
-        for (name, value) in [
-            (H_KEY_ID, a.api_key_id),
-            (H_PLAN_ID, a.plan_id),
-            (H_PRINCIPAL, a.principal_id),
-        ] {
-            match value {
-                Some(v) => up.push(header(
-                    name,
-                    header_safe(&v),
-                    HeaderAppendAction::OverwriteIfExistsOrAdd,
-                )),
-                None => remove.push(name.to_string()),
-            }
-        }
-        for (k, v) in &a.context {
+/// Whether a client header name is a spelling of one of Tollgate's identity headers: any case,
+/// with `_` for `-` (CGI, WSGI, Rack and PHP servers read `x_tollgate_principal_id` as
+/// `X-Tollgate-Principal-Id`).
+fn is_ours(name: &str) -> bool {
+    let n = name.as_bytes();
+    n.len() >= H_PREFIX.len()
+        && n.iter()
+            .zip(H_PREFIX.as_bytes())
+            .all(|(&c, &p)| c.to_ascii_lowercase() == p || (c == b'_' && p == b'-'))
+}
+
+/// The identity headers an allowed request carries upstream, or `Err` naming two context
+/// names that would be sent as one header (`Role` and `role`): an ambiguous identity is
+/// refused, not resolved by whichever name sorts last.
+fn identity_headers(a: &Answer) -> Result<Vec<HeaderValueOption>, (String, String)> {
+    let mut up = Vec::with_capacity(3 + a.context.len());
+    for (name, value) in [
+        (H_KEY_ID, &a.api_key_id),
+        (H_PLAN_ID, &a.plan_id),
+        (H_PRINCIPAL, &a.principal_id),
+    ] {
+        if let Some(v) = value {
             up.push(header(
-                &context_header(k),
+                name,
                 header_safe(v),
                 HeaderAppendAction::OverwriteIfExistsOrAdd,
             ));
         }
-        for name in incoming {
-            let ours = name.len() > H_PREFIX.len()
-                && name.as_bytes()[..H_PREFIX.len()].eq_ignore_ascii_case(H_PREFIX.as_bytes());
-            let set = up.iter().any(|h| {
-                h.header
-                    .as_ref()
-                    .is_some_and(|h| h.key.eq_ignore_ascii_case(name))
-            });
-            if ours && !set && !remove.iter().any(|r: &String| r.eq_ignore_ascii_case(name)) {
-                remove.push(name.to_ascii_lowercase());
-            }
-        }
     }
+    let mut names: HashMap<String, &str> = HashMap::with_capacity(a.context.len());
+    for (k, v) in &a.context {
+        let h = context_header(k);
+        if let Some(other) = names.insert(h.clone(), k) {
+            return Err((other.to_string(), k.clone()));
+        }
+        up.push(header(
+            &h,
+            header_safe(v),
+            HeaderAppendAction::OverwriteIfExistsOrAdd,
+        ));
+    }
+    Ok(up)
+}
+
+/// `incoming`: the request's header names. Every one that spells an `x-tollgate-*` name
+/// (any case, `_` for `-`) is removed before the upstream sees it — always, whether or not
+/// `identity_headers` is on — and the ones Tollgate sets are set fresh.
+fn allowed<'h>(
+    a: Answer,
+    up: Vec<HeaderValueOption>,
+    incoming: impl Iterator<Item = &'h String>,
+) -> CheckResponse {
+    // A name Tollgate sets is overwritten, not removed (Envoy removes after it sets).
+    let set = |name: &str| {
+        up.iter().any(|h| {
+            h.header
+                .as_ref()
+                .is_some_and(|h| h.key.eq_ignore_ascii_case(name))
+        })
+    };
+    let remove = incoming
+        .filter(|name| is_ours(name) && !set(name))
+        .map(|name| name.to_ascii_lowercase())
+        .collect();
     let down = a
         .headers
         .into_iter()
@@ -214,21 +239,78 @@ fn allowed<'h>(
     }
 }
 
-/// Splits Envoy's `:path` (path + query) and decodes the query into a map (first value wins).
-fn split_path(raw: &str) -> (&str, HashMap<String, String>) {
-    let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
-    let path = path.split_once('#').map_or(path, |(p, _)| p);
-    let mut map = HashMap::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let dec = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        map.entry(dec(k)).or_insert_with(|| dec(v));
+/// Splits Envoy's `:path` (path + query) into the canonical path ([`crate::canonical::path`])
+/// and the query's decoded pairs, in order, every value of a repeated name.
+fn split_path(raw: &str) -> Result<(Cow<'_, str>, QueryList), PathError> {
+    let (path, query) = canonical::split_target(raw);
+    let path = canonical::path(path)?;
+    let dec = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pairs = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (dec(k), dec(v))
+        })
+        .collect();
+    Ok((path, pairs))
+}
+
+/// The answer to a descriptor with the entry [`MISSING_KEY_ENTRY`] (Envoy sends it when the
+/// request has no `x-api-key`, through `header_value_match` with `expect_match: false`): over
+/// the limit (`Forbidden`) when the route its `method` and `path` entries name requires a key,
+/// when no route matches, or when the descriptor names no route (it was put on a keyed route);
+/// OK on a route that takes no key.
+fn missing_key(cat: &Catalog, domain: &str, d: &RateLimitDescriptor) -> Outcome {
+    let forbidden = || {
+        count("rls", "missing_api_key");
+        Outcome {
+            over: true,
+            message: Some("Forbidden"),
+            error_type: Some("ForbiddenException"),
+            ..Default::default()
+        }
+    };
+    let Some(stage) = entry(d, "stage")
+        .or(cat.envoy.stage.as_deref())
+        .and_then(|s| cat.stage(domain, s))
+    else {
+        return forbidden();
+    };
+    let method = entry(d, "method").unwrap_or("").to_ascii_uppercase();
+    let (Some(raw_path), false) = (entry(d, "path"), method.is_empty()) else {
+        return forbidden();
+    };
+    if raw_path.len() > MAX_PATH_LEN || method.len() > MAX_METHOD_LEN {
+        return refused_path();
     }
-    (path, map)
+    let Ok((path, _)) = split_path(raw_path) else {
+        return refused_path();
+    };
+    match stage.match_path(&method, &path) {
+        Some(route) if !route.api_key_required => {
+            count("rls", "ok");
+            Outcome::default()
+        }
+        _ => forbidden(),
+    }
+}
+
+/// The RLS answer for a `path` entry that [`canonical::path`] refuses: over the limit, with
+/// a message (the RLS protocol has no 400).
+fn refused_path() -> Outcome {
+    count("rls", "invalid_path");
+    metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
+    Outcome {
+        over: true,
+        message: Some("Invalid request path"),
+        error_type: Some("BadRequestException"),
+        ..Default::default()
+    }
 }
 
 #[tonic::async_trait]
@@ -270,7 +352,6 @@ impl Authorization for EnvoyApi {
                 hdrs.entry(h.key.to_ascii_lowercase()).or_insert(v);
             }
         }
-        let (path, query) = split_path(&http.path);
         let method = http.method.to_ascii_uppercase();
         // What the client sent is checked here, and answered as a denial: an error would let
         // Envoy's failure_mode_allow wave an oversized request through.
@@ -285,11 +366,26 @@ impl Authorization for EnvoyApi {
         {
             return bad(format!("Invalid HTTP method {:?}", header_safe(&method)));
         }
-        if !path.starts_with('/') || path.len() > MAX_PATH_LEN {
+        if http.body.len().max(http.raw_body.len()) > MAX_ENVOY_BODY_BYTES {
+            metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
+            count("ext_authz", "deny");
+            return Ok(Response::new(denied(
+                413,
+                "Request body too large",
+                Vec::new(),
+            )));
+        }
+        if http.path.len() > MAX_PATH_LEN {
             return bad(format!(
-                "Invalid request path: it must start with '/' and be at most {MAX_PATH_LEN} bytes"
+                "Invalid request path: it must be at most {MAX_PATH_LEN} bytes"
             ));
         }
+        // The one canonical path every later stage sees (routing, the authorizer's method
+        // ARN, SigV4, the decision cache); a path that cannot be decided is refused.
+        let (path, query) = match split_path(&http.path) {
+            Ok(pq) => pq,
+            Err(e) => return bad(format!("Invalid request path: {e}")),
+        };
         let empty = HashMap::new();
         if let Err(s) = limits::identity_maps(&hdrs, &query, &empty, ctx) {
             return bad(s.message().to_string());
@@ -374,14 +470,14 @@ impl Authorization for EnvoyApi {
             api_id,
             stage,
             method: &method,
-            path,
+            path: &path,
             resource_path: "",
             api_key,
             cost,
             request_id,
             dry_run: false,
             headers: Some(&hdrs),
-            query: Some(&query),
+            query: Some(&query[..]),
             stage_variables: None,
             context: Some(ctx),
             source_ip: &source_ip,
@@ -404,12 +500,30 @@ impl Authorization for EnvoyApi {
             Ok(a) => {
                 super::check::observe(&a, Some(started));
                 if a.decision == Decision::Allow {
+                    let up = if cat.envoy.identity_headers {
+                        match identity_headers(&a) {
+                            Ok(up) => up,
+                            Err((x, y)) => {
+                                tracing::warn!(
+                                    first = %x, second = %y,
+                                    "authorizer context names collide as one x-tollgate-context- header; request refused"
+                                );
+                                count("ext_authz", "deny");
+                                return Ok(Response::new(denied(
+                                    500,
+                                    "Internal server error",
+                                    vec![(
+                                        headers::AMZN_ERROR_TYPE,
+                                        "AuthorizerConfigurationException".to_string(),
+                                    )],
+                                )));
+                            }
+                        }
+                    } else {
+                        Vec::new()
+                    };
                     count("ext_authz", "allow");
-                    Ok(Response::new(allowed(
-                        a,
-                        cat.envoy.identity_headers,
-                        hdrs.keys(),
-                    )))
+                    Ok(Response::new(allowed(a, up, hdrs.keys())))
                 } else {
                     count("ext_authz", "deny");
                     Ok(Response::new(denied(a.http_status, a.message, a.headers)))
@@ -741,13 +855,21 @@ impl EnvoyApi {
             ));
         };
         let method = entry(d, "method").unwrap_or("").to_ascii_uppercase();
-        let path = entry(d, "path").map_or("", |p| split_path(p).0);
+        let raw_path = entry(d, "path").unwrap_or("");
+        // The canonical path, as on every entry point; one that cannot be decided is denied
+        // whatever `unknown_key` says (it is not an unknown key: it is a request to refuse).
+        let path = match raw_path {
+            "" => Cow::Borrowed(""),
+            p if p.len() > MAX_PATH_LEN => return Ok(Some(refused_path())),
+            p => match split_path(p) {
+                Ok((path, _)) => path,
+                Err(_) => return Ok(Some(refused_path())),
+            },
+        };
         let unusable = key.is_empty()
             || key.len() > MAX_API_KEY_LEN
             || method.len() > MAX_METHOD_LEN
-            || !method.bytes().all(|b| b.is_ascii_alphabetic())
-            || path.len() > MAX_PATH_LEN
-            || (!path.is_empty() && !path.starts_with('/'));
+            || !method.bytes().all(|b| b.is_ascii_alphabetic());
         let answer = if unusable {
             None
         } else {
@@ -755,7 +877,7 @@ impl EnvoyApi {
                 api_id: domain,
                 stage,
                 method: &method,
-                path,
+                path: &path,
                 api_key: key,
                 cost,
                 rate_limit_only: true,
@@ -825,6 +947,10 @@ impl RateLimitService for EnvoyApi {
                 .hits_addend
                 .as_ref()
                 .map_or(request_cost, |h| h.value.max(1));
+            if is_api && entry(d, MISSING_KEY_ENTRY).is_some() {
+                outcomes.push(Some(missing_key(&cat, domain, d)));
+                continue;
+            }
             if is_api && let Some(key) = entry(d, "api_key") {
                 let o = self
                     .key_descriptor(&cat, domain, d, key, cost)

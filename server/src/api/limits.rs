@@ -1,5 +1,6 @@
 //! Size limits on every request field, in one place (also listed in the README). Anything over a
 //! limit is `INVALID_ARGUMENT` with a message naming the field; nothing is counted.
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use tonic::Status;
@@ -30,6 +31,13 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub const MAX_COST: u64 = 1_000_000;
 /// Whole gRPC message, bytes.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// A request body Envoy's ext_authz sends (`with_request_body`): a larger one is denied 413.
+/// Envoy's `max_request_bytes` should be at most this.
+pub const MAX_ENVOY_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Whole ext_authz / RLS message, bytes: room for the largest body plus the headers, so that
+/// tonic never refuses a message Envoy may send. A refusal there happens before Tollgate's
+/// code runs, and Envoy with `failure_mode_allow: true` forwards such a request unchecked.
+pub const MAX_ENVOY_MESSAGE_BYTES: usize = MAX_ENVOY_BODY_BYTES + 1024 * 1024;
 
 /// `Err(INVALID_ARGUMENT)` when `s` is longer than `max`.
 pub fn len(field: &str, s: &str, max: usize) -> Result<(), Status> {
@@ -40,6 +48,12 @@ pub fn len(field: &str, s: &str, max: usize) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+/// The canonical form of the request path in `field` ([`crate::canonical::path`]), or
+/// `INVALID_ARGUMENT` naming the field and the rule it breaks.
+pub fn canonical_path<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Status> {
+    crate::canonical::path(raw).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 /// `Err(INVALID_ARGUMENT)` when `s` is empty.
@@ -81,15 +95,75 @@ pub fn map<'a>(
     Ok(total)
 }
 
-/// Checks the identity-source maps one by one and together (at most [`MAX_MAPS_TOTAL`] bytes).
+/// Query parameters, decoded, in request order (a repeated name has several pairs).
+pub type QueryList = Vec<(String, String)>;
+
+/// A request as every stage after the edge sees it: the upper-cased method, the canonical path
+/// ([`crate::canonical::path`]) and the query pairs.
+pub struct Canonical<'a> {
+    /// Upper-case method.
+    pub method: String,
+    /// Canonical path ("" where the API allows none).
+    pub path: Cow<'a, str>,
+    /// Query pairs.
+    pub query: QueryList,
+}
+
+/// Query parameters (pairs, in request order).
+pub const MAX_QUERY_PARAMS: usize = 512;
+
+/// The query as ordered pairs: `params` (every value of a repeated name, in order) when the
+/// caller sent them, else the lossy `map`, sorted by name so the order is stable.
+pub fn query_pairs(
+    map: &HashMap<String, String>,
+    params: &[tollgate_proto::v1::QueryParam],
+) -> QueryList {
+    if params.is_empty() {
+        let mut v: Vec<(String, String)> =
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort_unstable();
+        v
+    } else {
+        params
+            .iter()
+            .map(|p| (p.name.clone(), p.value.clone()))
+            .collect()
+    }
+}
+
+/// Checks the identity-source maps and the query pairs one by one and together (at most
+/// [`MAX_MAPS_TOTAL`] bytes).
 pub fn identity_maps(
     headers: &HashMap<String, String>,
-    query: &HashMap<String, String>,
+    query: &[(String, String)],
     stage_variables: &HashMap<String, String>,
     context: &HashMap<String, String>,
 ) -> Result<(), Status> {
+    if query.len() > MAX_QUERY_PARAMS {
+        return Err(Status::invalid_argument(format!(
+            "query has {} parameters; the limit is {MAX_QUERY_PARAMS}",
+            query.len()
+        )));
+    }
+    let mut query_total = 0;
+    for (k, v) in query {
+        if k.len() > MAX_MAP_KEY_LEN {
+            return Err(Status::invalid_argument(format!(
+                "query: a name is {} bytes; the limit is {MAX_MAP_KEY_LEN}",
+                k.len()
+            )));
+        }
+        if v.len() > MAX_MAP_VALUE_LEN {
+            return Err(Status::invalid_argument(format!(
+                "query[{}]: value is {} bytes; the limit is {MAX_MAP_VALUE_LEN}",
+                truncate(k),
+                v.len()
+            )));
+        }
+        query_total += k.len() + v.len();
+    }
     let total = map("headers", headers.iter())?
-        + map("query", query.iter())?
+        + query_total
         + map("stage_variables", stage_variables.iter())?
         + map("context", context.iter())?;
     if total > MAX_MAPS_TOTAL {

@@ -54,8 +54,8 @@ pub struct RequestEvent<'a> {
     pub http_method: &'a str,
     /// Headers.
     pub headers: Option<&'a std::collections::HashMap<String, String>>,
-    /// Query parameters.
-    pub query: Option<&'a std::collections::HashMap<String, String>>,
+    /// Query parameters, in request order (a repeated name has several pairs).
+    pub query: Option<&'a super::QueryPairs>,
     /// Stage variables.
     pub stage_variables: Option<&'a std::collections::HashMap<String, String>>,
     /// API id.
@@ -71,6 +71,28 @@ pub struct RequestEvent<'a> {
 /// The TOKEN event: `{"type":"TOKEN","authorizationToken":..,"methodArn":..}`.
 pub fn token_event(token: &str, method_arn: &str) -> Value {
     json!({"type": "TOKEN", "authorizationToken": token, "methodArn": method_arn})
+}
+
+/// `queryStringParameters`: the last value of each name, as AWS sends it.
+fn query_last(q: &super::QueryPairs) -> Value {
+    let mut o = serde_json::Map::new();
+    for (k, v) in q {
+        o.insert(k.clone(), Value::String(v.clone()));
+    }
+    Value::Object(o)
+}
+
+/// `multiValueQueryStringParameters`: every value of each name, in request order.
+fn query_multi(q: &super::QueryPairs) -> Value {
+    let mut m: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for (k, v) in q {
+        m.entry(k).or_default().push(Value::String(v.clone()));
+    }
+    Value::Object(
+        m.into_iter()
+            .map(|(k, v)| (k.to_string(), Value::Array(v)))
+            .collect(),
+    )
 }
 
 /// The REQUEST event, in the Lambda authorizer payload shape (v1.0).
@@ -97,8 +119,8 @@ pub fn request_event(e: &RequestEvent<'_>) -> Value {
         "httpMethod": e.http_method,
         "headers": map(e.headers),
         "multiValueHeaders": multi(e.headers),
-        "queryStringParameters": map(e.query),
-        "multiValueQueryStringParameters": multi(e.query),
+        "queryStringParameters": e.query.map_or(Value::Null, query_last),
+        "multiValueQueryStringParameters": e.query.map_or(Value::Null, query_multi),
         "pathParameters": {},
         "stageVariables": map(e.stage_variables),
         "requestContext": {

@@ -39,6 +39,19 @@ pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Entries in each instance's local decision cache.
 pub const LOCAL_CACHE_ENTRIES: u64 = 100_000;
 
+/// Query-string parameters in request order, decoded; a repeated name has several pairs.
+pub type QueryPairs = [(String, String)];
+
+/// The value of `name` in `query`: the last one for a repeated name, as in AWS's
+/// `queryStringParameters`.
+pub fn query_value<'a>(query: &'a QueryPairs, name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Where an identity value is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentitySource {
@@ -75,7 +88,7 @@ impl IdentitySource {
                     .find(|(k, _)| k.eq_ignore_ascii_case(n))
                     .map(|(_, v)| v.as_str())
             }),
-            Self::Query(n) => input.query.and_then(|q| q.get(n)).map(String::as_str),
+            Self::Query(n) => input.query.and_then(|q| query_value(q, n)),
             Self::StageVariable(n) => input
                 .stage_variables
                 .and_then(|q| q.get(n))
@@ -101,8 +114,8 @@ pub struct AuthInput<'a> {
     pub resource_path: &'a str,
     /// Headers.
     pub headers: Option<&'a HashMap<String, String>>,
-    /// Query parameters (decoded).
-    pub query: Option<&'a HashMap<String, String>>,
+    /// Query parameters (decoded), in request order; a repeated name has several pairs.
+    pub query: Option<&'a QueryPairs>,
     /// Stage variables.
     pub stage_variables: Option<&'a HashMap<String, String>>,
     /// Request context values.
@@ -674,14 +687,11 @@ fn sigv4_outcome(
         .headers
         .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    let query: Vec<(String, String)> = input
-        .query
-        .map(|q| q.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let query = input.query.unwrap_or_default();
     let req = sigv4::SigV4Request {
         method: input.method,
         path: input.path,
-        query: &query,
+        query,
         headers: &headers,
         payload_sha256: (!input.body_sha256.is_empty()).then_some(input.body_sha256),
     };

@@ -1,13 +1,18 @@
 //! IAM-style policy documents as Lambda authorizers return them, evaluated against a method ARN
 //! the way API Gateway does: any matching Deny wins, else any matching Allow, else an implicit
 //! deny. Resources use `*` (any run of characters, `/` included) and `?` (one character),
-//! case-sensitively. Only statements whose action covers `execute-api:Invoke` count.
+//! case-sensitively. Only statements whose action covers `execute-api:Invoke` count; a statement
+//! with `Condition`, `NotAction`, `NotResource` or `NotPrincipal` makes the policy malformed.
 use serde_json::Value;
 
 /// Longest accepted resource pattern.
 pub const MAX_PATTERN_LEN: usize = 2048;
 /// Most statements accepted in one policy.
 pub const MAX_STATEMENTS: usize = 100;
+
+/// Statement elements Tollgate does not evaluate: a policy using one is malformed (the
+/// authorizer's answer is a 500, never cached), never read as if the element were absent.
+const UNEVALUATED: [&str; 4] = ["Condition", "NotAction", "NotResource", "NotPrincipal"];
 
 /// The outcome of evaluating a policy for one ARN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +99,16 @@ impl Policy {
         let mut statements = Vec::with_capacity(list.len());
         for s in list {
             let s = s.as_object().ok_or("each statement must be an object")?;
+            // Fail closed on what is not evaluated: a Condition ignored would turn a
+            // conditional Allow into an unconditional one, a NotResource into its opposite.
+            if let Some(k) = s
+                .keys()
+                .find(|k| UNEVALUATED.iter().any(|u| k.eq_ignore_ascii_case(u)))
+            {
+                return Err(format!(
+                    "a statement with {k:?} is not supported (Tollgate evaluates Effect, Action and Resource only)"
+                ));
+            }
             let effect = match field(s, "Effect").and_then(Value::as_str) {
                 Some(e) if e.eq_ignore_ascii_case("allow") => Effect::Allow,
                 Some(e) if e.eq_ignore_ascii_case("deny") => Effect::Deny,
@@ -221,6 +236,23 @@ mod tests {
             method_arn("r", "a", "api", "s", "POST", "/pets/1"),
             "arn:aws:execute-api:r:a:api/s/POST/pets/1"
         );
+    }
+
+    #[test]
+    fn unevaluated_elements_make_the_policy_malformed() {
+        for extra in [
+            "Condition",
+            "NotAction",
+            "NotResource",
+            "NotPrincipal",
+            "condition",
+        ] {
+            let mut stmt =
+                json!({"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"});
+            stmt[extra] = json!({"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}});
+            let err = Policy::parse(&json!({ "Statement": [stmt] })).expect_err(extra);
+            assert!(err.contains("not supported"), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct SigV4Credential {
     pub principal_id: String,
     /// ARN patterns (with `*`/`?`) this principal may invoke
     pub resources: Vec<String>,
+    /// Whether a request with a body the gateway did not hash (no `body_sha256`) may be
+    /// verified against the client's own `x-amz-content-sha256` (or `UNSIGNED-PAYLOAD`), which
+    /// proves nothing about the body. Off by default: such a request is refused.
+    pub accept_unsigned_payload: bool,
 }
 
 impl fmt::Debug for SigV4Credential {
@@ -265,6 +269,14 @@ impl SigV4Verifier {
             .get(parts.access_key_id)
             .ok_or(SigV4Error::UnknownAccessKey)?;
 
+        // The body is authenticated only through the hash the gateway computed: a client's
+        // own `x-amz-content-sha256` is a claim about a body it may not have sent.
+        if req.payload_sha256.is_none() && has_body(req) && !credential.accept_unsigned_payload {
+            return Err(malformed(
+                "the request has a body the gateway did not hash: send body_sha256 \
+                 (Envoy: with_request_body) or set accept_unsigned_payload on the credential",
+            ));
+        }
         let key = signing_key(
             &credential.secret_access_key,
             parts.scope_date,
@@ -282,6 +294,19 @@ impl SigV4Verifier {
         }
         Err(SigV4Error::InvalidSignature)
     }
+}
+
+/// Whether the request (may) carry a body: a method that has one (anything but GET, HEAD,
+/// OPTIONS, DELETE, TRACE), a `content-length` other than 0, or a `transfer-encoding`.
+fn has_body(req: &SigV4Request<'_>) -> bool {
+    let bodiless = ["GET", "HEAD", "OPTIONS", "DELETE", "TRACE"];
+    if !bodiless.iter().any(|m| req.method.eq_ignore_ascii_case(m)) {
+        return true;
+    }
+    req.headers.iter().any(|(k, v)| {
+        (k.eq_ignore_ascii_case("content-length") && v.trim() != "0")
+            || k.eq_ignore_ascii_case("transfer-encoding")
+    })
 }
 
 /// Header form: the date must be within the allowed skew either way. Presigned form: not
@@ -892,6 +917,8 @@ struct CredentialEntry {
     principal_id: String,
     #[serde(default)]
     resources: Vec<String>,
+    #[serde(default)]
+    accept_unsigned_payload: bool,
 }
 
 /// A string whose deserialization errors never quote the value (serde's default "invalid type:
@@ -949,6 +976,7 @@ fn parse_credentials(
             secret_access_key,
             principal_id,
             resources,
+            accept_unsigned_payload,
         } = entry;
         let id_ok = !access_key_id.is_empty()
             && access_key_id.len() <= 128
@@ -1004,6 +1032,7 @@ fn parse_credentials(
                 secret_access_key,
                 principal_id,
                 resources,
+                accept_unsigned_payload,
             });
         }
     }
@@ -1072,6 +1101,7 @@ mod tests {
             secret_access_key: secret.to_owned(),
             principal_id: "arn:aws:iam::123456789012:user/example".to_owned(),
             resources: vec!["arn:aws:execute-api:us-east-1:123456789012:*".to_owned()],
+            accept_unsigned_payload: false,
         }
     }
 
@@ -1550,15 +1580,57 @@ mod tests {
     }
 
     #[test]
-    fn payload_hash_falls_back_to_header_then_empty_body() {
-        // post-x-www-form-urlencoded carries (and signs) x-amz-content-sha256.
+    fn a_body_the_gateway_did_not_hash_is_refused_unless_the_credential_accepts_it() {
+        // post-x-www-form-urlencoded carries (and signs) x-amz-content-sha256: the client's
+        // claim about its body, which proves nothing without the gateway's hash.
         let http = Http::vector("post-x-www-form-urlencoded", "header");
         let req = SigV4Request {
             payload_sha256: None,
             ..http.view()
         };
+        assert!(matches!(
+            verifier().verify(&req, SUITE_TIME_US),
+            Err(SigV4Error::Malformed(m)) if m.contains("body_sha256")
+        ));
+        // With the gateway's hash of the body that was signed: verified.
+        assert!(verifier().verify(&http.view(), SUITE_TIME_US).is_ok());
+        // A different body under the same signed header: the signature fails.
+        let other = hex::encode(Sha256::digest(b"amount=1000000"));
+        let req = SigV4Request {
+            payload_sha256: Some(&other),
+            ..http.view()
+        };
         assert_eq!(
-            verifier()
+            verifier().verify(&req, SUITE_TIME_US).map(|_| ()),
+            Err(SigV4Error::InvalidSignature)
+        );
+        // A GET whose headers announce a body counts as one too.
+        let mut get = Http::vector("get-vanilla", "header");
+        get.set_header("Content-Length", "12");
+        let req = SigV4Request {
+            payload_sha256: None,
+            ..get.view()
+        };
+        assert!(matches!(
+            verifier().verify(&req, SUITE_TIME_US),
+            Err(SigV4Error::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn payload_hash_falls_back_to_header_then_empty_body() {
+        // post-x-www-form-urlencoded carries (and signs) x-amz-content-sha256; the credential
+        // accepts a body the gateway did not hash.
+        let http = Http::vector("post-x-www-form-urlencoded", "header");
+        let req = SigV4Request {
+            payload_sha256: None,
+            ..http.view()
+        };
+        let mut c = credential(SECRET);
+        c.accept_unsigned_payload = true;
+        let lenient = SigV4Verifier::new("us-east-1", "service", vec![c]);
+        assert_eq!(
+            lenient
                 .verify(&req, SUITE_TIME_US)
                 .map(|c| !c.principal_id.is_empty()),
             Ok(true)
