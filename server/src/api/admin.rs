@@ -54,8 +54,8 @@ pub const MAX_ADMIN_MESSAGE_BYTES: usize = MAX_IMPORT_BYTES + 64 * 1024;
 /// Longest `GetUsage` range, days.
 pub const MAX_USAGE_DAYS: i64 = 366;
 /// Most key-days one `GetUsage` call may read (keys of the page × days of the range), checked
-/// before any is read: the default page (100 keys) over the longest range (366 days). A call
-/// without `page_size` gets as many keys per page as fit.
+/// before any is read: the default page (100 keys) over the longest range (366 days), so a call
+/// without `page_size` always fits.
 pub const MAX_USAGE_KEY_DAYS: i64 = DEFAULT_PAGE_SIZE as i64 * MAX_USAGE_DAYS;
 /// Length of generated key values.
 pub const GENERATED_VALUE_LEN: usize = 40;
