@@ -21,6 +21,7 @@ pub mod config;
 pub mod defs;
 pub mod lease;
 pub mod limiter;
+pub mod listener;
 pub mod metrics;
 pub mod overlimit;
 pub mod pipeline;
@@ -134,6 +135,18 @@ pub fn build_store(
 }
 
 /// A listener's serve future (plain or TLS streams are different types).
+/// A tonic server with the connection settings of `server:`: HTTP/2 keepalive pings and the
+/// idle-connection layer ([`listener`] owns the rest: first byte, per-source cap, idle close).
+fn server_builder(
+    s: &config::ServerConfig,
+) -> tonic::transport::Server<tower_layer::Stack<listener::IdleLayer, tower_layer::Identity>> {
+    let interval = (!s.http2_keepalive_interval.is_zero()).then_some(s.http2_keepalive_interval);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(interval)
+        .http2_keepalive_timeout(Some(s.http2_keepalive_timeout))
+        .layer(listener::IdleLayer)
+}
+
 type ServeFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
@@ -345,13 +358,12 @@ pub async fn run(
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let admin = {
-        let a = admin_auth.clone();
-        tonic::service::interceptor::InterceptedService::new(
+        api::admin::AdminGate::new(
             pb::admin_service_server::AdminServiceServer::new(api::admin::AdminApi::new(
                 registry.clone(),
             ))
             .max_decoding_message_size(api::admin::MAX_ADMIN_MESSAGE_BYTES),
-            move |req| a.check(req),
+            admin_auth.clone(),
         )
     };
     let mut admin_on_grpc = None;
@@ -361,10 +373,17 @@ pub async fn run(
         let stop = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let router = tonic::transport::Server::builder().add_service(admin);
+        let router = server_builder(&config.server).add_service(admin);
+        let limits =
+            listener::Limits::new(&config.server, "admin", metrics::CONNECTIONS_CLOSED_TOTAL);
         let server: ServeFuture = match admin_tls {
-            Some(t) => Box::pin(router.serve_with_incoming_shutdown(t.incoming(incoming), stop)),
-            None => Box::pin(router.serve_with_incoming_shutdown(incoming, stop)),
+            Some(t) => {
+                Box::pin(router.serve_with_incoming_shutdown(t.incoming(incoming, limits), stop))
+            }
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                listener::accept(incoming, limits, |s| async move { Ok(s) }),
+                stop,
+            )),
         };
         tokio::spawn(async move {
             if let Err(e) = server.await {
@@ -380,7 +399,7 @@ pub async fn run(
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
     let grace = config.server.shutdown_grace;
-    let router = tonic::transport::Server::builder()
+    let router = server_builder(&config.server)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -394,9 +413,15 @@ pub async fn run(
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
     };
+    let limits = listener::Limits::new(&config.server, "grpc", metrics::CONNECTIONS_CLOSED_TOTAL);
     let mut server: ServeFuture = match grpc_tls {
-        Some(t) => Box::pin(router.serve_with_incoming_shutdown(t.incoming(incoming), stop)),
-        None => Box::pin(router.serve_with_incoming_shutdown(incoming, stop)),
+        Some(t) => {
+            Box::pin(router.serve_with_incoming_shutdown(t.incoming(incoming, limits), stop))
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            listener::accept(incoming, limits, |s| async move { Ok(s) }),
+            stop,
+        )),
     };
     on_ready();
     tokio::select! {
@@ -432,7 +457,15 @@ fn load_admin_tokens(
         None => None,
     };
     let a =
-        api::admin::AdminAuth::new(env("TOLLGATE_ADMIN_TOKEN").as_deref(), file_text.as_deref());
+        api::admin::AdminAuth::new(env("TOLLGATE_ADMIN_TOKEN").as_deref(), file_text.as_deref())
+            .map_err(|errors| {
+                ServerError::Config(
+                    errors
+                        .into_iter()
+                        .map(|e| format!("server.admin_tokens_file: {e}"))
+                        .collect(),
+                )
+            })?;
     if a.is_empty() {
         tracing::warn!(
             "no admin token configured: the admin API refuses every call (set TOLLGATE_ADMIN_TOKEN or server.admin_tokens_file)"

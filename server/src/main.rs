@@ -1,4 +1,4 @@
-//! The `tollgate` binary: `serve`, `check-config`, and the admin commands (`plans`, `keys`, `usage`, `authorizers`) that call the admin API.
+//! The `tollgate` binary: `serve`, `check-config`, and the admin commands (`plans`, `keys`, `usage`, `authorizers`, `whoami`) that call the admin API.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

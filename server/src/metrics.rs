@@ -59,6 +59,11 @@ pub const STORE_CIRCUIT_REJECTED_TOTAL: &str = "tollgate_store_circuit_rejected_
 pub const INVALID_REQUESTS_TOTAL: &str = "tollgate_invalid_requests_total";
 /// TLS handshakes on a listener that failed, by listener and reason (`error`, `timeout`).
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "tollgate_tls_handshake_failures_total";
+/// Connections closed by the listener before or while served, by listener and reason (`limit`:
+/// over `server.pending_connections_per_source`, `timeout`: no first byte within
+/// `server.first_byte_timeout` — both plaintext listeners only; TLS ones count them as
+/// handshake failures —, `idle`: no call for `server.idle_timeout`).
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "tollgate_connections_closed_total";
 /// Certificate reloads after the files changed, by listener and result.
 pub const TLS_RELOADS_TOTAL: &str = "tollgate_tls_reloads_total";
 
@@ -143,6 +148,10 @@ fn describe() {
     metrics::describe_counter!(
         INVALID_REQUESTS_TOTAL,
         "Requests rejected as invalid input."
+    );
+    metrics::describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        "Connections a listener closed (limit, timeout, idle), by listener and reason."
     );
     metrics::describe_counter!(
         TLS_HANDSHAKE_FAILURES_TOTAL,

@@ -8,15 +8,14 @@
 //! modification time changes. A new file that does not parse is logged and the previous
 //! certificate keeps serving.
 //!
-//! Handshakes run concurrently (one slow or hostile client cannot hold the accept loop), each
-//! bounded by [`FIRST_BYTE_TIMEOUT`] and [`HANDSHAKE_TIMEOUT`], at most [`MAX_HANDSHAKES`] at
-//! once and [`MAX_HANDSHAKES_PER_IP`] from one address.
+//! Connections are admitted by [`crate::listener`] (first-byte deadline, per-source cap, idle
+//! timeout: the same code as the plaintext listeners); handshakes run concurrently there (one
+//! slow or hostile client cannot hold the accept loop), each bounded by [`HANDSHAKE_TIMEOUT`].
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use futures_util::StreamExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -29,14 +28,6 @@ use crate::config::{ClientAuth, ListenerTls};
 
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a new connection may stay silent before its first byte (a client's ClientHello
-/// comes at once; silent connections only hold a handshake slot).
-pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Handshakes in progress at once, per listener; further connections wait to be accepted.
-pub const MAX_HANDSHAKES: usize = 1024;
-/// Handshakes in progress at once from one source address: more are closed at once (counted
-/// as `reason="limit"`), so one client cannot take every slot.
-pub const MAX_HANDSHAKES_PER_IP: usize = 64;
 /// How often the certificate files are looked at.
 pub const RELOAD_POLL: Duration = Duration::from_secs(5);
 
@@ -212,129 +203,37 @@ impl Tls {
         });
     }
 
-    /// TLS connections from `tcp`, handshaken concurrently. Failed handshakes are counted
-    /// (`tollgate_tls_handshake_failures_total`) and dropped — except connections closed before
-    /// sending a byte (TCP health probes); the stream ends when the server stops reading it.
+    /// TLS connections from `tcp`, handshaken concurrently, admitted by
+    /// [`crate::listener::accept`] (first-byte deadline, per-source cap, idle timeout; its
+    /// refusals and failed handshakes are counted in `tollgate_tls_handshake_failures_total`).
+    /// The stream ends when the server stops reading it.
     pub fn incoming<S>(
         self: Arc<Self>,
-        mut tcp: S,
-    ) -> impl futures_util::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static
+        tcp: S,
+        mut limits: crate::listener::Limits,
+    ) -> impl futures_util::Stream<
+        Item = Result<crate::listener::Idle<TlsStream<TcpStream>>, std::io::Error>,
+    > + Send
+    + 'static
     where
         S: futures_util::Stream<Item = Result<TcpStream, std::io::Error>> + Send + Unpin + 'static,
     {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-            let per_ip = Arc::new(PerIp::default());
-            loop {
-                let conn = tokio::select! {
-                    c = tcp.next() => c,
-                    _ = tx.closed() => return,
-                };
-                let stream = match conn {
-                    Some(Ok(s)) => s,
-                    Some(Err(e)) => {
-                        // Out of file descriptors (EMFILE/ENFILE) would fail at once again:
-                        // back off instead of spinning.
-                        tracing::debug!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+        limits.listener = self.listener;
+        limits.refused_metric = crate::metrics::TLS_HANDSHAKE_FAILURES_TOTAL;
+        crate::listener::accept(tcp, limits, move |stream| {
+            let acceptor = TlsAcceptor::from(self.current.load_full());
+            let listener = self.listener;
+            async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => Ok(tls),
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener, error = %e, "TLS handshake failed");
+                        Err("error")
                     }
-                    None => return,
-                };
-                let listener = self.listener;
-                let Some(ip_slot) = stream.peer_addr().ok().and_then(|a| per_ip.take(a.ip()))
-                else {
-                    metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener, "reason" => "limit").increment(1);
-                    continue;
-                };
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let acceptor = TlsAcceptor::from(self.current.load_full());
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _slots = (slot, ip_slot);
-                    // A connection closed (or reset) before its first byte is a TCP health
-                    // probe (kubelet's tcpSocket, load balancers), not a failed handshake: not
-                    // counted. One silent past FIRST_BYTE_TIMEOUT is.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
-                        Ok(Ok(0)) => return,
-                        Ok(Err(e))
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::ConnectionReset
-                                    | std::io::ErrorKind::ConnectionAborted
-                            ) =>
-                        {
-                            return;
-                        }
-                        Ok(_) => {}
-                        Err(_) => {
-                            metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener, "reason" => "timeout").increment(1);
-                            return;
-                        }
-                    }
-                    let reason = match tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send(Ok(tls)).await;
-                            return;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(listener, error = %e, "TLS handshake failed");
-                            "error"
-                        }
-                        Err(_) => "timeout",
-                    };
-                    metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener, "reason" => reason).increment(1);
-                });
+                    Err(_) => Err("timeout"),
+                }
             }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx)
-    }
-}
-
-/// Handshakes in progress per source address.
-#[derive(Default)]
-struct PerIp(parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One handshake slot of an address; given back on drop.
-struct IpSlot {
-    ip: std::net::IpAddr,
-    owner: Arc<PerIp>,
-}
-
-impl PerIp {
-    /// A slot for `ip`, unless it has [`MAX_HANDSHAKES_PER_IP`] already.
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
-        let mut m = self.0.lock();
-        let n = m.entry(ip).or_insert(0);
-        if *n >= MAX_HANDSHAKES_PER_IP {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            ip,
-            owner: Arc::clone(self),
         })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut m = self.owner.0.lock();
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
     }
 }
 

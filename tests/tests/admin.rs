@@ -35,13 +35,13 @@ use sha2::{Digest, Sha256};
 use tollgate_proto::v1::admin_service_client::AdminServiceClient;
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{
-    ApiKey, ApiStage, CheckRequestRequest, CheckRequestResponse, CreateApiKeyRequest,
+    AdminScope, ApiKey, ApiStage, CheckRequestRequest, CheckRequestResponse, CreateApiKeyRequest,
     CreateUsagePlanKeyRequest, CreateUsagePlanRequest, DailyUsage, Decision, DeleteApiKeyRequest,
-    DeleteUsagePlanRequest, FlushAuthorizerCacheRequest, GetApiKeyRequest, GetThrottleStateRequest,
-    GetUsagePlanRequest, GetUsageRequest, ImportApiKeysRequest, ListApiKeysRequest,
-    ListUsagePlanKeysRequest, ListUsagePlansRequest, LocalLease, Metering, Quota, QuotaPeriod,
-    Throttle, ThrottleScope, UpdateApiKeyRequest, UpdateUsagePlanRequest, UpdateUsageRequest,
-    UsagePlan,
+    DeleteUsagePlanRequest, FlushAuthorizerCacheRequest, GetApiKeyRequest, GetCallerInfoRequest,
+    GetThrottleStateRequest, GetUsagePlanRequest, GetUsageRequest, ImportApiKeysRequest,
+    ListApiKeysRequest, ListUsagePlanKeysRequest, ListUsagePlansRequest, LocalLease, Metering,
+    Quota, QuotaPeriod, Throttle, ThrottleScope, UpdateApiKeyRequest, UpdateUsagePlanRequest,
+    UpdateUsageRequest, UsagePlan,
 };
 use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::AuthorizerEndpoint;
@@ -926,8 +926,8 @@ async fn list_plans_with(
         .await
 }
 
-/// Missing, non-Bearer and empty tokens are UNAUTHENTICATED, a wrong token is
-/// PERMISSION_DENIED, the right one works (both `Bearer` and `bearer`); a process whose
+/// Missing, non-Bearer, empty and wrong tokens are UNAUTHENTICATED (PERMISSION_DENIED is a
+/// known token outside its scope: [`scoped_tokens_are_enforced`]), the right one works (both `Bearer` and `bearer`); a process whose
 /// `TOLLGATE_ADMIN_TOKEN` is empty refuses every call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_auth_is_enforced() {
@@ -971,13 +971,13 @@ async fn admin_auth_is_enforced() {
     assert_status(
         "wrong token",
         list_plans_with(url.clone(), Some("Bearer not-the-admin-token-0123")).await,
-        Code::PermissionDenied,
+        Code::Unauthenticated,
         "invalid admin token",
     );
     assert_status(
         "the right token with a suffix",
         list_plans_with(url.clone(), Some(&format!("{good}x"))).await,
-        Code::PermissionDenied,
+        Code::Unauthenticated,
         "invalid admin token",
     );
     // Through the harness client too (its interceptor is what the other tests use).
@@ -989,7 +989,7 @@ async fn admin_auth_is_enforced() {
             .map(|_| ())
             .unwrap_err()
             .code(),
-        Code::PermissionDenied
+        Code::Unauthenticated
     );
     drop(tg);
 
@@ -1034,7 +1034,7 @@ async fn admin_tokens_file_adds_tokens() {
         assert_status(
             &format!("token {token:?}"),
             list_plans_with(url.clone(), Some(&format!("Bearer {token}"))).await,
-            Code::PermissionDenied,
+            Code::Unauthenticated,
             "invalid admin token",
         );
     }
@@ -2482,4 +2482,232 @@ async fn metering_and_local_lease_through_the_admin_api() {
         .expect("UpdateUsagePlan")
         .into_inner();
     assert_eq!((updated.local_lease, updated.metering), (None, None));
+}
+
+/// Scoped tokens (`<scope> <token>` lines of the tokens file) against a read RPC, a usage RPC
+/// and a definition-changing RPC: out of scope is PERMISSION_DENIED naming the scope needed, an
+/// unknown token UNAUTHENTICATED; `GetCallerInfo` and `tollgate whoami` show what a token may
+/// do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_are_enforced() {
+    const READ: &str = "scoped-read-token-0123456789";
+    const USAGE: &str = "scoped-usage-token-0123456789";
+    const FULL: &str = "scoped-full-token-0123456789";
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("admin-tokens");
+    std::fs::write(
+        &file,
+        format!("# dashboards\nread {READ}\nusage\t{USAGE}\n{FULL}\n"),
+    )
+    .expect("write the tokens file");
+    let cfg = config(&redis, "scoped").replacen(
+        "metrics_addr: \"127.0.0.1:0\"",
+        &format!(
+            "metrics_addr: \"127.0.0.1:0\", admin_tokens_file: \"{}\"",
+            file.display()
+        ),
+        1,
+    );
+    let tg = TollgateProcess::start(&cfg);
+
+    // (what, scope needed) for each token: Ok, or the status code.
+    for (token, read_ok, usage_ok, admin_ok) in [
+        (READ, true, false, false),
+        (USAGE, true, true, false),
+        (FULL, true, true, true),
+        (ADMIN_TOKEN, true, true, true),
+    ] {
+        let mut c = tg.admin_with_token(Some(token)).await;
+        let read = c
+            .get_usage(GetUsageRequest {
+                usage_plan_id: CONFIG_PLAN.into(),
+                start_date: "2024-01-01".into(),
+                end_date: "2024-01-02".into(),
+                ..Default::default()
+            })
+            .await;
+        let usage = c
+            .update_usage(UpdateUsageRequest {
+                usage_plan_id: CONFIG_PLAN.into(),
+                key_id: CONFIG_KEY.into(),
+                remaining: 10,
+            })
+            .await;
+        let admin = c
+            .create_usage_plan(CreateUsagePlanRequest {
+                usage_plan: Some(UsagePlan {
+                    id: format!("plan-{}", &token[..10]),
+                    name: "scoped".into(),
+                    throttle: Some(throttle(10.0, 10)),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        for (what, r, ok, needed) in [
+            ("GetUsage", read.map(|_| ()), read_ok, "read"),
+            ("UpdateUsage", usage.map(|_| ()), usage_ok, "usage"),
+            ("CreateUsagePlan", admin.map(|_| ()), admin_ok, "admin"),
+        ] {
+            match (r, ok) {
+                (Ok(()), true) => {}
+                (Err(s), false) => {
+                    assert_eq!(s.code(), Code::PermissionDenied, "{token} {what}: {s:?}");
+                    assert!(
+                        s.message()
+                            .contains(&format!("{what} needs an admin token with scope {needed}")),
+                        "{token} {what}: {:?}",
+                        s.message()
+                    );
+                }
+                (r, ok) => panic!("{token} {what}: expected ok={ok}, got {r:?}"),
+            }
+        }
+    }
+    let mut unknown = tg.admin_with_token(Some("scoped-nobody-0123456789")).await;
+    let e = unknown
+        .get_caller_info(GetCallerInfoRequest {})
+        .await
+        .expect_err("unknown token");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    let info = tg
+        .admin_with_token(Some(READ))
+        .await
+        .get_caller_info(GetCallerInfoRequest {})
+        .await
+        .expect("a read token may ask")
+        .into_inner();
+    assert_eq!(info.scope, AdminScope::Read as i32);
+    assert!(info.allowed_rpcs.contains(&"GetUsage".to_string()));
+    assert!(!info.allowed_rpcs.contains(&"UpdateUsage".to_string()));
+    let digest = hex::encode(Sha256::digest(READ.as_bytes()));
+    assert_eq!(info.token_fingerprint, digest[..12]);
+
+    // The CLI: `tollgate whoami`, as a table and as JSON.
+    let run = |token: &str, json: bool| {
+        let mut args = vec!["whoami", "--admin-addr", &tg.admin_url()]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        if json {
+            args.extend(["-o".into(), "json".into()]);
+        }
+        let mut cmd = tollgate_tests::tollgate::tollgate_command(&args);
+        cmd.env("TOLLGATE_ADMIN_TOKEN", token);
+        let out = cmd.output().expect("run tollgate whoami");
+        assert!(
+            out.status.success(),
+            "whoami: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&run(USAGE, true)).expect("whoami -o json is JSON");
+    assert_eq!(json["scope"], "usage");
+    let rpcs: Vec<&str> = json["allowed_rpcs"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(rpcs.contains(&"UpdateUsage") && rpcs.contains(&"FlushAuthorizerCache"));
+    assert!(!rpcs.contains(&"CreateApiKey"), "{rpcs:?}");
+    let table = run(READ, false);
+    assert!(table.contains("scope") && table.contains("read"), "{table}");
+    assert!(
+        !table.contains(READ),
+        "whoami never shows the token: {table}"
+    );
+}
+
+/// A tokens file with a line that is neither a token nor `<scope> <token>` stops the server
+/// before it serves, naming the line (not its text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tokens_file_line_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("admin-tokens");
+    std::fs::write(
+        &file,
+        "good-token-0123456789\nwrite secret-token-0123456789\n",
+    )
+    .expect("write");
+    let cfg = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &cfg,
+        memory_config(&format!(", admin_tokens_file: \"{}\"", file.display())),
+    )
+    .expect("write config");
+    let out = tollgate_tests::tollgate::run_tollgate(
+        ["serve", "--config", cfg.to_str().expect("utf-8 path")],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.admin_tokens_file: line 2"), "{err}");
+    assert!(!err.contains("secret-token"), "{err}");
+}
+
+/// `GetUsage` is bounded by keys × days before anything is read, and an import by bytes and
+/// rows before it is parsed: `INVALID_ARGUMENT` naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_and_import_are_bounded_before_the_work() {
+    let tg = TollgateProcess::start(&memory_config(""));
+    let mut c = tg.admin().await;
+    c.create_usage_plan(CreateUsagePlanRequest {
+        usage_plan: Some(UsagePlan {
+            id: "bounded".into(),
+            name: "bounded".into(),
+            throttle: Some(throttle(10.0, 10)),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("plan");
+    let usage = |page_size: u32, end: &str| GetUsageRequest {
+        usage_plan_id: "bounded".into(),
+        start_date: "2024-01-01".into(),
+        end_date: end.into(),
+        page_size,
+        ..Default::default()
+    };
+    assert_status(
+        "500 keys x 366 days",
+        c.get_usage(usage(500, "2024-12-31")).await,
+        Code::InvalidArgument,
+        "at most 36600 per call (MAX_USAGE_KEY_DAYS)",
+    );
+    c.get_usage(usage(100, "2024-12-31"))
+        .await
+        .expect("the default page over a year fits");
+    c.get_usage(usage(0, "2024-12-31"))
+        .await
+        .expect("no page_size: as many keys as fit");
+
+    let big = format!("Key\n{}", "x".repeat(4 * 1024 * 1024));
+    assert_status(
+        "a CSV over 4 MiB",
+        c.import_api_keys(ImportApiKeysRequest {
+            csv: big,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "at most 4194304 bytes per import (MAX_IMPORT_BYTES)",
+    );
+    let mut rows = String::from("Key\n");
+    for i in 0..10_001 {
+        rows.push_str(&format!("row-value-{i:020}\n"));
+    }
+    assert_status(
+        "10,001 rows",
+        c.import_api_keys(ImportApiKeysRequest {
+            csv: rows,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "at most 10000 rows per import (MAX_IMPORT_ROWS)",
+    );
 }

@@ -474,7 +474,7 @@ async fn cli_reports_auth_and_validation_errors() {
             &["plans", "list"],
             &[("TOLLGATE_ADMIN_TOKEN", "wrong-token")],
         ),
-        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
     );
     assert!(
         !err.contains("wrong-token"),

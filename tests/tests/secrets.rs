@@ -63,7 +63,7 @@ async fn no_secret_in_logs_metrics_or_statuses() {
         .list_usage_plans(ListUsagePlansRequest::default())
         .await
         .expect_err("wrong token");
-    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(denied.code(), Code::Unauthenticated);
     statuses.push(format!("{denied:?}"));
 
     let bad = TollgateProcess::start_with_env(&config(&redis, WRONG_PASSWORD), &env);

@@ -1,5 +1,6 @@
 //! `tollgate.v1.AdminService`: usage plans, API keys, plan keys, usage, live throttle state and
-//! the authorizer cache, behind bearer-token authentication ([`AdminAuth`]).
+//! the authorizer cache, behind scoped bearer tokens ([`AdminAuth`], [`AdminGate`]: in
+//! `admin_auth.rs`).
 //!
 //! Every change is one compare-and-set write of the definitions ([`Registry::write`]), so
 //! validation (value uniqueness, one plan per key per api stage) holds under concurrent admin
@@ -9,8 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use rand::Rng;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tollgate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -45,12 +44,19 @@ pub const MAX_TAG_VALUE_LEN: usize = 256;
 pub const MAX_PLANS_PER_KEY: usize = 10;
 /// Stages per plan.
 pub const MAX_PLAN_STAGES: usize = 100;
-/// Rows of one CSV import.
+/// Rows of one CSV import (the header not counted): the parser stops at the first row past it.
 pub const MAX_IMPORT_ROWS: usize = 10_000;
-/// Whole admin message (CSV imports), bytes.
-pub const MAX_ADMIN_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of one CSV import, checked before the text is parsed.
+pub const MAX_IMPORT_BYTES: usize = 4 * 1024 * 1024;
+/// Whole admin message, bytes: the CSV's bound plus room for the rest of the request, so an
+/// oversized CSV is answered by [`MAX_IMPORT_BYTES`]'s message rather than the wire's.
+pub const MAX_ADMIN_MESSAGE_BYTES: usize = MAX_IMPORT_BYTES + 64 * 1024;
 /// Longest `GetUsage` range, days.
 pub const MAX_USAGE_DAYS: i64 = 366;
+/// Most key-days one `GetUsage` call may read (keys of the page × days of the range), checked
+/// before any is read: the default page (100 keys) over the longest range (366 days), so a call
+/// without `page_size` always fits.
+pub const MAX_USAGE_KEY_DAYS: i64 = DEFAULT_PAGE_SIZE as i64 * MAX_USAGE_DAYS;
 /// Length of generated key values.
 pub const GENERATED_VALUE_LEN: usize = 40;
 /// Length of generated ids.
@@ -62,82 +68,7 @@ const PLAN_NOT_FOUND: &str = "Invalid Usage Plan ID specified";
 
 // ---------------------------------------------------------------- authentication
 
-/// The admin bearer tokens, kept only as SHA-256 digests.
-#[derive(Clone, Default)]
-pub struct AdminAuth {
-    digests: Arc<Vec<[u8; 32]>>,
-}
-
-impl AdminAuth {
-    /// Tokens from `TOLLGATE_ADMIN_TOKEN` (one token) and a tokens file (one per line; blank
-    /// lines and `#` comments skipped).
-    pub fn new(env_token: Option<&str>, file_text: Option<&str>) -> Self {
-        let mut digests = Vec::new();
-        let mut add = |t: &str| {
-            let t = t.trim();
-            if !t.is_empty() && !t.starts_with('#') {
-                digests.push(Sha256::digest(t.as_bytes()).into());
-            }
-        };
-        if let Some(t) = env_token {
-            add(t);
-        }
-        for line in file_text.unwrap_or_default().lines() {
-            add(line);
-        }
-        Self {
-            digests: Arc::new(digests),
-        }
-    }
-
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.digests.len()
-    }
-
-    /// Whether no token is configured (every call is refused).
-    pub fn is_empty(&self) -> bool {
-        self.digests.is_empty()
-    }
-
-    /// Checks `authorization: Bearer <token>`. Digests are compared in constant time, and every
-    /// token is compared, so timing tells nothing about which (or how much) matched.
-    #[allow(clippy::result_large_err)]
-    pub fn check<T>(&self, req: Request<T>) -> Result<Request<T>, Status> {
-        if self.digests.is_empty() {
-            return Err(Status::unauthenticated(
-                "the admin API is disabled: no admin token is configured (set TOLLGATE_ADMIN_TOKEN or server.admin_tokens_file)",
-            ));
-        }
-        let Some(v) = req.metadata().get("authorization") else {
-            return Err(Status::unauthenticated(
-                "missing authorization: Bearer <admin token>",
-            ));
-        };
-        let token = v
-            .to_str()
-            .ok()
-            .and_then(|s| {
-                s.strip_prefix("Bearer ")
-                    .or_else(|| s.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("malformed authorization: expected Bearer <admin token>")
-            })?;
-        let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let mut ok = subtle::Choice::from(0);
-        for known in self.digests.iter() {
-            ok |= known.ct_eq(&d);
-        }
-        if bool::from(ok) {
-            Ok(req)
-        } else {
-            Err(Status::permission_denied("invalid admin token"))
-        }
-    }
-}
+pub use super::admin_auth::{AdminAuth, AdminGate, Caller, Scope};
 
 // ---------------------------------------------------------------- helpers
 
@@ -498,8 +429,19 @@ fn check_plan_set(defs: &Definitions, plan_ids: &[String]) -> Result<(), Status>
 
 // ---------------------------------------------------------------- CSV
 
-/// Splits CSV text into rows of fields (RFC 4180 quoting; CRLF or LF).
-fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
+/// Why CSV text was refused.
+#[derive(Debug, PartialEq)]
+enum CsvError {
+    /// More rows than the parser was allowed.
+    TooManyRows,
+    /// A quoted field never closed (the line it started on).
+    Unterminated(usize),
+}
+
+/// Splits CSV text into rows of fields (RFC 4180 quoting; CRLF or LF); blank lines are skipped.
+/// More than `max_rows` rows is an error as soon as the next one ends (no more is parsed).
+fn parse_csv(text: &str, max_rows: usize) -> Result<Vec<Vec<String>>, CsvError> {
+    let too_many = || CsvError::TooManyRows;
     let mut rows = Vec::new();
     let mut row = Vec::new();
     let mut field = String::new();
@@ -529,6 +471,9 @@ fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
             '\n' => {
                 row.push(std::mem::take(&mut field));
                 if row.iter().any(|f| !f.is_empty()) {
+                    if rows.len() == max_rows {
+                        return Err(too_many());
+                    }
                     rows.push(std::mem::take(&mut row));
                 } else {
                     row.clear();
@@ -539,13 +484,36 @@ fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
         }
     }
     if quoted {
-        return Err(format!("line {line}: unterminated quoted field"));
+        return Err(CsvError::Unterminated(line));
     }
     row.push(field);
     if row.iter().any(|f| !f.is_empty()) {
+        if rows.len() == max_rows {
+            return Err(too_many());
+        }
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// The page size of a `GetUsage` call over `days` days, so keys × days stays within
+/// [`MAX_USAGE_KEY_DAYS`]: an explicit `page_size` past it is refused (naming the bound and the
+/// largest page that fits); 0 means the default page, shrunk to fit. One key (`key_id`) always
+/// fits (`days` ≤ [`MAX_USAGE_DAYS`]).
+fn usage_page_size(page_size: u32, days: i64, one_key: bool) -> Result<u32, Status> {
+    let fits = (MAX_USAGE_KEY_DAYS / days.max(1)).max(1);
+    if one_key {
+        return Ok(page_size);
+    }
+    match i64::from(page_size) {
+        0 => Ok(fits.min(DEFAULT_PAGE_SIZE as i64) as u32),
+        n if n * days > MAX_USAGE_KEY_DAYS => Err(Status::invalid_argument(format!(
+            "page_size {n} x {days} days = {} key-days; at most {MAX_USAGE_KEY_DAYS} per call \
+             (MAX_USAGE_KEY_DAYS): use page_size <= {fits} for this range, or a shorter range",
+            n * days
+        ))),
+        _ => Ok(page_size),
+    }
 }
 
 /// `v` without repeats, first occurrence kept.
@@ -1060,17 +1028,26 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::ImportApiKeysRequest>,
     ) -> R<pb::ImportApiKeysResponse> {
         let r = req.into_inner();
-        let rows = parse_csv(&r.csv).map_err(Status::invalid_argument)?;
+        if r.csv.len() > MAX_IMPORT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "csv: {} bytes; at most {MAX_IMPORT_BYTES} bytes per import (MAX_IMPORT_BYTES): split the file",
+                r.csv.len()
+            )));
+        }
+        // The header row plus MAX_IMPORT_ROWS.
+        let rows = parse_csv(&r.csv, MAX_IMPORT_ROWS + 1).map_err(|e| match e {
+            CsvError::TooManyRows => Status::invalid_argument(format!(
+                "csv: at most {MAX_IMPORT_ROWS} rows per import (MAX_IMPORT_ROWS), after the header row: split the file"
+            )),
+            CsvError::Unterminated(line) => Status::invalid_argument(format!(
+                "csv: line {line}: unterminated quoted field"
+            )),
+        })?;
         let Some((header, body)) = rows.split_first() else {
             return Err(Status::invalid_argument(
                 "csv: empty (a header row is required)",
             ));
         };
-        if body.len() > MAX_IMPORT_ROWS {
-            return Err(Status::invalid_argument(format!(
-                "csv: at most {MAX_IMPORT_ROWS} rows per import"
-            )));
-        }
         let col = |name: &str| {
             header
                 .iter()
@@ -1340,11 +1317,13 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 "end_date must not be before start_date",
             ));
         }
-        if to - from + 1 > MAX_USAGE_DAYS {
+        let days = to - from + 1;
+        if days > MAX_USAGE_DAYS {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_USAGE_DAYS} days per call"
             )));
         }
+        let page_size = usage_page_size(r.page_size, days, !r.key_id.is_empty())?;
         let defs = self.registry.defs();
         let plan = defs
             .plans
@@ -1355,7 +1334,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 defs.keys
                     .iter()
                     .filter(|(_, k)| k.usage_plans.contains(&r.usage_plan_id)),
-                r.page_size,
+                page_size,
                 &r.page_token,
             )?;
             (keys.into_iter().map(|k| k.id.clone()).collect(), next)
@@ -1596,6 +1575,25 @@ impl pb::admin_service_server::AdminService for AdminApi {
         }))
     }
 
+    async fn get_caller_info(
+        &self,
+        req: Request<pb::GetCallerInfoRequest>,
+    ) -> R<pb::GetCallerInfoResponse> {
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no authenticated admin caller"))?;
+        Ok(Response::new(pb::GetCallerInfoResponse {
+            scope: caller.scope.to_pb() as i32,
+            allowed_rpcs: super::admin_auth::allowed_rpcs(caller.scope)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            token_fingerprint: caller.fingerprint,
+        }))
+    }
+
     async fn flush_authorizer_cache(
         &self,
         req: Request<pb::FlushAuthorizerCacheRequest>,
@@ -1636,7 +1634,7 @@ mod tests {
 
     #[test]
     fn csv_quotes_crlf_and_blank_lines() {
-        let rows = parse_csv("Key,Name\r\n\"a,b\",\"say \"\"hi\"\"\"\r\n\r\nx,y").expect("csv");
+        let rows = parse_csv("Key,Name\r\n\"a,b\",\"say \"\"hi\"\"\"\r\n\r\nx,y", 10).expect("csv");
         assert_eq!(
             rows,
             vec![
@@ -1645,47 +1643,41 @@ mod tests {
                 vec!["x".into(), "y".into()],
             ]
         );
-        assert!(parse_csv("Key\n\"open").is_err());
+        assert!(parse_csv("Key\n\"open", 10).is_err());
     }
 
     #[test]
-    fn tokens_are_checked_in_constant_time_and_by_digest() {
-        let auth = AdminAuth::new(Some("s3cret-token"), Some("# comment\n\nother-token\n"));
-        assert_eq!(auth.len(), 2);
-        let with = |v: &str| {
-            let mut r = Request::new(());
-            r.metadata_mut()
-                .insert("authorization", v.parse().expect("ascii"));
-            r
-        };
-        assert!(auth.check(with("Bearer s3cret-token")).is_ok());
-        assert!(auth.check(with("Bearer other-token")).is_ok());
+    fn csv_rows_are_bounded_while_parsing() {
+        assert_eq!(parse_csv("Key\na\n\nb\n", 3).expect("fits").len(), 3);
+        assert_eq!(parse_csv("Key\na\nb\nc", 3), Err(CsvError::TooManyRows));
+        // Stops at the first row past the bound: what follows (unterminated quote) is never read.
         assert_eq!(
-            auth.check(with("Bearer nope"))
-                .map(|_| ())
-                .unwrap_err()
-                .code(),
-            tonic::Code::PermissionDenied
+            parse_csv("Key\na\nb\nc\n\"open", 3),
+            Err(CsvError::TooManyRows)
         );
+        assert_eq!(parse_csv("Key\n\"open", 3), Err(CsvError::Unterminated(2)));
+    }
+
+    #[test]
+    fn usage_key_days_are_bounded_before_reading() {
+        // Default page over the longest range fits exactly; a longer page does not.
         assert_eq!(
-            auth.check(with("Basic abc"))
-                .map(|_| ())
-                .unwrap_err()
-                .code(),
-            tonic::Code::Unauthenticated
+            usage_page_size(0, MAX_USAGE_DAYS, false).expect("fits"),
+            100
         );
-        assert_eq!(
-            auth.check(Request::new(())).map(|_| ()).unwrap_err().code(),
-            tonic::Code::Unauthenticated
+        assert_eq!(usage_page_size(0, 30, false).expect("fits"), 100);
+        assert_eq!(usage_page_size(500, 73, false).expect("fits"), 500);
+        let e = usage_page_size(500, MAX_USAGE_DAYS, false).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("MAX_USAGE_KEY_DAYS"),
+            "{}",
+            e.message()
         );
-        let none = AdminAuth::new(None, None);
-        assert_eq!(
-            none.check(with("Bearer s3cret-token"))
-                .map(|_| ())
-                .unwrap_err()
-                .code(),
-            tonic::Code::Unauthenticated
-        );
+        assert!(e.message().contains("page_size <= 100"), "{}", e.message());
+        assert!(usage_page_size(101, MAX_USAGE_DAYS, false).is_err());
+        // One key: any range up to MAX_USAGE_DAYS.
+        assert!(usage_page_size(500, MAX_USAGE_DAYS, true).is_ok());
     }
 
     #[test]

@@ -41,6 +41,16 @@ pub enum AdminCommand {
     Usage(Box<UsageArgs>),
     /// Flush authorizer decision caches (admin API).
     Authorizers(Box<AuthorizersArgs>),
+    /// Show what the admin token may do: its scope and the RPCs it allows (admin API).
+    Whoami(Box<WhoamiArgs>),
+}
+
+/// `tollgate whoami`.
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    /// Connection and output options.
+    #[command(flatten)]
+    pub opts: AdminOpts,
 }
 
 impl AdminCommand {
@@ -51,6 +61,7 @@ impl AdminCommand {
             AdminCommand::Keys(a) => &a.opts,
             AdminCommand::Usage(a) => &a.opts,
             AdminCommand::Authorizers(a) => &a.opts,
+            AdminCommand::Whoami(a) => &a.opts,
         }
     }
 }
@@ -505,6 +516,11 @@ async fn execute(command: AdminCommand, conn: &Connector) -> Result<Output, CliE
                 Ok(Output::Flushed(call(c.flush_authorizer_cache(req)).await?))
             }
         },
+        AdminCommand::Whoami(_) => {
+            let mut c = conn.connect().await?;
+            let req = pb::GetCallerInfoRequest {};
+            Ok(Output::Caller(call(c.get_caller_info(req)).await?))
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub enum Output {
     ThrottleState(pb::GetThrottleStateResponse),
     /// The result of an authorizer cache flush.
     Flushed(pb::FlushAuthorizerCacheResponse),
+    /// What the admin token may do (`whoami`).
+    Caller(pb::GetCallerInfoResponse),
     /// An empty answer (a delete): `{}` in JSON, this confirmation line in a table.
     Done(String),
 }
@@ -403,6 +405,24 @@ struct FlushedJson<'a> {
     removed: u64,
 }
 
+/// `whoami`.
+#[derive(Debug, Serialize)]
+struct CallerJson<'a> {
+    scope: &'static str,
+    allowed_rpcs: &'a [String],
+    token_fingerprint: &'a str,
+}
+
+/// The name of an admin token scope (`read`, `usage`, `admin`).
+pub fn admin_scope_name(s: i32) -> &'static str {
+    match pb::AdminScope::try_from(s) {
+        Ok(pb::AdminScope::Read) => "read",
+        Ok(pb::AdminScope::Usage) => "usage",
+        Ok(pb::AdminScope::Admin) => "admin",
+        _ => "unknown",
+    }
+}
+
 /// The pretty JSON text of any output (no trailing newline). Fields come in the order the view
 /// structs declare them; maps (`method_throttle`, `tags`, usage `items`) are sorted by key.
 pub fn json_text(out: &Output) -> Result<String, serde_json::Error> {
@@ -437,6 +457,11 @@ pub fn json_text(out: &Output) -> Result<String, serde_json::Error> {
         Output::Flushed(r) => pretty(&FlushedJson {
             authorizers: &r.authorizers,
             removed: r.removed,
+        }),
+        Output::Caller(r) => pretty(&CallerJson {
+            scope: admin_scope_name(r.scope),
+            allowed_rpcs: &r.allowed_rpcs,
+            token_fingerprint: &r.token_fingerprint,
         }),
         Output::Done(_) => Ok("{}".into()),
     }
@@ -787,6 +812,11 @@ pub fn table(out: &Output) -> String {
         Output::Flushed(r) => fields(&[
             ("authorizers", r.authorizers.join(", ")),
             ("removed", r.removed.to_string()),
+        ]),
+        Output::Caller(r) => fields(&[
+            ("scope", admin_scope_name(r.scope).to_string()),
+            ("token", format!("sha256:{}…", r.token_fingerprint)),
+            ("allowed", r.allowed_rpcs.join(", ")),
         ]),
         Output::Done(msg) => format!("{msg}\n"),
     }

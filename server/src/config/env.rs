@@ -27,6 +27,31 @@ pub const ENV_OVERRIDES: &[(&str, Option<&str>, &str)] = &[
         Some("server"),
         "worker_threads",
     ),
+    (
+        "TOLLGATE_SERVER_FIRST_BYTE_TIMEOUT",
+        Some("server"),
+        "first_byte_timeout",
+    ),
+    (
+        "TOLLGATE_SERVER_PENDING_CONNECTIONS_PER_SOURCE",
+        Some("server"),
+        "pending_connections_per_source",
+    ),
+    (
+        "TOLLGATE_SERVER_HTTP2_KEEPALIVE_INTERVAL",
+        Some("server"),
+        "http2_keepalive_interval",
+    ),
+    (
+        "TOLLGATE_SERVER_HTTP2_KEEPALIVE_TIMEOUT",
+        Some("server"),
+        "http2_keepalive_timeout",
+    ),
+    (
+        "TOLLGATE_SERVER_IDLE_TIMEOUT",
+        Some("server"),
+        "idle_timeout",
+    ),
     ("TOLLGATE_STORE_KIND", Some("store"), "kind"),
     ("TOLLGATE_STORE_URL", Some("store"), "url"),
     ("TOLLGATE_STORE_MASTER_NAME", Some("store"), "master_name"),
@@ -52,10 +77,16 @@ pub const ENV_OVERRIDES: &[(&str, Option<&str>, &str)] = &[
 pub fn apply(root: &mut Mapping, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<String>) {
     for &(var, section, key) in ENV_OVERRIDES {
         let Some(raw) = env(var) else { continue };
-        // Strings, except the one numeric setting (an account id or a prefix of digits must stay
+        // Strings, except the numeric settings (an account id or a prefix of digits must stay
         // a string).
         let value = match (key, raw.parse::<u64>()) {
-            ("pool_size" | "over_limit_cache" | "worker_threads", Ok(n)) => Value::Number(n.into()),
+            (
+                "pool_size"
+                | "over_limit_cache"
+                | "worker_threads"
+                | "pending_connections_per_source",
+                Ok(n),
+            ) => Value::Number(n.into()),
             _ => Value::String(raw),
         };
         let target = match section {

@@ -84,7 +84,35 @@ pub struct ServerConfig {
     pub tls: Option<ListenerTls>,
     /// TLS on the admin listener (defaults to `tls`).
     pub admin_tls: Option<ListenerTls>,
+    /// How long a new connection (gRPC and admin listeners) may stay silent before its first
+    /// byte; silent ones are closed.
+    #[serde(with = "duration")]
+    pub first_byte_timeout: Duration,
+    /// Connections from one source address that may wait for their first byte (or TLS
+    /// handshake) at once, per listener; more are closed at once.
+    pub pending_connections_per_source: usize,
+    /// Interval of the HTTP/2 keepalive pings the server sends on every connection; `0s` turns
+    /// them off.
+    #[serde(with = "duration")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[serde(with = "duration")]
+    pub http2_keepalive_timeout: Duration,
+    /// A connection with no call in flight for this long is closed; `0s` never closes one.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
 }
+
+/// Default `server.first_byte_timeout`.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default `server.pending_connections_per_source`.
+pub const DEFAULT_PENDING_CONNECTIONS_PER_SOURCE: usize = 64;
+/// Default `server.http2_keepalive_interval`.
+pub const DEFAULT_HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default `server.http2_keepalive_timeout`.
+pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default `server.idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl ServerConfig {
     /// Whether the admin API is served on the gRPC listener (`admin_addr` equals `grpc_addr`
@@ -142,6 +170,11 @@ impl Default for ServerConfig {
             worker_threads: 0,
             tls: None,
             admin_tls: None,
+            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            pending_connections_per_source: DEFAULT_PENDING_CONNECTIONS_PER_SOURCE,
+            http2_keepalive_interval: DEFAULT_HTTP2_KEEPALIVE_INTERVAL,
+            http2_keepalive_timeout: DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

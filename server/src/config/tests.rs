@@ -360,3 +360,41 @@ usage_plans:
         );
     }
 }
+
+#[test]
+fn listener_limits_have_defaults_bounds_and_env_overrides() {
+    let c = parse_str("").expect("defaults");
+    assert_eq!(c.server.first_byte_timeout, Duration::from_secs(3));
+    assert_eq!(c.server.pending_connections_per_source, 64);
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(600));
+    let env = env_of(&[
+        ("TOLLGATE_SERVER_FIRST_BYTE_TIMEOUT", "1s"),
+        ("TOLLGATE_SERVER_PENDING_CONNECTIONS_PER_SOURCE", "8"),
+        ("TOLLGATE_SERVER_HTTP2_KEEPALIVE_INTERVAL", "0s"),
+        ("TOLLGATE_SERVER_HTTP2_KEEPALIVE_TIMEOUT", "5s"),
+        ("TOLLGATE_SERVER_IDLE_TIMEOUT", "0s"),
+    ]);
+    let c = parse("", &env, root()).expect("env overrides");
+    assert_eq!(c.server.first_byte_timeout, Duration::from_secs(1));
+    assert_eq!(c.server.pending_connections_per_source, 8);
+    assert!(c.server.http2_keepalive_interval.is_zero());
+    assert_eq!(c.server.http2_keepalive_timeout, Duration::from_secs(5));
+    assert!(c.server.idle_timeout.is_zero());
+    let e = parse_str(
+        "server: {first_byte_timeout: 10ms, pending_connections_per_source: 0, \
+         http2_keepalive_interval: 10ms, http2_keepalive_timeout: 1h, idle_timeout: 10ms}",
+    )
+    .unwrap_err();
+    for needle in [
+        "server.first_byte_timeout: 100ms to 60s",
+        "server.pending_connections_per_source: 1 to 1024",
+        "server.http2_keepalive_interval: 1s to 24h",
+        "server.http2_keepalive_timeout: 1s to 10m",
+        "server.idle_timeout: 1s to 7d",
+    ] {
+        assert!(
+            e.0.iter().any(|m| m == needle || m.starts_with(needle)),
+            "{needle}: {e}"
+        );
+    }
+}

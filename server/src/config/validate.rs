@@ -155,6 +155,10 @@ fn validate_store(s: &super::StoreConfig, dir: &std::path::Path, errors: &mut Ve
     }
 }
 
+/// Largest `server.pending_connections_per_source` (the listener's own bound,
+/// [`crate::listener::MAX_PENDING`]).
+pub const MAX_PENDING_CONNECTIONS_PER_SOURCE: usize = crate::listener::MAX_PENDING;
+
 pub(crate) fn validate(
     c: &Config,
     dir: &std::path::Path,
@@ -184,6 +188,34 @@ pub(crate) fn validate(
     validate_store(&c.store, dir, errors);
     if c.store.pool_size == 0 || c.store.pool_size > 4096 {
         errors.push("store.pool_size: must be 1..=4096".into());
+    }
+    let s = &c.server;
+    if s.first_byte_timeout < Duration::from_millis(100)
+        || s.first_byte_timeout > Duration::from_secs(60)
+    {
+        errors.push("server.first_byte_timeout: 100ms to 60s".into());
+    }
+    if !(1..=MAX_PENDING_CONNECTIONS_PER_SOURCE).contains(&s.pending_connections_per_source) {
+        errors.push(format!(
+            "server.pending_connections_per_source: 1 to {MAX_PENDING_CONNECTIONS_PER_SOURCE}"
+        ));
+    }
+    if !s.http2_keepalive_interval.is_zero()
+        && (s.http2_keepalive_interval < Duration::from_secs(1)
+            || s.http2_keepalive_interval > Duration::from_secs(86_400))
+    {
+        errors.push("server.http2_keepalive_interval: 1s to 24h (0s turns the pings off)".into());
+    }
+    if s.http2_keepalive_timeout < Duration::from_secs(1)
+        || s.http2_keepalive_timeout > Duration::from_secs(600)
+    {
+        errors.push("server.http2_keepalive_timeout: 1s to 10m".into());
+    }
+    if !s.idle_timeout.is_zero()
+        && (s.idle_timeout < Duration::from_secs(1)
+            || s.idle_timeout > Duration::from_secs(7 * 86_400))
+    {
+        errors.push("server.idle_timeout: 1s to 7d (0s never closes an idle connection)".into());
     }
     if c.server.worker_threads > 1024 {
         errors.push("server.worker_threads: at most 1024 (0 = one per CPU)".into());
