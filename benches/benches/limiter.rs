@@ -243,7 +243,7 @@ fn bench_over_limit_cache(c: &mut Criterion) {
         now_us: NOW,
         replayed: false,
     };
-    cache.record(&denied, &out, 1, NOW);
+    cache.record(&denied, &out, 1, NOW, cache.stamp(&denied.owner));
     g.bench_function("hit", |b| {
         b.iter(|| cache.lookup(black_box(&denied), 1, NOW + 1))
     });

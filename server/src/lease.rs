@@ -18,11 +18,18 @@
 //! Near a limit a batch is denied where a single request would pass: the lease then stands
 //! aside for `max_age` and every check of that key is exact again. Idempotent requests
 //! (`request_id`) and dry runs always go to the store.
+//!
+//! Revocation: a lease is kept with the owner's invalidation stamp ([`crate::stamps`]) read
+//! before the call that granted it. Once an `UpdateUsage` (or a reset) of the key is seen, the
+//! stamp moves on and the lease admits nothing more: its units go back (the store keeps the
+//! remaining the UpdateUsage set — units taken before it do not raise it) and the next check
+//! asks the store.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::LocalLeaseConfig;
 use crate::limiter::Verdict;
+use crate::stamps::Stamps;
 use crate::store::{AnyStore, CheckOp, CheckOutcome};
 
 /// Most leases kept (one per hot key and route shape); the least recently used go first.
@@ -40,6 +47,8 @@ pub struct Lease {
     grant: Option<(CheckOp, CheckOutcome, Instant)>,
     /// A batch was denied (the key is near a limit): exact checks until then.
     no_batch_until: Option<Instant>,
+    /// The owner's invalidation stamp before the grant's store call.
+    stamp: u64,
 }
 
 impl Lease {
@@ -89,6 +98,7 @@ fn view(op: &CheckOp, grant: &CheckOutcome, left: u64, at: Instant, now: Instant
 /// Leases by key and route shape.
 pub struct Leases {
     map: moka::sync::Cache<Arc<str>, Arc<tokio::sync::Mutex<Lease>>>,
+    stamps: Arc<Stamps>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -100,8 +110,9 @@ impl std::fmt::Debug for Leases {
 }
 
 impl Leases {
-    /// Leases whose unspent units go back to `store` (also when an entry is evicted).
-    pub fn new(store: AnyStore) -> Self {
+    /// Leases whose unspent units go back to `store` (also when an entry is evicted), and
+    /// that admit nothing once `stamps` say their owner was invalidated.
+    pub fn new(store: AnyStore, stamps: Arc<Stamps>) -> Self {
         let map = moka::sync::Cache::builder()
             .max_capacity(MAX_LEASES)
             .eviction_listener(move |_, lease: Arc<tokio::sync::Mutex<Lease>>, _| {
@@ -112,7 +123,7 @@ impl Leases {
                 }
             })
             .build();
-        Self { map }
+        Self { map, stamps }
     }
 }
 
@@ -160,7 +171,11 @@ impl Leases {
         let entry = self.entry(op);
         let mut lease = entry.lock().await;
         let now = Instant::now();
-        if let Some(out) = lease.spend(op.cost, now) {
+        // Read before the grant's store call below, like the over-limit cache does.
+        let stamp = self.stamps.of(&op.owner);
+        if lease.stamp == stamp
+            && let Some(out) = lease.spend(op.cost, now)
+        {
             return Ok(Leased::Spent(out));
         }
         // Expired, or too few for this cost: what is left goes back before a new grant.
@@ -200,6 +215,7 @@ impl Leases {
         lease.units = units;
         lease.until = Some(now + cfg.max_age);
         lease.no_batch_until = None;
+        lease.stamp = stamp;
         batch.cost = 1;
         lease.grant = Some((batch, out, at));
         Ok(Leased::Granted(answer))

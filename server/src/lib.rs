@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod overlimit;
 pub mod pipeline;
 pub mod registry;
+pub mod stamps;
 pub mod store;
 pub mod tls;
 

@@ -12,12 +12,17 @@
 //!   those publish an event and every instance drops the owner's entries
 //!   ([`OverLimitCache::invalidate_owner`]). A new catalog (plans changed) makes every entry
 //!   stale through its generation.
+//! - A denial is kept with the owner's invalidation stamp ([`crate::stamps`]) read *before*
+//!   the store call that answered it, and served only while that is still the owner's stamp:
+//!   a check that started before an `UpdateUsage` cannot leave a denial that outlives it, even
+//!   when its answer arrives after the event was handled.
 //! - Idempotent replays (`request_id`) always go to the store: a replay must return the stored
 //!   answer, which may be an allow.
 use std::sync::Arc;
 
 use crate::limiter::evaluate::QuotaReport;
 use crate::limiter::{Period, Verdict, quota};
+use crate::stamps::Stamps;
 use crate::store::{CheckOp, CheckOutcome};
 
 /// One remembered denial.
@@ -43,12 +48,15 @@ enum Denial {
 #[derive(Debug, Clone, Default)]
 struct OwnerDenials {
     generation: u64,
+    /// The owner's invalidation stamp before the store calls that answered these.
+    stamp: u64,
     denials: Vec<Denial>,
 }
 
 /// Remembered denials by owner hash (the API key's, or the stage's, or a descriptor's).
 pub struct OverLimitCache {
     map: moka::sync::Cache<Arc<str>, Arc<OwnerDenials>>,
+    stamps: Arc<Stamps>,
 }
 
 impl std::fmt::Debug for OverLimitCache {
@@ -64,14 +72,27 @@ impl std::fmt::Debug for OverLimitCache {
 const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl OverLimitCache {
-    /// A cache of at most `capacity` owners.
+    /// A cache of at most `capacity` owners, with stamps of its own.
     pub fn new(capacity: u64) -> Self {
+        Self::with_stamps(capacity, Arc::default())
+    }
+
+    /// A cache of at most `capacity` owners whose entries hold while `stamps` say so (shared
+    /// with the local leases, so one event invalidates both).
+    pub fn with_stamps(capacity: u64, stamps: Arc<Stamps>) -> Self {
         Self {
             map: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_idle(IDLE)
                 .build(),
+            stamps,
         }
+    }
+
+    /// `owner`'s invalidation stamp now: read it before the store call whose answer goes to
+    /// [`OverLimitCache::record`].
+    pub fn stamp(&self, owner: &str) -> u64 {
+        self.stamps.of(owner)
     }
 
     /// The store's answer for `op` if a remembered denial covers it at local time `now_us`.
@@ -80,7 +101,7 @@ impl OverLimitCache {
             return None;
         }
         let entry = self.map.get(&*op.owner)?;
-        if entry.generation != generation {
+        if entry.generation != generation || entry.stamp != self.stamps.of(&op.owner) {
             return None;
         }
         // The longest wait among the live denials that apply, like the store reports.
@@ -142,10 +163,18 @@ impl OverLimitCache {
         best
     }
 
-    /// Remembers what `out` (the store's answer to `op`, sent at local time `sent_local_us`)
-    /// says about empty buckets and used-up quotas.
-    pub fn record(&self, op: &CheckOp, out: &CheckOutcome, generation: u64, sent_local_us: u64) {
-        if op.request_id.is_some() || out.replayed {
+    /// Remembers what `out` (the store's answer to `op`, sent at local time `sent_local_us`
+    /// when the owner's stamp was `stamp`) says about empty buckets and used-up quotas.
+    pub fn record(
+        &self,
+        op: &CheckOp,
+        out: &CheckOutcome,
+        generation: u64,
+        sent_local_us: u64,
+        stamp: u64,
+    ) {
+        if op.request_id.is_some() || out.replayed || stamp != self.stamps.of(&op.owner) {
+            // (An invalidation since the call was sent: its answer may predate it.)
             return;
         }
         // Store time → local time, anchored before the call (see the module docs).
@@ -187,9 +216,10 @@ impl OverLimitCache {
         };
         let prev = self.map.get(&*op.owner);
         let mut next = match prev {
-            Some(p) if p.generation == generation => (*p).clone(),
+            Some(p) if p.generation == generation && p.stamp == stamp => (*p).clone(),
             _ => OwnerDenials {
                 generation,
+                stamp,
                 denials: Vec::new(),
             },
         };
@@ -215,13 +245,16 @@ impl OverLimitCache {
         self.map.insert(op.owner.clone(), Arc::new(next));
     }
 
-    /// Forgets everything.
+    /// Forgets everything (and bumps every stamp: answers in flight are not kept either).
     pub fn invalidate_all(&self) {
+        self.stamps.bump_all();
         self.map.invalidate_all();
     }
 
-    /// Forgets every denial of `owner` (UpdateUsage, an admin reset).
+    /// Forgets every denial of `owner` (UpdateUsage, an admin reset), and bumps its stamp:
+    /// answers to store calls sent before now are not kept either.
     pub fn invalidate_owner(&self, owner: &str) {
+        self.stamps.bump(owner);
         self.map.invalidate(owner);
     }
 }
@@ -271,7 +304,13 @@ mod tests {
     fn a_bucket_denial_holds_until_a_cost_one_request_passes() {
         let c = OverLimitCache::new(100);
         // Store clock 5 s ahead of ours: the local expiry is anchored at our send time.
-        c.record(&op(1, false), &throttled(5_000_000, 400_000), 1, 0);
+        c.record(
+            &op(1, false),
+            &throttled(5_000_000, 400_000),
+            1,
+            0,
+            c.stamp("tg:{k:a}"),
+        );
         let hit = c.lookup(&op(1, false), 1, 100_000).expect("denied locally");
         assert_eq!(hit.verdict, Verdict::Throttled { bucket: 0 });
         assert_eq!(hit.retry_after_us, Some(300_000));
@@ -293,7 +332,13 @@ mod tests {
         let c = OverLimitCache::new(100);
         // Cost 3 denied for 1.5 s at 1 s per token: a cost-1 request would pass 2 s earlier,
         // i.e. now, so nothing is remembered.
-        c.record(&op(3, false), &throttled(0, 1_500_000), 1, 0);
+        c.record(
+            &op(3, false),
+            &throttled(0, 1_500_000),
+            1,
+            0,
+            c.stamp("tg:{k:a}"),
+        );
         assert!(c.lookup(&op(1, false), 1, 1).is_none());
         // A quota with units left for a smaller cost is not remembered either.
         let partial = CheckOutcome {
@@ -308,7 +353,7 @@ mod tests {
             now_us: 0,
             replayed: false,
         };
-        c.record(&op(5, true), &partial, 1, 0);
+        c.record(&op(5, true), &partial, 1, 0, c.stamp("tg:{k:a}"));
         assert!(c.lookup(&op(1, true), 1, 1).is_none());
     }
 
@@ -329,7 +374,7 @@ mod tests {
             now_us: now,
             replayed: false,
         };
-        c.record(&op(1, true), &out, 7, now);
+        c.record(&op(1, true), &out, 7, now, c.stamp("tg:{k:a}"));
         let hit = c.lookup(&op(1, true), 7, now + 1).expect("denied locally");
         assert_eq!(hit.verdict, Verdict::QuotaExceeded);
         assert_eq!(hit.retry_after_us, Some(23 * 3_600_000_000 - 1));
@@ -337,6 +382,69 @@ mod tests {
         // An op without the quota (another route, say) is not affected.
         assert!(c.lookup(&op(1, false), 7, now + 1).is_none());
         c.invalidate_owner("tg:{k:a}");
+        assert!(c.lookup(&op(1, true), 7, now + 1).is_none());
+    }
+
+    fn used_up(now: u64) -> CheckOutcome {
+        CheckOutcome {
+            verdict: Verdict::QuotaExceeded,
+            retry_after_us: Some(3_600_000_000),
+            remaining: vec![1],
+            quota: Some(QuotaReport {
+                index: (now / 86_400_000_000) as i64,
+                used: 10,
+                limit: 10,
+            }),
+            now_us: now,
+            replayed: false,
+        }
+    }
+
+    /// The race an `UpdateUsage` must win: a check is sent (stamp read), the UpdateUsage's
+    /// event is handled while the check is in flight, then the check's denial arrives. It was
+    /// decided before the UpdateUsage, so it is not served after it; a check sent after the
+    /// event is remembered again. Time is explicit (a fake local clock in µs).
+    #[test]
+    fn a_denial_sent_before_an_invalidation_does_not_outlive_it() {
+        let c = OverLimitCache::new(100);
+        let now = 20_000 * 86_400_000_000 + 1_000_000;
+        let before = c.stamp("tg:{k:a}");
+        c.invalidate_owner("tg:{k:a}"); // UpdateUsage seen via pub/sub
+        c.record(&op(1, true), &used_up(now), 7, now, before);
+        assert!(
+            c.lookup(&op(1, true), 7, now + 1).is_none(),
+            "a denial from before the UpdateUsage is served after it"
+        );
+        // Recorded first, invalidated while another answer is in flight: neither is served.
+        let s = c.stamp("tg:{k:a}");
+        c.record(&op(1, true), &used_up(now), 7, now, s);
+        assert!(c.lookup(&op(1, true), 7, now + 1).is_some());
+        let in_flight = c.stamp("tg:{k:a}");
+        c.invalidate_owner("tg:{k:a}");
+        c.record(&op(1, true), &used_up(now), 7, now, in_flight);
+        assert!(c.lookup(&op(1, true), 7, now + 2).is_none());
+        // Everything invalidated (the event stream restarted): the same.
+        let s = c.stamp("tg:{k:a}");
+        c.invalidate_all();
+        c.record(&op(1, true), &used_up(now), 7, now, s);
+        assert!(c.lookup(&op(1, true), 7, now + 2).is_none());
+        // Sent after the invalidation: remembered.
+        let after = c.stamp("tg:{k:a}");
+        c.record(&op(1, true), &used_up(now), 7, now, after);
+        assert!(c.lookup(&op(1, true), 7, now + 2).is_some());
+    }
+
+    /// A stale entry written *after* the stamp was checked (the record/invalidate interleaving)
+    /// is caught at lookup: the entry carries the stamp it was recorded against.
+    #[test]
+    fn an_entry_carries_its_stamp() {
+        let stamps = Arc::new(Stamps::new());
+        let c = OverLimitCache::with_stamps(100, stamps.clone());
+        let now = 20_000 * 86_400_000_000 + 1_000_000;
+        let s = c.stamp("tg:{k:a}");
+        c.record(&op(1, true), &used_up(now), 7, now, s);
+        // The event bumps the shared stamps (the checker's task) before the entry is dropped.
+        stamps.bump("tg:{k:a}");
         assert!(c.lookup(&op(1, true), 7, now + 1).is_none());
     }
 }

@@ -225,6 +225,8 @@ pub struct Checker {
     leases: Option<crate::lease::Leases>,
     /// The store circuit breaker.
     breaker: Option<crate::breaker::Breaker>,
+    /// Owners' invalidation stamps, shared by the over-limit cache and the leases.
+    stamps: Arc<crate::stamps::Stamps>,
 }
 
 /// The least time the reservation sweeper gives a store call ([`Store::tickets_due`], a
@@ -248,6 +250,7 @@ impl Checker {
             store_calls: AtomicU64::new(0),
             leases: None,
             breaker: None,
+            stamps: Arc::default(),
         }
     }
 
@@ -422,7 +425,7 @@ impl Checker {
         self.leases = self
             .store
             .leases_apply()
-            .then(|| crate::lease::Leases::new(self.store.clone()));
+            .then(|| crate::lease::Leases::new(self.store.clone(), self.stamps.clone()));
         self
     }
 
@@ -493,7 +496,10 @@ impl Checker {
     /// Turns on the local over-limit cache ([`OverLimitCache`]) for up to `capacity` owners,
     /// timed with `clock` (0 leaves it off).
     pub fn with_over_limit_cache(mut self, capacity: u64, clock: Arc<dyn Clock>) -> Self {
-        self.over_limit = (capacity > 0).then(|| (OverLimitCache::new(capacity), clock));
+        self.over_limit = (capacity > 0).then(|| {
+            let cache = OverLimitCache::with_stamps(capacity, self.stamps.clone());
+            (cache, clock)
+        });
         self
     }
 
@@ -502,28 +508,34 @@ impl Checker {
         self.store_calls.load(Ordering::Relaxed)
     }
 
-    /// Follows the store's events: drops an owner's over-limit entries when its usage is set
-    /// or cleared, and all of them when the event stream restarts (events may have been
-    /// missed). Returns at once when the cache is off.
+    /// Follows the store's events: when an owner's usage is set or cleared, bumps its
+    /// invalidation stamp (its local leases admit nothing more) and drops its over-limit
+    /// entries; everything when the event stream restarts (events may have been missed).
+    /// Returns at once when neither the cache nor leases are on; the task ends with the
+    /// checker.
     pub fn spawn_invalidation(self: &Arc<Self>) {
-        if self.over_limit.is_none() {
+        if self.over_limit.is_none() && self.leases.is_none() {
             return;
         }
-        let me = Arc::clone(self);
-        let mut events = me.store.events();
+        let me = Arc::downgrade(self);
+        let mut events = self.store.events();
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             loop {
-                let Some((cache, _)) = &me.over_limit else {
-                    return;
-                };
-                match events.recv().await {
-                    Ok(StoreEvent::Usage(owner)) => cache.invalidate_owner(&owner),
+                let ev = events.recv().await;
+                let Some(me) = me.upgrade() else { return };
+                let cache = me.over_limit.as_ref().map(|(c, _)| c);
+                match ev {
+                    Ok(StoreEvent::Usage(owner)) => match cache {
+                        Some(c) => c.invalidate_owner(&owner),
+                        None => me.stamps.bump(&owner),
+                    },
                     // Sent after every (re)subscription; also for every definitions change,
                     // which the catalog generation covers, but clearing is cheap and rare.
-                    Ok(StoreEvent::Definitions) | Err(RecvError::Lagged(_)) => {
-                        cache.invalidate_all()
-                    }
+                    Ok(StoreEvent::Definitions) | Err(RecvError::Lagged(_)) => match cache {
+                        Some(c) => c.invalidate_all(),
+                        None => me.stamps.bump_all(),
+                    },
                     Ok(StoreEvent::AuthFlush(_)) => {}
                     Err(RecvError::Closed) => return,
                 }
@@ -552,9 +564,11 @@ impl Checker {
             metrics::counter!(m::LOCAL_DENIALS_TOTAL).increment(1);
             return Ok(out);
         }
+        // Before the call: an UpdateUsage seen while it is in flight voids its answer.
+        let stamp = cache.stamp(&op.owner);
         let res = self.store_call(op).await;
         if let Ok(out) = &res {
-            cache.record(op, out, generation, sent);
+            cache.record(op, out, generation, sent, stamp);
         }
         res
     }

@@ -658,6 +658,56 @@ async fn set_remaining_admits_exactly_that_many<S: Store>(s: &S) {
     );
 }
 
+/// `UpdateUsage(remaining: 0)` stops a key even with a metered reservation pending: the
+/// reservation's refund (its units were taken before the UpdateUsage, which counted them as
+/// used) goes back to the daily usage but never raises the remaining the UpdateUsage set.
+/// Before the fix the refund lowered `used` and the key passed again.
+async fn refunds_taken_before_update_usage_do_not_raise_its_remaining<S: Store>(s: &S) {
+    let k = unique("cutoff");
+    let reserve = |id: &str, cost: u64| {
+        Op::new(&k)
+            .quota(1_000, 0, Period::Month, 0)
+            .usage(90)
+            .cost(cost)
+            .id(id)
+    };
+    let plain = Op::new(&k).quota(1_000, 0, Period::Month, 0).usage(90);
+    assert_eq!(plain.run_now(s).await.verdict, Verdict::Allowed);
+    let r1 = reserve("before-1", 10);
+    let r2 = reserve("before-2", 20);
+    assert_eq!(r1.run_now(s).await.verdict, Verdict::Allowed);
+    assert_eq!(r2.run_now(s).await.verdict, Verdict::Allowed);
+    let q = plain.inner.quota.clone().expect("quota");
+    let (r, _) = s.quota_set_remaining(&k, &q, 0).await.expect("set");
+    assert_eq!((r.used, r.limit), (31, 31), "the cut-off");
+    // Report 3 of the 10 reserved (7 back), and release the other reservation in full.
+    let st = s.settle(&r1.inner, 3).await.expect("settle");
+    assert_eq!(st.status, SettleStatus::Settled);
+    assert_eq!(
+        st.quota.map(|q| q.limit - q.used),
+        Some(0),
+        "the remaining stays 0: {st:?}"
+    );
+    let st = s.release_reservation(&r2.inner).await.expect("release");
+    assert_eq!(st.status, SettleStatus::Settled);
+    let o = plain.run_now(s).await;
+    assert_eq!(o.verdict, Verdict::QuotaExceeded, "stopped: {o:?}");
+    assert_eq!(o.quota.map(|q| (q.used, q.limit)), Some((4, 4)), "{o:?}");
+    // What was used is what was admitted: 1 + 3.
+    let day = (o.now_us / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", day, day).await.expect("usage"),
+        vec![(day, 4)]
+    );
+    // A later UpdateUsage grants exactly what it says.
+    let (r, _) = s.quota_set_remaining(&k, &q, 2).await.expect("set");
+    assert_eq!((r.used, r.limit), (4, 6));
+    for _ in 0..2 {
+        assert_eq!(plain.run_now(s).await.verdict, Verdict::Allowed);
+    }
+    assert_eq!(plain.run_now(s).await.verdict, Verdict::QuotaExceeded);
+}
+
 /// Definition writes are compare-and-set on the version, and announced to subscribers.
 async fn defs_are_compare_and_set<S: Store>(s: &S) {
     let mut events = s.events();
@@ -987,6 +1037,7 @@ conformance!(
     daily_usage_counts_admitted_cost,
     quota_period_change_starts_from_zero,
     set_remaining_admits_exactly_that_many,
+    refunds_taken_before_update_usage_do_not_raise_its_remaining,
     defs_are_compare_and_set,
     settle_refunds_charges_once,
     settle_after_midnight_fixes_that_day,
@@ -1287,6 +1338,63 @@ async fn redis_release_after_midnight_fixes_quota_and_history() {
     );
     // (The bucket refilled in the 35 s between; it never goes below the grant's time.)
     assert_eq!(o.remaining, vec![999]);
+}
+
+/// A local lease taken before `UpdateUsage(remaining: 0)` gives its unspent units back after
+/// it: the key's buckets and daily usage get them back, its remaining does not (before the fix
+/// the give-back lowered `used` and 91 requests passed after the cut-off). A lease taken after
+/// an UpdateUsage gives back into the remaining it set, as before.
+async fn lease_give_back_after_update_usage_keeps_the_cutoff(s: &RedisStore) {
+    let k = unique("lease-cutoff");
+    let op = || {
+        Op::new(&k)
+            .bucket(&k, "t:a", lim(1000.0, 1000))
+            .quota(10_000, 0, Period::Month, 0)
+            .usage(90)
+    };
+    // A grant of 1 request + 100 leased units.
+    let grant = op().cost(101).run_now(s).await;
+    assert_eq!(grant.verdict, Verdict::Allowed);
+    let q = op().inner.quota.clone().expect("quota");
+    let (r, _) = s.quota_set_remaining(&k, &q, 0).await.expect("set");
+    assert_eq!((r.used, r.limit), (101, 101));
+    s.release(&op().inner, 100, &grant).await.expect("release");
+    let o = op().run_now(s).await;
+    assert_eq!(o.verdict, Verdict::QuotaExceeded, "stopped: {o:?}");
+    assert_eq!(o.quota.map(|q| (q.used, q.limit)), Some((1, 1)), "{o:?}");
+    let day = (o.now_us / DAY_US) as i64;
+    assert_eq!(
+        s.usage_read(&k, "plan", day, day).await.expect("usage"),
+        vec![(day, 1)],
+        "the unspent units are not usage"
+    );
+    // The bucket got its 100 units back (1000 − 1 − the denied check takes nothing).
+    assert!(o.remaining[0] >= 998, "{o:?}");
+    // A lease after the UpdateUsage: its unspent units go back into the remaining it set.
+    let (r, _) = s.quota_set_remaining(&k, &q, 50).await.expect("set");
+    assert_eq!((r.used, r.limit), (1, 51));
+    let grant = op().cost(41).run_now(s).await;
+    assert_eq!(grant.verdict, Verdict::Allowed);
+    s.release(&op().inner, 40, &grant).await.expect("release");
+    let o = op().dry().run_now(s).await;
+    assert_eq!(o.quota.map(|q| (q.used, q.limit)), Some((3, 51)), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lease_give_back_after_update_usage_keeps_the_cutoff() {
+    let server = RedisServer::start();
+    lease_give_back_after_update_usage_keeps_the_cutoff(&redis(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_lease_give_back_after_update_usage_keeps_the_cutoff() {
+    let cluster = RedisCluster::start(3, 0);
+    let s = RedisStore::connect(&RedisOptions {
+        topology: Topology::Cluster(cluster.urls()),
+        ..RedisOptions::standalone("", 1, "tg")
+    })
+    .expect("cluster store");
+    lease_give_back_after_update_usage_keeps_the_cutoff(&s).await;
 }
 
 /// Two sweepers (two store clients: two instances) race for the same due tickets, more than

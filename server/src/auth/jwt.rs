@@ -17,6 +17,14 @@
 //!   measured with tokio's `Instant`: otherwise anyone could make us hammer the JWKS endpoint
 //!   by sending made-up kids. [`JwtAuthorizer::load`] is the operator's call and does not use up
 //!   that budget, so a key rotated just after startup is still picked up at once.
+//! - Revocation: a key *removed* from the JWKS is never looked up as unknown, so the unknown-kid
+//!   refetch would never notice it. [`JwtAuthorizer::spawn_refresh`] refetches in the
+//!   background, every `Cache-Control: max-age` of the last response clamped to the
+//!   authorizer's [`RefreshBounds`]. The key set has a digest ([`JwtAuthorizer::key_set_digest`])
+//!   that is part of every decision-cache key of the authorizer: once the keys change, no
+//!   decision made with the old ones is found again, here or (same keys, same digest) on any
+//!   other instance; the refresh task then flushes the old entries too. The task holds the
+//!   authorizer weakly and is aborted when the authorizer is dropped (a config reload).
 //! - Time is an argument (`now_s`), never read here: there is one clock for the whole server,
 //!   and tests choose the time. jsonwebtoken would read the system clock, so it only checks the
 //!   signature and that `exp` and `sub` exist; every claim is judged in `check_claims`.
@@ -48,6 +56,14 @@ const LEEWAY_S: u64 = 60;
 const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Whole-request deadline for a JWKS URL (connect, headers and body).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default least time between background JWKS refreshes (`jwks_refresh.min_interval`).
+pub const DEFAULT_REFRESH_MIN: Duration = Duration::from_secs(60);
+/// Default longest time between background JWKS refreshes (`jwks_refresh.max_interval`).
+pub const DEFAULT_REFRESH_MAX: Duration = Duration::from_secs(3600);
+/// The smallest `jwks_refresh.min_interval` accepted (the JWKS endpoint is someone's server).
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest `jwks_refresh.max_interval` accepted.
+pub const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(86_400);
 /// A JWKS larger than this is refused (Cognito's are about 1 KiB).
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// The whole identity-source value, `Bearer ` prefix included.
@@ -134,6 +150,33 @@ struct VerifyingKey {
 /// kid → key.
 type KeySet = HashMap<String, Arc<VerifyingKey>>;
 
+/// The keys in use and the digest of their JWKS entries.
+#[derive(Default)]
+struct Loaded {
+    keys: KeySet,
+    /// SHA-256 over the usable keys' JWKS entries, by kid (all zero before the first load).
+    digest: [u8; 32],
+}
+
+/// How often the background refresh refetches the JWKS: the last response's
+/// `Cache-Control: max-age`, clamped to `[min, max]` (`min` without one, and for files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshBounds {
+    /// The floor.
+    pub min: Duration,
+    /// The ceiling.
+    pub max: Duration,
+}
+
+impl Default for RefreshBounds {
+    fn default() -> Self {
+        Self {
+            min: DEFAULT_REFRESH_MIN,
+            max: DEFAULT_REFRESH_MAX,
+        }
+    }
+}
+
 /// A user pool's token verifier: the pool's issuer, its allowed clients and its JWKS.
 pub struct JwtAuthorizer {
     issuer: String,
@@ -143,7 +186,11 @@ pub struct JwtAuthorizer {
     /// reported by every fetch instead.
     http: Option<Result<reqwest::Client, String>>,
     /// Read on every verification without locking; replaced whole by a (re)fetch.
-    keys: ArcSwap<KeySet>,
+    keys: ArcSwap<Loaded>,
+    /// The last JWKS response's `Cache-Control: max-age` in ms (`u64::MAX`: none).
+    max_age_ms: AtomicU64,
+    /// The background refresh ([`JwtAuthorizer::spawn_refresh`]), aborted on drop.
+    refresh_task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     /// When the last unknown-kid refetch started. The async mutex also serialises fetches, so
     /// tasks that wait on it find the keys the first one fetched.
     last_refetch: Mutex<Option<Instant>>,
@@ -157,8 +204,21 @@ impl std::fmt::Debug for JwtAuthorizer {
             .field("issuer", &self.issuer)
             .field("audiences", &self.audiences)
             .field("source", &self.source)
-            .field("keys", &self.keys.load().len())
+            .field("keys", &self.keys.load().keys.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for JwtAuthorizer {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .refresh_task
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
     }
 }
 
@@ -182,9 +242,80 @@ impl JwtAuthorizer {
             audiences,
             source,
             http,
-            keys: ArcSwap::from_pointee(KeySet::new()),
+            keys: ArcSwap::from_pointee(Loaded::default()),
+            max_age_ms: AtomicU64::new(u64::MAX),
+            refresh_task: std::sync::Mutex::new(None),
             last_refetch: Mutex::new(None),
             fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// SHA-256 of the key set in use (its JWKS entries): part of the decision-cache key, so a
+    /// decision made with other keys is never served.
+    pub fn key_set_digest(&self) -> [u8; 32] {
+        self.keys.load().digest
+    }
+
+    /// Refetches the JWKS now (serialised with the other fetches). `Ok(true)` when the usable
+    /// key set changed from a loaded one (a key removed, replaced or added). On error the keys
+    /// stay.
+    pub async fn refresh(&self) -> Result<bool, JwtError> {
+        let _serialised = self.last_refetch.lock().await;
+        let before = self.key_set_digest();
+        self.fetch_and_store().await?;
+        Ok(before != [0; 32] && before != self.key_set_digest())
+    }
+
+    /// How long until the next background refresh: the last response's `max-age` within
+    /// `bounds` (`bounds.min` without one).
+    pub fn refresh_interval(&self, bounds: RefreshBounds) -> Duration {
+        let age = match self.max_age_ms.load(Ordering::Relaxed) {
+            u64::MAX => bounds.min,
+            ms => Duration::from_millis(ms),
+        };
+        age.clamp(bounds.min, bounds.max.max(bounds.min))
+    }
+
+    /// Starts the background refresh: every [`refresh_interval`](Self::refresh_interval) the
+    /// JWKS is refetched, and `on_change` runs when the key set changed. The task holds the
+    /// authorizer weakly (it ends when the authorizer is gone) and is aborted when the
+    /// authorizer is dropped; a second call replaces the first task.
+    pub fn spawn_refresh<F, Fut>(self: &Arc<Self>, bounds: RefreshBounds, on_change: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let me = Arc::downgrade(self);
+        let task = rt.spawn(async move {
+            loop {
+                let wait = match me.upgrade() {
+                    Some(j) => j.refresh_interval(bounds),
+                    None => return,
+                };
+                tokio::time::sleep(wait).await;
+                let Some(j) = me.upgrade() else { return };
+                match j.refresh().await {
+                    Ok(true) => {
+                        tracing::info!(issuer = %j.issuer, "JWKS key set changed; dropping the authorizer's cached decisions");
+                        drop(j);
+                        on_change().await;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(issuer = %j.issuer, error = %e, "JWKS refresh failed; keeping the old keys");
+                    }
+                }
+            }
+        });
+        let mut slot = self
+            .refresh_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = slot.replace(task.abort_handle()) {
+            old.abort();
         }
     }
 
@@ -232,7 +363,7 @@ impl JwtAuthorizer {
     }
 
     fn lookup(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
-        self.keys.load().get(kid).cloned()
+        self.keys.load().keys.get(kid).cloned()
     }
 
     /// Refetches for an unknown `kid` unless a refetch started less than 30 s ago.
@@ -261,17 +392,21 @@ impl JwtAuthorizer {
     /// Reads the JWKS and replaces the key set. Callers hold `last_refetch`.
     async fn fetch_and_store(&self) -> Result<(), JwtError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let bytes = match (&self.source, &self.http) {
-            (JwksSource::File(path), _) => read_file(path).await,
+        let (bytes, max_age) = match (&self.source, &self.http) {
+            (JwksSource::File(path), _) => read_file(path).await.map(|b| (b, None)),
             (JwksSource::Url(url), Some(Ok(client))) => fetch_url(client, url).await,
             (JwksSource::Url(_), Some(Err(e))) => Err(e.clone()),
             (JwksSource::Url(_), None) => Err("no HTTP client".to_owned()),
         }
         .map_err(JwtError::Jwks)?;
-        let keys = parse_jwks(&bytes)
+        let (keys, digest) = parse_jwks(&bytes)
             .map_err(|e| JwtError::Jwks(format!("{}: {e}", self.describe_source())))?;
         tracing::debug!(issuer = %self.issuer, keys = keys.len(), "JWKS loaded");
-        self.keys.store(Arc::new(keys));
+        self.keys.store(Arc::new(Loaded { keys, digest }));
+        let ms = max_age.map_or(u64::MAX, |a: Duration| {
+            u64::try_from(a.as_millis()).unwrap_or(u64::MAX - 1)
+        });
+        self.max_age_ms.store(ms, Ordering::Relaxed);
         Ok(())
     }
 
@@ -463,10 +598,13 @@ fn claim_string(value: Value) -> String {
 
 /// The usable keys of a JWKS: RS256 (modulus of at least 2048 bits) and ES256 (P-256) signing
 /// keys with a `kid`. Other keys are skipped rather than refused, since pools may publish more
-/// kinds than this verifier accepts; a JWKS with no usable key is an error.
-fn parse_jwks(bytes: &[u8]) -> Result<KeySet, String> {
+/// kinds than this verifier accepts; a JWKS with no usable key is an error. With the digest of
+/// the usable keys' entries (by kid; other keys and the order do not change it).
+fn parse_jwks(bytes: &[u8]) -> Result<(KeySet, [u8; 32]), String> {
+    use sha2::Digest as _;
     let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("is not a JWKS: {e}"))?;
     let mut keys = KeySet::new();
+    let mut entries = BTreeMap::new();
     for jwk in &set.keys {
         let Some(kid) = jwk.common.key_id.as_deref() else {
             continue;
@@ -477,6 +615,7 @@ fn parse_jwks(bytes: &[u8]) -> Result<KeySet, String> {
                     tracing::debug!(kid, "JWKS has this kid twice; the first key wins");
                 } else {
                     keys.insert(kid.to_owned(), Arc::new(key));
+                    entries.insert(kid.to_owned(), serde_json::to_vec(jwk).unwrap_or_default());
                 }
             }
             None => tracing::debug!(kid, "JWKS key skipped: not an RS256 or ES256 signing key"),
@@ -485,7 +624,35 @@ fn parse_jwks(bytes: &[u8]) -> Result<KeySet, String> {
     if keys.is_empty() {
         return Err("has no RS256 or ES256 signing key with a kid".into());
     }
-    Ok(keys)
+    let mut h = sha2::Sha256::new();
+    for (kid, entry) in &entries {
+        h.update((kid.len() as u64).to_le_bytes());
+        h.update(kid.as_bytes());
+        h.update((entry.len() as u64).to_le_bytes());
+        h.update(entry);
+    }
+    Ok((keys, h.finalize().into()))
+}
+
+/// `Cache-Control`'s `max-age` (`no-store` and `no-cache`: 0); the smallest when several.
+fn cache_max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let mut age: Option<u64> = None;
+    for v in headers.get_all(reqwest::header::CACHE_CONTROL) {
+        let Ok(v) = v.to_str() else { continue };
+        for d in v.split(',') {
+            let d = d.trim().to_ascii_lowercase();
+            let secs = if d == "no-store" || d == "no-cache" {
+                Some(0)
+            } else {
+                d.strip_prefix("max-age=")
+                    .and_then(|n| n.trim_matches('"').parse::<u64>().ok())
+            };
+            if let Some(s) = secs {
+                age = Some(age.map_or(s, |a| a.min(s)));
+            }
+        }
+    }
+    age.map(Duration::from_secs)
 }
 
 fn verifying_key(jwk: &Jwk) -> Option<VerifyingKey> {
@@ -551,7 +718,11 @@ async fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-async fn fetch_url(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+/// The body and `Cache-Control: max-age` of a JWKS URL.
+async fn fetch_url(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<(Vec<u8>, Option<Duration>), String> {
     let at = redact_url(url);
     let failed = |e: reqwest::Error| format!("{at}: {}", error_chain(&e.without_url()));
     let mut response = client
@@ -564,6 +735,7 @@ async fn fetch_url(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, Strin
     if !status.is_success() {
         return Err(format!("{at}: HTTP {status}"));
     }
+    let max_age = cache_max_age(response.headers());
     if response
         .content_length()
         .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
@@ -578,7 +750,7 @@ async fn fetch_url(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, Strin
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok(bytes)
+    Ok((bytes, max_age))
 }
 
 /// The URL for messages, without a password.
@@ -1089,6 +1261,107 @@ mod tests {
         assert_eq!(auth.verify(&old, &[], NOW).await, Err(JwtError::UnknownKey));
     }
 
+    /// Revocation: a key removed from the JWKS is never an unknown kid, so only the refresh
+    /// finds out. It reports the change, the digest (part of every cache key) moves, and the
+    /// removed key's tokens are refused. An unchanged JWKS (keys reordered, unusable keys
+    /// added) is no change.
+    #[tokio::test]
+    async fn refresh_reports_a_changed_key_set() {
+        let file = TempJwks::new(JWKS);
+        let auth = loaded(&[CLIENT], file.source()).await;
+        let token = rs(&id_claims());
+        assert!(auth.verify(&token, &[], NOW).await.is_ok());
+        let before = auth.key_set_digest();
+        assert_ne!(before, [0; 32]);
+        let mut same: Value = serde_json::from_str(JWKS).unwrap();
+        same["keys"].as_array_mut().unwrap().reverse();
+        same["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}));
+        file.rewrite(same.to_string());
+        assert_eq!(auth.refresh().await, Ok(false));
+        assert_eq!(auth.key_set_digest(), before);
+
+        let mut without_rsa: Value = serde_json::from_str(JWKS).unwrap();
+        without_rsa["keys"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|k| k["kid"] != RSA_KID);
+        file.rewrite(without_rsa.to_string());
+        assert_eq!(auth.refresh().await, Ok(true));
+        assert_ne!(auth.key_set_digest(), before);
+        assert_eq!(
+            auth.verify(&token, &[], NOW).await,
+            Err(JwtError::UnknownKey),
+            "a token signed by the removed key"
+        );
+        // A failed refresh keeps the keys and is no change.
+        file.rewrite("{not json");
+        assert!(matches!(auth.refresh().await, Err(JwtError::Jwks(_))));
+    }
+
+    #[test]
+    fn the_refresh_interval_is_max_age_within_the_bounds() {
+        use reqwest::header::{CACHE_CONTROL, HeaderMap, HeaderValue};
+        let headers = |vals: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(CACHE_CONTROL, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert_eq!(
+            cache_max_age(&headers(&["public, max-age=300"])),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            cache_max_age(&headers(&["max-age=300", "no-cache"])),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            cache_max_age(&headers(&["Max-Age=\"7\""])),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(cache_max_age(&headers(&["public", "max-age=x"])), None);
+        assert_eq!(
+            cache_max_age(&headers(&["max-age=99999999999999999999999"])),
+            None
+        );
+
+        let auth = JwtAuthorizer::new(ISSUER, vec![], JwksSource::File(testdata("jwks.json")));
+        let bounds = RefreshBounds {
+            min: Duration::from_secs(60),
+            max: Duration::from_secs(3600),
+        };
+        assert_eq!(
+            auth.refresh_interval(bounds),
+            bounds.min,
+            "no max-age: the floor"
+        );
+        for (ms, want) in [(0, 60), (120_000, 120), (u64::MAX - 1, 3600)] {
+            auth.max_age_ms.store(ms, Ordering::Relaxed);
+            assert_eq!(auth.refresh_interval(bounds), Duration::from_secs(want));
+        }
+    }
+
+    /// The refresh task holds the authorizer weakly: dropping the authorizer (a config reload)
+    /// frees it, and the task is aborted.
+    #[tokio::test]
+    async fn the_refresh_task_does_not_keep_the_authorizer() {
+        let auth = Arc::new(authorizer().await);
+        auth.spawn_refresh(RefreshBounds::default(), || async {});
+        let task = auth.refresh_task.lock().unwrap().clone().expect("a task");
+        let weak = Arc::downgrade(&auth);
+        drop(auth);
+        assert!(
+            weak.upgrade().is_none(),
+            "the task kept the authorizer alive"
+        );
+        tokio::task::yield_now().await;
+        assert!(task.is_finished(), "the task outlived its authorizer");
+    }
+
     #[tokio::test]
     async fn the_first_token_loads_the_jwks_if_load_was_not_called() {
         let auth = JwtAuthorizer::new(
@@ -1167,7 +1440,7 @@ mod tests {
             rsa,
             ec,
         ]});
-        let keyset = parse_jwks(keys.to_string().as_bytes()).unwrap();
+        let (keyset, _) = parse_jwks(keys.to_string().as_bytes()).unwrap();
         let mut kids: Vec<_> = keyset.keys().map(String::as_str).collect();
         kids.sort_unstable();
         assert_eq!(kids, ["ec-no-use", "rsa-no-alg", EC_KID, RSA_KID]);

@@ -12,6 +12,10 @@
 //! is re-evaluated against each request's method ARN on every hit, so an Allow for
 //! `GET /pets/*` cached by one request does not open `DELETE /pets/1` to the next.
 //! SigV4 is never cached: every request carries a new signature.
+//!
+//! A JWT authorizer's cache keys also hold the digest of its current JWKS key set, and its
+//! background JWKS refresh flushes the authorizer's entries (as `FlushAuthorizerCache` does)
+//! when the key set changes: a decision made with a key since removed is not served again.
 pub mod custom;
 pub mod jwt;
 pub mod policy;
@@ -217,7 +221,7 @@ enum Failure {
 }
 
 enum Kind {
-    Jwt(jwt::JwtAuthorizer),
+    Jwt(Arc<jwt::JwtAuthorizer>),
     Token {
         endpoint: String,
         timeout: Duration,
@@ -277,6 +281,21 @@ impl AuthCache {
     /// Drops every decision this instance cached.
     pub fn flush_all_local(&self) {
         self.local.invalidate_all();
+    }
+
+    /// Drops `authorizer`'s cached decisions everywhere: this instance's, the shared ones,
+    /// and (the store's event) every other instance's — what `FlushAuthorizerCache` does.
+    pub async fn flush(&self, authorizer: &str) {
+        self.flush_local(authorizer);
+        let prefix = self.prefix(authorizer);
+        let flush = self.store.auth_flush(&prefix, authorizer);
+        match tokio::time::timeout(self.timeout.max(Duration::from_secs(5)), flush).await {
+            Ok(Ok(n)) => tracing::debug!(authorizer, entries = n, "authorizer cache flushed"),
+            Ok(Err(e)) => {
+                tracing::warn!(authorizer, error = %e, "cannot flush the shared authorizer cache")
+            }
+            Err(_) => tracing::warn!(authorizer, "timed out flushing the shared authorizer cache"),
+        }
     }
 
     /// Drops this instance's cached decisions of `authorizer`.
@@ -354,6 +373,19 @@ impl Authorizers {
         for a in &config.authorizers {
             match build_one(a, dir, env, &config.server.region).await {
                 Ok(kind) => {
+                    if let Kind::Jwt(j) = &kind {
+                        let bounds =
+                            a.jwks_refresh
+                                .map_or_else(Default::default, |r| jwt::RefreshBounds {
+                                    min: r.min_interval,
+                                    max: r.max_interval,
+                                });
+                        let (cache, name) = (cache.clone(), a.name.clone());
+                        j.spawn_refresh(bounds, move || {
+                            let (cache, name) = (cache.clone(), name.clone());
+                            async move { cache.flush(&name).await }
+                        });
+                    }
                     let sources = sources_of(a).unwrap_or_default();
                     map.insert(
                         a.name.clone(),
@@ -648,6 +680,10 @@ fn fingerprint(a: &AuthorizerConfig, dir: &Path) -> [u8; 32] {
 fn cache_key(a: &Authorizer, input: &AuthInput<'_>, values: &[&str]) -> String {
     let mut h = Sha256::new();
     h.update(a.fingerprint);
+    // The keys a JWT was verified with: another key set never finds this decision.
+    if let Kind::Jwt(j) = &a.kind {
+        h.update(j.key_set_digest());
+    }
     for part in [a.name.as_str(), input.api_id, input.stage] {
         h.update(part.as_bytes());
         h.update([0]);
@@ -776,7 +812,7 @@ async fn build_one(
                 _ => return Err("exactly one of jwks_file and jwks_url is required".into()),
             };
             let remote = matches!(source, jwt::JwksSource::Url(_));
-            let j = jwt::JwtAuthorizer::new(issuer, a.audiences.clone(), source);
+            let j = Arc::new(jwt::JwtAuthorizer::new(issuer, a.audiences.clone(), source));
             if let Err(e) = j.load().await {
                 if !remote {
                     return Err(e.to_string());

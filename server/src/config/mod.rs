@@ -366,6 +366,41 @@ pub struct AuthorizerConfig {
     /// reused for another route (AWS keys by identity only).
     #[serde(default)]
     pub cache_key_includes_route: bool,
+    /// JWT: how often the JWKS is refetched in the background, so a key removed from it stops
+    /// validating tokens (absent: [`JwksRefreshConfig::default`]).
+    #[serde(default)]
+    pub jwks_refresh: Option<JwksRefreshConfig>,
+}
+
+/// `authorizers[].jwks_refresh`: the JWKS is refetched every `Cache-Control: max-age` of its
+/// last response, clamped to `[min_interval, max_interval]` (`min_interval` without one, and
+/// for a `jwks_file`). A changed key set drops the authorizer's cached decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksRefreshConfig {
+    /// The floor (at least 1 s; default 60 s).
+    #[serde(with = "duration", default = "default_refresh_min")]
+    pub min_interval: Duration,
+    /// The ceiling (at most 24 h; default 1 h).
+    #[serde(with = "duration", default = "default_refresh_max")]
+    pub max_interval: Duration,
+}
+
+impl Default for JwksRefreshConfig {
+    fn default() -> Self {
+        Self {
+            min_interval: default_refresh_min(),
+            max_interval: default_refresh_max(),
+        }
+    }
+}
+
+fn default_refresh_min() -> Duration {
+    crate::auth::jwt::DEFAULT_REFRESH_MIN
+}
+
+fn default_refresh_max() -> Duration {
+    crate::auth::jwt::DEFAULT_REFRESH_MAX
 }
 
 /// `authorizers[].type`

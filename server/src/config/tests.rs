@@ -398,3 +398,72 @@ fn listener_limits_have_defaults_bounds_and_env_overrides() {
         );
     }
 }
+
+#[test]
+fn jwks_refresh_is_bounded() {
+    let cfg = |refresh: &str| {
+        format!(
+            "authorizers:
+  - {{name: users, type: jwt, issuer: \"https://issuer.example.test/pool-1\", jwks_url: \"https://issuer.example.test/jwks.json\"{refresh}}}
+"
+        )
+    };
+    let bounds = |refresh: &str| {
+        parse_str(&cfg(refresh))
+            .unwrap_or_else(|e| panic!("{refresh:?} is valid: {e:?}"))
+            .authorizers[0]
+            .jwks_refresh
+            .unwrap_or_default()
+    };
+    let d = bounds("");
+    assert_eq!(
+        (d.min_interval, d.max_interval),
+        (Duration::from_secs(60), Duration::from_secs(3600)),
+        "absent: 60 s to 1 h"
+    );
+    let r = bounds(", jwks_refresh: {min_interval: 1s}");
+    assert_eq!(
+        (r.min_interval, r.max_interval),
+        (Duration::from_secs(1), Duration::from_secs(3600))
+    );
+    let r = bounds(", jwks_refresh: {min_interval: 5m, max_interval: 24h}");
+    assert_eq!(
+        (r.min_interval, r.max_interval),
+        (Duration::from_secs(300), Duration::from_secs(86_400))
+    );
+    for (bad, want) in [
+        (
+            "{min_interval: 999ms}",
+            "jwks_refresh.min_interval: at least 1s",
+        ),
+        (
+            "{max_interval: 25h}",
+            "jwks_refresh.max_interval: at most 24h",
+        ),
+        (
+            "{min_interval: 2h, max_interval: 1h}",
+            "jwks_refresh: min_interval must not exceed max_interval",
+        ),
+    ] {
+        let errs = parse_str(&cfg(&format!(", jwks_refresh: {bad}")))
+            .expect_err(bad)
+            .0;
+        assert!(
+            errs.iter()
+                .any(|e| e.contains(&format!("authorizers[users].{want}"))),
+            "{bad}: {errs:?}"
+        );
+    }
+    let errs = parse_str(
+        "authorizers:
+  - {name: t, type: token, endpoint: \"http://127.0.0.1:1/\", jwks_refresh: {}}
+",
+    )
+    .expect_err("jwks_refresh on a token authorizer")
+    .0;
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("authorizers[t].jwks_refresh: only for type jwt")),
+        "{errs:?}"
+    );
+}

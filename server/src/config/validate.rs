@@ -262,6 +262,23 @@ pub(crate) fn validate(
         if a.result_ttl.is_some_and(|t| t > crate::auth::MAX_TTL) {
             errors.push(format!("{at}.result_ttl: at most 3600s"));
         }
+        if let Some(r) = a.jwks_refresh {
+            use crate::auth::jwt::{MAX_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL};
+            if a.kind != AuthorizerKind::Jwt {
+                errors.push(format!("{at}.jwks_refresh: only for type jwt"));
+            }
+            if r.min_interval < MIN_REFRESH_INTERVAL {
+                errors.push(format!("{at}.jwks_refresh.min_interval: at least 1s"));
+            }
+            if r.max_interval > MAX_REFRESH_INTERVAL {
+                errors.push(format!("{at}.jwks_refresh.max_interval: at most 24h"));
+            }
+            if r.min_interval > r.max_interval {
+                errors.push(format!(
+                    "{at}.jwks_refresh: min_interval must not exceed max_interval"
+                ));
+            }
+        }
         let missing = |what: &str, errors: &mut Vec<String>| {
             errors.push(format!("{at}: {what} is required for type {:?}", a.kind))
         };

@@ -28,6 +28,9 @@ enum Field {
     Quota(QuotaState),
     /// `UpdateUsage`: (period index, limit).
     Override(i64, u64),
+    /// When the `UpdateUsage` override next to it was set (µs; see
+    /// [`super::OVERRIDE_STAMP_SUFFIX`]).
+    Stamp(u64),
 }
 
 impl Field {
@@ -37,6 +40,7 @@ impl Field {
             Field::Tat(t) => t.to_string(),
             Field::Quota(q) => format!("{}:{}", q.index, q.used),
             Field::Override(i, l) => format!("{i}:{l}"),
+            Field::Stamp(t) => t.to_string(),
         }
     }
 }
@@ -291,7 +295,20 @@ impl MemoryStore {
                     && let Some(Field::Quota(s)) = h.fields.get_mut(&*q.field)
                     && s.index == idx
                 {
+                    let before = s.used;
                     s.used = adjust(s.used);
+                    // Units decided before an `UpdateUsage` of this period were counted in
+                    // the limit it set: they come off that limit too (as the Redis SETTLE).
+                    let back = before.saturating_sub(s.used);
+                    let stamp = format!("{}{}", q.override_field, super::OVERRIDE_STAMP_SUFFIX);
+                    if back > 0
+                        && let Some(Field::Stamp(at)) = h.fields.get(&stamp)
+                        && *at >= decided.now_us
+                        && let Some(Field::Override(i, l)) = h.fields.get_mut(&*q.override_field)
+                        && *i == idx
+                    {
+                        *l = l.saturating_sub(back);
+                    }
                 }
                 if let Some(u) = &op.usage
                     && let Some(usage) = st.usage.get_mut(&(op.owner.clone(), u.history.clone()))
@@ -436,6 +453,10 @@ impl Store for MemoryStore {
         h.fields.insert(
             quota.override_field.to_string(),
             Field::Override(index, limit),
+        );
+        h.fields.insert(
+            format!("{}{}", quota.override_field, super::OVERRIDE_STAMP_SUFFIX),
+            Field::Stamp(now),
         );
         h.expires_at = h.expires_at.max(end + TTL_MARGIN_US);
         drop(st);

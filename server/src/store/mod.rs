@@ -33,6 +33,12 @@ pub struct BucketOp {
     pub limit: Limit,
 }
 
+/// Suffix of the field next to a quota's `UpdateUsage` override that holds the store time
+/// (µs) it was set at: units taken before it and given back later (a lease's unspent units, a
+/// reservation's refund) come off the override's limit too, so they never raise the remaining
+/// it set.
+pub const OVERRIDE_STAMP_SUFFIX: &str = ":at";
+
 /// The quota to charge (always in the owner hash).
 #[derive(Debug, Clone)]
 pub struct QuotaOp {

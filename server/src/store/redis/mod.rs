@@ -410,7 +410,8 @@ impl RedisStore {
         cmd.arg(state)
             .arg(out.quota.map_or(i64::MIN, |q| q.index))
             .arg(history)
-            .arg(idem_idx);
+            .arg(idem_idx)
+            .arg(part.quota.as_ref().map_or("", |q| &*q.override_field));
         let load = self.scripts.refund.clone();
         let mut conn = self.conn();
         async move {

@@ -237,12 +237,15 @@ return out
 /// ARGV: 1 cost, 2 the µs the part was decided at, 3 bucket count n, then per bucket: key
 /// index, field, T µs; then the plan's state field (empty: none), the charged quota period
 /// index, the usage history prefix (`u:<plan>`, empty: none), the idempotency record's key
-/// index (0: none).
+/// index (0: none), the `UpdateUsage` override field (empty: none).
 /// A TAT goes back by cost × T but never below the decision time (a bucket that refilled
 /// since is full either way). The quota goes back by cost while the state still counts the
 /// charged period; the day's usage goes back in the state when it is still that day, else in
-/// that day's history field (a check after midnight moved it there). The idempotency record is
-/// deleted: it said "allowed", and a retry must run afresh. Returns 1.
+/// that day's history field (a check after midnight moved it there). Units taken before an
+/// `UpdateUsage` of the charged period (its stamp, [`SET_REMAINING`], is at or after the
+/// decision) lower that override's limit as much as the quota: the remaining it set stays
+/// what it set. The idempotency record is deleted: it said "allowed", and a retry must run
+/// afresh. Returns 1.
 pub const REFUND: &str = r#"
 local cost = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
@@ -254,7 +257,7 @@ for b = 1, n do
   local v = tonumber(redis.call('HGET', KEYS[k], f) or '')
   if v then redis.call('HSET', KEYS[k], f, fmt(math.max(v - cost * t, now))) end
 end
-local sf, qidx, hist, idem = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+local sf, qidx, hist, idem, ofield = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4] or ''
 if idem > 0 then redis.call('DEL', KEYS[idem]) end
 if sf ~= '' then
   local s = redis.call('HGET', KEYS[1], sf)
@@ -264,7 +267,10 @@ if sf ~= '' then
       local sday, dday = tonumber(a), math.floor(now / DAY)
       local qu, today = tonumber(u), tonumber(d)
       local period = ({d = 1, w = 2, m = 3})[l]
-      if period and period_index(period, sday * DAY) == qidx then qu = math.max(qu - cost, 0) end
+      if period and period_index(period, sday * DAY) == qidx then
+        lower_override(ofield, qidx, now, math.min(cost, qu))
+        qu = math.max(qu - cost, 0)
+      end
       if sday == dday then
         today = math.max(today - cost, 0)
       elseif hist ~= '' then
@@ -274,6 +280,7 @@ if sf ~= '' then
       end
       redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(qu) .. l .. ':' .. fmt(today))
     elseif a and l == '' and tonumber(a) == qidx then
+      lower_override(ofield, qidx, now, math.min(cost, tonumber(u)))
       redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(math.max(tonumber(u) - cost, 0)))
     end
   end
@@ -298,7 +305,8 @@ return 1
 /// while the state still counts the charged period (never below 0; a positive delta may take
 /// it past the limit: post-paid), the day's usage in the state when it is still that day, else
 /// in that day's history field; each bucket's TAT moves by delta × T (back: never below now;
-/// forward: from max(TAT, now)).
+/// forward: from max(TAT, now)). A refund (delta < 0) of a reservation decided before an
+/// `UpdateUsage` of the charged period lowers that override's limit as much (see [`REFUND`]).
 /// Reply: {status (0 no reservation, 1 settled, 2 already settled), actual, now µs, has quota
 /// 0|1, charged period index, quota used, quota limit}.
 pub const SETTLE: &str = r#"
@@ -352,6 +360,7 @@ if status == 1 then
           local qu, today = tonumber(u), tonumber(d)
           local period = ({d = 1, w = 2, m = 3})[l]
           if has_charge and period and period_index(period, sday * DAY) == qidx then
+            if delta < 0 then lower_override(ofield, qidx, decided, math.min(-delta, qu)) end
             qu = math.max(qu + delta, 0)
           end
           if sday == dday then
@@ -363,6 +372,7 @@ if status == 1 then
           end
           redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(qu) .. l .. ':' .. fmt(today))
         elseif a and l == '' and has_charge and tonumber(a) == qidx then
+          if delta < 0 then lower_override(ofield, qidx, decided, math.min(-delta, tonumber(u))) end
           redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(math.max(tonumber(u) + delta, 0)))
         end
       end
@@ -441,7 +451,8 @@ redis.call('PUBLISH', ARGV[2], 'defs ' .. v)
 return v
 "#;
 
-/// `UpdateUsage`: sets the current period's limit to used + ARGV remaining.
+/// `UpdateUsage`: sets the current period's limit to used + ARGV remaining, and stamps it
+/// (`<override field>:at` = now µs; see [`REFUND`]).
 /// KEYS owner hash. ARGV quota field, override field, period code, remaining, TTL margin µs,
 /// largest limit (counts stay exact in doubles).
 /// Reply: {period index, used, limit, now µs}.
@@ -464,7 +475,8 @@ if s then
   if si == idx then used = tonumber(b) end
 end
 local limit = math.min(used + tonumber(ARGV[4]), tonumber(ARGV[6]))
-redis.call('HSET', KEYS[1], ARGV[2], fmt(idx) .. ':' .. fmt(limit))
+-- The stamp: units taken before it and given back later lower this limit too (REFUND).
+redis.call('HSET', KEYS[1], ARGV[2], fmt(idx) .. ':' .. fmt(limit), ARGV[2] .. STAMP, fmt(now))
 local ttl = math.floor((period_start(p, idx + 1) + tonumber(ARGV[5]) - now) / 1000) + 1
 -- Only a hash that expires gets a longer TTL: a key's hash with daily usage keeps none.
 local pttl = redis.call('PTTL', KEYS[1])
@@ -520,6 +532,22 @@ end
 local function fmt(n) return string.format('%.0f', n) end
 -- Marks which period a plan's state counted (DAY, WEEK, MONTH).
 local PERIOD_LETTER = {'d', 'w', 'm'}
+-- `UpdateUsage` stamps its override field `<field>:at` with the time it was set.
+local STAMP = ':at'
+-- Units taken at `decided` from period `qidx` go back: if an `UpdateUsage` of that period was
+-- set at or after `decided`, it counted them as used, so its limit gives up as many (the
+-- remaining it set is not raised by units taken before it). KEYS[1] is the owner hash.
+local function lower_override(ofield, qidx, decided, units)
+  if ofield == '' or units <= 0 then return end
+  local at = tonumber(redis.call('HGET', KEYS[1], ofield .. STAMP) or '')
+  if not at or at < decided then return end
+  local o = redis.call('HGET', KEYS[1], ofield)
+  if not o then return end
+  local oi, ol = string.match(o, '^(-?%d+):(%d+)$')
+  if oi and tonumber(oi) == qidx then
+    redis.call('HSET', KEYS[1], ofield, oi .. ':' .. fmt(math.max(tonumber(ol) - units, 0)))
+  end
+end
 
 "#;
 
