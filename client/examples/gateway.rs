@@ -9,6 +9,8 @@
 //! Every request is checked (API key from `x-api-key`); allowed requests are forwarded to the
 //! upstream with the caller's identity in `x-tollgate-*` headers and come back with the RateLimit
 //! headers; denied ones get the AWS-shaped JSON answer. Bodies are buffered (up to 10 MiB).
+//! Request ids sent to Tollgate are the gateway's own; `--trusted-request-id-header NAME` trusts
+//! a header that a proxy in front sets (a replayed id is answered 409).
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -49,6 +51,11 @@ struct Args {
     /// Local deny cache entries (0 disables it).
     #[arg(long, default_value_t = 100_000)]
     deny_cache: usize,
+    /// A request header a proxy in front sets on every request (dropping any a client sent),
+    /// sent to Tollgate as `request_id`; a repeated id is answered 409. Default: none is
+    /// trusted; a client's `x-request-id` is forwarded upstream but never sent as the id.
+    #[arg(long, value_name = "HEADER")]
+    trusted_request_id_header: Option<HeaderName>,
 }
 
 /// Headers not forwarded either way (hop-by-hop, or recomputed).
@@ -162,11 +169,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 request
             })
-            .layer(TollgateLayer::new(
-                client,
-                args.api.clone(),
-                args.stage.clone(),
-            )),
+            .layer({
+                let layer = TollgateLayer::new(client, args.api.clone(), args.stage.clone());
+                match args.trusted_request_id_header.clone() {
+                    Some(name) => layer.trusted_request_id_header(name),
+                    None => layer,
+                }
+            }),
     );
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!(

@@ -1,4 +1,11 @@
 //! [`TollgateLayer`]: a tower layer that checks every HTTP request with Tollgate.
+//!
+//! Request ids are the gateway's, never the client's: a `request_id` names an idempotency
+//! record, and a repeat of it is answered from that record (allowed, nothing counted). So the
+//! layer makes its own id per HTTP request, reads one from a header only when the operator
+//! names that header as trusted (set by a proxy in front, never passed through from clients),
+//! and answers 409 to a check the server reports `replayed` (the layer retries no check itself,
+//! so a replay is always another request reusing an id).
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,7 +42,9 @@ struct Config {
     api_id: String,
     stage: String,
     api_key_header: HeaderName,
-    request_id_header: Option<HeaderName>,
+    /// A header whose value is sent as `request_id` (set by a trusted proxy); `None`: the
+    /// layer makes its own ids.
+    trusted_request_id_header: Option<HeaderName>,
     metering: Option<Metering>,
 }
 
@@ -45,6 +54,9 @@ struct Metering {
     reserve: u64,
     reserve_header: Option<HeaderName>,
     cost_header: HeaderName,
+    /// The bounds a `reserve_header` value is clamped to.
+    min: u64,
+    max: u64,
 }
 
 /// A tower [`Layer`] that checks each `http::Request<B>` with Tollgate before the inner service.
@@ -56,6 +68,9 @@ struct Metering {
 ///   (the RateLimit headers) are added to the response.
 /// * Denied: answered here with the server's status and `{"message": …}` JSON body, its headers
 ///   and `Retry-After`; the inner service is not called. Fail-closed answers 503.
+/// * Request ids: the layer makes one per HTTP request unless a header is named trusted
+///   ([`TollgateLayer::trusted_request_id_header`]); an answer the server `replayed` from an
+///   earlier request's record is answered 409 here, without calling the inner service.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -86,15 +101,16 @@ impl TollgateLayer {
                 api_id: api_id.into(),
                 stage: stage.into(),
                 api_key_header: HeaderName::from_static("x-api-key"),
-                request_id_header: Some(HeaderName::from_static("x-request-id")),
+                trusted_request_id_header: None,
                 metering: None,
             }),
         }
     }
 
     /// Metered costs (LLM tokens, bytes, rows): each request reserves `reserve` units (or the
-    /// number in the request header `reserve_header`, when given and valid) under its request
-    /// id — the `request_id_header`'s value, or one the layer makes up — and once the inner
+    /// number in the request header `reserve_header`, when given and valid, clamped to
+    /// [`TollgateLayer::reservation_bounds`]) under its request id — one the layer makes, or
+    /// the [trusted header](TollgateLayer::trusted_request_id_header)'s — and once the inner
     /// service has answered, the layer reports the response header `cost_header` as the actual
     /// cost ([`Client::report_usage`], in the background: the response is not held). An inner
     /// error, or a 5xx answer without the header, reports 0 (the reservation is refunded); any
@@ -106,11 +122,38 @@ impl TollgateLayer {
         reserve_header: Option<HeaderName>,
         cost_header: HeaderName,
     ) -> Self {
+        let (min, max) = self
+            .config
+            .metering
+            .as_ref()
+            .map_or((1, crate::request::MAX_COST), |m| (m.min, m.max));
         Arc::make_mut(&mut self.config).metering = Some(Metering {
             reserve: reserve.max(1),
             reserve_header,
             cost_header,
+            min,
+            max,
         });
+        self
+    }
+
+    /// The bounds a metered request's `reserve_header` value is clamped to (default 1 to the
+    /// cost limit, 1,000,000): a client cannot talk its reservation below `min` (nor raise it
+    /// past `max`). Set them to the usage plan's `metering.min_reservation` and
+    /// `max_reservation` — the server enforces those for every caller anyway; a cost over the
+    /// plan's max is refused there. Applies to [`TollgateLayer::metered`] (either order).
+    pub fn reservation_bounds(mut self, min: u64, max: u64) -> Self {
+        let min = min.clamp(1, crate::request::MAX_COST);
+        let max = max.clamp(min, crate::request::MAX_COST);
+        let config = Arc::make_mut(&mut self.config);
+        let m = config.metering.get_or_insert_with(|| Metering {
+            reserve: 1,
+            reserve_header: None,
+            cost_header: HeaderName::from_static("x-usage-cost"),
+            min,
+            max,
+        });
+        (m.min, m.max) = (min, max);
         self
     }
 
@@ -120,10 +163,25 @@ impl TollgateLayer {
         self
     }
 
-    /// The header carrying a request id sent as `request_id` (default `x-request-id`; `None` to
-    /// send none).
+    /// Trusts the request header `name` to carry the request id, sent as `request_id` (a
+    /// valid value: 1 to 128 printable ASCII characters; otherwise the layer makes one). Only
+    /// for a gateway behind a proxy that sets this header on every request and drops any a
+    /// client sent: a client choosing its request id would have its repeats answered from the
+    /// first request's record. Default: no header is trusted; the layer makes an id for each
+    /// metered request and sends none otherwise (it retries nothing itself).
+    pub fn trusted_request_id_header(mut self, name: HeaderName) -> Self {
+        Arc::make_mut(&mut self.config).trusted_request_id_header = Some(name);
+        self
+    }
+
+    /// `Some(name)`: [`TollgateLayer::trusted_request_id_header`]; `None`: trust no header.
+    /// (It used to default to the client's `x-request-id`; the default now trusts none.)
+    #[deprecated(
+        note = "a client-set request id lets its repeats through unmetered: use \
+                `trusted_request_id_header` for a header a proxy in front sets"
+    )]
     pub fn request_id_header(mut self, name: Option<HeaderName>) -> Self {
-        Arc::make_mut(&mut self.config).request_id_header = name;
+        Arc::make_mut(&mut self.config).trusted_request_id_header = name;
         self
     }
 }
@@ -177,6 +235,11 @@ where
             let result = client.check(check).await;
             if !result.is_allowed() {
                 return Ok(denial(&result));
+            }
+            if result.replayed {
+                // Answered from the record of an earlier request with this id (the layer
+                // retries nothing itself): another request riding on that one's admission.
+                return Ok(duplicate());
             }
             if let Some(identity) = result.identity.clone() {
                 request.extensions_mut().insert(identity);
@@ -252,7 +315,7 @@ fn build_check<B>(config: &Config, request: &Request<B>) -> Check {
         .unwrap_or_default()
         .to_owned();
     let request_id = config
-        .request_id_header
+        .trusted_request_id_header
         .as_ref()
         .and_then(|name| headers.get(name))
         .and_then(|v| v.to_str().ok())
@@ -287,17 +350,19 @@ fn build_check<B>(config: &Config, request: &Request<B>) -> Check {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .filter(|n| *n > 0)
                 .unwrap_or(m.reserve)
+                .clamp(m.min, m.max)
         }),
-        // A metered request needs an id the server keeps (printable ASCII, ≤ 128).
-        request_id: match &config.metering {
-            Some(_)
-                if request_id.is_empty()
-                    || request_id.len() > crate::request::MAX_REQUEST_ID_LEN
-                    || !request_id.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
-                made_up_request_id()
-            }
-            _ => request_id,
+        // A trusted id the server keeps (printable ASCII, ≤ 128), else one of the layer's own
+        // for a metered request (its reservation needs one); none otherwise.
+        request_id: if !request_id.is_empty()
+            && request_id.len() <= crate::request::MAX_REQUEST_ID_LEN
+            && request_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            request_id
+        } else if config.metering.is_some() {
+            made_up_request_id()
+        } else {
+            String::new()
         },
         ..Check::default()
     }
@@ -335,6 +400,24 @@ fn add_headers(headers: &mut HeaderMap, result: &CheckResult) {
 
 fn retry_after_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// 409 for a request whose id an earlier request already used (the check was `replayed`).
+fn duplicate() -> Response<ResponseBody> {
+    let body = serde_json::json!({
+        "message": "Duplicate request id: a request with this id was already admitted"
+    })
+    .to_string();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = StatusCode::CONFLICT;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// The AWS-shaped denial: status, `{"message": …}`, the server's headers, `Retry-After`.

@@ -235,7 +235,9 @@ pub struct Check {
     pub query: Vec<(String, String)>,
     /// The client's IP.
     pub source_ip: String,
-    /// A request id, for idempotent replays.
+    /// The gateway's id for this request (its retries of the check reuse it; a repeat is
+    /// answered from the first one's record, `replayed`). Never a client's: a client choosing
+    /// it would have its repeats answered without being counted.
     pub request_id: String,
     /// Units this request costs (0 means 1).
     pub cost: u64,
@@ -273,6 +275,10 @@ pub struct CheckResult {
     pub identity: Option<Identity>,
     /// The server answered from a degraded path (store unavailable).
     pub degraded: bool,
+    /// Answered from the idempotency record of an earlier check with the same `request_id`
+    /// (nothing was counted now). Expected for the caller's own retry of a check; for anything
+    /// else, another request is reusing an id ([`TollgateLayer`] answers it 409).
+    pub replayed: bool,
     /// Where this answer came from.
     pub source: Source,
 }
@@ -304,6 +310,7 @@ impl CheckResult {
             response_headers,
             identity: r.identity.map(Identity::from),
             degraded: r.degraded,
+            replayed: r.replayed,
             source: Source::Server,
         }
     }

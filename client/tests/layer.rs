@@ -639,3 +639,93 @@ async fn works_with_plain_hyper() {
         r#"{"message":"Too Many Requests"}"#
     );
 }
+
+fn with_header(mut request: Request<String>, name: &'static str, value: &str) -> Request<String> {
+    request
+        .headers_mut()
+        .insert(name, http::HeaderValue::from_str(value).unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_clients_request_id_is_not_sent_unless_its_header_is_trusted() {
+    let (mock, addr) = mock_server().await;
+    let (mut svc, mut handle) = layered(client(addr, FailurePolicy::FailClosed));
+    let req = with_header(get("/pets"), "x-request-id", "client-chosen");
+    let (response, inner) = call(&mut svc, &mut handle, req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(inner.is_some());
+    let sent = mock.0.last.lock().clone().unwrap();
+    assert_eq!(
+        sent.request_id, "",
+        "not metered: no id (the layer retries nothing)"
+    );
+
+    // Metered: an id of the layer's own, a new one per request.
+    let (inner, mut handle) = tower_test::mock::pair::<Request<String>, Response<String>>();
+    let mut svc = TollgateLayer::new(client(addr, FailurePolicy::FailClosed), "petstore", "prod")
+        .metered(10, None, http::HeaderName::from_static("x-usage-cost"))
+        .layer(inner);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let req = with_header(get("/pets"), "x-request-id", "client-chosen");
+        call(&mut svc, &mut handle, req).await;
+        ids.push(mock.0.last.lock().clone().unwrap().request_id);
+    }
+    assert!(
+        ids.iter().all(|id| id.len() == 32 && id != "client-chosen"),
+        "{ids:?}"
+    );
+    assert_ne!(ids[0], ids[1]);
+
+    // Trusted: its value is the id.
+    let (inner, mut handle) = tower_test::mock::pair::<Request<String>, Response<String>>();
+    let mut svc = TollgateLayer::new(client(addr, FailurePolicy::FailClosed), "petstore", "prod")
+        .trusted_request_id_header(http::HeaderName::from_static("x-edge-id"))
+        .layer(inner);
+    let req = with_header(get("/pets"), "x-edge-id", "edge-1");
+    call(&mut svc, &mut handle, req).await;
+    assert_eq!(mock.0.last.lock().clone().unwrap().request_id, "edge-1");
+}
+
+#[tokio::test]
+async fn a_replayed_check_is_409_without_calling_the_inner_service() {
+    let (mock, addr) = mock_server().await;
+    mock.answer(CheckRequestResponse {
+        replayed: true,
+        ..allow()
+    });
+    let (inner, mut handle) = tower_test::mock::pair::<Request<String>, Response<String>>();
+    let mut svc = TollgateLayer::new(client(addr, FailurePolicy::FailClosed), "petstore", "prod")
+        .trusted_request_id_header(http::HeaderName::from_static("x-request-id"))
+        .layer(inner);
+    let req = with_header(get("/pets"), "x-request-id", "seen-before");
+    let (response, inner) = call(&mut svc, &mut handle, req).await;
+    assert!(inner.is_none(), "the inner service was called");
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body = body_json(response).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("request id"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_reserve_header_is_clamped_to_the_layers_bounds() {
+    let (mock, addr) = mock_server().await;
+    let (inner, mut handle) = tower_test::mock::pair::<Request<String>, Response<String>>();
+    let mut svc = TollgateLayer::new(client(addr, FailurePolicy::FailClosed), "petstore", "prod")
+        .metered(
+            500,
+            Some(http::HeaderName::from_static("x-usage-reserve")),
+            http::HeaderName::from_static("x-usage-cost"),
+        )
+        .reservation_bounds(100, 4096)
+        .layer(inner);
+    for (asked, reserved) in [("1", 100), ("2000", 2000), ("999999", 4096), ("junk", 500)] {
+        let req = with_header(get("/pets"), "x-usage-reserve", asked);
+        call(&mut svc, &mut handle, req).await;
+        let sent = mock.0.last.lock().clone().unwrap();
+        assert_eq!(sent.cost, reserved, "x-usage-reserve: {asked}");
+    }
+}

@@ -210,6 +210,10 @@ pub enum CheckError {
     /// The store failed and the failure mode is closed.
     #[error("rate-limit store unavailable and failure_mode is closed: {0}")]
     Unavailable(StoreError),
+    /// The request asks for something its plan refuses (a reservation over the plan's
+    /// `metering.max_reservation`).
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 /// Runs checks against the current catalog and the store.
@@ -662,6 +666,17 @@ impl Checker {
                 }
             }
         }
+        let bounded;
+        let input = match reservation_cost(input, key_plan)? {
+            Some(cost) => {
+                bounded = CheckInput {
+                    cost,
+                    ..input.clone()
+                };
+                &bounded
+            }
+            None => input,
+        };
         let op = build_op(stage, route, key_plan, input, cat.usage_retention_days);
         let mut answer = match op {
             None => Answer::new(Decision::Allow),
@@ -769,8 +784,14 @@ impl Checker {
                 ));
             }
         }
+        // The check reserved its cost within the plan's bounds: the same record is found.
+        let cost = match reservation_cost(input, key_plan) {
+            Ok(c) => c.unwrap_or(input.cost),
+            Err(e) => return Err(ReportError::NoReservation(e.to_string())),
+        };
         let check = CheckInput {
             dry_run: false,
+            cost,
             ..input.clone()
         };
         let Some((op, _)) = build_op(stage, route, key_plan, &check, cat.usage_retention_days)
@@ -1026,6 +1047,32 @@ fn trips_breaker(e: &StoreError) -> bool {
         }
         StoreError::Protocol(_) => false,
     }
+}
+
+/// The cost a reservation holds under its plan's `metering` bounds: `Some(min)` when a
+/// check with a `request_id` asks for less than the plan's `min_reservation` (the caller may
+/// not talk its reservation down: the quota must have `min` left to admit it), an error when
+/// it asks for more than `max_reservation`, `None` when the cost stands (no request id, no
+/// plan, or within the bounds). Checks and reports bound the cost alike, so a report finds
+/// the record its check made.
+fn reservation_cost(
+    input: &CheckInput<'_>,
+    key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)>,
+) -> Result<Option<u64>, CheckError> {
+    let Some((_, plan)) = key_plan else {
+        return Ok(None);
+    };
+    let (min, max) = plan.reservation_bounds;
+    if input.request_id.is_empty() {
+        return Ok(None);
+    }
+    if input.cost > max {
+        return Err(CheckError::InvalidArgument(format!(
+            "cost {} exceeds the usage plan's max_reservation of {max}",
+            input.cost
+        )));
+    }
+    Ok((input.cost < min).then_some(min))
 }
 
 /// Builds the store operation; `None` when nothing applies (no bucket, no quota).

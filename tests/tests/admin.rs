@@ -2339,8 +2339,8 @@ async fn a_recreated_key_id_starts_clean() {
     assert_eq!(r.quota.map(|q| q.remaining), Some(1));
 }
 
-/// `metering` and `local_lease` through the admin API: created, read back, refused out of
-/// range, dropped by an update without them — and in force: a reservation of an admin-created
+/// `metering` (with reservation bounds) and `local_lease` through the admin API: created, read
+/// back, refused out of range, dropped by an update without them — and in force: a reservation of an admin-created
 /// metered plan (reservation TTL 2 s) made on one instance is released by the sweep of either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metering_and_local_lease_through_the_admin_api() {
@@ -2357,6 +2357,8 @@ async fn metering_and_local_lease_through_the_admin_api() {
         metering: Some(Metering {
             meter_throttle: true,
             reservation_ttl_ms: 2_000,
+            min_reservation: 10,
+            max_reservation: 50,
         }),
         ..plan("metered", None, Some(quota(100, QuotaPeriod::Day)))
     };
@@ -2389,6 +2391,7 @@ async fn metering_and_local_lease_through_the_admin_api() {
                 metering: Some(Metering {
                     meter_throttle: false,
                     reservation_ttl_ms: 100,
+                    ..Default::default()
                 }),
                 ..plan("bad1", None, Some(quota(100, QuotaPeriod::Day)))
             },
@@ -2400,10 +2403,34 @@ async fn metering_and_local_lease_through_the_admin_api() {
                 metering: Some(Metering {
                     meter_throttle: false,
                     reservation_ttl_ms: 600_000,
+                    ..Default::default()
                 }),
                 ..plan("bad2", None, Some(quota(100, QuotaPeriod::Day)))
             },
             "metering.reservation_ttl",
+        ),
+        (
+            "min_reservation above max_reservation",
+            UsagePlan {
+                metering: Some(Metering {
+                    min_reservation: 60,
+                    max_reservation: 50,
+                    ..Default::default()
+                }),
+                ..plan("bad4", None, Some(quota(100, QuotaPeriod::Day)))
+            },
+            "min_reservation (60) must not exceed max_reservation (50)",
+        ),
+        (
+            "max_reservation over the cost limit",
+            UsagePlan {
+                metering: Some(Metering {
+                    max_reservation: 1_000_001,
+                    ..Default::default()
+                }),
+                ..plan("bad5", None, Some(quota(100, QuotaPeriod::Day)))
+            },
+            "metering.max_reservation: must be 1..=1000000",
         ),
         (
             "lease of 0 units",
@@ -2434,9 +2461,10 @@ async fn metering_and_local_lease_through_the_admin_api() {
     )
     .await;
     let mut ca = a.client().await;
+    // Reserving 3 on a plan with min_reservation 10 reserves 10.
     let reserve = CheckRequestRequest {
         request_id: "r-1".into(),
-        ..get_pets(value, 40)
+        ..get_pets(value, 3)
     };
     let left = |r: &CheckRequestResponse| r.quota.as_ref().map(|q| q.remaining);
     eventually(&[&a], "the new key is admitted", PROPAGATION, || {
@@ -2452,7 +2480,7 @@ async fn metering_and_local_lease_through_the_admin_api() {
     .await;
     let r = check(&mut ca, reserve).await;
     assert_eq!(decision(&r), Decision::Allow, "{r:?}");
-    assert_eq!(left(&r), Some(60));
+    assert_eq!(left(&r), Some(90), "raised to the plan's min_reservation");
     let cb = b.client().await;
     eventually(
         &[&a, &b],

@@ -1,12 +1,15 @@
 //! The example gateway (`cargo run -p tollgate-client --example gateway`) end to end: a real
 //! `tollgate serve`, a real upstream HTTP server and the gateway binary in between, spoken to
 //! over plain HTTP/1.1. 403 without a key, 200 × burst with RateLimit headers, then 429 with
-//! `Retry-After`; with Tollgate killed, the chosen failure policy within the deadline.
+//! `Retry-After`; with Tollgate killed, the chosen failure policy within the deadline. A client
+//! repeating one `x-request-id` gets no more than its quota to the upstream; a replayed
+//! request id from a trusted header is answered 409.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tollgate_tests::redis::free_port;
@@ -98,12 +101,25 @@ fn start_gateway(tollgate: &str, upstream: SocketAddr, extra: &[&str]) -> Gatewa
 
 /// One HTTP/1.1 GET: (status, lower-cased headers, body).
 fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> (u16, Vec<(String, String)>, String) {
+    get_with(addr, path, key, &[])
+}
+
+/// [`get`] with extra request headers.
+fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let key_line = key
+    let mut key_line = key
         .map(|k| format!("x-api-key: {k}\r\n"))
         .unwrap_or_default();
+    for (name, value) in extra {
+        key_line.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         s,
         "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{key_line}connection: close\r\n\r\n"
@@ -141,6 +157,116 @@ async fn upstream() -> SocketAddr {
         let _ = axum::serve(l, app).await;
     });
     addr
+}
+
+/// An upstream answering `200 pets` to everything, counting the requests it serves.
+async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let count = served.clone();
+    let app = axum::Router::new().fallback(move || {
+        count.fetch_add(1, Ordering::SeqCst);
+        async { "pets from upstream" }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (addr, served)
+}
+
+/// A key with a quota of [`QUOTA`] requests a day (and a bucket that never binds).
+const QUOTA: u64 = 3;
+
+fn quota_config() -> String {
+    format!(
+        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets", api_key_required: true}}
+usage_plans:
+  - id: daily
+    quota: {{limit: {QUOTA}, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: gw, value: "{KEY}", enabled: true, usage_plans: [daily]}}
+"#
+    )
+}
+
+/// The attack: a client repeats one `x-request-id` on more requests than its quota. Had the
+/// gateway sent the client's id as `request_id`, every repeat would be answered from the
+/// first check's idempotency record (allowed, nothing counted) and reach the upstream. The
+/// default gateway sends an id of its own per request: the upstream serves the quota, no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_client_request_id_gets_no_more_than_the_quota() {
+    let (up, served) = counting_upstream().await;
+    let tg = TollgateProcess::start(&quota_config());
+    let gateway = start_gateway(&tg.grpc_url(), up, &["--deadline-ms", "2000"]);
+    let gw = gateway.addr;
+    const N: u64 = 3 * QUOTA + 2;
+    let statuses = tokio::task::spawn_blocking(move || {
+        (0..N)
+            .map(|_| get_with(gw, "/pets", Some(KEY), &[("x-request-id", "same-id-1")]).0)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("join");
+    let ok = statuses.iter().filter(|s| **s == 200).count() as u64;
+    let served = served.load(Ordering::SeqCst) as u64;
+    assert!(
+        served <= QUOTA,
+        "{served} of {N} requests with one x-request-id reached the upstream (quota {QUOTA}): {statuses:?}"
+    );
+    assert_eq!(ok, QUOTA, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count() as u64,
+        N - QUOTA,
+        "{statuses:?}"
+    );
+}
+
+/// Behind a proxy that sets the request id, the operator names the header as trusted: a
+/// repeat of an id is answered from the first check's record (`replayed`), and the gateway
+/// answers it 409 without calling the upstream (the layer retries nothing itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_trusted_request_id_is_409() {
+    let (up, served) = counting_upstream().await;
+    let tg = TollgateProcess::start(&quota_config());
+    let gateway = start_gateway(
+        &tg.grpc_url(),
+        up,
+        &[
+            "--deadline-ms",
+            "2000",
+            "--trusted-request-id-header",
+            "x-request-id",
+        ],
+    );
+    let gw = gateway.addr;
+    let (first, second, other) = tokio::task::spawn_blocking(move || {
+        let h = [("x-request-id", "proxy-id-1")];
+        let first = get_with(gw, "/pets", Some(KEY), &h);
+        let second = get_with(gw, "/pets", Some(KEY), &h);
+        let other = get_with(gw, "/pets", Some(KEY), &[("x-request-id", "proxy-id-2")]);
+        (first, second, other)
+    })
+    .await
+    .expect("join");
+    assert_eq!(first.0, 200, "{}", first.2);
+    assert_eq!(second.0, 409, "{}", second.2);
+    assert!(second.2.contains("request id"), "{}", second.2);
+    assert_eq!(other.0, 200, "{}", other.2);
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        2,
+        "the replay reached the upstream"
+    );
 }
 
 fn config() -> String {

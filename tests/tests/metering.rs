@@ -14,6 +14,10 @@ use tollgate_tests::tollgate::TollgateProcess;
 const KEY: &str = "meter-key-aaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const KEY2: &str = "meter-key-bbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const KEY3: &str = "meter-key-ccccccccccccccccccccccccccc";
+const KEY5: &str = "meter-key-eeeeeeeeeeeeeeeeeeeeeeeeeee";
+/// The `floored` plan's `metering.min_reservation` and `max_reservation`.
+const MIN: u64 = 5_000;
+const MAX: u64 = 8_000;
 const LIMIT: u64 = 10_000;
 /// The quota of the `bulk` plan (no throttle) the concurrent test runs against.
 const BULK: u64 = 6_000;
@@ -42,10 +46,15 @@ usage_plans:
   - id: bulk
     quota: {{limit: {BULK}, period: DAY}}
     api_stages: [{{api_id: petstore, stage: prod}}]
+  - id: floored
+    quota: {{limit: {LIMIT}, period: DAY}}
+    metering: {{min_reservation: {MIN}, max_reservation: {MAX}}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
 api_keys:
   - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [metered]}}
   - {{id: k2, value: "{KEY2}", enabled: true, usage_plans: [plain]}}
   - {{id: k3, value: "{KEY3}", enabled: true, usage_plans: [bulk]}}
+  - {{id: k5, value: "{KEY5}", enabled: true, usage_plans: [floored]}}
 "#
     )
 }
@@ -321,6 +330,74 @@ async fn meter_throttle_adjusts_the_key_bucket_and_bad_reports_are_refused() {
         metrics.contains(r#"tollgate_usage_reports_total{result="no_reservation"} 2"#),
         "{metrics}"
     );
+}
+
+/// The attack: a caller reserves 1 unit with a raw `CheckRequest` and has the upstream do far
+/// more, then reports it (post-paid). Each check is admitted while 1 unit is left, so without
+/// a floor the key is served far past its quota. The plan's `min_reservation` raises every
+/// reservation to 5,000: the second request finds 1 unit left and is denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plans_minimum_reservation_cannot_be_talked_down() {
+    let redis = RedisServer::start();
+    let a = TollgateProcess::start(&redis_config(&redis));
+    let mut c = a.client().await;
+
+    let first = metered(KEY5, "m-1", 1);
+    assert_eq!(
+        decision(&check(&mut c, first.clone()).await),
+        Decision::Allow
+    );
+    let r = c
+        .report_usage(report(&first, LIMIT - 1))
+        .await
+        .expect("report with the check's own cost finds its reservation")
+        .into_inner();
+    let mut served = LIMIT - 1;
+    // 1 unit left: a reservation of 1 would be admitted, then post-paid 100,000.
+    let second = metered(KEY5, "m-2", 1);
+    let answer = check(&mut c, second.clone()).await;
+    if decision(&answer) == Decision::Allow {
+        c.report_usage(report(&second, 100_000))
+            .await
+            .expect("report");
+        served += 100_000;
+    }
+    assert!(
+        served <= LIMIT,
+        "the key was served {served} units on a quota of {LIMIT}"
+    );
+    assert_eq!(
+        (r.reserved, r.actual),
+        (MIN, LIMIT - 1),
+        "raised to the plan's min"
+    );
+    assert_eq!(decision(&answer), Decision::QuotaExceeded);
+    assert_eq!(
+        quota_left(&mut c, KEY5).await,
+        1,
+        "the denial charged nothing"
+    );
+
+    // Over the plan's max: refused, naming the bound; at the max: evaluated.
+    let over = c.check_request(metered(KEY5, "m-3", MAX + 1)).await;
+    let status = over.expect_err("a reservation over max_reservation");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("max_reservation"), "{status:?}");
+    assert_eq!(
+        decision(&check(&mut c, metered(KEY5, "m-4", MAX)).await),
+        Decision::QuotaExceeded
+    );
+    // Not a reservation (no request id): the cost stands as sent.
+    let plain = check(
+        &mut c,
+        CheckRequestRequest {
+            cost: 1,
+            ..get_pets(KEY5)
+        },
+    )
+    .await;
+    assert_eq!(decision(&plain), Decision::Allow);
+    assert_eq!(plain.quota.expect("quota").remaining, 0);
 }
 
 /// The client's tower layer: each request reserves 10 (or its `x-usage-reserve`), and the

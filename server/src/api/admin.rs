@@ -277,6 +277,8 @@ fn plan_to_pb(r: &PlanRecord) -> pb::UsagePlan {
         metering: p.metering.map(|m| pb::Metering {
             meter_throttle: m.meter_throttle,
             reservation_ttl_ms: m.reservation_ttl.as_millis().min(u128::from(u32::MAX)) as u32,
+            min_reservation: m.min_reservation.unwrap_or(0),
+            max_reservation: m.max_reservation.unwrap_or(0),
         }),
     }
 }
@@ -356,6 +358,8 @@ fn plan_from_pb(p: pb::UsagePlan) -> Result<UsagePlanConfig, Status> {
             } else {
                 Duration::from_millis(u64::from(m.reservation_ttl_ms))
             },
+            min_reservation: (m.min_reservation > 0).then_some(m.min_reservation),
+            max_reservation: (m.max_reservation > 0).then_some(m.max_reservation),
         }),
     })
 }

@@ -227,6 +227,7 @@ impl pb::check_service_server::CheckService for CheckApi {
                 Ok(Response::new(to_proto(answer)))
             }
             Err(CheckError::NotFound(msg)) => Err(Status::not_found(msg)),
+            Err(CheckError::InvalidArgument(msg)) => Err(invalid(Status::invalid_argument(msg))),
             Err(e @ CheckError::Unavailable(_)) => {
                 observe_unavailable();
                 Err(Status::unavailable(e.to_string()))

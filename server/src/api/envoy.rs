@@ -533,6 +533,8 @@ impl Authorization for EnvoyApi {
                 count("ext_authz", "error");
                 Err(Status::not_found(msg))
             }
+            // A reservation over the plan's max_reservation: the request's fault.
+            Err(CheckError::InvalidArgument(msg)) => bad(msg),
             Err(e @ CheckError::Unavailable(_)) => {
                 count("ext_authz", "error");
                 super::check::observe_unavailable();
@@ -886,6 +888,7 @@ impl EnvoyApi {
             match self.checker.check(&input).await {
                 Ok(a) => Some(a),
                 Err(CheckError::NotFound(msg)) => return Err(Status::not_found(msg)),
+                Err(CheckError::InvalidArgument(msg)) => return Err(Status::invalid_argument(msg)),
                 Err(e @ CheckError::Unavailable(_)) => {
                     return Err(Status::unavailable(e.to_string()));
                 }

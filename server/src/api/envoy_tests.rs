@@ -879,3 +879,37 @@ async fn one_request_id_for_two_keys_is_one_reservation() {
     assert_eq!(tokens_left(&f).await, 95);
     assert_eq!(tokens_left_of(&f, "key-two-0123456789abcdef").await, 100);
 }
+
+/// A plan's reservation bounds hold on Envoy `meter` routes too: a route cost below
+/// `min_reservation` reserves the min (and the report settles against it); above
+/// `max_reservation` the request is denied 400 and nothing is reserved.
+#[tokio::test]
+async fn a_metered_route_is_held_to_the_plans_reservation_bounds() {
+    let f = fixture_with(&METERED.replace(
+        "metering: { reservation_ttl: 30s }",
+        "metering: { reservation_ttl: 30s, min_reservation: 50, max_reservation: 60 }",
+    ));
+    // The route reserves 40 (context_extensions.cost): raised to 50.
+    let r = f
+        .authz(metered_req(Some("b-1"), "true"))
+        .await
+        .expect("answered");
+    assert!(ok_parts(&r).is_some(), "{r:?}");
+    assert_eq!(tokens_left(&f).await, 50, "the plan's min was reserved");
+    let r = f
+        .rls(rls_req("llm", vec![report_descriptor("b-1", Some(7))]))
+        .await
+        .expect("report");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(tokens_left(&f).await, 93, "settled against the 50 reserved");
+    // A route cost of 61: over the plan's max.
+    let mut req = metered_req(Some("b-2"), "true");
+    if let Some(ctx) = req.attributes.as_mut().map(|a| &mut a.context_extensions) {
+        ctx.insert("cost".into(), "61".into());
+    }
+    let r = f.authz(req).await.expect("answered");
+    let (status, body, _) = denied_parts(&r).expect("denied");
+    assert_eq!(status, 400, "{r:?}");
+    assert!(body.contains("max_reservation"), "{body}");
+    assert_eq!(tokens_left(&f).await, 93);
+}

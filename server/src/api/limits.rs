@@ -29,6 +29,8 @@ pub const MAX_SOURCE_IP_LEN: usize = 64;
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// `cost`.
 pub const MAX_COST: u64 = 1_000_000;
+// A plan's reservation bounds are validated against the same limit.
+const _: () = assert!(MAX_COST == crate::config::validate::MAX_RESERVATION);
 /// Whole gRPC message, bytes.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// A request body Envoy's ext_authz sends (`with_request_body`): a larger one is denied 413.

@@ -147,6 +147,9 @@ pub struct Plan {
     pub metered: bool,
     /// `metering.reservation_ttl` (the longest for a plan without `metering`).
     pub reservation_ttl: std::time::Duration,
+    /// `metering.min_reservation`/`max_reservation`: the bounds of a reservation's cost
+    /// (`(1, u64::MAX)` when unset).
+    pub reservation_bounds: (u64, u64),
 }
 
 impl Plan {
@@ -371,6 +374,12 @@ impl Catalog {
                     meter_throttle: p.metering.is_some_and(|m| m.meter_throttle),
                     metered: p.metering.is_some(),
                     reservation_ttl: p.metering.unwrap_or_default().reservation_ttl,
+                    reservation_bounds: p.metering.map_or((1, u64::MAX), |m| {
+                        (
+                            m.min_reservation.unwrap_or(1),
+                            m.max_reservation.unwrap_or(u64::MAX),
+                        )
+                    }),
                 }),
             );
         }

@@ -153,6 +153,10 @@ pub struct LeaseJson {
 pub struct MeteringJson {
     meter_throttle: bool,
     reservation_ttl: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_reservation: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_reservation: Option<u64>,
 }
 
 /// A protobuf millisecond count as the config file writes durations (`500ms`, `9m 55s`).
@@ -194,6 +198,8 @@ pub fn plan_json(p: &pb::UsagePlan) -> PlanJson<'_> {
         metering: p.metering.as_ref().map(|m| MeteringJson {
             meter_throttle: m.meter_throttle,
             reservation_ttl: ms_text(m.reservation_ttl_ms),
+            min_reservation: (m.min_reservation > 0).then_some(m.min_reservation),
+            max_reservation: (m.max_reservation > 0).then_some(m.max_reservation),
         }),
         created_at: &p.created_at,
         source: &p.source,
@@ -597,11 +603,18 @@ fn plan_text(p: &pb::UsagePlan) -> String {
             p.metering
                 .as_ref()
                 .map(|m| {
-                    format!(
+                    let mut s = format!(
                         "meter_throttle {}, reservation_ttl {}",
                         yes_no(m.meter_throttle),
                         ms_text(m.reservation_ttl_ms)
-                    )
+                    );
+                    if m.min_reservation > 0 {
+                        s.push_str(&format!(", min_reservation {}", m.min_reservation));
+                    }
+                    if m.max_reservation > 0 {
+                        s.push_str(&format!(", max_reservation {}", m.max_reservation));
+                    }
+                    s
                 })
                 .unwrap_or_default(),
         ),

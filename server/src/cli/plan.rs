@@ -139,6 +139,14 @@ pub struct PlanInput {
     /// 1s-595s); turns metering on.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub reservation_ttl: Option<std::time::Duration>,
+    /// Metered costs: the least a reservation holds (`metering.min_reservation`,
+    /// 1-1,000,000; a smaller cost reserves this much); turns metering on.
+    #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub min_reservation: Option<u64>,
+    /// Metered costs: the most one reservation may hold (`metering.max_reservation`,
+    /// 1-1,000,000; a larger cost is refused); turns metering on.
+    #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_reservation: Option<u64>,
 }
 
 /// clap value parser for durations (`500ms`, `30s`, `5m`).
@@ -159,6 +167,8 @@ impl PlanInput {
             || self.lease_units.is_some()
             || self.meter_throttle
             || self.reservation_ttl.is_some()
+            || self.min_reservation.is_some()
+            || self.max_reservation.is_some()
     }
 }
 
@@ -288,9 +298,11 @@ impl PlanFile {
             created_at: String::new(),
             source: String::new(),
             local_lease: self.local_lease.map(|l| lease_to_pb(l.units, l.max_age)),
-            metering: self
-                .metering
-                .map(|m| metering_to_pb(m.meter_throttle, m.reservation_ttl)),
+            metering: self.metering.map(|m| pb::Metering {
+                min_reservation: m.min_reservation.unwrap_or(0),
+                max_reservation: m.max_reservation.unwrap_or(0),
+                ..metering_to_pb(m.meter_throttle, m.reservation_ttl)
+            }),
         }
     }
 }
@@ -310,6 +322,8 @@ fn metering_to_pb(meter_throttle: bool, reservation_ttl: std::time::Duration) ->
     pb::Metering {
         meter_throttle,
         reservation_ttl_ms: millis(reservation_ttl),
+        min_reservation: 0,
+        max_reservation: 0,
     }
 }
 
@@ -404,13 +418,23 @@ pub fn apply_flags(mut plan: pb::UsagePlan, input: &PlanInput) -> pb::UsagePlan 
             .unwrap_or(crate::config::LocalLeaseConfig::DEFAULT_MAX_AGE);
         plan.local_lease = Some(lease_to_pb(units, max_age));
     }
-    if input.meter_throttle || input.reservation_ttl.is_some() {
+    if input.meter_throttle
+        || input.reservation_ttl.is_some()
+        || input.min_reservation.is_some()
+        || input.max_reservation.is_some()
+    {
         let m = plan
             .metering
             .get_or_insert_with(|| metering_to_pb(false, crate::config::MAX_RESERVATION_TTL));
         m.meter_throttle |= input.meter_throttle;
         if let Some(ttl) = input.reservation_ttl {
             m.reservation_ttl_ms = millis(ttl);
+        }
+        if let Some(min) = input.min_reservation {
+            m.min_reservation = min;
+        }
+        if let Some(max) = input.max_reservation {
+            m.max_reservation = max;
         }
     }
     plan.created_at.clear();
@@ -492,7 +516,7 @@ api_stages:
       "/pets/POST": { rate_limit: 0.5, burst_limit: 1 }
   - { api_id: petstore, stage: beta }
 local_lease: { units: 30 }
-metering: { reservation_ttl: 1m 30s }
+metering: { reservation_ttl: 1m 30s, min_reservation: 16, max_reservation: 4096 }
 "#;
 
     fn free_plan() -> pb::UsagePlan {
@@ -527,6 +551,8 @@ metering: { reservation_ttl: 1m 30s }
             metering: Some(pb::Metering {
                 meter_throttle: false,
                 reservation_ttl_ms: 90_000,
+                min_reservation: 16,
+                max_reservation: 4096,
             }),
             created_at: String::new(),
             source: String::new(),

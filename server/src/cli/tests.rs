@@ -181,7 +181,8 @@ fn plans_lease_and_metering_flags() {
         p.metering,
         Some(pb::Metering {
             meter_throttle: false,
-            reservation_ttl_ms: 30_000
+            reservation_ttl_ms: 30_000,
+            ..Default::default()
         })
     );
     // --meter-throttle on a plan that has metering keeps its TTL; --lease-units alone takes
@@ -195,6 +196,27 @@ fn plans_lease_and_metering_flags() {
         "--lease-units",
         "7",
     ]);
+    let PlansCmd::Update(bounds) = plans_cmd(&[
+        "plans",
+        "update",
+        "--id",
+        "x",
+        "--min-reservation",
+        "100",
+        "--max-reservation",
+        "4096",
+    ])
+    .1
+    else {
+        panic!("update")
+    };
+    assert!(bounds.has_changes());
+    let b = plan::apply_flags(pb::UsagePlan::default(), &bounds).metering;
+    assert_eq!(
+        b.map(|m| (m.min_reservation, m.max_reservation, m.reservation_ttl_ms)),
+        Some((100, 4096, 595_000)),
+        "the bounds turn metering on with the default TTL"
+    );
     let PlansCmd::Update(input) = cmd else {
         panic!("{cmd:?}")
     };
@@ -204,7 +226,8 @@ fn plans_lease_and_metering_flags() {
         p.metering,
         Some(pb::Metering {
             meter_throttle: true,
-            reservation_ttl_ms: 30_000
+            reservation_ttl_ms: 30_000,
+            ..Default::default()
         })
     );
     assert_eq!(
@@ -549,6 +572,8 @@ fn sample_plan() -> pb::UsagePlan {
         metering: Some(pb::Metering {
             meter_throttle: true,
             reservation_ttl_ms: 30_000,
+            min_reservation: 5,
+            max_reservation: 0,
         }),
     }
 }
@@ -625,7 +650,7 @@ fn plan_json() {
                 }
             }],
             "local_lease": {"units": 50, "max_age": "250ms"},
-            "metering": {"meter_throttle": true, "reservation_ttl": "30s"},
+            "metering": {"meter_throttle": true, "reservation_ttl": "30s", "min_reservation": 5},
             "created_at": "2024-05-01T00:00:00Z",
             "source": "admin"
         })
@@ -863,7 +888,7 @@ fn single_object_tables() {
          throttle_scope: per_method\n\
          failure_mode:   open\n\
          local_lease:    50 units, max_age 250ms\n\
-         metering:       meter_throttle yes, reservation_ttl 30s\n\
+         metering:       meter_throttle yes, reservation_ttl 30s, min_reservation 5\n\
          created_at:     2024-05-01T00:00:00Z\n\
          source:         admin\n\
          api_stages:     1\n  \

@@ -670,6 +670,17 @@ pub struct MeteringConfig {
     /// release needs it).
     #[serde(with = "duration", default = "default_reservation_ttl")]
     pub reservation_ttl: Duration,
+    /// The least a reservation of this plan's keys holds: a check with a `request_id` and a
+    /// smaller `cost` reserves this many units instead (on every path: `CheckRequest`, the
+    /// client layer, Envoy `meter` routes), so a caller cannot reserve 1 and be post-paid far
+    /// past the quota. 1 to [`MAX_RESERVATION`](validate::MAX_RESERVATION); absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_reservation: Option<u64>,
+    /// The most one reservation may hold: a check with a `request_id` and a larger `cost` is
+    /// refused (`INVALID_ARGUMENT`; 400 through Envoy). At least `min_reservation`, at most
+    /// [`MAX_RESERVATION`](validate::MAX_RESERVATION); absent: the cost limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_reservation: Option<u64>,
 }
 
 impl Default for MeteringConfig {
@@ -677,6 +688,8 @@ impl Default for MeteringConfig {
         Self {
             meter_throttle: false,
             reservation_ttl: MAX_RESERVATION_TTL,
+            min_reservation: None,
+            max_reservation: None,
         }
     }
 }

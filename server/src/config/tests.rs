@@ -349,6 +349,40 @@ usage_plans:
             "{text}"
         );
     }
+    let bounds = |metering: &str| {
+        parse_str(&plan(metering))
+            .map(|c| {
+                let m = c.usage_plans[0].metering.expect("metering");
+                (m.min_reservation, m.max_reservation)
+            })
+            .map_err(|e| e.0)
+    };
+    assert_eq!(bounds("metering: {}, "), Ok((None, None)));
+    assert_eq!(
+        bounds("metering: {min_reservation: 100, max_reservation: 4096}, "),
+        Ok((Some(100), Some(4096)))
+    );
+    assert_eq!(
+        bounds("metering: {min_reservation: 7, max_reservation: 7}, "),
+        Ok((Some(7), Some(7)))
+    );
+    for (bad, needle) in [
+        (
+            "{min_reservation: 0}",
+            "usage_plans[p].metering.min_reservation: must be 1..=1000000, got 0",
+        ),
+        (
+            "{max_reservation: 1000001}",
+            "usage_plans[p].metering.max_reservation: must be 1..=1000000, got 1000001",
+        ),
+        (
+            "{min_reservation: 10, max_reservation: 9}",
+            "usage_plans[p].metering: min_reservation (10) must not exceed max_reservation (9)",
+        ),
+    ] {
+        let errs = bounds(&format!("metering: {bad}, ")).expect_err(bad);
+        assert!(errs.iter().any(|e| e.contains(needle)), "{bad}: {errs:?}");
+    }
     for bad in ["0s", "999ms", "596s", "10m"] {
         let errs = parse_str(&plan(&format!("metering: {{reservation_ttl: {bad}}}, ")))
             .expect_err(bad)

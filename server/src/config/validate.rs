@@ -12,6 +12,9 @@ pub const METHODS: &[&str] = &[
 ];
 /// Largest quota limit: counts stay exact in the Redis script's doubles (2^53 minus a cost).
 pub const MAX_QUOTA_LIMIT: u64 = (1 << 53) - 1_000_000;
+/// The largest `metering.min_reservation` / `max_reservation`: a check's cost limit
+/// (`api::limits::MAX_COST`, which asserts they agree).
+pub const MAX_RESERVATION: u64 = 1_000_000;
 /// Longest daily-usage retention.
 pub const MAX_USAGE_RETENTION_DAYS: u64 = 3660;
 /// Names (plans, keys): AWS's bound.
@@ -587,14 +590,34 @@ pub fn validate_plan(
             errors.push(format!("{at}.local_lease.max_age: 10ms to 60s"));
         }
     }
-    if let Some(m) = &p.metering
-        && (m.reservation_ttl < Duration::from_secs(1)
-            || m.reservation_ttl > super::MAX_RESERVATION_TTL)
-    {
-        errors.push(format!(
-            "{at}.metering.reservation_ttl: 1s to {}",
-            humantime::format_duration(super::MAX_RESERVATION_TTL)
-        ));
+    if let Some(m) = &p.metering {
+        if m.reservation_ttl < Duration::from_secs(1)
+            || m.reservation_ttl > super::MAX_RESERVATION_TTL
+        {
+            errors.push(format!(
+                "{at}.metering.reservation_ttl: 1s to {}",
+                humantime::format_duration(super::MAX_RESERVATION_TTL)
+            ));
+        }
+        for (name, v) in [
+            ("min_reservation", m.min_reservation),
+            ("max_reservation", m.max_reservation),
+        ] {
+            if let Some(v) = v
+                && !(1..=MAX_RESERVATION).contains(&v)
+            {
+                errors.push(format!(
+                    "{at}.metering.{name}: must be 1..={MAX_RESERVATION}, got {v}"
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (m.min_reservation, m.max_reservation)
+            && min > max
+        {
+            errors.push(format!(
+                "{at}.metering: min_reservation ({min}) must not exceed max_reservation ({max})"
+            ));
+        }
     }
     if let Some(t) = &p.throttle {
         limit(t, &format!("{at}.throttle"), errors);
