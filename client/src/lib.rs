@@ -134,6 +134,9 @@ pub enum Source {
     FailOpen(Failure),
     /// Tollgate could not be asked and the policy is fail-closed: denied with 503.
     FailClosed(Failure),
+    /// Tollgate answered with an error status ([`Failure::Status`], e.g. `INVALID_ARGUMENT`
+    /// for a path it refuses): denied whatever the failure policy (400, 403 or 500).
+    Refused(Failure),
 }
 
 /// The decision, as a Rust enum.
@@ -316,6 +319,25 @@ impl CheckResult {
     }
 
     fn on_failure(policy: FailurePolicy, failure: Failure) -> Self {
+        // Tollgate answered with an error status: it is up and refused the request (a path it
+        // cannot decide, a field over a limit, an unknown api). The failure policy is for a
+        // Tollgate that cannot be asked; a refusal is never waved through by fail-open.
+        if let Failure::Status(code, _) = &failure {
+            let (status, message) = match code {
+                tonic::Code::InvalidArgument
+                | tonic::Code::OutOfRange
+                | tonic::Code::FailedPrecondition => (400, "Bad Request"),
+                tonic::Code::NotFound => (403, "Forbidden"),
+                _ => (500, "Internal server error"),
+            };
+            return Self {
+                decision: Decision::Unknown,
+                http_status: status,
+                message: message.to_owned(),
+                source: Source::Refused(failure),
+                ..Self::default()
+            };
+        }
         match policy {
             FailurePolicy::FailOpen => Self {
                 decision: Decision::Allow,

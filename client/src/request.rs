@@ -30,6 +30,32 @@ pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 pub(crate) const MAX_SCOPES: usize = 64;
 /// `cost`.
 pub(crate) const MAX_COST: u64 = 1_000_000;
+/// Pairs in `query_params`.
+pub(crate) const MAX_QUERY_PARAMS: usize = 512;
+
+/// The query as ordered pairs, every value of a repeated name (what SigV4 and REQUEST
+/// authorizers need); stops at the first pair over a limit, so what is sent is a prefix of the
+/// real query (a signature over the whole query then fails closed rather than passing on a
+/// subset). `budget` is what is left of [`MAX_MAPS_TOTAL`] after the headers.
+fn bounded_pairs(entries: &[(String, String)], budget: usize) -> Vec<v1::QueryParam> {
+    let mut left = budget;
+    let mut out = Vec::with_capacity(entries.len().min(MAX_QUERY_PARAMS));
+    for (k, v) in entries {
+        if out.len() >= MAX_QUERY_PARAMS
+            || k.len() > MAX_MAP_KEY_LEN
+            || v.len() > MAX_MAP_VALUE_LEN
+            || k.len() + v.len() > left
+        {
+            break;
+        }
+        left -= k.len() + v.len();
+        out.push(v1::QueryParam {
+            name: k.clone(),
+            value: v.clone(),
+        });
+    }
+    out
+}
 
 fn cut(mut s: String, max: usize) -> String {
     if s.len() > max {
@@ -70,6 +96,8 @@ fn bounded_map(entries: Vec<(String, String)>, budget: &mut usize) -> HashMap<St
 pub(crate) fn check_request(c: Check) -> v1::CheckRequestRequest {
     let mut budget = MAX_MAPS_TOTAL;
     let headers = bounded_map(c.headers, &mut budget);
+    let query_params = bounded_pairs(&c.query, budget);
+    // The lossy map too, for servers older than `query_params` (a newer one ignores it).
     let query = bounded_map(c.query, &mut budget);
     v1::CheckRequestRequest {
         api_id: cut(c.api_id, MAX_ID_LEN),
@@ -91,6 +119,7 @@ pub(crate) fn check_request(c: Check) -> v1::CheckRequestRequest {
             String::new()
         },
         dry_run: c.dry_run,
+        query_params,
         ..v1::CheckRequestRequest::default()
     }
 }
@@ -98,8 +127,10 @@ pub(crate) fn check_request(c: Check) -> v1::CheckRequestRequest {
 pub(crate) fn authorize_request(a: Authorize) -> v1::AuthorizeRequest {
     let mut budget = MAX_MAPS_TOTAL;
     let headers = bounded_map(a.headers, &mut budget);
+    let query_params = bounded_pairs(&a.query, budget);
     let query = bounded_map(a.query, &mut budget);
     v1::AuthorizeRequest {
+        query_params,
         authorizer: cut(a.authorizer, MAX_ID_LEN),
         api_id: cut(a.api_id, MAX_ID_LEN),
         stage: cut(a.stage, MAX_ID_LEN),
@@ -152,6 +183,34 @@ mod tests {
         assert!(r.path.len() <= MAX_PATH_LEN);
         assert_eq!(r.cost, MAX_COST);
         assert!(r.request_id.is_empty());
+    }
+
+    #[test]
+    fn the_query_is_sent_as_ordered_pairs_with_every_value() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let r = check_request(Check {
+            query: q(&[("amount", "1"), ("to", "bob"), ("amount", "1000")]),
+            ..Check::default()
+        });
+        let pairs: Vec<(&str, &str)> = r
+            .query_params
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("amount", "1"), ("to", "bob"), ("amount", "1000")]);
+        // Over the pair limit: a prefix is sent, never a subset with holes.
+        let many: Vec<(String, String)> = (0..600).map(|i| (format!("k{i}"), "v".into())).collect();
+        let r = check_request(Check {
+            query: many,
+            ..Check::default()
+        });
+        assert_eq!(r.query_params.len(), MAX_QUERY_PARAMS);
+        assert_eq!(r.query_params[511].name, "k511");
     }
 
     #[test]

@@ -806,6 +806,34 @@ async fn request_authorizer_event_and_identity_sources() {
     .await;
     assert_eq!(decision(r.decision), Decision::Allow, "{r:?}");
     assert_eq!(ep.calls(), 2, "another sig: another identity");
+    // `query_params`: every value of a repeated name, in order, reaches the authorizer
+    // (`queryStringParameters` keeps the last, as AWS sends it); the lossy map is ignored.
+    let r = check(
+        &mut c,
+        CheckRequestRequest {
+            query_params: [("sig", "m1"), ("amount", "1"), ("amount", "1000")]
+                .into_iter()
+                .map(|(k, v)| tollgate_proto::v1::QueryParam {
+                    name: k.into(),
+                    value: v.into(),
+                })
+                .collect(),
+            ..req(&[("X-Tenant", "allow-pets")], &[("sig", "ignored")])
+        },
+    )
+    .await;
+    assert_eq!(decision(r.decision), Decision::Allow, "{r:?}");
+    let e = ep.last_event().expect("an event");
+    assert_eq!(
+        e["multiValueQueryStringParameters"],
+        json!({"sig": ["m1"], "amount": ["1", "1000"]}),
+        "{e:#}"
+    );
+    assert_eq!(
+        e["queryStringParameters"],
+        json!({"sig": "m1", "amount": "1000"}),
+        "{e:#}"
+    );
 }
 
 /// (g) `api_key_source: AUTHORIZER`: the usage plan is metered by the authorizer's

@@ -388,3 +388,61 @@ async fn latency_added_by_the_gateway() {
     );
     println!("through the gateway: p50 {} µs, p99 {} µs", via.0, via.1);
 }
+
+/// The bypass battery through the tower layer (the example gateway), fail-open and
+/// fail-closed alike: a path Tollgate refuses (`INVALID_ARGUMENT`: Tollgate answered, it is not
+/// down) is never forwarded, and a spelling of a keyed route needs the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_spellings_are_never_forwarded_even_fail_open() {
+    let (up, served) = counting_upstream().await;
+    let tg = TollgateProcess::start(&format!(
+        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: ANY, path: "/public/{{proxy+}}"}}
+          - {{method: GET, path: "/pets", api_key_required: true}}
+usage_plans:
+  - id: small
+    throttle: {{rate_limit: 0.01, burst_limit: 100}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: gw, value: "{KEY}", enabled: true, usage_plans: [small]}}
+"#
+    ));
+    let tg_url = tg.grpc_url();
+    let closed = start_gateway(&tg_url, up, &[]);
+    let open = start_gateway(&tg_url, up, &["--fail-open"]);
+    for gw in [closed.addr, open.addr] {
+        let (status, _, body) = tokio::task::spawn_blocking(move || get(gw, "/public/x", None))
+            .await
+            .expect("join");
+        assert_eq!(status, 200, "control: {body}");
+        for path in [
+            "/public/../pets",
+            "/public/%2e%2e/pets",
+            "/public/..%2fpets",
+            "/public/..;/pets",
+            "/pets%2f",
+            "/public/a%00",
+        ] {
+            let (status, _, body) = tokio::task::spawn_blocking(move || get(gw, path, None))
+                .await
+                .expect("join");
+            assert_eq!(status, 400, "{gw} GET {path}: {body}");
+        }
+        for path in ["/pets/", "//pets", "/%70ets"] {
+            let (status, _, body) = tokio::task::spawn_blocking(move || get(gw, path, None))
+                .await
+                .expect("join");
+            assert_eq!(status, 403, "{gw} GET {path} without a key: {body}");
+        }
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        2,
+        "only the controls were served"
+    );
+}

@@ -754,6 +754,39 @@ apis:
         );
         let r = check(to_check(&pre)).await;
         assert_eq!(r.decision, Decision::Allow as i32, "{r:?}");
+
+        // Every query pair is signed: sent as `query_params`, a second `amount=` the client
+        // appended fails the signature (the lossy map would have kept only one of them).
+        let pairs = |r: &Received, extra: &[(&str, &str)]| {
+            r.query
+                .iter()
+                .cloned()
+                .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+                .map(|(name, value)| tollgate_proto::v1::QueryParam { name, value })
+                .collect::<Vec<_>>()
+        };
+        let signed = sign_with_aws("GET", &format!("{BASE}/admin/pay?amount=1"), &[], b"", &how);
+        let mut req = to_check(&signed);
+        req.query_params = pairs(&signed, &[]);
+        let r = check(req.clone()).await;
+        assert_eq!(r.decision, Decision::Allow as i32, "{r:?}");
+        req.query_params = pairs(&signed, &[("amount", "1000")]);
+        let r = check(req).await;
+        assert_eq!(
+            (r.decision, r.http_status),
+            (Decision::AccessDenied as i32, 403),
+            "{r:?}"
+        );
+        // A body the gateway did not hash: refused, not verified against the client's claim.
+        let mut unhashed = to_check(&ok);
+        unhashed.body_sha256.clear();
+        let r = check(unhashed).await;
+        assert_eq!(
+            (r.decision, r.http_status),
+            (Decision::AccessDenied as i32, 403),
+            "{r:?}"
+        );
+        assert_eq!(r.message, "Authorization header is malformed");
     });
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -913,3 +913,118 @@ async fn a_metered_route_is_held_to_the_plans_reservation_bounds() {
     assert!(body.contains("max_reservation"), "{body}");
     assert_eq!(tokens_left(&f).await, 93);
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_a_message_envoy_may_send_is_decoded() {
+    let f = fixture();
+    let mut r = authz_req("POST", "/items", &[("x-api-key", K1)], &[]);
+    if let Some(http) = r
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.raw_body = vec![b'x'; limits::MAX_ENVOY_BODY_BYTES + 1];
+    }
+    let r = f.authz(r).await.expect("answered as a denial");
+    assert_eq!(denied_parts(&r).map(|d| d.0), Some(413));
+    // The decode limit has room for the largest body plus headers.
+    const { assert!(limits::MAX_ENVOY_MESSAGE_BYTES > limits::MAX_ENVOY_BODY_BYTES + 64 * 1024) };
+}
+
+#[tokio::test]
+async fn missing_api_key_descriptors_deny_on_keyed_routes_only() {
+    let f = fixture();
+    let ask = |entries: &[(&str, &str)]| rls_req("shop", vec![descriptor(entries)]);
+    let over = |r: &RateLimitResponse| r.overall_code == Code::OverLimit as i32;
+    for (what, entries, denied) in [
+        (
+            "keyed route",
+            vec![
+                ("stage", "prod"),
+                ("missing_api_key", "true"),
+                ("method", "GET"),
+                ("path", "/items/1"),
+            ],
+            true,
+        ),
+        (
+            "open route",
+            vec![
+                ("stage", "prod"),
+                ("missing_api_key", "true"),
+                ("method", "GET"),
+                ("path", "/open?x=1"),
+            ],
+            false,
+        ),
+        (
+            "no such route",
+            vec![
+                ("stage", "prod"),
+                ("missing_api_key", "true"),
+                ("method", "GET"),
+                ("path", "/nowhere"),
+            ],
+            true,
+        ),
+        (
+            "no route named",
+            vec![("stage", "prod"), ("missing_api_key", "true")],
+            true,
+        ),
+        (
+            "a refused path",
+            vec![
+                ("stage", "prod"),
+                ("missing_api_key", "true"),
+                ("method", "GET"),
+                ("path", "/open/../items/1"),
+            ],
+            true,
+        ),
+    ] {
+        let r = f.rls(ask(&entries)).await.expect("answered");
+        assert_eq!(over(&r), denied, "{what}: {r:?}");
+    }
+}
+
+#[test]
+fn every_spelling_of_an_identity_header_is_ours() {
+    for name in [
+        "x-tollgate-principal-id",
+        "X-Tollgate-Principal-Id",
+        "x_tollgate_principal_id",
+        "X_TOLLGATE_context_role",
+        "x-tollgate_api-key-id",
+    ] {
+        assert!(is_ours(name), "{name}");
+    }
+    for name in ["x-tollgat", "x-other", "tollgate-x", "xx-tollgate-a"] {
+        assert!(!is_ours(name), "{name}");
+    }
+}
+
+#[test]
+fn context_names_that_collide_as_one_header_are_refused() {
+    let mut a = crate::pipeline::auth_answer(crate::auth::AuthDecision::Allow);
+    a.context = [("Role", "user"), ("role", "admin")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(identity_headers(&a).is_err());
+    a.context = [("role", "user"), ("tenant", "acme")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let up = identity_headers(&a).expect("distinct names");
+    assert_eq!(find(&up, "x-tollgate-context-role"), Some("user"));
+    // Removed even with identity headers off: a client's spelling of ours never passes.
+    let r = allowed(
+        crate::pipeline::auth_answer(crate::auth::AuthDecision::Allow),
+        Vec::new(),
+        ["x_tollgate_principal_id".to_string(), "accept".to_string()].iter(),
+    );
+    let ok = ok_parts(&r).expect("allowed");
+    assert_eq!(ok.headers_to_remove, ["x_tollgate_principal_id"]);
+}
