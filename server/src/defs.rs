@@ -297,8 +297,12 @@ pub fn seed(
         put_if_changed(&mut changes, existing, rec, now_us);
     }
     let mut identity_ids = Vec::with_capacity(config.identities.len());
+    let namespaces = config.identity_namespaces();
     for i in &config.identities {
-        let id = crate::catalog::identity_key_id(&i.identity);
+        // Validated: canonical_identity succeeds on a valid config.
+        let identity = crate::config::canonical_identity(&namespaces, &i.identity)
+            .unwrap_or_else(|_| i.identity.clone());
+        let id = crate::catalog::identity_key_id(&identity);
         let existing = current.keys.get(&id);
         let rec = KeyRecord {
             id: id.clone(),
@@ -307,12 +311,12 @@ pub fn seed(
             enabled: i.enabled,
             customer_id: i.customer_id.clone().unwrap_or_default(),
             tags: BTreeMap::new(),
-            value_sha256: hex::encode(crate::catalog::identity_digest(&i.identity)),
+            value_sha256: hex::encode(crate::catalog::identity_digest(&identity)),
             usage_plans: i.usage_plans.clone(),
             created_at_us: existing.map_or(now_us, |e| e.created_at_us),
             updated_at_us: now_us,
             source: Source::Config,
-            identity: Some(i.identity.clone()),
+            identity: Some(identity),
         };
         put_if_changed(&mut changes, existing, rec, now_us);
         identity_ids.push(id);

@@ -979,6 +979,9 @@ fn find_identity_plan(
         _ => Some(principal.principal_id.as_str()),
     };
     let identity = route.usage_identifier.identity(value?)?;
+    // Scoped by the authorizer that vouched for it: `alice` from two authorizers is two
+    // identities unless the config maps both to one namespace.
+    let identity = format!("{}/{identity}", route.identity_namespace.as_deref()?);
     cat.identity_plan(stage, &identity)
 }
 

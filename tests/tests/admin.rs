@@ -662,6 +662,22 @@ async fn known_denials_cost_no_redis_call_until_update_usage() {
     .await;
     create_key(&mut admin, key_req("ol-two", "two", Some(TWO), &["two"])).await;
     eventually_decision(&[&a, &b], "B knows the key", &cb, SLOW, Decision::Allow).await;
+    // Every definitions event has reached both instances (a late one clears the over-limit
+    // cache, which would cost the one Redis call this test counts): both serve one version,
+    // unchanged for a moment.
+    let deadline = std::time::Instant::now() + PROPAGATION;
+    loop {
+        let v = |p: &TollgateProcess| p.metric("tollgate_definitions_version");
+        let before = (v(&a), v(&b));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if before.0 == before.1 && (v(&a), v(&b)) == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "definitions versions never settled: {before:?}"
+        );
+    }
 
     // Throttled: burst 2 (one already spent by B), then a 100 s wait.
     assert_eq!(

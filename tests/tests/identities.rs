@@ -120,8 +120,9 @@ async fn jwt_claim_meters_tenants_across_instances() {
     let a = TollgateProcess::start(&jwt_config(&redis));
     let b = TollgateProcess::start(&jwt_config(&redis));
     let mut clients = [a.client().await, b.client().await];
-    let acme = identity_key_id("claim:tenant=acme");
-    let globex = identity_key_id("claim:tenant=globex");
+    // Identities are scoped by the authorizer that vouched for them (`users`).
+    let acme = identity_key_id("users/claim:tenant=acme");
+    let globex = identity_key_id("users/claim:tenant=globex");
 
     // acme (assigned to gold, 6 a day): two users of the tenant, both instances.
     let users = [token("alice", Some("acme")), token("bob", Some("acme"))];
@@ -403,8 +404,10 @@ async fn custom_authorizer_principal_assigned_through_the_admin_api() {
         .await
         .expect("CreateApiKey with an identity")
         .into_inner();
-    assert_eq!(created.id, identity_key_id(&identity));
-    assert_eq!(created.identity, identity);
+    // A bare identity is in the config's only namespace, the authorizer `partner`.
+    let scoped = format!("partner/{identity}");
+    assert_eq!(created.id, identity_key_id(&scoped));
+    assert_eq!(created.identity, scoped);
     assert!(created.value.is_empty(), "an identity has no value");
     let e = admin
         .create_api_key(CreateApiKeyRequest {
@@ -467,4 +470,88 @@ async fn custom_authorizer_principal_assigned_through_the_admin_api() {
         async move { decision(&check(&mut c, get_pet("allow-pets:4")).await) == Decision::Forbidden }
     })
     .await;
+}
+
+/// Two authorizers that both vouch for principal `user-1`: two identities (two quotas) unless
+/// the config maps both to one `identity_namespace`.
+fn two_authorizers(redis: &RedisServer, ep: &AuthorizerEndpoint, prefix: &str, ns: &str) -> String {
+    format!(
+        r#"store: {{kind: redis, url: "{url}", key_prefix: {prefix}, timeout: 2s}}
+server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
+authorizers:
+  - {{name: partner-a, type: token, identity_source: "header:Authorization", endpoint: "{ep}", result_ttl: 0s{ns}}}
+  - {{name: partner-b, type: token, identity_source: "header:Authorization", endpoint: "{ep}", result_ttl: 0s{ns}}}
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        usage_identifier: principal
+        default_usage_plan: two
+        routes:
+          - {{method: GET, path: "/a/{{id}}", authorizer: partner-a}}
+          - {{method: GET, path: "/b/{{id}}", authorizer: partner-b}}
+usage_plans:
+  - id: two
+    quota: {{limit: 2, period: DAY}}
+    api_stages: [{{api_id: petstore, stage: prod}}]
+"#,
+        url = redis.url(),
+        ep = ep.url(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_from_two_authorizers_is_two_identities_unless_mapped() {
+    let redis = RedisServer::start();
+    let ep = AuthorizerEndpoint::start();
+    let allowed = |tg: TollgateProcess| async move {
+        let mut c = tg.client().await;
+        let mut n = 0;
+        for path in ["/a/1", "/b/1", "/a/2", "/b/2", "/a/3", "/b/3"] {
+            let r = check(
+                &mut c,
+                CheckRequestRequest {
+                    path: path.into(),
+                    ..get_pet("deny-secret")
+                },
+            )
+            .await;
+            assert_eq!(
+                r.identity.as_ref().map(|i| i.principal_id.as_str()),
+                Some(PRINCIPAL)
+            );
+            if decision(&r) == Decision::Allow {
+                n += 1;
+            }
+        }
+        n
+    };
+    // Scoped by authorizer: a quota of 2 each.
+    let tg = TollgateProcess::start(&two_authorizers(&redis, &ep, "ns-split", ""));
+    assert_eq!(allowed(tg).await, 4, "two identities, 2 each");
+    // Mapped on purpose to one namespace: one identity, one quota.
+    let tg = TollgateProcess::start(&two_authorizers(
+        &redis,
+        &ep,
+        "ns-shared",
+        ", identity_namespace: partners",
+    ));
+    assert_eq!(allowed(tg).await, 2, "one identity across both authorizers");
+
+    // An assignment naming no namespace is ambiguous with two; named, it is fine.
+    let cfg = two_authorizers(&redis, &ep, "ns-cfg", "");
+    let bad =
+        format!("{cfg}identities:\n  - {{identity: \"principal=user-1\", usage_plans: [two]}}\n");
+    let parse = |t: &str| tollgate_server::config::parse(t, &|_| None, std::path::Path::new("."));
+    let errs = parse(&bad).expect_err("ambiguous identity");
+    assert!(
+        errs.0
+            .iter()
+            .any(|e| e.contains("ambiguous") && e.contains("partner-a")),
+        "{errs:?}"
+    );
+    let good = format!(
+        "{cfg}identities:\n  - {{identity: \"partner-b/principal=user-1\", usage_plans: [two]}}\n"
+    );
+    parse(&good).expect("a namespaced identity");
 }

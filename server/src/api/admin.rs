@@ -629,8 +629,13 @@ impl AdminApi {
         key_id: &str,
     ) -> Result<String, Status> {
         let id = if key_id.contains('=') {
-            crate::config::validate::validate_identity(key_id).map_err(Status::invalid_argument)?;
-            identity_key_id(key_id)
+            let identity = self
+                .registry
+                .catalog
+                .load()
+                .canonical_identity(key_id)
+                .map_err(Status::invalid_argument)?;
+            identity_key_id(&identity)
         } else {
             check_field("key_id", key_id, MAX_REQUEST_ID_LEN)?;
             key_id.to_string()
@@ -831,11 +836,18 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 "id: 1-128 characters of A-Z a-z 0-9 . _ -",
             ));
         }
-        let identity = r.identity.clone().filter(|i| !i.is_empty());
+        let identity = match r.identity.as_deref().filter(|i| !i.is_empty()) {
+            Some(i) => Some(
+                self.registry
+                    .catalog
+                    .load()
+                    .canonical_identity(i)
+                    .map_err(Status::invalid_argument)?,
+            ),
+            None => None,
+        };
         let (value, digest, fixed_id) = match &identity {
             Some(ident) => {
-                crate::config::validate::validate_identity(ident)
-                    .map_err(Status::invalid_argument)?;
                 if r.value.is_some() {
                     return Err(Status::invalid_argument(
                         "identity: an identity's assignment has no value",
@@ -1463,9 +1475,13 @@ impl pb::admin_service_server::AdminService for AdminApi {
         let key_id = req.into_inner().key_id;
         // An identity by name (`principal=<v>`, `claim:<name>=<v>`) or id.
         let key_id = if key_id.contains('=') {
-            crate::config::validate::validate_identity(&key_id)
+            let identity = self
+                .registry
+                .catalog
+                .load()
+                .canonical_identity(&key_id)
                 .map_err(Status::invalid_argument)?;
-            identity_key_id(&key_id)
+            identity_key_id(&identity)
         } else {
             check_field("key_id", &key_id, MAX_REQUEST_ID_LEN)?;
             key_id

@@ -38,6 +38,9 @@ pub struct Route {
     pub throttle: Option<Limit>,
     /// What usage plans meter on this route (the route's own setting, else the stage's).
     pub usage_identifier: UsageIdentifier,
+    /// The identity namespace of the route's authorizer (its `identity_namespace`, else its
+    /// name): identities it yields are `<namespace>/principal=<v>`.
+    pub identity_namespace: Option<String>,
 }
 
 /// A compiled stage.
@@ -233,6 +236,9 @@ pub struct Catalog {
     /// Unique per build in this process: what the local over-limit cache remembered under
     /// another catalog (other limits) is stale.
     pub generation: u64,
+    /// The identity namespaces routes meter by ([`Config::identity_namespaces`]): what a bare
+    /// `principal=<v>` in the admin API is resolved against.
+    pub identity_namespaces: std::collections::BTreeSet<String>,
 }
 
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -297,6 +303,10 @@ impl Catalog {
                                 .usage_identifier
                                 .clone()
                                 .unwrap_or_else(|| st.usage_identifier.clone()),
+                            identity_namespace: r
+                                .authorizer
+                                .as_deref()
+                                .map(|a| config.identity_namespace_of(a).to_string()),
                         })
                     })
                     .collect();
@@ -318,6 +328,7 @@ impl Catalog {
                             scopes: Vec::new(),
                             throttle: None,
                             usage_identifier: UsageIdentifier::ApiKey,
+                            identity_namespace: None,
                         },
                         default_plan: None,
                     },
@@ -431,7 +442,14 @@ impl Catalog {
             envoy: config.envoy.clone(),
             descriptors: DescriptorRules::build(&config.descriptors, &config.store.key_prefix),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            identity_namespaces: config.identity_namespaces(),
         }
+    }
+
+    /// The canonical (namespaced) form of an identity given by an operator:
+    /// [`crate::config::canonical_identity`] against this catalog's namespaces.
+    pub fn canonical_identity(&self, identity: &str) -> Result<String, String> {
+        crate::config::canonical_identity(&self.identity_namespaces, identity)
     }
 
     /// The stage `api`/`stage`.

@@ -331,6 +331,11 @@ pub enum FailureMode {
 pub struct AuthorizerConfig {
     /// Name routes refer to.
     pub name: String,
+    /// The identity namespace of the principals and claims this authorizer yields (default:
+    /// its name). Two authorizers share identities (counters, assignments) only when they
+    /// name the same namespace.
+    #[serde(default)]
+    pub identity_namespace: Option<String>,
     /// `jwt` | `token` | `request` | `sigv4`.
     #[serde(rename = "type")]
     pub kind: AuthorizerKind,
@@ -530,13 +535,78 @@ impl<'de> Deserialize<'de> for UsageIdentifier {
     }
 }
 
+impl Config {
+    /// The identity namespace of authorizer `name`: its `identity_namespace`, else its name.
+    pub fn identity_namespace_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.authorizers
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.identity_namespace.as_deref())
+            .unwrap_or(name)
+    }
+
+    /// The identity namespaces of the authorizers on routes that meter by identity
+    /// (`usage_identifier: principal | claim:<name>`).
+    pub fn identity_namespaces(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for st in self.apis.iter().flat_map(|a| &a.stages) {
+            for r in &st.routes {
+                let by_identity = r.usage_identifier.as_ref().unwrap_or(&st.usage_identifier)
+                    != &UsageIdentifier::ApiKey;
+                if let (true, Some(a)) = (by_identity, &r.authorizer) {
+                    out.insert(self.identity_namespace_of(a).to_string());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The canonical form of an identity: `<namespace>/principal=<v>` or
+/// `<namespace>/claim:<name>=<v>`. A bare `principal=<v>` (no namespace) is taken to be in
+/// the only namespace of `namespaces` (kept bare when there is none: no route could match
+/// it); with several it is ambiguous (`Err` names them). The namespace is everything before
+/// the first `/` and must be an id (`A-Z a-z 0-9 . _ -`), so no principal or claim value can
+/// forge another namespace.
+pub fn canonical_identity(
+    namespaces: &std::collections::BTreeSet<String>,
+    identity: &str,
+) -> Result<String, String> {
+    validate::validate_identity(identity)?;
+    if namespaced(identity).is_some() {
+        return Ok(identity.to_string());
+    }
+    match namespaces.iter().collect::<Vec<_>>().as_slice() {
+        [one] => Ok(format!("{one}/{identity}")),
+        // No route meters by identity through an authorizer: nothing can match it either way.
+        [] => Ok(identity.to_string()),
+        many => Err(format!(
+            "identity {:?} is ambiguous: name its authorizer's identity namespace, one of {}, as <namespace>/{}",
+            validate::truncated(identity),
+            many.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            validate::truncated(identity)
+        )),
+    }
+}
+
+/// `Some((namespace, rest))` when `identity` starts with `<namespace>/`, the namespace an id
+/// (`A-Z a-z 0-9 . _ -`): `claim:https://example.com/tenant=acme` is not namespaced.
+pub fn namespaced(identity: &str) -> Option<(&str, &str)> {
+    let (ns, rest) = identity.split_once('/')?;
+    validate::valid_id(ns).then_some((ns, rest))
+}
+
 /// `identities[]`: a usage plan assignment for a principal or claim value (stages whose
 /// `usage_identifier` is `principal` or `claim:<name>`). Stored like an API key without a
 /// value: its id is derived from the identity (`i-` and 24 hex digits).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// `principal=<id>` or `claim:<name>=<value>`.
+    /// `principal=<id>` or `claim:<name>=<value>`, optionally prefixed by the authorizer's
+    /// identity namespace (`cognito/principal=<id>`; required when there are several).
     pub identity: String,
     /// Display name.
     #[serde(default)]

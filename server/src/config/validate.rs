@@ -262,6 +262,13 @@ pub(crate) fn validate(
         if let Err(e) = crate::auth::sources_of(a) {
             errors.push(format!("{at}: {e}"));
         }
+        if let Some(ns) = &a.identity_namespace
+            && !valid_id(ns)
+        {
+            errors.push(format!(
+                "{at}.identity_namespace: 1-128 characters of A-Z a-z 0-9 . _ -"
+            ));
+        }
         if a.result_ttl.is_some_and(|t| t > crate::auth::MAX_TTL) {
             errors.push(format!("{at}.result_ttl: at most 3600s"));
         }
@@ -493,13 +500,16 @@ pub(crate) fn validate(
 
     // identities
     let mut identities = HashSet::new();
+    let namespaces = c.identity_namespaces();
     for (i, ident) in c.identities.iter().enumerate() {
         let at = format!("identities[{i}]");
-        if let Err(e) = validate_identity(&ident.identity) {
-            errors.push(format!("{at}: {e}"));
-        }
-        if !identities.insert(ident.identity.as_str()) {
-            errors.push(format!("{at}: duplicate identity {:?}", ident.identity));
+        match super::canonical_identity(&namespaces, &ident.identity) {
+            Err(e) => errors.push(format!("{at}: {e}")),
+            Ok(canonical) => {
+                if !identities.insert(canonical) {
+                    errors.push(format!("{at}: duplicate identity {:?}", ident.identity));
+                }
+            }
         }
         if ident.name.len() > MAX_NAME_LEN {
             errors.push(format!("{at}.name: at most {MAX_NAME_LEN} characters"));
@@ -511,6 +521,11 @@ pub(crate) fn validate(
         }
         one_plan_per_stage(&at, &ident.usage_plans, &plan_stages, errors);
     }
+}
+
+/// At most 64 characters of `s`, for messages.
+pub fn truncated(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 /// Longest identity string (`claim:<name>=<value>`).
@@ -531,6 +546,7 @@ pub fn validate_identity(identity: &str) -> Result<(), String> {
     if identity.chars().any(char::is_control) {
         return Err("identity: control characters are not allowed".into());
     }
+    let identity = super::namespaced(identity).map_or(identity, |(_, rest)| rest);
     let (kind, value) = identity.split_once('=').ok_or_else(bad)?;
     if value.is_empty() || super::UsageIdentifier::parse(kind).is_err() || kind == "api_key" {
         return Err(bad());
