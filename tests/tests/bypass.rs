@@ -401,3 +401,48 @@ async fn rls_refuses_paths_that_cannot_be_decided() {
         );
     }
 }
+
+/// A request body too big for a 256 KiB gRPC message used to make tonic refuse the ext_authz
+/// call before Tollgate ran; Envoy with `failure_mode_allow: true` then forwarded the request
+/// with no key check at all. Now the message is decoded and the request denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_body_behind_failure_mode_allow_is_still_checked() {
+    let redis = RedisServer::start();
+    let auth = AuthorizerEndpoint::start();
+    let tg = TollgateProcess::start(&config(&redis, "bypass-body", &auth, ""));
+    let up = EchoUpstream::start();
+    let mut boot = EnvoyConfig::new(tg.grpc_addr(), up.addr())
+        .ext_authz(ExtAuthz {
+            failure_mode_allow: true,
+            ..ExtAuthz::default()
+        })
+        .bootstrap();
+    let filter = &mut boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"][0]["typed_config"];
+    assert_eq!(filter["failure_mode_allow"], true, "{filter}");
+    filter["with_request_body"] = serde_json::json!({"max_request_bytes": 1_048_576});
+    let envoy = EnvoyProcess::start_bootstrap(&boot);
+    let addr = envoy.listener_addr();
+    let post = |len: usize| {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .expect("connect to envoy");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let head = format!(
+            "POST /keyed/x HTTP/1.1\r\nhost: test\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).expect("write head");
+        s.write_all(&vec![b'a'; len]).expect("write body");
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
+    // No API key on a keyed route: 403, with a small body and with a 300 KiB one.
+    assert_eq!(post(10), 403);
+    assert_eq!(post(300 * 1024), 403);
+    assert_eq!(up.count(), 0, "reached the upstream: {:?}", up.requests());
+}
