@@ -109,6 +109,24 @@ async fn forward(
         headers.remove(name);
     }
     headers.remove("content-length");
+    // A client's own identity headers never reach the upstream, in any spelling (CGI, WSGI,
+    // Rack and PHP servers read `x_tollgate_principal_id` as X-Tollgate-Principal-Id): only
+    // what Tollgate answered is set below.
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str().as_bytes();
+            n.len() >= 11
+                && n[..11]
+                    .iter()
+                    .zip(b"x-tollgate-")
+                    .all(|(&c, &p)| c == p || (c == b'_' && p == b'-'))
+        })
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
     if let Some(identity) = parts.extensions.get::<Identity>() {
         for (name, value) in [
             ("x-tollgate-api-key-id", &identity.api_key_id),

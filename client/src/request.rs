@@ -93,8 +93,29 @@ fn bounded_map(entries: Vec<(String, String)>, budget: &mut usize) -> HashMap<St
     map
 }
 
+/// Header fields in order, one per value (the server's `header_fields`); a prefix of the
+/// request's headers within the limits. Sent only when a name repeats (the map says the rest).
+fn header_fields(entries: &[(String, String)]) -> Vec<v1::HeaderField> {
+    let repeats = entries.iter().enumerate().any(|(i, (k, _))| {
+        entries[..i]
+            .iter()
+            .any(|(other, _)| other.eq_ignore_ascii_case(k))
+    });
+    if !repeats {
+        return Vec::new();
+    }
+    bounded_pairs(entries, MAX_MAPS_TOTAL)
+        .into_iter()
+        .map(|p| v1::HeaderField {
+            name: p.name,
+            value: p.value,
+        })
+        .collect()
+}
+
 pub(crate) fn check_request(c: Check) -> v1::CheckRequestRequest {
     let mut budget = MAX_MAPS_TOTAL;
+    let header_fields = header_fields(&c.headers);
     let headers = bounded_map(c.headers, &mut budget);
     let query_params = bounded_pairs(&c.query, budget);
     // The lossy map too, for servers older than `query_params` (a newer one ignores it).
@@ -120,6 +141,7 @@ pub(crate) fn check_request(c: Check) -> v1::CheckRequestRequest {
         },
         dry_run: c.dry_run,
         query_params,
+        header_fields,
         ..v1::CheckRequestRequest::default()
     }
 }

@@ -22,7 +22,8 @@
 //! | `%2F`, `%5C` (encoded slash or backslash), a raw `\` | refused |
 //! | NUL (raw or `%00`), any other control character, a bad escape (`%zz`, `%4`) | refused |
 //! | a `.` or `..` segment, raw or encoded (`%2e`, `%2E%2E`) | refused |
-//! | a raw `;` (path parameters) | refused: Tomcat, Jetty and Spring drop what follows it |
+//! | a `;` (path parameters), raw or `%3B` | refused: Tomcat, Jetty and Spring drop what follows it |
+//! | escapes that do not spell UTF-8 (`%C0%AE`, `%FF`) | refused (a lenient decoder reads an overlong `%C0%AE` as `.`) |
 //! | a `?` or `#` in a path field of the gRPC APIs | refused (the query has its own field) |
 //!
 //! Why dot segments are refused rather than resolved: Tollgate cannot know whether the
@@ -66,7 +67,9 @@ impl fmt::Display for PathError {
             PathError::ControlCharacter => {
                 "a NUL or control character (raw or percent-encoded) in the path is refused"
             }
-            PathError::BadEscape => "a '%' in the path must be followed by two hex digits",
+            PathError::BadEscape => {
+                "a '%' in the path must be followed by two hex digits, and escapes must spell UTF-8"
+            }
             PathError::DotSegment => "a '.' or '..' segment in the path is refused",
             PathError::PathParameter => "a ';' (path parameter) in the path is refused",
             PathError::QueryInPath => {
@@ -129,17 +132,8 @@ fn is_canonical(path: &str) -> Result<bool, PathError> {
     while i < b.len() {
         let c = b[i];
         if c == b'%' {
-            // Canonical only as `%XX` with upper-case hex of a byte that stays encoded.
-            let upper = |x: Option<&u8>| matches!(x, Some(b'0'..=b'9' | b'A'..=b'F'));
-            if !(upper(b.get(i + 1)) && upper(b.get(i + 2))) {
-                return Ok(false);
-            }
-            let v = hex(b[i + 1]).unwrap_or(0) << 4 | hex(b[i + 2]).unwrap_or(0);
-            if unreserved(v) || matches!(v, 0..=0x1f | 0x7f | b'/' | b'\\') {
-                return Ok(false);
-            }
-            i += 3;
-            continue;
+            // Escapes are checked by the full rewrite (hex case, what they decode to, UTF-8).
+            return Ok(false);
         }
         if c != b'/' {
             check_raw(c)?;
@@ -186,6 +180,8 @@ pub fn path(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 match v {
                     b'/' | b'\\' => return Err(PathError::EncodedSlash),
                     0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+                    // Decoded after `;`-stripping by most servers, but not all (Jetty's `..%3B`).
+                    b';' => return Err(PathError::PathParameter),
                     _ if unreserved(v) => out.push(v as char),
                     _ => push_escaped(&mut out, v),
                 }
@@ -208,7 +204,35 @@ pub fn path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if out.is_empty() {
         out.push('/');
     }
+    // Escapes must spell UTF-8: an overlong `%C0%AE` is a `.` to a lenient decoder.
+    if out.contains('%') && std::str::from_utf8(&decode(&out)).is_err() {
+        return Err(PathError::BadEscape);
+    }
     Ok(Cow::Owned(out))
+}
+
+/// The bytes a canonical path's escapes stand for.
+fn decode(canonical: &str) -> Vec<u8> {
+    let b = canonical.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Splits an HTTP request target (`/path?query#fragment`, as Envoy's `:path`) into its path
@@ -292,6 +316,10 @@ mod tests {
             ("/public/..%2fprivate/1", EncodedSlash),
             ("/a/%2e", DotSegment),
             ("/items/secret;x=1", PathParameter),
+            ("/public/..%3B/private", PathParameter),
+            ("/a%3bb", PathParameter),
+            ("/a/%C0%AE%C0%AE/b", BadEscape),
+            ("/a/%ff", BadEscape),
             ("/a?b=1", QueryInPath),
             ("/a#f", QueryInPath),
         ] {
@@ -306,7 +334,10 @@ mod tests {
         for raw in ["/a%3db/", "//x/caf%c3%a9", "/a b/%7e", "/"] {
             let once = ok(raw);
             assert_eq!(ok(&once), once, "{raw:?}");
-            assert!(matches!(path(&once), Ok(Cow::Borrowed(_))), "{raw:?}");
+            // Paths with escapes always take the full rewrite (it checks them); others borrow.
+            if !once.contains('%') {
+                assert!(matches!(path(&once), Ok(Cow::Borrowed(_))), "{raw:?}");
+            }
         }
     }
 

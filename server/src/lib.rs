@@ -377,12 +377,15 @@ pub async fn run(
         let router = server_builder(&config.server).add_service(admin);
         let limits =
             listener::Limits::new(&config.server, "admin", metrics::CONNECTIONS_CLOSED_TOTAL);
+        let first_byte = limits.first_byte_timeout;
         let server: ServeFuture = match admin_tls {
             Some(t) => {
                 Box::pin(router.serve_with_incoming_shutdown(t.incoming(incoming, limits), stop))
             }
             None => Box::pin(router.serve_with_incoming_shutdown(
-                listener::accept(incoming, limits, |s| async move { Ok(s) }),
+                listener::accept(incoming, limits, move |s| {
+                    listener::h2_preface(s, first_byte)
+                }),
                 stop,
             )),
         };
@@ -415,12 +418,15 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let limits = listener::Limits::new(&config.server, "grpc", metrics::CONNECTIONS_CLOSED_TOTAL);
+    let first_byte = limits.first_byte_timeout;
     let mut server: ServeFuture = match grpc_tls {
         Some(t) => {
             Box::pin(router.serve_with_incoming_shutdown(t.incoming(incoming, limits), stop))
         }
         None => Box::pin(router.serve_with_incoming_shutdown(
-            listener::accept(incoming, limits, |s| async move { Ok(s) }),
+            listener::accept(incoming, limits, move |s| {
+                listener::h2_preface(s, first_byte)
+            }),
             stop,
         )),
     };

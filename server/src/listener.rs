@@ -3,7 +3,9 @@
 //! after.
 //!
 //! - A new connection must send its first byte within `server.first_byte_timeout` (a gRPC
-//!   client's HTTP/2 preface, or a TLS ClientHello, comes at once); silent ones are closed.
+//!   client's HTTP/2 preface, or a TLS ClientHello, comes at once); silent ones are closed. On a
+//!   plaintext listener it then stays pending until the whole 24-byte HTTP/2 preface has come
+//!   ([`h2_preface`], within another `first_byte_timeout`): one byte is not enough.
 //! - At most `server.pending_connections_per_source` connections from one source address may be
 //!   waiting for their first byte (with TLS: until their handshake ends); more are closed at
 //!   once, so one address cannot take every slot. At most [`MAX_PENDING`] wait per listener;
@@ -156,6 +158,34 @@ where
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Length of the HTTP/2 client preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`) every gRPC
+/// connection starts with.
+pub const H2_PREFACE_LEN: usize = 24;
+
+/// The `finish` of a plaintext listener: the connection once the whole HTTP/2 client preface
+/// has come, within `timeout`; `Err("timeout")` otherwise. Until then the connection is still
+/// pending (it holds its per-source slot), so sending one byte and then nothing does not escape
+/// the first-byte deadline and the per-source cap. The bytes stay in the socket for the server;
+/// a connection that ends or fails first is handed on as it is (the server sees the end).
+pub async fn h2_preface(stream: TcpStream, timeout: Duration) -> Result<TcpStream, &'static str> {
+    let wait = async {
+        let mut buf = [0u8; H2_PREFACE_LEN];
+        loop {
+            match stream.peek(&mut buf).await {
+                // `peek` answers at once while any byte is buffered: poll for the rest.
+                Ok(n) if n > 0 && n < H2_PREFACE_LEN => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return,
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(()) => Ok(stream),
+        Err(_) => Err("timeout"),
+    }
 }
 
 /// Pending connections per source address.

@@ -78,6 +78,8 @@ pub struct CheckInput<'a> {
     pub dry_run: bool,
     /// Headers (authorizer identity sources).
     pub headers: Option<&'a HashMap<String, String>>,
+    /// Header fields in order, one per value, when the gateway sent them.
+    pub header_fields: Option<&'a crate::auth::QueryPairs>,
     /// Query parameters.
     pub query: Option<&'a crate::auth::QueryPairs>,
     /// Stage variables.
@@ -940,7 +942,15 @@ fn find_route<'s>(stage: &'s Stage, input: &CheckInput<'_>) -> Option<&'s Route>
     } else if input.resource_path.is_empty() {
         stage.match_path(input.method, input.path)
     } else {
-        stage.route_by_template(input.method, input.resource_path)
+        // The gateway's template is taken only where it matches the path: a template that
+        // names another route (a public one) must not side-step the path's own.
+        stage
+            .route_by_template(input.method, input.resource_path)
+            .filter(|r| {
+                input.path.is_empty()
+                    || r.template
+                        .matches(crate::catalog::routes::split_path(input.path))
+            })
     }
 }
 
@@ -956,6 +966,7 @@ fn auth_input<'a>(input: &'a CheckInput<'_>, route: &'a Route) -> AuthInput<'a> 
         path: input.path,
         resource_path: route.template.as_str(),
         headers: input.headers,
+        header_fields: input.header_fields,
         query: input.query,
         stage_variables: input.stage_variables,
         context: input.context,

@@ -834,6 +834,34 @@ async fn request_authorizer_event_and_identity_sources() {
         json!({"sig": "m1", "amount": "1000"}),
         "{e:#}"
     );
+
+    // `header_fields`: a repeated header keeps every value in `multiValueHeaders`.
+    let r = check(
+        &mut c,
+        CheckRequestRequest {
+            header_fields: [
+                ("X-Tenant", "allow-pets"),
+                ("X-Multi", "a"),
+                ("X-Multi", "b"),
+            ]
+            .into_iter()
+            .map(|(k, v)| tollgate_proto::v1::HeaderField {
+                name: k.into(),
+                value: v.into(),
+            })
+            .collect(),
+            ..req(&[("X-Tenant", "ignored")], &[("sig", "h1")])
+        },
+    )
+    .await;
+    assert_eq!(decision(r.decision), Decision::Allow, "{r:?}");
+    let e = ep.last_event().expect("an event");
+    assert_eq!(
+        e["multiValueHeaders"]["X-Multi"],
+        json!(["a", "b"]),
+        "{e:#}"
+    );
+    assert_eq!(e["headers"]["x-multi"], "a, b", "{e:#}");
 }
 
 /// (g) `api_key_source: AUTHORIZER`: the usage plan is metered by the authorizer's

@@ -67,6 +67,8 @@ const CLIMBS: &[&str] = &[
     "/public/..%5cprivate/1",
     "/public/%2e%2e%2fprivate/1",
     "/public/x/../../private/1",
+    "/public/..%3B/private/1",
+    "/public/%C0%AE%C0%AE/private/1",
 ];
 
 fn config(redis: &RedisServer, prefix: &str, auth: &AuthorizerEndpoint, extra: &str) -> String {
@@ -193,6 +195,20 @@ async fn every_spelling_gets_the_canonical_decision_on_check_and_authorize() {
             "Authorize GET {path:?}: {got:?}"
         );
     }
+    // A gateway's `resource_path` is taken only where it matches the path: naming the public
+    // template for a private path does not skip the private route's authorizer.
+    let r = c
+        .check_request(CheckRequestRequest {
+            resource_path: "/public/{proxy+}".into(),
+            ..check_req("GET", "/private/1", None)
+        })
+        .await
+        .map(|r| Decision::try_from(r.into_inner().decision));
+    assert!(
+        !matches!(r, Ok(Ok(Decision::Allow))),
+        "resource_path chose the public route: {r:?}"
+    );
+
     // The authorizer saw only canonical paths and method ARNs.
     for e in auth.events() {
         let arn = e["methodArn"].as_str().unwrap_or_default();

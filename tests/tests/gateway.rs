@@ -446,3 +446,62 @@ api_keys:
         "only the controls were served"
     );
 }
+
+/// An upstream answering with the names of every request header it got whose lower-cased,
+/// `_`-for-`-` spelling starts with `x-tollgate-`, one `name: value` a line.
+async fn header_echo_upstream() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        headers
+            .iter()
+            .filter(|(k, _)| k.as_str().replace('_', "-").starts_with("x-tollgate-"))
+            .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+            .collect::<String>()
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    addr
+}
+
+/// The attack: a client sends its own identity headers (`x-tollgate-principal-id: admin`, the
+/// CGI spelling `x_tollgate_principal_id`, a context header) through the example gateway on a
+/// route without an authorizer. The upstream must see only what Tollgate said: the key's id
+/// and plan, no principal, no context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_own_identity_headers_never_reach_the_upstream() {
+    let up = header_echo_upstream().await;
+    let tg = TollgateProcess::start(&config());
+    let gateway = start_gateway(&tg.grpc_url(), up, &["--deadline-ms", "2000"]);
+    let gw = gateway.addr;
+    let (status, _, body) = tokio::task::spawn_blocking(move || {
+        get_with(
+            gw,
+            "/pets",
+            Some(KEY),
+            &[
+                ("x-tollgate-principal-id", "admin"),
+                ("X-Tollgate-Principal-Id", "admin2"),
+                ("x_tollgate_principal_id", "admin3"),
+                ("x-tollgate-context-role", "admin"),
+                ("x-tollgate-api-key-id", "someone-else"),
+            ],
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(status, 200, "{body}");
+    let mut seen: Vec<&str> = body.lines().collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        vec![
+            "x-tollgate-api-key-id: gw",
+            "x-tollgate-usage-plan-id: small"
+        ],
+        "the upstream saw a client's identity headers"
+    );
+}

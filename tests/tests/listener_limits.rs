@@ -208,3 +208,43 @@ async fn peers_that_ignore_keepalive_pings_are_closed() {
             .expect("join");
     assert!(closed, "a peer ignoring pings is closed");
 }
+
+/// The attack: one byte per connection. A connection that sends the first byte of the HTTP/2
+/// preface and then nothing is past the first-byte deadline and gives its per-source slot back,
+/// so one address could hold any number of them until `idle_timeout` (default 10 minutes).
+/// Until the whole preface has come, a connection is pending: closed at the deadline, and
+/// counted against its address's cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_one_byte_is_still_pending() {
+    let tg = TollgateProcess::start(&config(
+        ", first_byte_timeout: 1s, pending_connections_per_source: 4",
+    ));
+    let mut held = Vec::new();
+    for addr in [tg.grpc_addr(), tg.admin_addr()] {
+        for _ in 0..12 {
+            let mut s = connect_from(LOCAL, addr).await;
+            s.write_all(&H2_PREFACE[..1]).expect("one byte");
+            held.push(s);
+        }
+    }
+    health_from(OTHER, tg.grpc_addr())
+        .await
+        .expect("another source address is served");
+    let still_open = tokio::task::spawn_blocking(move || {
+        let handles: Vec<_> = held
+            .into_iter()
+            .map(|mut s| std::thread::spawn(move || closed_within(&mut s, Duration::from_secs(30))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("join"))
+            .filter(|closed| !closed)
+            .count()
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        still_open, 0,
+        "connections that sent one byte were held past the first-byte deadline"
+    );
+}

@@ -66,11 +66,14 @@ fn validate(r: &pb::AuthorizeRequest) -> Result<Canonical<'_>, Status> {
         limits::map("query", r.query.iter())?;
     }
     let query = limits::query_pairs(&r.query, &r.query_params);
-    limits::identity_maps(&r.headers, &query, &r.stage_variables, &r.context)?;
+    let (headers, header_fields) = limits::header_fields(&r.headers, &r.header_fields)?;
+    limits::identity_maps(&headers, &query, &r.stage_variables, &r.context)?;
     Ok(Canonical {
         method: r.http_method.to_ascii_uppercase(),
         path,
         query,
+        headers,
+        header_fields,
     })
 }
 
@@ -85,6 +88,8 @@ impl pb::authorization_service_server::AuthorizationService for AuthApi {
             method,
             path,
             query,
+            headers,
+            header_fields,
         } = validate(r).inspect_err(|_| {
             metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
         })?;
@@ -115,7 +120,8 @@ impl pb::authorization_service_server::AuthorizationService for AuthApi {
             method: &method,
             path: &path,
             resource_path,
-            headers: Some(&r.headers),
+            headers: Some(&headers),
+            header_fields: (!header_fields.is_empty()).then_some(&header_fields[..]),
             query: Some(&query[..]),
             stage_variables: Some(&r.stage_variables),
             context: Some(&r.context),

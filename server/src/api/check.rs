@@ -91,11 +91,14 @@ fn validate(r: &pb::CheckRequestRequest) -> Result<Canonical<'_>, Status> {
         limits::map("query", r.query.iter())?;
     }
     let query = limits::query_pairs(&r.query, &r.query_params);
-    limits::identity_maps(&r.headers, &query, &r.stage_variables, &r.context)?;
+    let (headers, header_fields) = limits::header_fields(&r.headers, &r.header_fields)?;
+    limits::identity_maps(&headers, &query, &r.stage_variables, &r.context)?;
     Ok(Canonical {
         method: r.http_method.to_ascii_uppercase(),
         path,
         query,
+        headers,
+        header_fields,
     })
 }
 
@@ -164,7 +167,8 @@ fn check_input<'a>(r: &'a pb::CheckRequestRequest, e: &'a Canonical<'a>) -> Chec
         cost: r.cost.max(1),
         request_id: &r.request_id,
         dry_run: r.dry_run,
-        headers: Some(&r.headers),
+        headers: Some(&e.headers),
+        header_fields: (!e.header_fields.is_empty()).then_some(&e.header_fields[..]),
         query: Some(&e.query[..]),
         stage_variables: Some(&r.stage_variables),
         context: Some(&r.context),

@@ -477,6 +477,7 @@ impl Authorization for EnvoyApi {
             request_id,
             dry_run: false,
             headers: Some(&hdrs),
+            header_fields: None,
             query: Some(&query[..]),
             stage_variables: None,
             context: Some(ctx),

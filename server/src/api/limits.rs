@@ -109,6 +109,55 @@ pub struct Canonical<'a> {
     pub path: Cow<'a, str>,
     /// Query pairs.
     pub query: QueryList,
+    /// The headers by name (from `header_fields` when given, values joined with ", ").
+    pub headers: Cow<'a, HashMap<String, String>>,
+    /// Header fields in order, one per value (empty when the caller sent only the map).
+    pub header_fields: QueryList,
+}
+
+/// Header fields (pairs).
+pub const MAX_HEADER_FIELDS: usize = 512;
+
+/// The headers as a map and as ordered fields: from `fields` when the caller sent them (the
+/// map is then ignored and built from them, a repeated name's values joined with ", "), else
+/// the map as sent and no fields. Bounded: at most [`MAX_HEADER_FIELDS`] fields.
+pub fn header_fields<'a>(
+    map: &'a HashMap<String, String>,
+    fields: &[tollgate_proto::v1::HeaderField],
+) -> Result<(Cow<'a, HashMap<String, String>>, QueryList), Status> {
+    if fields.is_empty() {
+        return Ok((Cow::Borrowed(map), Vec::new()));
+    }
+    if fields.len() > MAX_HEADER_FIELDS {
+        return Err(Status::invalid_argument(format!(
+            "header_fields has {} entries; the limit is {MAX_HEADER_FIELDS}",
+            fields.len()
+        )));
+    }
+    let mut folded: HashMap<String, String> = HashMap::new();
+    for f in fields {
+        if f.name.len() > MAX_MAP_KEY_LEN || f.value.len() > MAX_MAP_VALUE_LEN {
+            return Err(Status::invalid_argument(format!(
+                "header_fields[{}]: name ≤ {MAX_MAP_KEY_LEN} bytes, value ≤ {MAX_MAP_VALUE_LEN}",
+                truncate(&f.name)
+            )));
+        }
+        let name = f.name.to_ascii_lowercase();
+        match folded.get_mut(&name) {
+            Some(v) => {
+                v.push_str(", ");
+                v.push_str(&f.value);
+            }
+            None => {
+                folded.insert(name, f.value.clone());
+            }
+        }
+    }
+    let pairs = fields
+        .iter()
+        .map(|f| (f.name.clone(), f.value.clone()))
+        .collect();
+    Ok((Cow::Owned(folded), pairs))
 }
 
 /// Query parameters (pairs, in request order).

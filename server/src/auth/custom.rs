@@ -54,6 +54,9 @@ pub struct RequestEvent<'a> {
     pub http_method: &'a str,
     /// Headers.
     pub headers: Option<&'a std::collections::HashMap<String, String>>,
+    /// Header fields in order, one per value, when known: `multiValueHeaders` then has every
+    /// value (else one per name, from `headers`).
+    pub header_fields: Option<&'a super::QueryPairs>,
     /// Query parameters, in request order (a repeated name has several pairs).
     pub query: Option<&'a super::QueryPairs>,
     /// Stage variables.
@@ -118,7 +121,10 @@ pub fn request_event(e: &RequestEvent<'_>) -> Value {
         "path": e.path,
         "httpMethod": e.http_method,
         "headers": map(e.headers),
-        "multiValueHeaders": multi(e.headers),
+        "multiValueHeaders": match e.header_fields {
+            Some(f) => query_multi(f),
+            None => multi(e.headers),
+        },
         "queryStringParameters": e.query.map_or(Value::Null, query_last),
         "multiValueQueryStringParameters": e.query.map_or(Value::Null, query_multi),
         "pathParameters": {},

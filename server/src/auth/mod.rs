@@ -118,6 +118,9 @@ pub struct AuthInput<'a> {
     pub resource_path: &'a str,
     /// Headers.
     pub headers: Option<&'a HashMap<String, String>>,
+    /// Header fields in order, one per value, when the gateway sent them (for
+    /// `multiValueHeaders`); `headers` holds them folded.
+    pub header_fields: Option<&'a QueryPairs>,
     /// Query parameters (decoded), in request order; a repeated name has several pairs.
     pub query: Option<&'a QueryPairs>,
     /// Stage variables.
@@ -617,6 +620,7 @@ impl Authorizers {
                     path: input.path,
                     http_method: input.method,
                     headers: input.headers,
+                    header_fields: input.header_fields,
                     query: input.query,
                     stage_variables: input.stage_variables,
                     api_id: input.api_id,

@@ -10,9 +10,10 @@ pub const MAX_PATTERN_LEN: usize = 2048;
 /// Most statements accepted in one policy.
 pub const MAX_STATEMENTS: usize = 100;
 
-/// Statement elements Tollgate does not evaluate: a policy using one is malformed (the
-/// authorizer's answer is a 500, never cached), never read as if the element were absent.
-const UNEVALUATED: [&str; 4] = ["Condition", "NotAction", "NotResource", "NotPrincipal"];
+/// The statement elements Tollgate evaluates (and `Sid`, a label). Any other — `Condition`,
+/// `NotAction`, `NotResource`, `NotPrincipal`, a misspelt `Conditions` — makes the policy
+/// malformed (the authorizer's answer is a 500, never cached), never read as if it were absent.
+const EVALUATED: [&str; 4] = ["Sid", "Effect", "Action", "Resource"];
 
 /// The outcome of evaluating a policy for one ARN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +104,11 @@ impl Policy {
             // conditional Allow into an unconditional one, a NotResource into its opposite.
             if let Some(k) = s
                 .keys()
-                .find(|k| UNEVALUATED.iter().any(|u| k.eq_ignore_ascii_case(u)))
+                .find(|k| !EVALUATED.iter().any(|e| k.eq_ignore_ascii_case(e)))
             {
                 return Err(format!(
-                    "a statement with {k:?} is not supported (Tollgate evaluates Effect, Action and Resource only)"
+                    "a statement with {:?} is not supported (Tollgate evaluates Effect, Action and Resource only)",
+                    k.chars().take(64).collect::<String>()
                 ));
             }
             let effect = match field(s, "Effect").and_then(Value::as_str) {
