@@ -87,19 +87,18 @@ fn validate(r: &pb::CheckRequestRequest) -> Result<Canonical<'_>, Status> {
         )));
     }
     len("body_sha256", &r.body_sha256, 64)?;
-    if !r.query.is_empty() && r.query_params.is_empty() {
-        limits::map("query", r.query.iter())?;
-    }
-    let query = limits::query_pairs(&r.query, &r.query_params);
-    let (headers, header_fields) = limits::header_fields(&r.headers, &r.header_fields)?;
-    limits::identity_maps(&headers, &query, &r.stage_variables, &r.context)?;
-    Ok(Canonical {
-        method: r.http_method.to_ascii_uppercase(),
+    limits::canonical(
+        &r.http_method,
         path,
-        query,
-        headers,
-        header_fields,
-    })
+        limits::Sources {
+            headers: &r.headers,
+            header_fields: &r.header_fields,
+            query: &r.query,
+            query_params: &r.query_params,
+            stage_variables: &r.stage_variables,
+            context: &r.context,
+        },
+    )
 }
 
 impl From<Decision> for pb::Decision {

@@ -115,6 +115,45 @@ pub struct Canonical<'a> {
     pub header_fields: QueryList,
 }
 
+/// The identity-source fields of a request as the gRPC APIs carry them (CheckRequest,
+/// Authorize).
+pub struct Sources<'a> {
+    /// `headers`.
+    pub headers: &'a HashMap<String, String>,
+    /// `header_fields`.
+    pub header_fields: &'a [tollgate_proto::v1::HeaderField],
+    /// `query`.
+    pub query: &'a HashMap<String, String>,
+    /// `query_params`.
+    pub query_params: &'a [tollgate_proto::v1::QueryParam],
+    /// `stage_variables`.
+    pub stage_variables: &'a HashMap<String, String>,
+    /// `context`.
+    pub context: &'a HashMap<String, String>,
+}
+
+/// The canonical request from its parts, with every size checked: the one place the gRPC
+/// APIs build what later stages see.
+pub fn canonical<'a>(
+    method: &str,
+    path: Cow<'a, str>,
+    s: Sources<'a>,
+) -> Result<Canonical<'a>, Status> {
+    if !s.query.is_empty() && s.query_params.is_empty() {
+        map("query", s.query.iter())?;
+    }
+    let query = query_pairs(s.query, s.query_params);
+    let (headers, header_fields) = header_fields(s.headers, s.header_fields)?;
+    identity_maps(&headers, &query, s.stage_variables, s.context)?;
+    Ok(Canonical {
+        method: method.to_ascii_uppercase(),
+        path,
+        query,
+        headers,
+        header_fields,
+    })
+}
+
 /// Header fields (pairs).
 pub const MAX_HEADER_FIELDS: usize = 512;
 
