@@ -163,14 +163,19 @@ api_keys:
     }
     let name = "tg:{k:hot}";
     let master = cluster.master_of(cluster.slot(name));
-    // Wait until a replica holds the state (replication is asynchronous).
+    // Wait until a replica holds the state (replication is asynchronous): WAIT asks the
+    // master to block until a replica acknowledged its writes (bounded), then poll to be sure.
+    let _: Result<i64, _> = redis::cmd("WAIT")
+        .arg(1)
+        .arg(10_000)
+        .query(&mut node(master));
     let replicas: Vec<u16> = cluster
         .nodes()
         .iter()
         .filter(|n| !n.master)
         .map(|n| n.port)
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     'replicated: loop {
         for &p in &replicas {
             let mut conn = node(p);
