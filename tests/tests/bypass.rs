@@ -314,6 +314,29 @@ async fn a_non_normalising_envoy_forwards_no_spelling_tollgate_would_deny() {
     );
 }
 
+/// One RLS key descriptor for [`KEY`] on petstore/prod: `method` and `path` entries as given.
+fn key_request(method: &str, path: &str) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "petstore".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: [
+                ("stage", "prod"),
+                ("api_key", KEY),
+                ("method", method),
+                ("path", path),
+            ]
+            .into_iter()
+            .map(|(k, v)| Entry {
+                key: k.into(),
+                value: v.into(),
+            })
+            .collect(),
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    }
+}
+
 /// An `ANY` route is one method: a client inventing method names meets one bucket, on
 /// CheckRequest and on the RLS `method` entry alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,25 +364,7 @@ async fn invented_methods_share_one_bucket() {
     let mut ok = 0;
     for m in ["ZZZ", "YYY", "XXX", "WWW"] {
         let r = rls
-            .should_rate_limit(RateLimitRequest {
-                domain: "petstore".into(),
-                descriptors: vec![RateLimitDescriptor {
-                    entries: [
-                        ("stage", "prod"),
-                        ("api_key", KEY),
-                        ("method", m),
-                        ("path", "/keyed/y"),
-                    ]
-                    .into_iter()
-                    .map(|(k, v)| Entry {
-                        key: k.into(),
-                        value: v.into(),
-                    })
-                    .collect(),
-                    ..Default::default()
-                }],
-                hits_addend: 1,
-            })
+            .should_rate_limit(key_request(m, "/keyed/y"))
             .await
             .expect("rls")
             .into_inner();
@@ -378,25 +383,7 @@ async fn rls_refuses_paths_that_cannot_be_decided() {
     let auth = AuthorizerEndpoint::start();
     let tg = TollgateProcess::start(&config(&redis, "bypass-rls", &auth, ""));
     let mut rls = RateLimitServiceClient::new(tg.channel().await);
-    let ask = |path: &'static str| RateLimitRequest {
-        domain: "petstore".into(),
-        descriptors: vec![RateLimitDescriptor {
-            entries: [
-                ("stage", "prod"),
-                ("api_key", KEY),
-                ("method", "GET"),
-                ("path", path),
-            ]
-            .into_iter()
-            .map(|(k, v)| Entry {
-                key: k.into(),
-                value: v.into(),
-            })
-            .collect(),
-            ..Default::default()
-        }],
-        hits_addend: 1,
-    };
+    let ask = |path: &'static str| key_request("GET", path);
     let r = rls
         .should_rate_limit(ask("/keyed//a/?q=1"))
         .await
