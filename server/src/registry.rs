@@ -66,6 +66,9 @@ pub struct Registry {
     kick: Notify,
     seed_needed: AtomicBool,
     install_lock: Mutex<()>,
+    /// One reload at a time: two overlapping ones (the start-up load and the follower's) would
+    /// both seed, and the loser would see its own instance's seed as the store going back.
+    reload_lock: tokio::sync::Mutex<()>,
     timeout: Duration,
 }
 
@@ -96,6 +99,7 @@ impl Registry {
             kick: Notify::new(),
             seed_needed: AtomicBool::new(true),
             install_lock: Mutex::new(()),
+            reload_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -141,12 +145,11 @@ impl Registry {
         self.kick.notify_one();
     }
 
-    /// Installs `defs` and rebuilds the catalog. An admin write's result (`loaded` false) is
-    /// skipped if something newer is installed; what was just loaded from the store always
-    /// wins (the store is the truth, also after it was reset and its version went back).
-    fn install(&self, defs: Definitions, loaded: bool) {
+    /// Installs `defs` and rebuilds the catalog, unless [`accepts`] says something newer
+    /// stays.
+    fn install(&self, defs: Definitions, origin: Origin) {
         let _g = self.install_lock.lock();
-        if !loaded && defs.version <= self.defs.load().version {
+        if !accepts(defs.version, origin, self.defs.load().version) {
             return;
         }
         let config = self.config.load_full();
@@ -185,18 +188,23 @@ impl Registry {
     /// Loads the definitions from the store (seeding the file's first if needed) and installs
     /// them.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one = self.reload_lock.lock().await;
         for _ in 0..WRITE_ATTEMPTS {
+            // What we knew before reading: the store held at least this version then, so a
+            // lower one read now means it was reset, while a write of ours landing during the
+            // read may make what we read older than what we hold without anything going back.
+            let before = self.defs.load().version;
             let raw = self.timed_bulk(self.store.defs_load()).await?;
             let (mut defs, warnings) = Definitions::from_raw(raw);
             for w in warnings {
                 tracing::warn!(problem = %w, "damaged definition in the store");
             }
-            if defs.version < self.defs.load().version {
+            if defs.version < before {
                 // The store was flushed or replaced (a restart without persistence, a failover
                 // to a replica behind): put the file's plans and keys back.
                 tracing::warn!(
                     stored = defs.version,
-                    known = self.defs.load().version,
+                    known = before,
                     "the store's plans and keys went back in time; re-seeding the config file's"
                 );
                 self.seed_needed.store(true, Ordering::SeqCst);
@@ -215,7 +223,7 @@ impl Registry {
                 }
                 self.seed_needed.store(false, Ordering::SeqCst);
             }
-            self.install(defs, true);
+            self.install(defs, Origin::Loaded { before });
             return Ok(());
         }
         Err(StoreError::Backend(
@@ -275,7 +283,7 @@ impl Registry {
                     let mut next = (*cur).clone();
                     next.apply(&changes);
                     next.version = v;
-                    self.install(next, false);
+                    self.install(next, Origin::Written);
                     return Ok(self.defs.load_full());
                 }
                 None => self.reload().await.map_err(WriteError::Store)?,
@@ -362,6 +370,33 @@ impl Registry {
     }
 }
 
+/// Where definitions offered to [`Registry::install`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The result of an admin write of ours.
+    Written,
+    /// Read from the store by a load that started when we held version `before`.
+    Loaded { before: u64 },
+}
+
+/// Whether definitions at `version` from `origin` replace the installed ones at `installed`.
+///
+/// - Newer always wins.
+/// - A write's result that is not newer lost a race with a load or another write: skipped.
+/// - A load that went back below what we held when it *started* means the store was reset (a
+///   restart without persistence, a failover to a replica behind): the store is the truth.
+/// - A load between the two read the store before one of our own writes landed: it is stale,
+///   and installing it would hide a plan or key the caller has just been told exists.
+fn accepts(version: u64, origin: Origin, installed: u64) -> bool {
+    if version > installed {
+        return true;
+    }
+    match origin {
+        Origin::Written => false,
+        Origin::Loaded { before } => version == installed || version < before,
+    }
+}
+
 fn encode(changes: &[Change]) -> Result<Vec<crate::store::DefWrite>, StoreError> {
     defs::writes(changes)
         .map_err(|e| StoreError::Protocol(format!("cannot encode a definition: {e}")))
@@ -382,4 +417,32 @@ fn build_with_file(
     let mut out = defs.clone();
     out.apply(&changes);
     Catalog::build(config, &out, authorizers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_that_read_before_our_write_does_not_undo_it() {
+        // Loaded v4 (started at v4) while our write installed v5: stale, kept out.
+        assert!(!accepts(4, Origin::Loaded { before: 4 }, 5));
+        // The same load with nothing newer installed goes in.
+        assert!(accepts(4, Origin::Loaded { before: 4 }, 4));
+        assert!(accepts(6, Origin::Loaded { before: 4 }, 5));
+    }
+
+    #[test]
+    fn a_store_that_went_back_is_followed() {
+        // We held v9 when the load started and the store says v2: it was reset.
+        assert!(accepts(2, Origin::Loaded { before: 9 }, 9));
+        assert!(accepts(0, Origin::Loaded { before: 9 }, 12));
+    }
+
+    #[test]
+    fn a_write_result_never_replaces_something_as_new_or_newer() {
+        assert!(accepts(6, Origin::Written, 5));
+        assert!(!accepts(5, Origin::Written, 5));
+        assert!(!accepts(4, Origin::Written, 5));
+    }
 }

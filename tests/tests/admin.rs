@@ -2755,3 +2755,63 @@ async fn usage_and_import_are_bounded_before_the_work() {
         "at most 10000 rows per import (MAX_IMPORT_ROWS)",
     );
 }
+
+/// Every admin write is visible to the next read on the same instance, also right after
+/// start, while the start-up load and the follower's first load are still reading and seeding
+/// (a load that read the store just before a write must not reinstall what it read over the
+/// write's result).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_is_visible_to_the_next_read() {
+    let redis = RedisServer::start();
+    // Enough file keys that seeding and loading take a while: the window the race needs.
+    let mut file_keys = String::new();
+    for i in 0..1500 {
+        file_keys.push_str(&format!(
+            "  - {{id: file-{i}, value: file-key-value-{i:020}, usage_plans: [{CONFIG_PLAN}]}}\n"
+        ));
+    }
+    for round in 0..8 {
+        let cfg = config(&redis, &format!("adm-visible-{round}")) + &file_keys;
+        let tg = TollgateProcess::start(&cfg);
+        let mut admin = tg.admin().await;
+        for i in 0..5 {
+            let id = format!("visible-{i}");
+            create_plan(&mut admin, plan(&id, Some(throttle(10.0, 10)), None)).await;
+            admin
+                .get_usage_plan(GetUsagePlanRequest { id: id.clone() })
+                .await
+                .unwrap_or_else(|s| {
+                    panic!("round {round}: the plan {id} just created is gone: {s:?}")
+                });
+        }
+        let logs = tg.stderr_text();
+        assert!(
+            !logs.contains("went back in time"),
+            "a false alarm:\n{logs}"
+        );
+    }
+}
+/// Instances that start at the same moment on an empty store all seed the config file's plans
+/// and keys; only one seed lands, and nobody reports the others' seed as the store going back.
+#[test]
+fn instances_starting_together_on_an_empty_store_raise_no_alarm() {
+    let redis = RedisServer::start();
+    for round in 0..3 {
+        let cfg = config(&redis, &format!("adm-together-{round}"));
+        let procs: Vec<TollgateProcess> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| s.spawn(|| TollgateProcess::start(&cfg)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Let every follower see the others' seeds.
+        std::thread::sleep(Duration::from_millis(500));
+        for (i, p) in procs.iter().enumerate() {
+            let logs = p.stderr_text();
+            assert!(
+                !logs.contains("went back in time"),
+                "round {round}, instance {i}: a false alarm:\n{logs}"
+            );
+        }
+    }
+}
