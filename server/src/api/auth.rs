@@ -144,6 +144,8 @@ impl pb::authorization_service_server::AuthorizationService for AuthApi {
             http_status: u32::from(a.http_status),
             message: a.message.to_string(),
             error_type: a.error_type.to_string(),
+            // Filled in by issue 21's denial reasons.
+            reason: None,
             principal_id: out.principal_id,
             context: out.context.into_iter().collect(),
             usage_identifier_key: out.usage_identifier_key.unwrap_or_default(),

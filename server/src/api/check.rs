@@ -185,6 +185,8 @@ pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
         http_status: u32::from(a.http_status),
         error_type: a.error_type.to_string(),
         message: a.message.to_string(),
+        // Filled in by issue 21's denial reasons.
+        reason: None,
         retry_after: a.retry_after_us.map(duration),
         throttle: a.throttle.map(|t| pb::ThrottleStatus {
             rate_limit: t.limit.rate(),
