@@ -1,4 +1,6 @@
-//! The `tollgate` binary: `serve`, `check-config`, and the admin commands (`plans`, `keys`, `usage`, `authorizers`, `whoami`) that call the admin API.
+//! The `tollgate` binary: `serve`, `check-config`, the gateway's calls from the command line
+//! (`check`, `authorize`, `report`), and the admin commands (`plans`, `keys`, `usage`,
+//! `authorizers`, `whoami`) that call the admin API.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +48,13 @@ enum Command {
         /// Config file (YAML).
         file: PathBuf,
     },
+    /// Check a request as a gateway would (CheckService.CheckRequest): print the decision,
+    /// status, reason, retry-after, quota, throttle and response headers.
+    Check(Box<cli::check::CheckArgs>),
+    /// Run an authorizer on a request (AuthorizationService.Authorize).
+    Authorize(Box<cli::check::AuthorizeArgs>),
+    /// Report the actual cost of a checked request (CheckService.ReportUsage).
+    Report(Box<cli::check::ReportArgs>),
     // The admin API commands: plans, keys, usage, authorizers.
     #[command(flatten)]
     Admin(cli::AdminCommand),
@@ -60,6 +69,9 @@ fn main() -> ExitCode {
     init_tracing(cli.log_json);
     match cli.command {
         Command::Admin(command) => cli::run(command),
+        Command::Check(a) => cli::check::run(cli::check::CallCommand::Check(a)),
+        Command::Authorize(a) => cli::check::run(cli::check::CallCommand::Authorize(a)),
+        Command::Report(a) => cli::check::run(cli::check::CallCommand::Report(a)),
         Command::CheckConfig { file } => match config::load(&file, &env_lookup) {
             Ok(c) => {
                 println!(

@@ -202,6 +202,13 @@ impl TlsFiles {
 /// Connects to the admin API at `addr` (already normalised by [`parse_admin_addr`]); with TLS
 /// files, over TLS (an `http://` address becomes `https://`).
 pub async fn connect(addr: &str, auth: Auth, tls: &TlsFiles) -> Result<Client, CliError> {
+    let channel = connect_channel(addr, tls).await?;
+    Ok(AdminServiceClient::with_interceptor(channel, auth))
+}
+
+/// A channel to `addr` (normalised by [`parse_admin_addr`]), over TLS with TLS files or an
+/// `https://` address.
+pub async fn connect_channel(addr: &str, tls: &TlsFiles) -> Result<Channel, CliError> {
     let tls = tls.config(addr.starts_with("https://"))?;
     let addr = match (&tls, addr.strip_prefix("http://")) {
         (Some(_), Some(rest)) => format!("https://{rest}"),
@@ -220,17 +227,14 @@ pub async fn connect(addr: &str, auth: Auth, tls: &TlsFiles) -> Result<Client, C
             .tls_config(tls)
             .map_err(|e| unreachable(chain(&e)))?;
     }
-    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(unreachable(chain(&e))),
-        Err(_) => {
-            return Err(unreachable(format!(
-                "no connection within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            )));
-        }
-    };
-    Ok(AdminServiceClient::with_interceptor(channel, auth))
+    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(unreachable(chain(&e))),
+        Err(_) => Err(unreachable(format!(
+            "no connection within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// Awaits one call with the per-call timeout and unwraps the response.
@@ -241,7 +245,7 @@ pub async fn call<T>(
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(s)) => Err(CliError::Status(s)),
         Err(_) => Err(CliError::Status(Status::deadline_exceeded(format!(
-            "no answer from the admin API within {}s",
+            "no answer within {}s",
             CALL_TIMEOUT.as_secs()
         )))),
     }

@@ -6,9 +6,11 @@
 //! `authorization: Bearer <token>`. Listings fetch every page. Errors print
 //! `error: <CODE>: <message>` on stderr and exit 1; usage errors exit 2.
 //!
+//! - [`check`]: `tollgate check|authorize|report`, the gateway's calls (not admin).
 //! - [`client`]: connection, token, timeouts, errors.
 //! - [`plan`]: plan files and flags.
 //! - [`output`]: tables and JSON.
+pub mod check;
 mod client;
 mod output;
 mod plan;
