@@ -244,6 +244,17 @@ async fn plans_keys_and_usage_round_trip_through_the_cli() {
         usage["items"][&id],
         serde_json::json!([{"date": today, "used": 4, "remaining": 0}])
     );
+    // Without dates: the plan's current period (a MONTH quota: the 1st up to today).
+    let usage = json(
+        &cli(&tg, &["usage", "get", "--plan", "silver", "-o", "json"]),
+        "usage get without dates",
+    );
+    let days = usage["items"][&id].as_array().expect("days");
+    assert_eq!(days[0]["date"], format!("{}-01", &today[..7]), "{usage}");
+    assert_eq!(
+        days.last(),
+        Some(&serde_json::json!({"date": today, "used": 4, "remaining": 0}))
+    );
 
     // usage update grants exactly 1 more.
     let upd = json(

@@ -985,3 +985,23 @@ api_keys:
     assert!(!next.replayed);
     assert_eq!(remaining(&next), Some(8), "the retry charged nothing");
 }
+
+/// Logs written to a file (the harness pipes stderr, as a service manager or a container
+/// runtime does) are plain text: no ANSI colour codes.
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let tg = TollgateProcess::start(
+        "server: {grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}\nstore: {kind: memory}\n",
+    );
+    // "serving ..." is logged at start, at INFO (a coloured level before the fix).
+    assert!(
+        tg.wait_for_stderr("serving", Duration::from_secs(10)),
+        "no log line:\n{}",
+        tg.stderr_text()
+    );
+    let logs = tg.stderr_text();
+    assert!(
+        !logs.contains('\u{1b}'),
+        "colour codes in a log file:\n{logs:?}"
+    );
+}

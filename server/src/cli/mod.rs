@@ -25,6 +25,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use tollgate_proto::v1 as pb;
+use tollgate_server::limiter::quota;
 use tonic::Code;
 
 use client::{Auth, CliError, Client, DEFAULT_ADMIN_ADDR, call, parse_admin_addr};
@@ -310,12 +311,13 @@ pub enum UsageCmd {
         /// Only this key.
         #[arg(long)]
         key: Option<String>,
-        /// First day, YYYY-MM-DD.
+        /// First day, YYYY-MM-DD (default: the first day of the plan's current quota period,
+        /// or today when the plan has no quota).
         #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
-        start: String,
-        /// Last day, YYYY-MM-DD.
+        start: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today, UTC).
         #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
-        end: String,
+        end: Option<String>,
     },
     /// Set a key's remaining quota in a plan for the current period.
     Update {
@@ -365,6 +367,24 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 }
 
 /// clap value parser for `YYYY-MM-DD` (a real calendar date).
+/// `YYYY-MM-DD` of the UTC day containing `now_us`.
+fn day_text(now_us: u64) -> String {
+    let (y, m, d) = quota::civil_from_days((now_us / 86_400_000_000) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The first day of the quota period containing `now_us` (today without a quota).
+fn current_period_start(q: Option<&pb::Quota>, now_us: u64) -> String {
+    let period = match q.and_then(|q| pb::QuotaPeriod::try_from(q.period).ok()) {
+        Some(pb::QuotaPeriod::Day) => quota::Period::Day,
+        Some(pb::QuotaPeriod::Week) => quota::Period::Week,
+        Some(pb::QuotaPeriod::Month) => quota::Period::Month,
+        _ => return day_text(now_us),
+    };
+    let start = quota::period_start(period, quota::period_index(period, now_us));
+    day_text(start.max(0) as u64)
+}
+
 fn parse_date(s: &str) -> Result<String, String> {
     let bad = || format!("expected a date as YYYY-MM-DD, got {s:?}");
     let b = s.as_bytes();
@@ -746,12 +766,23 @@ async fn usage(command: UsageCmd, conn: &Connector) -> Result<Output, CliError> 
             start,
             end,
         } => {
+            let mut c = conn.connect().await?;
+            let now =
+                tollgate_server::clock::Clock::now_micros(&tollgate_server::clock::SystemClock);
+            let start = match start {
+                Some(s) => s,
+                None => {
+                    let p = call(c.get_usage_plan(pb::GetUsagePlanRequest { id: plan.clone() }))
+                        .await?;
+                    current_period_start(p.quota.as_ref(), now)
+                }
+            };
+            let end = end.unwrap_or_else(|| day_text(now));
             if start > end {
                 return Err(CliError::Usage(format!(
                     "usage get: --start {start} is after --end {end}"
                 )));
             }
-            let mut c = conn.connect().await?;
             let req = |page_token: String| pb::GetUsageRequest {
                 usage_plan_id: plan.clone(),
                 key_id: key.clone().unwrap_or_default(),

@@ -217,6 +217,7 @@ pub struct KeyJson<'a> {
     customer_id: &'a str,
     tags: BTreeMap<&'a str, &'a str>,
     usage_plan_ids: &'a [String],
+    identity: Option<&'a str>,
     created_at: &'a str,
     last_updated: &'a str,
     source: &'a str,
@@ -237,6 +238,7 @@ pub fn key_json(k: &pb::ApiKey) -> KeyJson<'_> {
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect(),
         usage_plan_ids: &k.usage_plan_ids,
+        identity: (!k.identity.is_empty()).then_some(k.identity.as_str()),
         created_at: &k.created_at,
         last_updated: &k.last_updated,
         source: &k.source,
@@ -645,6 +647,7 @@ fn key_text(k: &pb::ApiKey) -> String {
     fields(&[
         ("id", k.id.clone()),
         ("name", k.name.clone()),
+        ("identity", k.identity.clone()),
         ("description", k.description.clone()),
         ("enabled", yes_no(k.enabled)),
         ("customer_id", k.customer_id.clone()),
@@ -706,11 +709,14 @@ pub fn table(out: &Output) -> String {
             s
         }
         Output::Keys(ks) => {
-            let mut t = Table::new(&["ID", "NAME", "ENABLED", "CUSTOMER", "PLANS", "CREATED"]);
+            let mut t = Table::new(&[
+                "ID", "NAME", "IDENTITY", "ENABLED", "CUSTOMER", "PLANS", "CREATED",
+            ]);
             for k in ks {
                 t.row(vec![
                     k.id.clone(),
                     k.name.clone(),
+                    k.identity.clone(),
                     yes_no(k.enabled),
                     k.customer_id.clone(),
                     k.usage_plan_ids.join(","),

@@ -447,8 +447,8 @@ fn usage_and_authorizers() {
             start,
             end,
         } => assert_eq!(
-            (plan.as_str(), key, start.as_str(), end.as_str()),
-            ("free", None, "2024-02-01", "2024-02-29")
+            (plan.as_str(), key, start.as_deref(), end.as_deref()),
+            ("free", None, Some("2024-02-01"), Some("2024-02-29"))
         ),
         other => panic!("{other:?}"),
     }
@@ -478,10 +478,15 @@ fn usage_and_authorizers() {
             "{bad}"
         );
     }
-    assert_eq!(
-        usage_error(&["usage", "get", "--plan", "p", "--start", "2024-01-01"]).kind(),
-        ErrorKind::MissingRequiredArgument
-    );
+    // Without dates: the plan's current quota period, up to today.
+    assert!(matches!(
+        usage_cmd(&["usage", "get", "--plan", "p"]),
+        UsageCmd::Get {
+            start: None,
+            end: None,
+            ..
+        }
+    ));
 
     let update = [
         "usage",
@@ -691,6 +696,7 @@ fn key_json() {
             "customer_id": "c-9",
             "tags": {"env": "prod", "team": "payments"},
             "usage_plan_ids": ["free"],
+            "identity": null,
             "created_at": "2024-05-01T10:00:00Z",
             "last_updated": "2024-05-02T10:00:00Z",
             "source": "admin"
@@ -856,11 +862,23 @@ fn keys_list_table() {
         usage_plan_ids: vec!["free".into(), "gold".into()],
         ..sample_key()
     };
+    let assignment = pb::ApiKey {
+        id: "i-0123".into(),
+        name: String::new(),
+        identity: "claim:tenant=acme".into(),
+        customer_id: String::new(),
+        ..sample_key()
+    };
     assert_eq!(
-        render(&Output::Keys(vec![sample_key(), other]), Format::Table).unwrap(),
-        "ID   NAME   ENABLED  CUSTOMER  PLANS      CREATED\n\
-         k1   alice  yes      c-9       free       2024-05-01T10:00:00Z\n\
-         k22  -      no       -         free,gold  2024-05-01T10:00:00Z\n"
+        render(
+            &Output::Keys(vec![sample_key(), other, assignment]),
+            Format::Table
+        )
+        .unwrap(),
+        "ID      NAME   IDENTITY           ENABLED  CUSTOMER  PLANS      CREATED\n\
+         k1      alice  -                  yes      c-9       free       2024-05-01T10:00:00Z\n\
+         k22     -      -                  no       -         free,gold  2024-05-01T10:00:00Z\n\
+         i-0123  -      claim:tenant=acme  yes      -         free       2024-05-01T10:00:00Z\n"
     );
 }
 
@@ -964,4 +982,29 @@ async fn all_pages_follows_tokens() {
 
     let looping = all_pages(|_| async { Ok((vec![0], "same".to_string())) }).await;
     assert!(matches!(looping, Err(CliError::Other(_))));
+}
+
+#[test]
+fn usage_get_defaults_to_the_current_quota_period() {
+    // 2026-12-09T15:00:00Z, a Wednesday.
+    let now = 1_796_828_400_000_000;
+    let q = |period: pb::QuotaPeriod| pb::Quota {
+        limit: 10,
+        period: period as i32,
+        ..Default::default()
+    };
+    assert_eq!(day_text(now), "2026-12-09");
+    assert_eq!(
+        current_period_start(Some(&q(pb::QuotaPeriod::Day)), now),
+        "2026-12-09"
+    );
+    assert_eq!(
+        current_period_start(Some(&q(pb::QuotaPeriod::Week)), now),
+        "2026-12-07"
+    );
+    assert_eq!(
+        current_period_start(Some(&q(pb::QuotaPeriod::Month)), now),
+        "2026-12-01"
+    );
+    assert_eq!(current_period_start(None, now), "2026-12-09");
 }
