@@ -8,11 +8,16 @@
 //! * [`TollgateLayer`] — a tower layer for `http::Request<B>` services (axum, hyper) that checks
 //!   each request and answers denials itself.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), tollgate_client::Error> {
-//! use tollgate_client::{Check, Client, FailurePolicy};
+//! This example runs as a doctest. Nothing listens on port 1, so the call fails fast and the
+//! [`FailurePolicy`] decides: fail-open lets the request through and says so in its
+//! [`Source`]. Point the builder at your Tollgate replicas (`server.grpc_addr`) instead.
 //!
-//! let client = Client::builder(["http://10.0.0.1:50051", "http://10.0.0.2:50051"])
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tollgate_client::Error> {
+//! use tollgate_client::{Check, Client, FailurePolicy, Source};
+//!
+//! let client = Client::builder(["http://127.0.0.1:1"])
 //!     .failure_policy(FailurePolicy::FailOpen)
 //!     .deny_cache(10_000)
 //!     .build()?;
@@ -27,12 +32,17 @@
 //!     })
 //!     .await;
 //! if result.is_allowed() {
-//!     // forward the request
+//!     // forward the request; on a denial answer with result.http_status and result.message
 //! }
+//! assert!(result.is_allowed());
+//! assert!(matches!(result.source, Source::FailOpen(_)));
 //! # Ok(())
 //! # }
 //! ```
-#![warn(missing_docs)]
+//!
+//! With several replicas, `Client::builder(["http://10.0.0.1:50051", "http://10.0.0.2:50051"])`
+//! balances across them over one channel.
+#![deny(missing_docs)]
 
 mod breaker;
 mod cache;
