@@ -1,11 +1,12 @@
 //! Metric names and labels (constants, bounded labels: no per-key labels), and the Prometheus
 //! recorder.
+//!
+//! A leaf: it imports no other module of the crate (a store error reaches it through
+//! [`ErrorKind`], which the store implements).
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::store::StoreError;
 
 /// Checks answered, by `decision` and `plan` (plan ids come from the config: bounded).
 pub const CHECKS_TOTAL: &str = "tollgate_checks_total";
@@ -179,16 +180,17 @@ pub fn lease_returned(units: u64) {
     metrics::counter!(LEASE_RETURNED_UNITS_TOTAL).increment(units);
 }
 
+/// An error's bounded `kind` label (e.g. the store's `timeout`, `unreachable`, `backend`,
+/// `protocol`).
+pub trait ErrorKind {
+    /// The label value.
+    fn kind(&self) -> &'static str;
+}
+
 /// Records one store call.
-pub fn store_call(store: &'static str, took: Duration, err: Option<&StoreError>) {
+pub fn store_call<E: ErrorKind>(store: &'static str, took: Duration, err: Option<&E>) {
     metrics::histogram!(STORE_DURATION, "store" => store).record(took.as_secs_f64());
     if let Some(e) = err {
-        let kind = match e {
-            StoreError::Timeout => "timeout",
-            StoreError::Unreachable(_) => "unreachable",
-            StoreError::Backend(_) => "backend",
-            StoreError::Protocol(_) => "protocol",
-        };
-        metrics::counter!(STORE_ERRORS_TOTAL, "store" => store, "kind" => kind).increment(1);
+        metrics::counter!(STORE_ERRORS_TOTAL, "store" => store, "kind" => e.kind()).increment(1);
     }
 }

@@ -2,6 +2,7 @@
 //! of once per suite is most of what a fresh `cargo test` spends. Each suite is a module named
 //! after its old file; run one with `cargo test -p tollgate-tests --test it <suite>::`.
 mod admin;
+mod architecture;
 mod authz;
 mod bypass;
 mod cli;

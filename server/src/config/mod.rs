@@ -766,9 +766,8 @@ impl Default for MeteringConfig {
 
 /// The longest (and default) `metering.reservation_ttl`: the idempotency record's 600 s less
 /// the release margin.
-pub const MAX_RESERVATION_TTL: Duration = Duration::from_millis(
-    crate::store::IDEMPOTENCY_TTL_MS - crate::store::ticket::RELEASE_MARGIN_MS,
-);
+pub const MAX_RESERVATION_TTL: Duration =
+    Duration::from_millis(crate::limiter::IDEMPOTENCY_TTL_MS - crate::limiter::RELEASE_MARGIN_MS);
 
 fn default_reservation_ttl() -> Duration {
     MAX_RESERVATION_TTL

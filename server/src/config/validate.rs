@@ -10,8 +10,7 @@ use crate::limiter::Limit;
 pub const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY",
 ];
-/// Largest quota limit: counts stay exact in the Redis script's doubles (2^53 minus a cost).
-pub const MAX_QUOTA_LIMIT: u64 = (1 << 53) - 1_000_000;
+pub use crate::limiter::quota::MAX_QUOTA_LIMIT;
 /// The largest `metering.min_reservation` / `max_reservation`: a check's cost limit
 /// (`api::limits::MAX_COST`, which asserts they agree).
 pub const MAX_RESERVATION: u64 = 1_000_000;

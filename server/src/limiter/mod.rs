@@ -8,6 +8,13 @@
 //! The Redis Lua script (`store::redis::scripts`) is a line-by-line copy of [`evaluate`]; a
 //! property test in the tests crate requires both to decide identically.
 pub mod evaluate;
+
+/// How long an idempotency record (`request_id`) is kept: a retry with the same id within it
+/// is answered from the first decision, and a reservation can be settled within it.
+pub const IDEMPOTENCY_TTL_MS: u64 = 600_000;
+/// A reservation is released this long (ms) before its idempotency record expires
+/// ([`IDEMPOTENCY_TTL_MS`]): the release needs the record.
+pub const RELEASE_MARGIN_MS: u64 = 5_000;
 pub mod gcra;
 pub mod headers;
 pub mod quota;

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 const US_PER_DAY: i64 = 86_400_000_000;
 
+/// Largest quota limit: counts stay exact in the Redis script's doubles (2^53 minus a cost).
+pub const MAX_QUOTA_LIMIT: u64 = (1 << 53) - 1_000_000;
+
 /// A quota period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

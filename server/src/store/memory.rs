@@ -447,7 +447,7 @@ impl Store for MemoryStore {
         };
         let limit = used
             .saturating_add(remaining)
-            .min(crate::config::validate::MAX_QUOTA_LIMIT);
+            .min(crate::limiter::quota::MAX_QUOTA_LIMIT);
         let end = quota::period_end(quota.period, index).max(0) as u64;
         let h = hash_mut(&mut st, &owner, now);
         h.fields.insert(

@@ -17,8 +17,7 @@ use std::sync::Arc;
 use crate::limiter::evaluate::QuotaReport;
 use crate::limiter::{Limit, Period, Verdict};
 
-/// How long an idempotency record (`request_id`) is kept.
-pub const IDEMPOTENCY_TTL_MS: u64 = 600_000;
+pub use crate::limiter::IDEMPOTENCY_TTL_MS;
 /// Extra time state is kept past the moment it stops mattering (GC only; never correctness).
 pub const TTL_MARGIN_US: u64 = 60_000_000;
 
@@ -269,6 +268,17 @@ pub enum StoreError {
     /// The store answered something we cannot read.
     #[error("unexpected store reply: {0}")]
     Protocol(String),
+}
+
+impl crate::metrics::ErrorKind for StoreError {
+    fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Timeout => "timeout",
+            StoreError::Unreachable(_) => "unreachable",
+            StoreError::Backend(_) => "backend",
+            StoreError::Protocol(_) => "protocol",
+        }
+    }
 }
 
 impl StoreError {

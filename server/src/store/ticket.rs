@@ -18,9 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{BucketOp, CheckOp, QuotaOp, StoreError, UsageOp};
 use crate::limiter::{Limit, Period};
 
-/// A reservation is released this long (ms) before its idempotency record expires
-/// ([`super::IDEMPOTENCY_TTL_MS`]): the release needs the record.
-pub const RELEASE_MARGIN_MS: u64 = 5_000;
+pub use crate::limiter::RELEASE_MARGIN_MS;
 /// Most tickets the embedded store keeps; past it, a reservation gets no ticket (it is not
 /// released at its TTL, and an Envoy report cannot find it).
 pub const MAX_MEMORY_TICKETS: usize = 200_000;

@@ -873,7 +873,7 @@ impl Store for RedisStore {
             .arg(quota.period.code())
             .arg(remaining)
             .arg(TTL_MARGIN_US)
-            .arg(crate::config::validate::MAX_QUOTA_LIMIT)
+            .arg(crate::limiter::quota::MAX_QUOTA_LIMIT)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
