@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
 /// Connections waiting for their first byte (or TLS handshake) at once, per listener.
-pub const MAX_PENDING: usize = 1024;
+pub const MAX_PENDING: usize = crate::config::validate::MAX_PENDING_CONNECTIONS_PER_SOURCE;
 
 /// How a listener admits connections (from `server:`).
 #[derive(Debug, Clone, Copy)]

@@ -157,9 +157,9 @@ fn validate_store(s: &super::StoreConfig, dir: &std::path::Path, errors: &mut Ve
     }
 }
 
-/// Largest `server.pending_connections_per_source` (the listener's own bound,
-/// [`crate::listener::MAX_PENDING`]).
-pub const MAX_PENDING_CONNECTIONS_PER_SOURCE: usize = crate::listener::MAX_PENDING;
+/// Largest `server.pending_connections_per_source`: the listener's bound on connections
+/// waiting for their first byte, all sources together (`listener::MAX_PENDING`).
+pub const MAX_PENDING_CONNECTIONS_PER_SOURCE: usize = 1024;
 
 pub(crate) fn validate(
     c: &Config,
