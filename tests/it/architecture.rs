@@ -51,9 +51,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn graph() -> (BTreeSet<String>, BTreeMap<(String, String), String>) {
     let src = server_src();
     let mut modules = BTreeSet::new();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+    for e in std::fs::read_dir(&src).expect("read server/src") {
+        let p = e.expect("dir entry").path();
+        let name = p
+            .file_stem()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
         if p.is_dir()
             || (p.extension().is_some_and(|x| x == "rs") && name != "lib" && name != "main")
         {
@@ -67,8 +71,16 @@ fn graph() -> (BTreeSet<String>, BTreeMap<(String, String), String>) {
     rust_files(&src, &mut files);
     let mut edges = BTreeMap::new();
     for f in files {
-        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
-        let first = rel.split('/').next().unwrap().trim_end_matches(".rs");
+        let rel = f
+            .strip_prefix(&src)
+            .expect("under server/src")
+            .to_string_lossy()
+            .into_owned();
+        let first = rel
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".rs");
         let from = if first == "pipeline_tests" {
             "pipeline"
         } else {
@@ -77,7 +89,7 @@ fn graph() -> (BTreeSet<String>, BTreeMap<(String, String), String>) {
         if !modules.contains(from) {
             continue;
         }
-        let text = std::fs::read_to_string(&f).unwrap();
+        let text = std::fs::read_to_string(&f).expect("read a source file");
         let mut in_use_group = false;
         for (n, line) in text.lines().enumerate() {
             // Doc links and comments are not imports.
