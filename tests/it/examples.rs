@@ -12,7 +12,8 @@
 //! - The commands of one README run in order in one `bash` session in the repository root
 //!   (variables carry over: `TOKEN=$(tollgate dev token ...)`), with `tollgate` on `PATH` being
 //!   the binary under test. The documented address `127.0.0.1:8080` is replaced by the
-//!   example's real listener. Only stdout is compared (`tollgate dev token`'s warning goes to
+//!   example's real listener, and `TOLLGATE_ADDR` / `TOLLGATE_ADMIN_ADDR` point `tollgate
+//!   check` and the admin commands at the example's Tollgate. Only stdout is compared (`tollgate dev token`'s warning goes to
 //!   stderr).
 //! - No expected output: not compared (a command that only sets a variable).
 //! - Expected output starting with `HTTP/`: an HTTP response as `curl -si` prints it.
@@ -226,10 +227,15 @@ fn mismatch_text(expected: &[String], actual: &[&str]) -> Option<String> {
         }
     }
     if fits(expected, actual) {
-        None
-    } else {
-        Some("text differs".to_string())
+        return None;
     }
+    let missing = expected.iter().find(|e| {
+        e.trim_end() != "..." && !actual.iter().any(|a| glob(e.trim_end(), a.trim_end()))
+    });
+    Some(match missing {
+        Some(line) => format!("no line matches {line:?}"),
+        None => "the lines differ in order or number".to_string(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,7 +356,9 @@ fn bin_dir() -> tempfile::TempDir {
 }
 
 /// Runs `steps` in one bash session; returns each command's stdout.
-fn run_steps(steps: &[Step], url: &str, stderr_of: &dyn Fn() -> String) -> Vec<String> {
+fn run_steps(steps: &[Step], example: &RunningExample) -> Vec<String> {
+    let url = example.field("url");
+    let url = url.trim_start_matches("http://");
     let bins = bin_dir();
     let mut script = String::from("set -u\n");
     for s in steps {
@@ -367,6 +375,12 @@ fn run_steps(steps: &[Step], url: &str, stderr_of: &dyn Fn() -> String) -> Vec<S
         .arg(&script)
         .current_dir(workspace_root())
         .env("PATH", path)
+        // `tollgate check` and the admin commands talk to this run's Tollgate.
+        .env("TOLLGATE_ADDR", format!("http://{}", example.field("grpc")))
+        .env(
+            "TOLLGATE_ADMIN_ADDR",
+            format!("http://{}", example.field("admin")),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -389,7 +403,7 @@ fn run_steps(steps: &[Step], url: &str, stderr_of: &dyn Fn() -> String) -> Vec<S
         let _ = child.wait();
         panic!(
             "the transcript did not finish within 120 s\n{}",
-            stderr_of()
+            example.stderr_text()
         );
     }
     let out = reader.join().unwrap_or_default();
@@ -418,9 +432,7 @@ fn replay(name: &str) {
         "examples/{name}/README.md has no transcript to compare"
     );
     let example = RunningExample::start(&dir);
-    let url = example.field("url");
-    let url = url.trim_start_matches("http://");
-    let outputs = run_steps(&steps, url, &|| example.stderr_text());
+    let outputs = run_steps(&steps, &example);
     let mut failures = Vec::new();
     for (step, got) in steps.iter().zip(&outputs) {
         if let Some(why) = mismatch(&step.expected, got) {
@@ -455,6 +467,12 @@ fn example_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// Tollgate alone with `examples/tollgate.yaml`, asked with `tollgate check`.
+#[test]
+fn example_quickstart() {
+    replay("quickstart");
+}
+
 #[test]
 fn example_envoy() {
     replay("envoy");
@@ -482,7 +500,7 @@ fn example_gateway() {
 fn every_example_is_complete_and_tested() {
     let this = include_str!("examples.rs");
     let dirs = example_dirs();
-    assert!(dirs.len() >= 3, "{dirs:?}");
+    assert!(dirs.len() >= 5, "{dirs:?}");
     for dir in dirs {
         let name = dir
             .file_name()
@@ -497,7 +515,7 @@ fn every_example_is_complete_and_tested() {
         );
         assert!(
             this.contains(&format!("replay(\"{name}\")")),
-            "examples/{name} has no test in tests/tests/examples.rs"
+            "examples/{name} has no test in tests/it/examples.rs"
         );
         let cfg = dir.join("tollgate.yaml");
         if cfg.is_file() {
