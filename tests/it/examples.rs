@@ -495,7 +495,7 @@ fn example_gateway() {
 }
 
 /// Every example directory has a README with a transcript, a test above, and configs that
-/// `tollgate check-config` accepts; Envoy listeners are on loopback.
+/// `tollgate check-config` accepts; nothing listens beyond loopback.
 #[test]
 fn every_example_is_complete_and_tested() {
     let this = include_str!("examples.rs");
@@ -530,11 +530,13 @@ fn every_example_is_complete_and_tested() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        if let Ok(envoy) = std::fs::read_to_string(dir.join("envoy.yaml")) {
-            assert!(
-                !envoy.contains("0.0.0.0"),
-                "examples/{name}/envoy.yaml listens beyond loopback"
-            );
+        for file in ["envoy.yaml", "tollgate.yaml", "run.sh"] {
+            if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+                assert!(
+                    !text.contains("0.0.0.0") && !text.contains("[::]"),
+                    "examples/{name}/{file} listens beyond loopback"
+                );
+            }
         }
     }
 }
