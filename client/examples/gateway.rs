@@ -196,9 +196,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
     );
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    // The bound address: with `--listen 127.0.0.1:0`, the port the system chose.
     eprintln!(
         "gateway: {} → {} (api {}, stage {}), Tollgate at {}",
-        args.listen,
+        listener.local_addr()?,
         args.upstream,
         args.api,
         args.stage,

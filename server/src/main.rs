@@ -55,6 +55,8 @@ enum Command {
     Authorize(Box<cli::check::AuthorizeArgs>),
     /// Report the actual cost of a checked request (CheckService.ReportUsage).
     Report(Box<cli::check::ReportArgs>),
+    /// Development helpers for the examples: an echo upstream, test-only tokens.
+    Dev(cli::dev::DevArgs),
     // The admin API commands: plans, keys, usage, authorizers.
     #[command(flatten)]
     Admin(cli::AdminCommand),
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cli::check::run(cli::check::CallCommand::Check(a)),
         Command::Authorize(a) => cli::check::run(cli::check::CallCommand::Authorize(a)),
         Command::Report(a) => cli::check::run(cli::check::CallCommand::Report(a)),
+        Command::Dev(args) => cli::dev::run(args),
         Command::CheckConfig { file } => match config::load(&file, &env_lookup) {
             Ok(c) => {
                 println!(

@@ -644,7 +644,7 @@ fn start_shipped(
     let mut envoy_cfg = read("envoy.yaml");
     for (from, to) in [
         (
-            "address: 0.0.0.0, port_value: 8080",
+            "address: 127.0.0.1, port_value: 8080",
             "address: 127.0.0.1, port_value: 0".to_string(),
         ),
         (

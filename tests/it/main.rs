@@ -11,6 +11,7 @@ mod cluster;
 mod conformance;
 mod e2e;
 mod envoy;
+mod examples;
 mod faults;
 mod gateway;
 mod hostile;

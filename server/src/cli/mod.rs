@@ -12,6 +12,7 @@
 //! - [`output`]: tables and JSON.
 pub mod check;
 mod client;
+pub mod dev;
 mod output;
 mod plan;
 #[cfg(test)]
