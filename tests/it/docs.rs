@@ -546,10 +546,10 @@ fn subcommands(help: &str) -> Vec<String> {
             if line.starts_with("   ") {
                 continue;
             }
-            if let Some(name) = line.split_whitespace().next() {
-                if name != "help" {
-                    out.push(name.to_string());
-                }
+            if let Some(name) = line.split_whitespace().next()
+                && name != "help"
+            {
+                out.push(name.to_string());
             }
         }
     }
@@ -602,7 +602,7 @@ fn cli_reference_is_the_help_output() {
                 .lines()
                 .zip(md.lines())
                 .position(|(a, b)| a != b)
-                .map_or_else(|| have.lines().count().min(md.lines().count()), |i| i)
+                .unwrap_or_else(|| have.lines().count().min(md.lines().count()))
                 + 1;
             panic!(
                 "{}:{line}: differs from the binary's --help output (first difference: {:?} vs {:?}); {BLESS_HINT}",
@@ -921,6 +921,8 @@ api_keys:
 }
 
 /// Today's UTC date, `YYYY-MM-DD` (days since the epoch, civil-from-days).
+// GetUsage takes dates: the wall clock of the process under test, not a clock to inject.
+#[allow(clippy::disallowed_methods)]
 fn time_today() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
