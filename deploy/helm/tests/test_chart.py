@@ -810,7 +810,11 @@ def test_docs_kubectl_names_match_the_release_of_their_helm_install():
     # docs/guides/helm-kubernetes.md installs with `helm install tollgate ...`: the Deployment is then
     # `tollgate` (the release name contains the chart name), so `deploy/<release>-tollgate`
     # named a Deployment that does not exist.
-    docs = (ROOT / "docs" / "operating.md").read_text()
+    docs = "".join(
+        (ROOT / "docs" / page).read_text()
+        for page in ("guides/helm-kubernetes.md", "operations/upgrades.md", "operations/capacity.md",
+                     "operations/monitoring.md")
+    )
     assert re.findall(r"helm install (\S+) deploy/helm/tollgate", docs) and all(
         r == "tollgate" for r in re.findall(r"helm install (\S+) deploy/helm/tollgate", docs))
     out = _CHART.render(values={}, name="tollgate", namespace=NAMESPACE)
