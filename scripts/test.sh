@@ -53,6 +53,10 @@ export TOLLGATE_BIN="${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/toll
 export GATEWAY_BIN="${GATEWAY_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/gateway}"
 cargo test --workspace "$@"
 
+# rustdoc: no broken intra-doc links, no bad HTML, every public item documented where a crate
+# asks for it (CONTRIBUTING.md). Builds the docs only (no dependencies' docs).
+RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps
+
 # The Helm chart, alert rules and dashboard (deploy/; no Rust build): lint, render, Kubernetes
 # schema, and `tollgate check-config` of the rendered configs with the TOLLGATE_BIN above.
 ./scripts/test-helm.sh

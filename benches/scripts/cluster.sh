@@ -8,7 +8,7 @@
 # (LEASE_UNITS units): rps and store calls per check.
 #
 # Everything shares this machine's cores: the numbers are costs per check (CPU µs), which is
-# what the capacity model in docs/scaling.md scales; rps here is bounded by the 2 cores.
+# what the capacity model in docs/operations/capacity.md scales; rps here is bounded by the 2 cores.
 #
 # Usage: benches/scripts/cluster.sh   (MASTERS [3] KEYS [10000] CONCURRENCY [32] CONNECTIONS [4]
 #        DURATION [10] WARMUP [2] LEASE_UNITS [100] SKIP_BUILD [0] OUT [mktemp -d])

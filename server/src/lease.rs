@@ -8,7 +8,7 @@
 //! holds, with no store call, until they are spent or `max_age` passes; what is left then goes
 //! back to the store ([`crate::store::AnyStore::release`]).
 //!
-//! What it costs in exactness (README "Hot keys"):
+//! What it costs in exactness (docs/guides/redis-cluster-sentinel.md, "Hot keys"):
 //! - Never beyond a quota: leased units are already counted in the store.
 //! - A bucket's shape: units taken at one moment are spent a little later, so in any window at
 //!   most `units` × instances requests more than the bucket's own schedule pass.

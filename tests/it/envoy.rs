@@ -896,12 +896,19 @@ async fn shipped_metered_example_settles_after_the_response() {
     }
 }
 
-/// The README shows the shipped examples verbatim, so what users copy is what
+/// The docs book shows the shipped examples verbatim (in `file=` blocks, which
+/// `tests/it/docs.rs` also checks and re-blesses), so what users copy is what
 /// `shipped_example_works` and `shipped_metered_example_settles_after_the_response` run.
 #[test]
-fn readme_shows_the_shipped_examples_verbatim() {
+fn docs_show_the_shipped_examples_verbatim() {
     let root = workspace_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let docs: String = [
+        "docs/guides/envoy-ext-authz.md",
+        "docs/guides/ai-gateway.md",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root.join(f)).expect("docs page"))
+    .collect();
     for file in [
         "examples/envoy/envoy.yaml",
         "examples/envoy/tollgate.yaml",
@@ -910,8 +917,8 @@ fn readme_shows_the_shipped_examples_verbatim() {
     ] {
         let text = std::fs::read_to_string(root.join(file)).expect("example file");
         assert!(
-            readme.contains(&format!("```yaml\n{text}```")),
-            "README.md must contain {file} verbatim in a yaml block"
+            docs.contains(&format!("file={file}\n{text}```")),
+            "the docs book must contain {file} verbatim in a ```yaml ... file={file} block"
         );
     }
 }

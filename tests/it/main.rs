@@ -9,6 +9,7 @@ mod cli;
 mod cli_check;
 mod cluster;
 mod conformance;
+mod docs;
 mod e2e;
 mod envoy;
 mod examples;

@@ -69,7 +69,8 @@ SERVER_KEYS_WITH_TLS = SERVER_KEYS | {"tls"}
 METRICS_RS = (ROOT / "server" / "src" / "metrics.rs").read_text()
 METRICS = set(re.findall(r'pub const \w+: &str = "(tollgate_\w+)";', METRICS_RS))
 
-README = (ROOT / "README.md").read_text()
+# The configuration reference (the README's table before the docs book).
+README = (ROOT / "docs" / "reference" / "configuration.md").read_text()
 
 
 def test_sources_parsed():
@@ -470,7 +471,7 @@ def _assert_known_keys(cfg: dict):
     assert set(cfg["store"]) <= STORE_KEYS, set(cfg["store"]) - STORE_KEYS
     assert set(cfg["store"].get("tls", {})) <= STORE_TLS_KEYS
     assert set(cfg["store"].get("circuit_breaker", {})) <= BREAKER_KEYS
-    # And every server/store key the chart writes is in the README's configuration table.
+    # And every server/store key the chart writes is in the configuration reference's table.
     for section in ("server", "store"):
         for key in cfg[section]:
             if section == "server" and key == "tls":
@@ -720,7 +721,7 @@ def test_guards(values, message):
 
 
 def test_recreate_strategy():
-    # docs/operating.md: upgrades that must not mix versions use Recreate (rollingUpdate nulled).
+    # docs/operations/upgrades.md: upgrades that must not mix versions use Recreate (rollingUpdate nulled).
     d = deployment(render({"strategy": {"type": "Recreate", "rollingUpdate": None}}))
     assert d["spec"]["strategy"] == {"type": "Recreate"}
 
@@ -757,7 +758,7 @@ def test_rendered_config_passes_tollgate_check_config(name):
         pytest.skip("TOLLGATE_BIN is not set: `tollgate check-config` of the rendered configs not run")
     if not Path(binary).is_file():
         pytest.fail(f"TOLLGATE_BIN={binary} does not exist")
-    if name == "docs-example":  # docs/operating.md's my-values.yaml, with a petstore API and a plan
+    if name == "docs-example":  # docs/guides/helm-kubernetes.md's my-values.yaml, with a petstore API and a plan
         rendered = render(yaml.safe_load(DOC_VALUE_BLOCKS[0]))
         assert tollgate_config(rendered)["usage_plans"]
     else:
@@ -787,12 +788,14 @@ def test_check_config_rejects_a_bad_config():
 
 # --- the docs' examples ------------------------------------------------------------------------------
 
-DOC_VALUE_BLOCKS = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "operating.md").read_text(), re.S)
+DOC_VALUE_BLOCKS = re.findall(
+    r"```yaml helm\n(.*?)```", (ROOT / "docs" / "guides" / "helm-kubernetes.md").read_text(), re.S
+)
 
 
 @pytest.mark.parametrize("index", range(len(DOC_VALUE_BLOCKS)))
 def test_docs_values_examples_render(index):
-    # Each values example of docs/operating.md renders (fragments over a minimal Redis setup)
+    # Each values example of docs/guides/helm-kubernetes.md renders (fragments over a minimal Redis setup)
     # into valid objects.
     block = yaml.safe_load(DOC_VALUE_BLOCKS[index])
     base = {"redis": {"enabled": True, "url": "redis://redis.data.svc:6379/0"}}
@@ -804,10 +807,14 @@ def test_docs_values_examples_render(index):
 
 
 def test_docs_kubectl_names_match_the_release_of_their_helm_install():
-    # docs/operating.md installs with `helm install tollgate ...`: the Deployment is then
+    # docs/guides/helm-kubernetes.md installs with `helm install tollgate ...`: the Deployment is then
     # `tollgate` (the release name contains the chart name), so `deploy/<release>-tollgate`
     # named a Deployment that does not exist.
-    docs = (ROOT / "docs" / "operating.md").read_text()
+    docs = "".join(
+        (ROOT / "docs" / page).read_text()
+        for page in ("guides/helm-kubernetes.md", "operations/upgrades.md", "operations/capacity.md",
+                     "operations/monitoring.md")
+    )
     assert re.findall(r"helm install (\S+) deploy/helm/tollgate", docs) and all(
         r == "tollgate" for r in re.findall(r"helm install (\S+) deploy/helm/tollgate", docs))
     out = _CHART.render(values={}, name="tollgate", namespace=NAMESPACE)

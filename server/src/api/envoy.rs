@@ -55,7 +55,7 @@ pub const MAX_ENTRIES: usize = 32;
 /// A descriptor entry's key.
 pub const MAX_ENTRY_KEY_LEN: usize = 256;
 
-/// The RLS descriptor entry that says the request has no API key (see [`missing_key`]).
+/// The RLS descriptor entry that says the request has no API key (see `missing_key`).
 pub const MISSING_KEY_ENTRY: &str = "missing_api_key";
 
 /// The prefix of every identity header: a client's own are removed on allow.

@@ -1,4 +1,4 @@
-//! Size limits on every request field, in one place (also listed in the README). Anything over a
+//! Size limits on every request field, in one place (also listed in docs/reference/limits.md). Anything over a
 //! limit is `INVALID_ARGUMENT` with a message naming the field; nothing is counted.
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 //! - [`memory::MemoryStore`]: embedded, one lock, the default (single instance).
 //! - [`redis::RedisStore`]: one `EVALSHA` per check; many instances share it.
 //!
-//! Both run [`crate::limiter::evaluate`]'s math (Redis through a Lua copy of it), and one
+//! Both run [`crate::limiter::evaluate()`]'s math (Redis through a Lua copy of it), and one
 //! conformance suite in the tests crate holds them to identical decisions.
 pub mod keys;
 pub mod memory;

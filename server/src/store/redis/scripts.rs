@@ -416,8 +416,8 @@ pub fn settle() -> String {
     )
 }
 
-/// Returns the stored creation time of a plan, storing ARGV[1] when there is none.
-/// KEYS[1] `tg:plan:<id>:created_at`; ARGV[1] now µs.
+/// Returns the stored creation time of a plan, storing `ARGV[1]` when there is none.
+/// `KEYS[1]` `tg:plan:<id>:created_at`; `ARGV[1]` now µs.
 pub const PLAN_CREATED: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if v then return tonumber(v) end
@@ -432,7 +432,7 @@ local v = tonumber(redis.call('GET', KEYS[3]) or '0')
 return {v, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 "#;
 
-/// Applies definition writes if the version is still ARGV[1]; bumps it and publishes.
+/// Applies definition writes if the version is still `ARGV[1]`; bumps it and publishes.
 /// KEYS plans hash, keys hash, version. ARGV expected version, channel, then triples
 /// (`p`|`k`, id, JSON or empty to delete). Reply: the new version, or -1 on a conflict.
 pub const DEFS_WRITE: &str = r#"
