@@ -693,3 +693,69 @@ api_keys:
     let leaks: Vec<&str> = log.lines().filter(|l| l.contains(MARKER)).collect();
     assert!(leaks.is_empty(), "the marker in log lines: {leaks:#?}");
 }
+
+/// Envoy ext_authz: the reason reaches Envoy's access log through the CheckResponse's
+/// `dynamic_metadata` (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason_code)%`), and
+/// neither the client's response headers nor its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_access_log_gets_the_reason_and_the_client_does_not() {
+    use tollgate_tests::envoy::{EnvoyConfig, EnvoyProcess, ExtAuthz};
+    use tollgate_tests::upstream::EchoUpstream;
+    let redis = RedisServer::start();
+    let cfg =
+        keys_config(&redis).replace("apis:\n", "envoy: {api_id: petstore, stage: prod}\napis:\n");
+    let tg = TollgateProcess::start(&cfg);
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let access_log = dir.path().join("access.log");
+    let mut bootstrap = EnvoyConfig::new(tg.grpc_addr(), up.addr())
+        .ext_authz(ExtAuthz::default())
+        .bootstrap();
+    let hcm = bootstrap
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .expect("the http connection manager");
+    hcm["access_log"] = json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": access_log.display().to_string(),
+            "log_format": {"text_format_source": {"inline_string":
+                "status=%RESPONSE_CODE% code=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason_code)% detail=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason_detail)%\n"}},
+        },
+    }]);
+    let envoy = EnvoyProcess::start_bootstrap(&bootstrap);
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a client");
+    let r = c
+        .get(envoy.url("/pets"))
+        .header("x-api-key", KEY_OFF)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status().as_u16(), 403);
+    let headers = format!("{:?}", r.headers());
+    let body = r.text().await.expect("a body");
+    assert_eq!(body, r#"{"message":"Forbidden"}"#);
+    assert!(
+        !headers.contains("api_key_disabled") && !headers.contains("k-off"),
+        "{headers}"
+    );
+
+    // Envoy flushes its access log about once a second: poll with a deadline.
+    let deadline = std::time::Instant::now() + LOG_WAIT;
+    let log = loop {
+        let log = std::fs::read_to_string(&access_log).unwrap_or_default();
+        if log.contains("status=403") || std::time::Instant::now() >= deadline {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        log.contains("status=403 code=api_key_disabled detail=API key \"k-off\" is disabled"),
+        "access log: {log:?}; envoy: {}",
+        envoy.stderr_text()
+    );
+    assert!(!log.contains(KEY_OFF), "{log}");
+}
