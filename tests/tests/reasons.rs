@@ -231,6 +231,25 @@ async fn key_throttle_and_quota_denials_say_why() {
     )
     .await;
 
+    // The tower client library hands the reason to the gateway.
+    let client = tollgate_client::Client::builder([tg.grpc_url()])
+        .build()
+        .expect("a client");
+    let result = client
+        .check(tollgate_client::Check {
+            api_id: "petstore".into(),
+            stage: "prod".into(),
+            http_method: "GET".into(),
+            path: "/pets".into(),
+            api_key: KEY_OFF.into(),
+            ..Default::default()
+        })
+        .await;
+    let why = result
+        .reason
+        .expect("the client's CheckResult carries the reason");
+    assert_eq!(why.code, "api_key_disabled", "{why:?}");
+
     // One debug line per denial, with the key id and never the value.
     let log = wait_log(&tg, "code=quota_exceeded");
     assert!(
@@ -254,7 +273,7 @@ async fn key_throttle_and_quota_denials_say_why() {
         assert!(!log.contains(value), "a key value in the log: {log}");
     }
     let denials = log.lines().filter(|l| l.contains("request denied")).count();
-    assert_eq!(denials, 10, "one line per denial: {log}");
+    assert_eq!(denials, 11, "one line per denial: {log}");
 }
 
 fn now_s() -> i64 {
