@@ -65,6 +65,8 @@ codes! {
     CostAboveBurst => "cost_above_burst",
     /// The usage plan's quota for the period is used up.
     QuotaExceeded => "quota_exceeded",
+    /// A generic rate-limit descriptor rule (`descriptors:`, Envoy RLS) is over its limit.
+    DescriptorOverLimit => "descriptor_over_limit",
     /// A metered Envoy route saw a second request with an admitted request's `x-request-id`.
     RequestIdDuplicate => "request_id_duplicate",
     /// The request itself is invalid (Envoy ext_authz: bad method, path, size).

@@ -778,3 +778,69 @@ async fn envoy_access_log_gets_the_reason_and_the_client_does_not() {
     );
     assert!(!log.contains(KEY_OFF), "{log}");
 }
+
+/// Envoy's rate limit service has no place for a reason: an over-limit answer is logged —
+/// an API key descriptor with the pipeline's code, a generic `descriptors:` rule as
+/// `descriptor_over_limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_over_limit_answers_are_logged_with_their_reason() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code as RlsCode;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    let redis = RedisServer::start();
+    let cfg = keys_config(&redis)
+        + "descriptors:\n  - domain: edge\n    descriptors:\n      - key: generic_key\n        value: tiny\n        rate_limit: {unit: hour, requests_per_unit: 1, name: tiny-rule}\n";
+    let tg = TollgateProcess::start_with_env(&cfg, &[DENIAL_LOG]);
+    let mut rls = RateLimitServiceClient::new(tg.channel().await);
+    let ask = |domain: &str, entries: &[(&str, &str)]| RateLimitRequest {
+        domain: domain.into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: entries
+                .iter()
+                .map(|(k, v)| Entry {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    };
+    let key = [
+        ("stage", "prod"),
+        ("api_key", KEY_OFF),
+        ("method", "GET"),
+        ("path", "/pets"),
+    ];
+    let r = rls
+        .should_rate_limit(ask("petstore", &key))
+        .await
+        .expect("rls");
+    assert_eq!(r.get_ref().overall_code, RlsCode::OverLimit as i32, "{r:?}");
+    let tiny = [("generic_key", "tiny")];
+    let r = rls
+        .should_rate_limit(ask("edge", &tiny))
+        .await
+        .expect("rls");
+    assert_eq!(r.get_ref().overall_code, RlsCode::Ok as i32, "{r:?}");
+    let r = rls
+        .should_rate_limit(ask("edge", &tiny))
+        .await
+        .expect("rls");
+    assert_eq!(r.get_ref().overall_code, RlsCode::OverLimit as i32, "{r:?}");
+
+    let log = wait_log(&tg, "descriptor_over_limit");
+    assert!(
+        log.contains(
+            "code=descriptor_over_limit detail=descriptor #0 is over its rule \"tiny-rule\""
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("code=api_key_disabled detail=API key \"k-off\" is disabled"),
+        "{log}"
+    );
+    assert!(!log.contains(KEY_OFF), "{log}");
+}

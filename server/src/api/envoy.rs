@@ -305,6 +305,13 @@ fn split_path(raw: &str) -> Result<(Cow<'_, str>, QueryList), PathError> {
 fn missing_key(cat: &Catalog, domain: &str, d: &RateLimitDescriptor) -> Outcome {
     let forbidden = || {
         count("rls", "missing_api_key");
+        tracing::debug!(
+            target: reason::LOG_TARGET,
+            code = %ReasonCode::ApiKeyMissing.as_str(),
+            detail = "Envoy RLS: the request has no API key and its route requires one (or no route matches)",
+            domain,
+            "request over the limit (Envoy RLS)"
+        );
         Outcome {
             over: true,
             message: Some("Forbidden"),
@@ -748,6 +755,25 @@ fn generic_outcome(p: &Pending, out: &CheckOutcome, bucket: usize) -> Outcome {
         requests_per_unit: p.rule.requests_per_unit.min(u64::from(u32::MAX)) as u32,
         unit: p.rule.unit.map_or(Unit::Unknown, rate_unit) as i32,
     };
+    if denied_here && !p.rule.shadow {
+        // The RLS protocol has no place for a reason: the log only.
+        let rule = p
+            .rule
+            .name
+            .as_deref()
+            .map_or_else(String::new, reason::label);
+        tracing::debug!(
+            target: reason::LOG_TARGET,
+            code = %ReasonCode::DescriptorOverLimit.as_str(),
+            detail = %format!(
+                "descriptor #{} is over its rule {rule}'s limit of {} per {:?}",
+                p.index,
+                p.rule.requests_per_unit,
+                p.rule.unit
+            ),
+            "request over the limit (Envoy RLS)"
+        );
+    }
     Outcome {
         over: denied_here && !p.rule.shadow,
         status: DescriptorStatus {
