@@ -202,6 +202,26 @@ impl Decision {
     }
 }
 
+/// Why Tollgate denied a request, for the operator's logs: never send it to the client as is.
+/// The codes are listed in Tollgate's error table (`docs/reference/errors.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DenialReason {
+    /// A stable snake_case code, e.g. `api_key_disabled`, `claim_missing`, `throttled_plan`.
+    pub code: String,
+    /// Which check failed, on what (a key id, a claim, a policy statement, a bucket); never a
+    /// secret.
+    pub detail: String,
+}
+
+impl From<v1::DenialReason> for DenialReason {
+    fn from(r: v1::DenialReason) -> Self {
+        Self {
+            code: r.code,
+            detail: r.detail,
+        }
+    }
+}
+
 /// Who the caller is, as Tollgate resolved it. The layer puts it in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identity {
@@ -280,6 +300,8 @@ pub struct CheckResult {
     pub message: String,
     /// The AWS error type (`x-amzn-ErrorType`), if any.
     pub error_type: String,
+    /// Why the server denied the request (`None` on allow and on answers it did not give).
+    pub reason: Option<DenialReason>,
     /// When to retry, for throttled/quota answers.
     pub retry_after: Option<Duration>,
     /// Headers to put on the response (RateLimit-*, Retry-After, …), as the server sent them.
@@ -319,6 +341,7 @@ impl CheckResult {
                 r.message
             },
             error_type: r.error_type,
+            reason: r.reason.map(DenialReason::from),
             retry_after: r.retry_after.and_then(duration_from_proto),
             response_headers,
             identity: r.identity.map(Identity::from),
@@ -401,6 +424,8 @@ pub struct AuthorizeResult {
     pub http_status: u16,
     /// The message for the `{"message": …}` body.
     pub message: String,
+    /// Why the server denied the request (`None` on allow and on answers it did not give).
+    pub reason: Option<DenialReason>,
     /// The principal.
     pub principal_id: String,
     /// The authorizer's context.
@@ -431,6 +456,7 @@ impl AuthorizeResult {
             } else {
                 r.message
             },
+            reason: r.reason.map(DenialReason::from),
             principal_id: r.principal_id,
             context: r.context,
             usage_identifier_key: r.usage_identifier_key,

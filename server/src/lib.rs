@@ -7,6 +7,7 @@
 //! - [`catalog`]: APIs/stages/routes/plans/keys compiled for lock-free lookups.
 //! - [`config`]: the YAML contract, a pure parse that reports every error.
 //! - [`pipeline`]: the check in AWS order (route → authorizer → key → throttle → quota).
+//! - [`reason`]: why a request was denied (codes for the operator, never a secret).
 //! - [`api`]: gRPC handlers; the only place that builds `tonic::Status`.
 //! - [`clock`], [`metrics`].
 //!
@@ -25,6 +26,7 @@ pub mod listener;
 pub mod metrics;
 pub mod overlimit;
 pub mod pipeline;
+pub mod reason;
 pub mod registry;
 pub mod stamps;
 pub mod store;

@@ -16,6 +16,7 @@ use crate::limiter::headers::{self, Policy};
 use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
 use crate::overlimit::OverLimitCache;
+use crate::reason::{self, Reason, ReasonCode};
 use crate::store::{
     AnyStore, BucketOp, CheckOp, CheckOutcome, SettleStatus, Store, StoreError, StoreEvent,
     UsageOp, keys::Keys, ticket,
@@ -157,6 +158,13 @@ pub struct Answer {
     pub resource_path: String,
     /// When the store decided, µs since the epoch (0 when no store call was made).
     pub now_us: u64,
+    /// Why the request was not allowed: set on every answer but ALLOW, `None` on ALLOW.
+    pub reason: Option<Reason>,
+    /// The authorizer the route names, when it ran (for the denial log).
+    pub authorizer: Option<String>,
+    /// The principal an authorizer named on a request denied before the limits (for the
+    /// denial log only: `principal_id`, on the wire, stays unset on those denials).
+    pub denied_principal: Option<String>,
 }
 
 impl Answer {
@@ -199,7 +207,26 @@ impl Answer {
             degraded: false,
             resource_path: String::new(),
             now_us: 0,
+            reason: None,
+            authorizer: None,
+            denied_principal: None,
         }
+    }
+
+    /// A denial with its reason.
+    fn deny(decision: Decision, reason: Reason) -> Self {
+        let mut a = Self::new(decision);
+        a.reason = Some(reason);
+        a
+    }
+
+    /// 403 Missing Authentication Token (no route).
+    fn no_route(reason: Reason) -> Self {
+        let mut a = Self::deny(Decision::Forbidden, reason);
+        a.error_type = "MissingAuthenticationTokenException";
+        a.message = "Missing Authentication Token";
+        a.headers = vec![(headers::AMZN_ERROR_TYPE, a.error_type.to_string())];
+        a
     }
 }
 
@@ -611,31 +638,82 @@ impl Checker {
         res
     }
 
-    /// Checks one request.
+    /// Checks one request. Every answer but ALLOW carries its [`Reason`], logged at debug
+    /// level under [`reason::LOG_TARGET`].
     pub async fn check(&self, input: &CheckInput<'_>) -> Result<Answer, CheckError> {
+        let answer = self.check_inner(input).await?;
+        if let Some(r) = &answer.reason {
+            tracing::debug!(
+                target: reason::LOG_TARGET,
+                code = %r.code.as_str(),
+                detail = %r.detail,
+                api = %input.api_id,
+                stage = %input.stage,
+                method = %input.method,
+                route = %answer.resource_path,
+                status = answer.http_status,
+                api_key_id = %answer.api_key_id.as_deref().unwrap_or(""),
+                authorizer = %answer.authorizer.as_deref().unwrap_or(""),
+                principal = %answer
+                    .principal_id
+                    .as_deref()
+                    .or(answer.denied_principal.as_deref())
+                    .unwrap_or(""),
+                replayed = answer.replayed,
+                "request denied"
+            );
+        }
+        Ok(answer)
+    }
+
+    async fn check_inner(&self, input: &CheckInput<'_>) -> Result<Answer, CheckError> {
         let cat = self.catalog.load_full();
         let stage = find_stage(&cat, input)?;
         let Some(route) = find_route(stage, input) else {
-            let mut a = Answer::new(Decision::Forbidden);
-            a.error_type = "MissingAuthenticationTokenException";
-            a.message = "Missing Authentication Token";
-            a.headers = vec![(headers::AMZN_ERROR_TYPE, a.error_type.to_string())];
-            return Ok(a);
+            let what = if input.resource_path.is_empty() {
+                String::new()
+            } else {
+                format!(" (route template {})", reason::label(input.resource_path))
+            };
+            return Ok(Answer::no_route(Reason::new(
+                ReasonCode::RouteNotFound,
+                format!(
+                    "no route of api {:?} stage {:?} matches {} {}{what}",
+                    input.api_id,
+                    input.stage,
+                    reason::label(input.method),
+                    reason::label(input.path),
+                ),
+            )));
         };
+        let authorizer = route.authorizer.as_ref().filter(|_| !input.rate_limit_only);
         let mut principal: Option<AuthOutcome> = None;
-        if let Some(name) = route.authorizer.as_ref().filter(|_| !input.rate_limit_only) {
+        if let Some(name) = authorizer {
             let outcome = cat
                 .authorizers
                 .authorize(name, &auth_input(input, route))
                 .await;
-            let denied = match outcome.as_ref().map(|o| o.decision) {
-                Some(AuthDecision::Allow) => None,
-                Some(d) => Some(auth_answer(d)),
+            let denied = match &outcome {
+                Some(o) if o.decision == AuthDecision::Allow => None,
+                Some(o) => {
+                    let mut a = auth_answer(o.decision);
+                    a.reason = o.reason.clone();
+                    a.denied_principal =
+                        (!o.principal_id.is_empty()).then(|| o.principal_id.clone());
+                    Some(a)
+                }
                 // Validated config: a route's authorizer exists. Fail closed regardless.
-                None => Some(Answer::new(Decision::AuthorizerError)),
+                None => Some(Answer::deny(
+                    Decision::AuthorizerError,
+                    Reason::new(
+                        ReasonCode::AuthorizerFailed,
+                        format!("authorizer {name:?} is not configured"),
+                    ),
+                )),
             };
             if let Some(mut a) = denied {
                 a.resource_path = route.template.as_str().to_string();
+                a.authorizer = Some(name.clone());
                 return Ok(a);
             }
             principal = outcome;
@@ -647,23 +725,27 @@ impl Checker {
             // authorizer has no identity: stage-wide limits only.
             if let Some(p) = &principal {
                 match find_identity_plan(&cat, stage, route, p) {
-                    Some(kp) => {
+                    Ok(kp) => {
                         identity_plan = kp;
                         key_plan = Some((&identity_plan.0, &identity_plan.1));
                     }
-                    None => {
-                        let mut a = Answer::new(Decision::Forbidden);
+                    Err(r) => {
+                        let mut a = Answer::deny(Decision::Forbidden, r);
                         a.resource_path = route.template.as_str().to_string();
+                        a.authorizer = authorizer.cloned();
+                        a.denied_principal = Some(p.principal_id.clone());
                         return Ok(a);
                     }
                 }
             }
         } else if route.api_key_required || input.rate_limit_only {
             match find_key_plan(&cat, stage, input, principal.as_ref(), true) {
-                Some(kp) => key_plan = Some(kp),
-                None => {
-                    let mut a = Answer::new(Decision::Forbidden);
+                Ok(kp) => key_plan = Some(kp),
+                Err(r) => {
+                    let mut a = Answer::deny(Decision::Forbidden, r);
                     a.resource_path = route.template.as_str().to_string();
+                    a.authorizer = authorizer.cloned();
+                    a.denied_principal = principal.as_ref().map(|p| p.principal_id.clone());
                     return Ok(a);
                 }
             }
@@ -688,6 +770,7 @@ impl Checker {
                     Ok(out) => {
                         let duplicate = self.leave_ticket(input, &op, &out, key_plan).await;
                         let mut a = answer_from(&out, &limits, op.quota.as_ref().map(|q| q.period));
+                        a.reason = store_reason(&out, &op, stage, route, key_plan, input);
                         a.replayed |= duplicate;
                         a
                     }
@@ -715,6 +798,7 @@ impl Checker {
             }
         };
         answer.resource_path = route.template.as_str().to_string();
+        answer.authorizer = authorizer.cloned();
         if let Some(p) = principal {
             answer.principal_id = Some(p.principal_id);
             answer.context = p.context;
@@ -755,7 +839,7 @@ impl Checker {
                     .await;
                 match principal
                     .as_ref()
-                    .and_then(|p| find_identity_plan(&cat, stage, route, p))
+                    .and_then(|p| find_identity_plan(&cat, stage, route, p).ok())
                 {
                     Some(kp) => {
                         identity_plan = kp;
@@ -779,7 +863,7 @@ impl Checker {
                     .authorize(name, &auth_input(input, route))
                     .await;
             }
-            key_plan = find_key_plan(&cat, stage, input, principal.as_ref(), false);
+            key_plan = find_key_plan(&cat, stage, input, principal.as_ref(), false).ok();
             if key_plan.is_none() {
                 return Err(ReportError::NoReservation(
                     "the API key is unknown or not in a plan for this stage".into(),
@@ -977,44 +1061,114 @@ fn auth_input<'a>(input: &'a CheckInput<'_>, route: &'a Route) -> AuthInput<'a> 
 }
 
 /// The usage owner and plan of the identity `principal` gives on `route` (its principal, or
-/// the claim the route's `usage_identifier` names): [`Catalog::identity_plan`]. `None` when
-/// there is no identity or it has no plan (403).
+/// the claim the route's `usage_identifier` names): [`Catalog::identity_plan`]. The reason
+/// (403) when there is no identity or it has no plan.
 fn find_identity_plan(
     cat: &Catalog,
     stage: &Stage,
     route: &Route,
     principal: &AuthOutcome,
-) -> Option<(Arc<ApiKey>, Arc<Plan>)> {
+) -> Result<(Arc<ApiKey>, Arc<Plan>), Reason> {
+    let authorizer = route.authorizer.as_deref().unwrap_or("");
     let value = match &route.usage_identifier {
-        UsageIdentifier::Claim(name) => principal.context.get(name).map(String::as_str),
-        _ => Some(principal.principal_id.as_str()),
+        UsageIdentifier::Claim(name) => principal
+            .context
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                Reason::new(
+                    ReasonCode::ClaimMissing,
+                    format!(
+                        "claim {name:?} (the route's usage_identifier) is missing from \
+                             authorizer {authorizer:?}'s output"
+                    ),
+                )
+            })?,
+        _ => principal.principal_id.as_str(),
     };
-    let identity = route.usage_identifier.identity(value?)?;
+    let what = match &route.usage_identifier {
+        UsageIdentifier::Claim(name) => format!("claim {name:?}"),
+        _ => "the principal".to_string(),
+    };
+    let no_plan = |detail: String| Reason::new(ReasonCode::IdentityNotInPlan, detail);
+    let identity = route.usage_identifier.identity(value).ok_or_else(|| {
+        no_plan(format!(
+            "{what} is not a usable identity (empty, null, an object or a list, or too long)"
+        ))
+    })?;
     // Scoped by the authorizer that vouched for it: `alice` from two authorizers is two
     // identities unless the config maps both to one namespace.
-    let identity = format!("{}/{identity}", route.identity_namespace.as_deref()?);
-    cat.identity_plan(stage, &identity)
+    let namespace = route.identity_namespace.as_deref().ok_or_else(|| {
+        no_plan(format!(
+            "the route's usage_identifier has no identity namespace (authorizer {authorizer:?})"
+        ))
+    })?;
+    let identity = format!("{namespace}/{identity}");
+    cat.identity_plan(stage, &identity).ok_or_else(|| {
+        let named = reason::label(&identity);
+        no_plan(match cat.identity(&identity) {
+            Some(k) if !k.enabled => format!("identity {named} is disabled"),
+            _ => format!(
+                "identity {named} has no usage plan for api {:?} stage {:?} (and the stage has \
+                 no default plan)",
+                stage.api_id, stage.name
+            ),
+        })
+    })
 }
 
+///
+/// The reason (403) names the key by its id, never by its value.
 fn find_key_plan<'c>(
     cat: &'c Catalog,
     stage: &Stage,
     input: &CheckInput<'_>,
     principal: Option<&AuthOutcome>,
     enabled_only: bool,
-) -> Option<(&'c Arc<ApiKey>, &'c Arc<Plan>)> {
-    let value = match stage.key_source {
-        _ if input.rate_limit_only => input.api_key,
-        ApiKeySource::Header => input.api_key,
-        ApiKeySource::Authorizer => principal
+) -> Result<(&'c Arc<ApiKey>, &'c Arc<Plan>), Reason> {
+    let from_authorizer = stage.key_source == ApiKeySource::Authorizer && !input.rate_limit_only;
+    let value = if from_authorizer {
+        principal
             .and_then(|p| p.usage_identifier_key.as_deref())
-            .unwrap_or(""),
+            .unwrap_or("")
+    } else {
+        input.api_key
     };
-    (!value.is_empty())
-        .then(|| cat.key_by_digest(&key_digest(value)))
-        .flatten()
-        .filter(|k| k.enabled || !enabled_only)
-        .and_then(|k| Some((k, k.plan_for(input.api_id, input.stage)?)))
+    let source = if from_authorizer {
+        "the authorizer's usageIdentifierKey"
+    } else {
+        "the x-api-key header"
+    };
+    if value.is_empty() {
+        return Err(Reason::new(
+            ReasonCode::ApiKeyMissing,
+            format!("the route requires an API key and {source} is empty or absent"),
+        ));
+    }
+    let Some(k) = cat.key_by_digest(&key_digest(value)) else {
+        return Err(Reason::new(
+            ReasonCode::ApiKeyUnknown,
+            format!("no API key has the value in {source}"),
+        ));
+    };
+    if !k.enabled && enabled_only {
+        return Err(Reason::new(
+            ReasonCode::ApiKeyDisabled,
+            format!("API key {} is disabled", reason::label(&k.id)),
+        ));
+    }
+    let Some(plan) = k.plan_for(input.api_id, input.stage) else {
+        return Err(Reason::new(
+            ReasonCode::PlanNotOnStage,
+            format!(
+                "API key {} is in no usage plan for api {:?} stage {:?}",
+                reason::label(&k.id),
+                input.api_id,
+                input.stage
+            ),
+        ));
+    };
+    Ok((k, plan))
 }
 
 /// The answer for an authorizer's denial.
@@ -1184,6 +1338,101 @@ fn idempotency_id(input: &CheckInput<'_>, template: &str) -> String {
     }
     h.update(input.cost.to_le_bytes());
     hex::encode(h.finalize())
+}
+
+/// Why the store denied `op` (`None` when it allowed it): the bucket that was empty (the
+/// plan's method throttle, the plan's throttle, the route's or the stage's throttle), a cost
+/// above a bucket's burst, or the quota.
+fn store_reason(
+    out: &CheckOutcome,
+    op: &CheckOp,
+    stage: &Stage,
+    route: &Route,
+    key_plan: Option<(&Arc<ApiKey>, &Arc<Plan>)>,
+    input: &CheckInput<'_>,
+) -> Option<Reason> {
+    let replay = if out.replayed {
+        " (the stored answer to an earlier request with this request_id)"
+    } else {
+        ""
+    };
+    let template = route.template.as_str();
+    let reason = match out.verdict {
+        Verdict::Allowed => return None,
+        Verdict::Throttled { bucket } => {
+            let b = op.buckets.get(bucket);
+            let (code, what) = match (b, key_plan) {
+                (Some(b), _) if b.hash == stage.hash && b.field == "t:*" => (
+                    ReasonCode::ThrottledStage,
+                    format!("the default throttle of stage {:?}", stage.name),
+                ),
+                (Some(b), _) if b.hash == stage.hash => (
+                    ReasonCode::ThrottledRoute,
+                    format!("the throttle of route {} {template}", route.method),
+                ),
+                (_, Some((key, plan))) => {
+                    match plan.method_throttle(input.api_id, input.stage, template, input.method) {
+                        Some(m) => (
+                            ReasonCode::ThrottledMethod,
+                            format!(
+                                "usage plan {:?}'s method throttle for {} {} (API key {})",
+                                plan.id,
+                                m.method,
+                                m.resource,
+                                reason::label(&key.id)
+                            ),
+                        ),
+                        None => (
+                            ReasonCode::ThrottledPlan,
+                            format!(
+                                "usage plan {:?}'s throttle for API key {}",
+                                plan.id,
+                                reason::label(&key.id)
+                            ),
+                        ),
+                    }
+                }
+                (_, None) => (ReasonCode::ThrottledStage, "a throttle bucket".to_string()),
+            };
+            match b.map(|b| b.limit) {
+                Some(l) if op.cost > u64::from(l.burst()) => Reason::new(
+                    ReasonCode::CostAboveBurst,
+                    format!(
+                        "the cost {} is above the burst {} of {what}: it can never pass{replay}",
+                        op.cost,
+                        l.burst()
+                    ),
+                ),
+                Some(l) => Reason::new(
+                    code,
+                    format!(
+                        "{what} is empty (rate {}/s, burst {}, cost {}){replay}",
+                        l.rate(),
+                        l.burst(),
+                        op.cost
+                    ),
+                ),
+                None => Reason::new(code, format!("{what} is empty{replay}")),
+            }
+        }
+        Verdict::QuotaExceeded => {
+            let plan = key_plan.map_or("", |(_, p)| p.id.as_str());
+            let period = op.quota.as_ref().map_or("", |q| q.period.policy_name());
+            let detail = match out.quota {
+                Some(q) if op.cost > q.limit => format!(
+                    "the cost {} is above usage plan {plan:?}'s {period} quota of {}{replay}",
+                    op.cost, q.limit
+                ),
+                Some(q) => format!(
+                    "usage plan {plan:?}'s {period} quota of {} is used up ({} used, cost {}){replay}",
+                    q.limit, q.used, op.cost
+                ),
+                None => format!("usage plan {plan:?}'s {period} quota is used up{replay}"),
+            };
+            Reason::new(ReasonCode::QuotaExceeded, detail)
+        }
+    };
+    Some(reason)
 }
 
 /// Turns a store outcome into the answer with its headers.

@@ -541,3 +541,132 @@ async fn update_usage_invalidates_a_cached_used_up_quota() {
     assert_eq!(a.decision, Decision::Allow, "{a:?}");
     assert_eq!(checker.store_calls(), calls + 1);
 }
+
+/// Every denial carries its reason; ALLOW none. A reason names the key by id, never by value.
+#[tokio::test]
+async fn denials_say_why() {
+    use crate::reason::ReasonCode as C;
+    let f = fixture_with(
+        &CONFIG.replace("burst_limit: 3 }", "burst_limit: 100 }"),
+        None,
+    );
+    let why = |a: &Answer| {
+        let r = a.reason.clone().expect("a denial has a reason");
+        for value in [
+            K1,
+            K2,
+            "key-off-0123456789abcdef",
+            "key-lonely-0123456789abc",
+        ] {
+            assert!(!r.detail.contains(value), "{r}");
+        }
+        (r.code, r.detail)
+    };
+    let a = f.check(req("GET", "/items", K1)).await;
+    assert_eq!((a.decision, a.reason), (Decision::Allow, None));
+
+    let (code, detail) = why(&f.check(req("DELETE", "/items", K1)).await);
+    assert_eq!(code, C::RouteNotFound);
+    assert!(
+        detail.contains("DELETE") && detail.contains("/items"),
+        "{detail}"
+    );
+    let cases = [
+        ("", C::ApiKeyMissing, "x-api-key"),
+        ("no-such-key-0123456789", C::ApiKeyUnknown, "x-api-key"),
+        ("key-off-0123456789abcdef", C::ApiKeyDisabled, "\"off\""),
+        ("key-lonely-0123456789abc", C::PlanNotOnStage, "\"lonely\""),
+    ];
+    for (key, want, named) in cases {
+        let (code, detail) = why(&f.check(req("GET", "/items", key)).await);
+        assert_eq!(code, want, "{key:?}: {detail}");
+        assert!(detail.contains(named), "{key:?}: {detail}");
+    }
+    let (code, detail) = why(&f
+        .check(CheckInput {
+            stage: "keyed",
+            ..req("GET", "/", K1)
+        })
+        .await);
+    assert_eq!(code, C::ApiKeyMissing);
+    assert!(detail.contains("usageIdentifierKey"), "{detail}");
+    let (code, detail) = why(&f.check(req("GET", "/secure", "")).await);
+    assert_eq!(code, C::AuthorizerFailed);
+    assert!(detail.contains("\"auth\""), "{detail}");
+
+    // Buckets: the plan's (burst 2; K1 spent one above), the plan's method throttle, the
+    // route's, a cost above the burst.
+    f.check(req("GET", "/items", K1)).await;
+    let (code, detail) = why(&f.check(req("GET", "/items", K1)).await);
+    assert_eq!(code, C::ThrottledPlan, "{detail}");
+    assert!(
+        detail.contains("\"basic\"") && detail.contains("\"k1\""),
+        "{detail}"
+    );
+    f.check(req("POST", "/items", K1)).await;
+    let (code, detail) = why(&f.check(req("POST", "/items", K1)).await);
+    assert_eq!(code, C::ThrottledMethod, "{detail}");
+    assert!(detail.contains("POST /items"), "{detail}");
+    f.check(req("GET", "/slow", "")).await;
+    let (code, detail) = why(&f.check(req("GET", "/slow", "")).await);
+    assert_eq!(code, C::ThrottledRoute, "{detail}");
+    assert!(detail.contains("GET /slow"), "{detail}");
+    let (code, detail) = why(&f
+        .check(CheckInput {
+            cost: 3,
+            ..req("GET", "/items/1", K2)
+        })
+        .await);
+    assert_eq!(code, C::CostAboveBurst, "{detail}");
+    assert!(
+        detail.contains("cost 3") && detail.contains("burst 2"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn stage_and_quota_denials_say_why() {
+    use crate::reason::ReasonCode as C;
+    let f = fixture();
+    // Stage burst 3 across keys.
+    f.check(req("GET", "/items", K1)).await;
+    f.check(req("GET", "/items", K1)).await;
+    f.check(req("GET", "/items", K2)).await;
+    let a = f.check(req("GET", "/items", K2)).await;
+    let r = a.reason.expect("reason");
+    assert_eq!(r.code, C::ThrottledStage, "{r}");
+    assert!(r.detail.contains("\"prod\""), "{r}");
+    // Quota: limit 5, offset 1 today (K1 used 2).
+    f.clock.advance(10_000_000);
+    for _ in 0..2 {
+        assert_eq!(
+            f.check(req("GET", "/items", K1)).await.decision,
+            Decision::Allow
+        );
+        f.clock.advance(1_000_000);
+    }
+    let a = f
+        .check(CheckInput {
+            request_id: "q-1",
+            ..req("GET", "/items", K1)
+        })
+        .await;
+    let r = a.reason.expect("reason");
+    assert_eq!(r.code, C::QuotaExceeded, "{r}");
+    assert!(
+        r.detail.contains("\"basic\"") && r.detail.contains("daily quota of 4"),
+        "{r}"
+    );
+    assert!(!r.detail.contains("stored answer"), "{r}");
+    // Replayed from the idempotency record: the same code, said to be the stored answer.
+    let again = f
+        .check(CheckInput {
+            request_id: "q-1",
+            ..req("GET", "/items", K1)
+        })
+        .await;
+    assert!(again.replayed);
+    let r = again.reason.expect("reason");
+    assert_eq!(r.code, C::QuotaExceeded, "{r}");
+    assert!(r.detail.contains("stored answer"), "{r}");
+}

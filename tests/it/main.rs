@@ -22,6 +22,7 @@ mod jwt;
 mod listener_limits;
 mod listener_tls;
 mod metering;
+mod reasons;
 mod revocation;
 mod secrets;
 mod sentinel;

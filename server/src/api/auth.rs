@@ -138,14 +138,27 @@ impl pb::authorization_service_server::AuthorizationService for AuthApi {
             AuthDecision::Allow => Decision::Allow,
             _ => a.decision,
         };
+        if let Some(why) = &out.reason {
+            tracing::debug!(
+                target: crate::reason::LOG_TARGET,
+                code = %why.code.as_str(),
+                detail = %why.detail,
+                api = %r.api_id,
+                stage = %r.stage,
+                method = %method,
+                route = %resource_path,
+                authorizer = %name,
+                principal = %out.principal_id,
+                "authorization denied (Authorize)"
+            );
+        }
         let cached = out.cache_level != CacheLevel::None;
         Ok(Response::new(pb::AuthorizeResponse {
             decision: pb::Decision::from(decision) as i32,
             http_status: u32::from(a.http_status),
             message: a.message.to_string(),
             error_type: a.error_type.to_string(),
-            // Filled in by issue 21's denial reasons.
-            reason: None,
+            reason: out.reason.as_ref().map(super::check::reason_to_proto),
             principal_id: out.principal_id,
             context: out.context.into_iter().collect(),
             usage_identifier_key: out.usage_identifier_key.unwrap_or_default(),

@@ -178,6 +178,14 @@ fn check_input<'a>(r: &'a pb::CheckRequestRequest, e: &'a Canonical<'a>) -> Chec
     }
 }
 
+/// A denial's reason on the wire.
+pub(crate) fn reason_to_proto(r: &crate::reason::Reason) -> pb::DenialReason {
+    pb::DenialReason {
+        code: r.code.as_str().to_string(),
+        detail: r.detail.clone(),
+    }
+}
+
 /// Domain answer → wire response.
 pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
     pb::CheckRequestResponse {
@@ -185,8 +193,7 @@ pub fn to_proto(a: Answer) -> pb::CheckRequestResponse {
         http_status: u32::from(a.http_status),
         error_type: a.error_type.to_string(),
         message: a.message.to_string(),
-        // Filled in by issue 21's denial reasons.
-        reason: None,
+        reason: a.reason.as_ref().map(reason_to_proto),
         retry_after: a.retry_after_us.map(duration),
         throttle: a.throttle.map(|t| pb::ThrottleStatus {
             rate_limit: t.limit.rate(),

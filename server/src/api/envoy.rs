@@ -41,6 +41,7 @@ use crate::limiter::headers::{self, Policy};
 use crate::limiter::{Limit, Period, Verdict};
 use crate::metrics as m;
 use crate::pipeline::{Answer, CheckError, CheckInput, Checker, Decision, ReportError};
+use crate::reason::{self, Reason, ReasonCode};
 use crate::store::{BucketOp, CheckOp, CheckOutcome};
 
 use rate_limit_response::{Code, DescriptorStatus, RateLimit, rate_limit::Unit};
@@ -127,7 +128,43 @@ fn context_header(name: &str) -> String {
     h
 }
 
-fn denied(status: u16, message: &str, extra: Vec<(&'static str, String)>) -> CheckResponse {
+/// The denial's reason as the ext_authz `dynamic_metadata` (`reason_code`, `reason_detail`):
+/// Envoy's access log reads it (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason_code)%`);
+/// it never reaches the client.
+fn reason_metadata(r: &Reason) -> envoy_types::pb::google::protobuf::Struct {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    Struct {
+        fields: [
+            ("reason_code".to_string(), text(r.code.as_str())),
+            ("reason_detail".to_string(), text(&r.detail)),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+/// A denial the ext_authz handler decides itself (the pipeline logs its own), logged at debug
+/// level like the pipeline's.
+fn envoy_denial(status: u16, message: &str, r: Reason) -> CheckResponse {
+    tracing::debug!(
+        target: reason::LOG_TARGET,
+        code = %r.code.as_str(),
+        detail = %r.detail,
+        status,
+        "request denied (Envoy ext_authz)"
+    );
+    denied(status, message, Vec::new(), Some(&r))
+}
+
+fn denied(
+    status: u16,
+    message: &str,
+    extra: Vec<(&'static str, String)>,
+    reason: Option<&Reason>,
+) -> CheckResponse {
     let mut hs = vec![header(
         "content-type",
         "application/json".into(),
@@ -154,7 +191,7 @@ fn denied(status: u16, message: &str, extra: Vec<(&'static str, String)>) -> Che
             headers: hs,
             body: message_body(message),
         })),
-        dynamic_metadata: None,
+        dynamic_metadata: reason.map(reason_metadata),
     }
 }
 
@@ -268,6 +305,13 @@ fn split_path(raw: &str) -> Result<(Cow<'_, str>, QueryList), PathError> {
 fn missing_key(cat: &Catalog, domain: &str, d: &RateLimitDescriptor) -> Outcome {
     let forbidden = || {
         count("rls", "missing_api_key");
+        tracing::debug!(
+            target: reason::LOG_TARGET,
+            code = %ReasonCode::ApiKeyMissing.as_str(),
+            detail = "Envoy RLS: the request has no API key and its route requires one (or no route matches)",
+            domain,
+            "request over the limit (Envoy RLS)"
+        );
         Outcome {
             over: true,
             message: Some("Forbidden"),
@@ -358,7 +402,8 @@ impl Authorization for EnvoyApi {
         let bad = |msg: String| {
             metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
             count("ext_authz", "deny");
-            Ok(Response::new(denied(400, &msg, Vec::new())))
+            let r = Reason::new(ReasonCode::RequestInvalid, msg.clone());
+            Ok(Response::new(envoy_denial(400, &msg, r)))
         };
         if method.is_empty()
             || method.len() > MAX_METHOD_LEN
@@ -369,10 +414,13 @@ impl Authorization for EnvoyApi {
         if http.body.len().max(http.raw_body.len()) > MAX_ENVOY_BODY_BYTES {
             metrics::counter!(m::INVALID_REQUESTS_TOTAL).increment(1);
             count("ext_authz", "deny");
-            return Ok(Response::new(denied(
+            return Ok(Response::new(envoy_denial(
                 413,
                 "Request body too large",
-                Vec::new(),
+                Reason::new(
+                    ReasonCode::RequestInvalid,
+                    format!("the request body is larger than {MAX_ENVOY_BODY_BYTES} bytes"),
+                ),
             )));
         }
         if http.path.len() > MAX_PATH_LEN {
@@ -492,10 +540,16 @@ impl Authorization for EnvoyApi {
                 // it would ride on the first one's (Envoy regenerates external ids at the
                 // edge unless preserve_external_request_id is set).
                 count("ext_authz", "deny");
-                Ok(Response::new(denied(
+                Ok(Response::new(envoy_denial(
                     409,
                     "Duplicate x-request-id: a request with this id was already admitted",
-                    Vec::new(),
+                    Reason::new(
+                        ReasonCode::RequestIdDuplicate,
+                        format!(
+                            "x-request-id {} names a reservation already admitted on this metered route",
+                            reason::label(request_id)
+                        ),
+                    ),
                 )))
             }
             Ok(a) => {
@@ -510,6 +564,14 @@ impl Authorization for EnvoyApi {
                                     "authorizer context names collide as one x-tollgate-context- header; request refused"
                                 );
                                 count("ext_authz", "deny");
+                                let r = Reason::new(
+                                    ReasonCode::ContextNameCollision,
+                                    format!(
+                                        "authorizer context names {} and {} would be sent as one x-tollgate-context- header",
+                                        reason::label(&x),
+                                        reason::label(&y)
+                                    ),
+                                );
                                 return Ok(Response::new(denied(
                                     500,
                                     "Internal server error",
@@ -517,6 +579,7 @@ impl Authorization for EnvoyApi {
                                         headers::AMZN_ERROR_TYPE,
                                         "AuthorizerConfigurationException".to_string(),
                                     )],
+                                    Some(&r),
                                 )));
                             }
                         }
@@ -527,7 +590,13 @@ impl Authorization for EnvoyApi {
                     Ok(Response::new(allowed(a, up, hdrs.keys())))
                 } else {
                     count("ext_authz", "deny");
-                    Ok(Response::new(denied(a.http_status, a.message, a.headers)))
+                    let r = a.reason.as_ref();
+                    Ok(Response::new(denied(
+                        a.http_status,
+                        a.message,
+                        a.headers,
+                        r,
+                    )))
                 }
             }
             Err(CheckError::NotFound(msg)) => {
@@ -686,6 +755,25 @@ fn generic_outcome(p: &Pending, out: &CheckOutcome, bucket: usize) -> Outcome {
         requests_per_unit: p.rule.requests_per_unit.min(u64::from(u32::MAX)) as u32,
         unit: p.rule.unit.map_or(Unit::Unknown, rate_unit) as i32,
     };
+    if denied_here && !p.rule.shadow {
+        // The RLS protocol has no place for a reason: the log only.
+        let rule = p
+            .rule
+            .name
+            .as_deref()
+            .map_or_else(String::new, reason::label);
+        tracing::debug!(
+            target: reason::LOG_TARGET,
+            code = %ReasonCode::DescriptorOverLimit.as_str(),
+            detail = %format!(
+                "descriptor #{} is over its rule {rule}'s limit of {} per {:?}",
+                p.index,
+                p.rule.requests_per_unit,
+                p.rule.unit
+            ),
+            "request over the limit (Envoy RLS)"
+        );
+    }
     Outcome {
         over: denied_here && !p.rule.shadow,
         status: DescriptorStatus {

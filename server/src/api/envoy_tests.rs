@@ -1028,3 +1028,56 @@ fn context_names_that_collide_as_one_header_are_refused() {
     let ok = ok_parts(&r).expect("allowed");
     assert_eq!(ok.headers_to_remove, ["x_tollgate_principal_id"]);
 }
+
+/// A denial's reason is in the CheckResponse's `dynamic_metadata` (for Envoy's access log),
+/// never in a header or the body the client gets; an allow has none.
+#[tokio::test]
+async fn ext_authz_denials_carry_their_reason_in_dynamic_metadata() {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let f = fixture();
+    let meta = |r: &CheckResponse, field: &str| {
+        r.dynamic_metadata
+            .as_ref()
+            .and_then(|m| m.fields.get(field))
+            .and_then(|v| match &v.kind {
+                Some(Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    let cases = [
+        (authz_req("GET", "/items", &[], &[]), "api_key_missing"),
+        (
+            authz_req("GET", "/nope", &[("x-api-key", K1)], &[]),
+            "route_not_found",
+        ),
+        (
+            authz_req(
+                "GET",
+                "/items",
+                &[("x-api-key", "no-such-key-0123456789")],
+                &[],
+            ),
+            "api_key_unknown",
+        ),
+        (authz_req("G3T", "/items", &[], &[]), "request_invalid"),
+    ];
+    for (req, code) in cases {
+        let r = f.authz(req).await.expect("answered");
+        let (_, body, hs) = denied_parts(&r).expect("denied");
+        assert_eq!(meta(&r, "reason_code").as_deref(), Some(code), "{r:?}");
+        let detail = meta(&r, "reason_detail").expect("a detail");
+        assert!(!body.contains(code) && !body.contains(&detail), "{body}");
+        assert!(
+            hs.iter()
+                .all(|(k, v)| !k.contains("reason") && !v.contains(code)),
+            "{hs:?}"
+        );
+        assert!(!detail.contains("no-such-key-0123456789"), "{detail}");
+    }
+    let r = f
+        .authz(authz_req("GET", "/items", &[("x-api-key", K1)], &[]))
+        .await
+        .expect("answered");
+    assert!(ok_parts(&r).is_some());
+    assert_eq!(r.dynamic_metadata, None, "an allow has no reason");
+}

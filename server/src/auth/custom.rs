@@ -39,6 +39,9 @@ pub enum CalloutError {
     /// Timeout, connection failure, non-2xx status, or malformed output (→ 500).
     #[error("authorizer failure: {0}")]
     Failed(String),
+    /// The `policyDocument` cannot be evaluated (→ 500).
+    #[error("authorizer failure: policyDocument: {0}")]
+    Policy(String),
 }
 
 /// The request details a REQUEST event carries.
@@ -187,8 +190,7 @@ pub fn parse_output(body: &[u8]) -> Result<CustomOutput, CalloutError> {
     let doc = o
         .get("policyDocument")
         .ok_or_else(|| CalloutError::Failed("response has no policyDocument".into()))?;
-    let policy =
-        Policy::parse(doc).map_err(|e| CalloutError::Failed(format!("policyDocument: {e}")))?;
+    let policy = Policy::parse(doc).map_err(CalloutError::Policy)?;
     let context = context(o.get("context")).map_err(CalloutError::Failed)?;
     let usage_identifier_key = o
         .get("usageIdentifierKey")

@@ -223,6 +223,11 @@ impl Drop for JwtAuthorizer {
 }
 
 impl JwtAuthorizer {
+    /// The issuer (`iss`) tokens must carry.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// `issuer`: required `iss`; `audiences`: allowed `aud` (ID tokens) / `client_id` (access
     /// tokens), empty = any.
     ///

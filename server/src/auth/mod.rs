@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::config::{AuthorizerConfig, AuthorizerKind, Config};
 use crate::metrics as m;
+use crate::reason::{Reason, ReasonCode};
 use crate::store::keys::Keys;
 use crate::store::{AnyStore, Store};
 use policy::{Policy, PolicyDecision};
@@ -82,6 +83,16 @@ impl IdentitySource {
             "stageVariables" | "stage" => Ok(Self::StageVariable(name.to_string())),
             "context" => Ok(Self::Context(name.to_string())),
             _ => Err(format!("identity source {s:?}: unknown kind {kind:?}")),
+        }
+    }
+
+    /// How a denial reason names the source (`header:authorization`), never its value.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Header(n) => format!("header:{n}"),
+            Self::Query(n) => format!("query:{n}"),
+            Self::StageVariable(n) => format!("stageVariables:{n}"),
+            Self::Context(n) => format!("context:{n}"),
         }
     }
 
@@ -189,6 +200,8 @@ pub struct AuthOutcome {
     pub cache_level: CacheLevel,
     /// When the cached output expires (µs), if cached.
     pub cache_expires_at_us: Option<u64>,
+    /// Why the request was not allowed (`None` on allow).
+    pub reason: Option<Reason>,
 }
 
 impl AuthOutcome {
@@ -200,6 +213,14 @@ impl AuthOutcome {
             usage_identifier_key: None,
             cache_level: CacheLevel::None,
             cache_expires_at_us: None,
+            reason: None,
+        }
+    }
+
+    fn denied(decision: AuthDecision, reason: Reason) -> Self {
+        Self {
+            reason: Some(reason),
+            ..Self::bare(decision)
         }
     }
 }
@@ -216,11 +237,11 @@ struct Output {
     level: CacheLevel,
 }
 
-/// A non-cacheable result of running an authorizer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A non-cacheable result of running an authorizer, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Failure {
-    Unauthorized,
-    Error,
+    Unauthorized(Reason),
+    Error(Reason),
 }
 
 enum Kind {
@@ -453,14 +474,26 @@ impl Authorizers {
             input.path,
         );
         if let Kind::SigV4(v) = &a.kind {
-            return sigv4_outcome(v, input, &arn, now);
+            return sigv4_outcome(v, &a.name, input, &arn, now);
         }
         // Identity sources: all must be present (401 without a call otherwise).
         let mut values = Vec::with_capacity(a.sources.len());
         for s in &a.sources {
             match s.read(input) {
                 Some(v) => values.push(v),
-                None => return AuthOutcome::bare(AuthDecision::Unauthorized),
+                None => {
+                    return AuthOutcome::denied(
+                        AuthDecision::Unauthorized,
+                        Reason::new(
+                            ReasonCode::IdentitySourceMissing,
+                            format!(
+                                "authorizer {:?}: the request has no {} (its identity source)",
+                                a.name,
+                                s.describe()
+                            ),
+                        ),
+                    );
+                }
             }
         }
         if let Kind::Token {
@@ -468,7 +501,16 @@ impl Authorizers {
         } = &a.kind
             && !values.first().is_some_and(|t| re.is_match(t))
         {
-            return AuthOutcome::bare(AuthDecision::Unauthorized);
+            return AuthOutcome::denied(
+                AuthDecision::Unauthorized,
+                Reason::new(
+                    ReasonCode::TokenRejectedByRegex,
+                    format!(
+                        "authorizer {:?}: the token does not match its validation_regex",
+                        a.name
+                    ),
+                ),
+            );
         }
         let output = if a.ttl.is_zero() {
             self.load(a, input, &values, &arn, now).await
@@ -476,15 +518,38 @@ impl Authorizers {
             self.cached(a, input, &values, &arn, now).await
         };
         match output {
-            Err(Failure::Unauthorized) => AuthOutcome::bare(AuthDecision::Unauthorized),
-            Err(Failure::Error) => AuthOutcome::bare(AuthDecision::Error),
+            Err(Failure::Unauthorized(r)) => AuthOutcome::denied(AuthDecision::Unauthorized, r),
+            Err(Failure::Error(r)) => AuthOutcome::denied(AuthDecision::Error, r),
             Ok(o) => {
-                let decision = match &o.policy {
-                    None => AuthDecision::Allow,
-                    Some(p) => match p.evaluate(&arn) {
-                        PolicyDecision::Allow => AuthDecision::Allow,
-                        PolicyDecision::ExplicitDeny => AuthDecision::ExplicitDeny,
-                        PolicyDecision::ImplicitDeny => AuthDecision::ImplicitDeny,
+                let (decision, reason) = match &o.policy {
+                    None => (AuthDecision::Allow, None),
+                    Some(p) => match p.evaluate_why(&arn) {
+                        (PolicyDecision::Allow, _) => (AuthDecision::Allow, None),
+                        (PolicyDecision::ExplicitDeny, s) => (
+                            AuthDecision::ExplicitDeny,
+                            Some(Reason::new(
+                                ReasonCode::PolicyDenied,
+                                format!(
+                                    "authorizer {:?}: {} of its policy denies {} on this resource",
+                                    a.name,
+                                    s.map_or_else(|| "a statement".to_string(), |s| s.label()),
+                                    input.method
+                                ),
+                            )),
+                        ),
+                        (PolicyDecision::ImplicitDeny, _) => (
+                            AuthDecision::ImplicitDeny,
+                            Some(Reason::new(
+                                ReasonCode::PolicyNoMatch,
+                                format!(
+                                    "authorizer {:?}: none of the {} Allow/Deny statements of its \
+                                     policy for execute-api:Invoke matches {} on this resource",
+                                    a.name,
+                                    p.len(),
+                                    input.method
+                                ),
+                            )),
+                        ),
                     },
                 };
                 AuthOutcome {
@@ -494,6 +559,7 @@ impl Authorizers {
                     usage_identifier_key: o.usage_identifier_key.clone(),
                     cache_level: o.level,
                     cache_expires_at_us: (!a.ttl.is_zero()).then_some(o.expires_at_us),
+                    reason,
                 }
             }
         }
@@ -552,7 +618,7 @@ impl Authorizers {
                     Ok(o)
                 })
                 .await
-                .map_err(|e: Arc<Failure>| *e)?;
+                .map_err(|e: Arc<Failure>| (*e).clone())?;
             let fresh = entry.is_fresh();
             let o = entry.into_value();
             if o.expires_at_us <= now {
@@ -573,7 +639,13 @@ impl Authorizers {
             copy.level = level;
             return Ok(Arc::new(copy));
         }
-        Err(Failure::Error)
+        Err(Failure::Error(Reason::new(
+            ReasonCode::AuthorizerFailed,
+            format!(
+                "authorizer {:?}: its cached output expired twice while being read",
+                a.name
+            ),
+        )))
     }
 
     /// Runs the authorizer itself.
@@ -602,7 +674,7 @@ impl Authorizers {
                     }),
                     Err(e) => {
                         tracing::debug!(authorizer = %a.name, error = %e, "token rejected");
-                        Err(Failure::Unauthorized)
+                        Err(Failure::Unauthorized(jwt_reason(&a.name, j, &e)))
                     }
                 }
             }
@@ -631,7 +703,11 @@ impl Authorizers {
                 self.callout(a, endpoint, &event, *timeout, now + ttl_us)
                     .await
             }
-            Kind::SigV4(_) => Err(Failure::Error), // never cached, handled before
+            // Never cached, handled before.
+            Kind::SigV4(_) => Err(Failure::Error(Reason::new(
+                ReasonCode::AuthorizerFailed,
+                "a SigV4 authorizer has no output to load",
+            ))),
         };
         if !matches!(a.kind, Kind::Jwt(_)) {
             metrics::histogram!(m::AUTHORIZER_CALL_DURATION, "authorizer" => a.name.clone())
@@ -657,12 +733,28 @@ impl Authorizers {
                 expires_at_us,
                 level: CacheLevel::None,
             }),
-            Err(custom::CalloutError::Unauthorized) => Err(Failure::Unauthorized),
-            Err(custom::CalloutError::Failed(e)) => {
+            Err(custom::CalloutError::Unauthorized) => Err(Failure::Unauthorized(Reason::new(
+                ReasonCode::AuthorizerUnauthorized,
+                format!("authorizer {:?} answered Unauthorized", a.name),
+            ))),
+            Err(e) => {
                 metrics::counter!(m::AUTHORIZER_ERRORS_TOTAL, "authorizer" => a.name.clone())
                     .increment(1);
                 tracing::warn!(authorizer = %a.name, error = %e, "authorizer call failed");
-                Err(Failure::Error)
+                let (code, what) = match e {
+                    custom::CalloutError::Policy(e) => {
+                        (ReasonCode::PolicyMalformed, format!("policyDocument: {e}"))
+                    }
+                    custom::CalloutError::Failed(e) => (ReasonCode::AuthorizerFailed, e),
+                    custom::CalloutError::Unauthorized => (
+                        ReasonCode::AuthorizerUnauthorized,
+                        "answered Unauthorized".to_string(),
+                    ),
+                };
+                Err(Failure::Error(Reason::new(
+                    code,
+                    format!("authorizer {:?}: {what}", a.name),
+                )))
             }
         }
     }
@@ -717,8 +809,38 @@ fn cache_key(a: &Authorizer, input: &AuthInput<'_>, values: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// The reason for a refused JWT: what was wrong, never the token or its claims' values.
+fn jwt_reason(name: &str, j: &jwt::JwtAuthorizer, e: &jwt::JwtError) -> Reason {
+    use jwt::JwtError as E;
+    let code = match e {
+        E::Malformed => ReasonCode::TokenMalformed,
+        E::UnknownKey => ReasonCode::TokenUnknownKey,
+        E::BadSignature => ReasonCode::TokenBadSignature,
+        E::Expired => ReasonCode::TokenExpired,
+        E::NotYetValid => ReasonCode::TokenNotYetValid,
+        E::WrongIssuer => ReasonCode::TokenWrongIssuer,
+        E::WrongTokenUse => ReasonCode::TokenWrongUse,
+        E::WrongAudience => ReasonCode::TokenWrongAudience,
+        E::MissingScope => ReasonCode::TokenMissingScope,
+        E::UnsupportedAlgorithm => ReasonCode::TokenUnsupportedAlgorithm,
+        E::Jwks(_) => ReasonCode::JwksUnavailable,
+    };
+    let detail = match e {
+        E::WrongIssuer => format!(
+            "authorizer {name:?}: the token's iss is not {:?}",
+            j.issuer()
+        ),
+        E::Jwks(_) => {
+            format!("authorizer {name:?}: the JWKS cannot be loaded (see the server log)")
+        }
+        _ => format!("authorizer {name:?}: {e}"),
+    };
+    Reason::new(code, detail)
+}
+
 fn sigv4_outcome(
     v: &sigv4::SigV4Verifier,
+    name: &str,
     input: &AuthInput<'_>,
     arn: &str,
     now: u64,
@@ -737,17 +859,58 @@ fn sigv4_outcome(
     };
     match v.verify(&req, now) {
         Ok(cred) => {
-            let decision = match Policy::allow(cred.resources.clone()).evaluate(arn) {
-                PolicyDecision::Allow => AuthDecision::Allow,
-                _ => AuthDecision::ImplicitDeny,
+            let (decision, reason) = match Policy::allow(cred.resources.clone()).evaluate(arn) {
+                PolicyDecision::Allow => (AuthDecision::Allow, None),
+                _ => (
+                    AuthDecision::ImplicitDeny,
+                    Some(Reason::new(
+                        ReasonCode::Sigv4ResourceDenied,
+                        format!(
+                            "authorizer {name:?}: the resources of principal {} do not cover {} on this resource",
+                            crate::reason::label(&cred.principal_id),
+                            input.method
+                        ),
+                    )),
+                ),
             };
             AuthOutcome {
                 decision,
                 principal_id: cred.principal_id.clone(),
+                reason,
                 ..AuthOutcome::bare(decision)
             }
         }
         Err(e) => {
+            let reason = match &e {
+                sigv4::SigV4Error::MissingAuthenticationToken => Reason::new(
+                    ReasonCode::Sigv4Missing,
+                    format!(
+                        "authorizer {name:?}: the request has no SigV4 Authorization header or X-Amz-Algorithm parameter"
+                    ),
+                ),
+                sigv4::SigV4Error::UnknownAccessKey => Reason::new(
+                    ReasonCode::Sigv4UnknownAccessKey,
+                    format!(
+                        "authorizer {name:?}: the access key id is not in its credentials file"
+                    ),
+                ),
+                sigv4::SigV4Error::InvalidSignature => Reason::new(
+                    ReasonCode::Sigv4SignatureMismatch,
+                    format!(
+                        "authorizer {name:?}: the signature does not match the request (check the secret, the signed headers and the canonical request)"
+                    ),
+                ),
+                sigv4::SigV4Error::Expired => Reason::new(
+                    ReasonCode::Sigv4Expired,
+                    format!(
+                        "authorizer {name:?}: the request date is more than 5 minutes from now, or the presigned URL has expired"
+                    ),
+                ),
+                sigv4::SigV4Error::Malformed(m) => Reason::new(
+                    ReasonCode::Sigv4Malformed,
+                    format!("authorizer {name:?}: {m}"),
+                ),
+            };
             let (msg, kind) = match e {
                 sigv4::SigV4Error::MissingAuthenticationToken => (
                     "Missing Authentication Token",
@@ -767,7 +930,7 @@ fn sigv4_outcome(
                     "IncompleteSignatureException",
                 ),
             };
-            AuthOutcome::bare(AuthDecision::Forbidden(msg, kind))
+            AuthOutcome::denied(AuthDecision::Forbidden(msg, kind), reason)
         }
     }
 }

@@ -37,6 +37,22 @@ enum Effect {
 pub struct Statement {
     effect: Effect,
     resources: Vec<String>,
+    /// The statement's `Sid`, if any (a label for denial reasons; cut to 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+    /// The statement's 0-based index in the document's `Statement` list.
+    #[serde(default)]
+    index: usize,
+}
+
+impl Statement {
+    /// How a denial reason names this statement: its Sid, else its index.
+    pub fn label(&self) -> String {
+        match &self.sid {
+            Some(sid) => format!("statement {}", crate::reason::label(sid)),
+            None => format!("statement #{}", self.index),
+        }
+    }
 }
 
 /// A parsed policy document.
@@ -80,6 +96,8 @@ impl Policy {
             statements: vec![Statement {
                 effect: Effect::Allow,
                 resources,
+                sid: None,
+                index: 0,
             }],
         }
     }
@@ -98,7 +116,7 @@ impl Policy {
             return Err(format!("more than {MAX_STATEMENTS} statements"));
         }
         let mut statements = Vec::with_capacity(list.len());
-        for s in list {
+        for (index, s) in list.into_iter().enumerate() {
             let s = s.as_object().ok_or("each statement must be an object")?;
             // Fail closed on what is not evaluated: a Condition ignored would turn a
             // conditional Allow into an unconditional one, a NotResource into its opposite.
@@ -130,7 +148,15 @@ impl Policy {
                 ));
             }
             if actions.iter().any(|a| covers_invoke(a)) {
-                statements.push(Statement { effect, resources });
+                let sid = field(s, "Sid")
+                    .and_then(Value::as_str)
+                    .map(|v| v.chars().take(64).collect());
+                statements.push(Statement {
+                    effect,
+                    resources,
+                    sid,
+                    index,
+                });
             }
         }
         Ok(Self { statements })
@@ -138,20 +164,35 @@ impl Policy {
 
     /// Evaluates the policy for `arn`.
     pub fn evaluate(&self, arn: &str) -> PolicyDecision {
+        self.evaluate_why(arn).0
+    }
+
+    /// Evaluates the policy for `arn`, with the statement that decided an explicit deny.
+    pub fn evaluate_why(&self, arn: &str) -> (PolicyDecision, Option<&Statement>) {
         let mut allowed = false;
         for s in &self.statements {
             if s.resources.iter().any(|r| wildcard_match(r, arn)) {
                 match s.effect {
-                    Effect::Deny => return PolicyDecision::ExplicitDeny,
+                    Effect::Deny => return (PolicyDecision::ExplicitDeny, Some(s)),
                     Effect::Allow => allowed = true,
                 }
             }
         }
         if allowed {
-            PolicyDecision::Allow
+            (PolicyDecision::Allow, None)
         } else {
-            PolicyDecision::ImplicitDeny
+            (PolicyDecision::ImplicitDeny, None)
         }
+    }
+
+    /// Statements that count (their action covers `execute-api:Invoke`).
+    pub fn len(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// Whether no statement counts.
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
     }
 }
 
@@ -203,6 +244,42 @@ pub fn method_arn(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The statement that denied is named by its Sid, else by its index in the document
+    /// (statements for other actions count in the index).
+    #[test]
+    fn explicit_deny_names_its_statement() {
+        let arn = "arn:aws:execute-api:us-east-1:1:api/prod/GET/admin";
+        let doc = json!({"Statement": [
+            {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "*"},
+            {"Sid": "NoAdmin", "Effect": "Deny", "Action": "execute-api:Invoke", "Resource": "*/admin"},
+        ]});
+        let p = Policy::parse(&doc).expect("valid");
+        let (d, s) = p.evaluate_why(arn);
+        assert_eq!(d, PolicyDecision::ExplicitDeny);
+        assert_eq!(
+            s.map(Statement::label).as_deref(),
+            Some("statement \"NoAdmin\"")
+        );
+        let doc = json!({"Statement": [
+            {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"},
+            {"Effect": "Deny", "Action": "execute-api:*", "Resource": "*/admin"},
+        ]});
+        let p = Policy::parse(&doc).expect("valid");
+        let (d, s) = p.evaluate_why(arn);
+        assert_eq!(d, PolicyDecision::ExplicitDeny);
+        assert_eq!(s.map(Statement::label).as_deref(), Some("statement #1"));
+        // A policy cached before statements had labels still evaluates.
+        let old: Policy = serde_json::from_value(json!({"statements": [
+            {"effect": "Deny", "resources": ["*"]}
+        ]}))
+        .expect("an old cached policy");
+        assert_eq!(
+            old.evaluate_why(arn).1.map(Statement::label).as_deref(),
+            Some("statement #0")
+        );
+    }
 
     #[test]
     fn wildcards() {
