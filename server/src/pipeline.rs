@@ -654,11 +654,14 @@ impl Checker {
                 status = answer.http_status,
                 api_key_id = %answer.api_key_id.as_deref().unwrap_or(""),
                 authorizer = %answer.authorizer.as_deref().unwrap_or(""),
-                principal = %answer
-                    .principal_id
-                    .as_deref()
-                    .or(answer.denied_principal.as_deref())
-                    .unwrap_or(""),
+                // A label: a principal is whatever an authorizer or a token's `sub` says.
+                principal = %reason::label(
+                    answer
+                        .principal_id
+                        .as_deref()
+                        .or(answer.denied_principal.as_deref())
+                        .unwrap_or("")
+                ),
                 replayed = answer.replayed,
                 "request denied"
             );
@@ -1105,7 +1108,16 @@ fn find_identity_plan(
     })?;
     let identity = format!("{namespace}/{identity}");
     cat.identity_plan(stage, &identity).ok_or_else(|| {
-        let named = reason::label(&identity);
+        // The kind and the derived id, never the value: a claim may be a secret context value
+        // or personal data (an e-mail), and the detail reaches logs and Envoy's access log.
+        let kind = identity
+            .split_once('=')
+            .map_or(identity.as_str(), |(k, _)| k);
+        let named = format!(
+            "{} (id {})",
+            reason::label(kind),
+            crate::catalog::identity_key_id(&identity)
+        );
         no_plan(match cat.identity(&identity) {
             Some(k) if !k.enabled => format!("identity {named} is disabled"),
             _ => format!(

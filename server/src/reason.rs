@@ -133,9 +133,17 @@ pub struct Reason {
 }
 
 impl Reason {
-    /// A reason; `detail` is cut to [`MAX_DETAIL_LEN`] on a character boundary.
+    /// A reason; `detail` is cut to [`MAX_DETAIL_LEN`] on a character boundary, and control
+    /// characters become `?` (a detail reaches text logs and Envoy's access log, where a
+    /// newline would forge a line).
     pub fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
-        let mut detail = detail.into();
+        let mut detail: String = detail.into();
+        if detail.chars().any(char::is_control) {
+            detail = detail
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+        }
         if detail.len() > MAX_DETAIL_LEN {
             let mut end = MAX_DETAIL_LEN;
             while !detail.is_char_boundary(end) {
@@ -173,6 +181,19 @@ pub fn label(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn details_are_bounded_and_single_line() {
+        let r = Reason::new(
+            ReasonCode::ApiKeyUnknown,
+            "a\nforged 2025-01-01T00:00:00Z INFO line\r\u{1b}[31m",
+        );
+        assert!(!r.detail.chars().any(char::is_control), "{:?}", r.detail);
+        assert!(r.detail.starts_with("a?forged"), "{:?}", r.detail);
+        let long = Reason::new(ReasonCode::ApiKeyUnknown, "é".repeat(MAX_DETAIL_LEN));
+        assert!(long.detail.len() <= MAX_DETAIL_LEN);
+        assert_eq!(label("x\ny"), "\"x?y\"");
+    }
 
     #[test]
     fn codes_are_unique_snake_case() {

@@ -309,6 +309,10 @@ apis:
         default_usage_plan: free
         routes:
           - {{method: POST, path: "/v1/chat", authorizer: users}}
+      - name: strict
+        usage_identifier: "claim:tenant"
+        routes:
+          - {{method: POST, path: "/v1/chat", authorizer: users}}
 usage_plans:
   - id: free
     quota: {{limit: 100, period: DAY}}
@@ -332,6 +336,20 @@ async fn jwt_and_claim_denials_say_why() {
     let ok = check(&mut c, chat(&rs256(&with_tenant))).await;
     assert_eq!(decision(&ok), Decision::Allow, "{ok:?}");
     assert_eq!(ok.reason, None);
+
+    // A tenant without a plan on a stage without a default: the detail names the claim and
+    // the derived identity id, never the claim's value (it may be a secret or personal data).
+    let mut unassigned = id_claims("carol");
+    unassigned["tenant"] = Value::from("secret-tenant-value-42");
+    let mut strict = chat(&rs256(&unassigned));
+    strict.stage = "strict".into();
+    let why = reason(&check(&mut c, strict).await);
+    assert_eq!(why.code, "identity_not_in_plan", "{why:?}");
+    assert!(
+        why.detail.contains("claim:tenant") && why.detail.contains("(id i-"),
+        "{why:?}"
+    );
+    assert!(!why.detail.contains("secret-tenant-value"), "{why:?}");
 
     let r = check(&mut c, chat(&rs256(&id_claims("bob")))).await;
     assert_eq!((r.http_status, r.message.as_str()), (403, "Forbidden"));
@@ -396,7 +414,7 @@ async fn jwt_and_claim_denials_say_why() {
         .find(|l| l.contains("claim_missing"))
         .expect("a line");
     assert!(
-        line.contains("authorizer=users") && line.contains("principal=bob"),
+        line.contains("authorizer=users") && line.contains("principal=\"bob\""),
         "{line}"
     );
 }

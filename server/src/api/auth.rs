@@ -143,12 +143,12 @@ impl pb::authorization_service_server::AuthorizationService for AuthApi {
                 target: crate::reason::LOG_TARGET,
                 code = %why.code.as_str(),
                 detail = %why.detail,
-                api = %r.api_id,
-                stage = %r.stage,
+                api = %crate::reason::label(&r.api_id),
+                stage = %crate::reason::label(&r.stage),
                 method = %method,
                 route = %resource_path,
-                authorizer = %name,
-                principal = %out.principal_id,
+                authorizer = %crate::reason::label(name),
+                principal = %crate::reason::label(&out.principal_id),
                 "authorization denied (Authorize)"
             );
         }
