@@ -306,3 +306,44 @@ async fn a_failed_refetch_keeps_the_cached_keys() {
     assert!(auth.verify(ID_RSA_1, &[], NOW).await.is_ok());
     assert!(auth.verify(ID_EC_1, &[], NOW).await.is_ok());
 }
+
+/// A config trusting `examples/jwks.json` (Tollgate's published test keys, whose private halves
+/// are in the repository) on a check listener at `grpc`.
+fn test_key_config(grpc: &str) -> String {
+    let jwks = tollgate_tests::tollgate::workspace_root().join("examples/jwks.json");
+    format!(
+        "server: {{grpc_addr: \"{grpc}\", admin_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}}\n\
+         store: {{kind: memory}}\n\
+         authorizers:\n  - {{name: users, type: jwt, issuer: \"https://issuer.example.test\", jwks_file: \"{}\"}}\n",
+        jwks.display()
+    )
+}
+
+/// Anyone can mint tokens for the published test keys (`tollgate dev token`): a server that
+/// trusts them on a listener beyond loopback refuses to start, naming the authorizer and the
+/// way out; on loopback (the examples) it starts and says so in its log.
+#[test]
+fn the_published_test_keys_are_refused_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.yaml");
+    std::fs::write(&path, test_key_config("0.0.0.0:0")).unwrap();
+    let out = tollgate_tests::tollgate::run_tollgate(
+        ["serve", "--config", path.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started:\n{err}");
+    assert!(
+        err.contains("authorizers[users]: its JWKS holds Tollgate's published test keys")
+            && err.contains("tollgate-test-rsa-1")
+            && err.contains("TOLLGATE_ALLOW_TEST_KEYS=1"),
+        "{err}"
+    );
+
+    let tg = tollgate_tests::tollgate::TollgateProcess::start(&test_key_config("127.0.0.1:0"));
+    assert!(
+        tg.wait_for_stderr("published TEST keys", Duration::from_secs(10)),
+        "no warning:\n{}",
+        tg.stderr_text()
+    );
+}

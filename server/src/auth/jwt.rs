@@ -156,6 +156,8 @@ struct Loaded {
     keys: KeySet,
     /// SHA-256 over the usable keys' JWKS entries, by kid (all zero before the first load).
     digest: [u8; 32],
+    /// Kids of Tollgate's published test keys among them ([`published_test_keys`]).
+    test_keys: Vec<String>,
 }
 
 /// How often the background refresh refetches the JWKS: the last response's
@@ -334,6 +336,11 @@ impl JwtAuthorizer {
         self.fetch_and_store().await
     }
 
+    /// Kids of Tollgate's published test keys in the key set in use (empty in production).
+    pub fn test_keys(&self) -> Vec<String> {
+        self.keys.load().test_keys.clone()
+    }
+
     /// Verifies `token` (an optional "Bearer " prefix, case-insensitive, is stripped) at
     /// `now_s` (seconds since the epoch).
     ///
@@ -407,7 +414,22 @@ impl JwtAuthorizer {
         let (keys, digest) = parse_jwks(&bytes)
             .map_err(|e| JwtError::Jwks(format!("{}: {e}", self.describe_source())))?;
         tracing::debug!(issuer = %self.issuer, keys = keys.len(), "JWKS loaded");
-        self.keys.store(Arc::new(Loaded { keys, digest }));
+        let test_keys = published_test_keys(&bytes);
+        if !test_keys.is_empty() {
+            tracing::warn!(
+                issuer = %self.issuer,
+                jwks = %self.describe_source(),
+                kids = ?test_keys,
+                "this JWKS holds Tollgate's published TEST keys, whose private halves are in the \
+                 repository: anyone can mint tokens it accepts (`tollgate dev token`). Use your \
+                 identity provider's JWKS outside a demo"
+            );
+        }
+        self.keys.store(Arc::new(Loaded {
+            keys,
+            digest,
+            test_keys,
+        }));
         let ms = max_age.map_or(u64::MAX, |a: Duration| {
             u64::try_from(a.as_millis()).unwrap_or(u64::MAX - 1)
         });
@@ -601,6 +623,50 @@ fn claim_string(value: Value) -> String {
     }
 }
 
+/// The public halves of the test keys whose private halves ship in this repository
+/// (`testdata/jwt/*.pem`, used by `tollgate dev token` and the examples).
+const PUBLISHED_TEST_JWKS: &str = include_str!("testdata/jwt/jwks-rotated.json");
+
+/// Kids of the keys in a JWKS that are Tollgate's published test keys: a kid starting with
+/// `tollgate-test-`, or the key material of one (a copy under another kid). Anyone can sign
+/// tokens with them.
+pub fn published_test_keys(jwks: &[u8]) -> Vec<String> {
+    let material = |k: &Value| -> Option<String> {
+        match k.get("kty")?.as_str()? {
+            "RSA" => Some(format!("RSA {}", k.get("n")?.as_str()?)),
+            "EC" => Some(format!(
+                "EC {} {}",
+                k.get("x")?.as_str()?,
+                k.get("y")?.as_str()?
+            )),
+            _ => None,
+        }
+    };
+    let keys = |text: &[u8]| -> Vec<Value> {
+        serde_json::from_slice::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("keys")?.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let published: Vec<String> = keys(PUBLISHED_TEST_JWKS.as_bytes())
+        .iter()
+        .filter_map(material)
+        .collect();
+    keys(jwks)
+        .iter()
+        .filter(|k| {
+            let kid = k.get("kid").and_then(Value::as_str).unwrap_or("");
+            kid.starts_with("tollgate-test-") || material(k).is_some_and(|m| published.contains(&m))
+        })
+        .map(|k| {
+            k.get("kid")
+                .and_then(Value::as_str)
+                .unwrap_or("(no kid)")
+                .to_owned()
+        })
+        .collect()
+}
+
 /// The usable keys of a JWKS: RS256 (modulus of at least 2048 bits) and ES256 (P-256) signing
 /// keys with a `kid`. Other keys are skipped rather than refused, since pools may publish more
 /// kinds than this verifier accepts; a JWKS with no usable key is an error. With the digest of
@@ -786,6 +852,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use std::path::Path;
     use std::sync::OnceLock;
+
+    #[test]
+    fn the_published_test_keys_are_recognised_also_under_another_kid() {
+        let shipped = include_str!("testdata/jwt/jwks.json");
+        assert_eq!(
+            published_test_keys(shipped.as_bytes()),
+            ["tollgate-test-rsa-1", "tollgate-test-ec-1"]
+        );
+        let renamed = shipped.replace("tollgate-test-", "prod-");
+        assert_eq!(
+            published_test_keys(renamed.as_bytes()),
+            ["prod-rsa-1", "prod-ec-1"]
+        );
+        // Other key material under another kid is somebody's real key.
+        let mut other: Value = serde_json::from_str(&renamed).unwrap();
+        for k in other["keys"].as_array_mut().unwrap() {
+            for f in ["n", "x"] {
+                if let Some(v) = k.get_mut(f) {
+                    *v = Value::from(format!("A{}", v.as_str().unwrap()));
+                }
+            }
+        }
+        assert!(published_test_keys(other.to_string().as_bytes()).is_empty());
+        assert!(published_test_keys(b"not json").is_empty());
+    }
     use std::sync::atomic::AtomicUsize;
 
     use jsonwebtoken::{EncodingKey, Header};

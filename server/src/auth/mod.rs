@@ -37,6 +37,9 @@ use crate::store::keys::Keys;
 use crate::store::{AnyStore, Store};
 use policy::{Policy, PolicyDecision};
 
+/// Set to `1` to let a JWT authorizer trust Tollgate's published test keys on a check listener
+/// that is not on loopback (a demo behind a firewall); see [`Authorizers::build`].
+pub const ALLOW_TEST_KEYS_ENV: &str = "TOLLGATE_ALLOW_TEST_KEYS";
 /// Default `result_ttl`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// Largest `result_ttl`.
@@ -381,6 +384,10 @@ impl Authorizers {
     }
 
     /// Builds every authorizer of `config` (loading JWKS and credential files); all errors.
+    ///
+    /// A JWT authorizer whose JWKS holds Tollgate's published test keys
+    /// ([`jwt::published_test_keys`]) is refused when the check listener is not on loopback,
+    /// unless [`ALLOW_TEST_KEYS_ENV`] is `1`; on loopback (the examples) it is logged.
     pub async fn build(
         config: &Config,
         dir: &Path,
@@ -396,6 +403,21 @@ impl Authorizers {
         let mut errors = Vec::new();
         for a in &config.authorizers {
             match build_one(a, dir, env, &config.server.region).await {
+                Ok(Kind::Jwt(j))
+                    if !j.test_keys().is_empty()
+                        && !config.server.grpc_addr.ip().is_loopback()
+                        && env(ALLOW_TEST_KEYS_ENV).as_deref() != Some("1") =>
+                {
+                    errors.push(format!(
+                        "authorizers[{}]: its JWKS holds Tollgate's published test keys ({}), \
+                         whose private halves are in the repository, and the check listener is \
+                         not on loopback ({}): anyone could mint tokens it accepts. Use your \
+                         identity provider's JWKS, or set {ALLOW_TEST_KEYS_ENV}=1 for a demo",
+                        a.name,
+                        j.test_keys().join(", "),
+                        config.server.grpc_addr
+                    ));
+                }
                 Ok(kind) => {
                     if let Kind::Jwt(j) = &kind {
                         let bounds =
