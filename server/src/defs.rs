@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::key_digest;
 use crate::config::validate::parse_timestamp;
 use crate::config::{Config, UsagePlanConfig};
+use crate::ids::key_digest;
 use crate::store::{DefKind, DefWrite, RawDefs};
 
 /// Where a record comes from.
@@ -79,7 +79,7 @@ pub struct KeyRecord {
     /// Where it comes from.
     pub source: Source,
     /// Set on an identity's assignment (`principal=<v>`, `claim:<name>=<v>`): a record with no
-    /// key value, found by the identity (`value_sha256` is [`crate::catalog::identity_digest`]).
+    /// key value, found by the identity (`value_sha256` is [`crate::ids::identity_digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
 }
@@ -302,7 +302,7 @@ pub fn seed(
         // Validated: canonical_identity succeeds on a valid config.
         let identity = crate::config::canonical_identity(&namespaces, &i.identity)
             .unwrap_or_else(|_| i.identity.clone());
-        let id = crate::catalog::identity_key_id(&identity);
+        let id = crate::ids::identity_key_id(&identity);
         let existing = current.keys.get(&id);
         let rec = KeyRecord {
             id: id.clone(),
@@ -311,7 +311,7 @@ pub fn seed(
             enabled: i.enabled,
             customer_id: i.customer_id.clone().unwrap_or_default(),
             tags: BTreeMap::new(),
-            value_sha256: hex::encode(crate::catalog::identity_digest(&identity)),
+            value_sha256: hex::encode(crate::ids::identity_digest(&identity)),
             usage_plans: i.usage_plans.clone(),
             created_at_us: existing.map_or(now_us, |e| e.created_at_us),
             updated_at_us: now_us,

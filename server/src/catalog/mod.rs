@@ -2,12 +2,11 @@
 //! lookup structures the check path reads without locks (it is swapped whole through
 //! `arc_swap` on reload).
 pub mod descriptors;
-pub mod routes;
+/// Route templates (a leaf module, [`crate::routes`]), re-exported where they were.
+pub use crate::routes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-
-use sha2::{Digest, Sha256};
 
 use crate::auth::Authorizers;
 use crate::config::validate::split_method_key;
@@ -243,35 +242,7 @@ pub struct Catalog {
 
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// SHA-256 of an API key value: the only form in which values are kept.
-pub fn key_digest(value: &str) -> [u8; 32] {
-    Sha256::digest(value.as_bytes()).into()
-}
-
-/// The digest an identity (`principal=<v>`, `claim:<name>=<v>`) is found by: SHA-256 of
-/// `identity\0<identity>`, apart from every key value's digest.
-pub fn identity_digest(identity: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"identity\0");
-    h.update(identity.as_bytes());
-    h.finalize().into()
-}
-
-/// An identity's id — its record's id when it has an assignment, and the owner of its buckets
-/// and quota in the store either way: `i-` and 24 hex digits of [`identity_digest`].
-pub fn identity_key_id(identity: &str) -> String {
-    let d = identity_digest(identity);
-    format!("i-{}", hex::encode(&d[..12]))
-}
-
-/// Whether `id` has the shape of an identity's id (API key ids may not).
-pub fn is_identity_key_id(id: &str) -> bool {
-    id.len() == 26
-        && id.starts_with("i-")
-        && id[2..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use crate::ids::{identity_digest, identity_key_id, is_identity_key_id, key_digest};
 
 fn limit(t: &Option<ThrottleConfig>) -> Option<Limit> {
     // The config was validated; an invalid limit here cannot happen, so it is dropped.

@@ -3,8 +3,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{AuthorizerKind, Config, StoreKind, ThrottleConfig, UsagePlanConfig};
-use crate::catalog::routes::Template;
 use crate::limiter::Limit;
+use crate::routes::Template;
 
 /// HTTP methods a route may name.
 pub const METHODS: &[&str] = &[
@@ -471,7 +471,7 @@ pub(crate) fn validate(
     for k in &c.api_keys {
         let at = format!("api_keys[{}]", k.id);
         id("api key", &k.id, errors);
-        if crate::catalog::is_identity_key_id(&k.id) {
+        if crate::ids::is_identity_key_id(&k.id) {
             errors.push(format!(
                 "{at}: i- and 24 hex digits is the shape of identity ids"
             ));

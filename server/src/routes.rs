@@ -1,6 +1,9 @@
 //! Route templates (`/pets/{petId}`, `/files/{proxy+}`) and matching a request path against a
 //! stage's routes the way API Gateway does: literal segments beat `{param}`, which beats a
 //! greedy `{proxy+}`; an exact method beats `ANY`.
+//!
+//! A leaf: it imports nothing from the crate (the config validates templates with it, the
+//! catalog matches with it).
 use std::cmp::Ordering;
 
 /// One template segment.
