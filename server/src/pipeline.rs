@@ -160,7 +160,8 @@ pub struct Answer {
     pub now_us: u64,
     /// Why the request was not allowed: set on every answer but ALLOW, `None` on ALLOW.
     pub reason: Option<Reason>,
-    /// The authorizer the route names, when it ran (for the denial log).
+    /// The authorizer the route names, when it ran, on a denial (for the denial log; `None` on
+    /// ALLOW).
     pub authorizer: Option<String>,
     /// The principal an authorizer named on a request denied before the limits (for the
     /// denial log only: `principal_id`, on the wire, stays unset on those denials).
@@ -801,7 +802,10 @@ impl Checker {
             }
         };
         answer.resource_path = route.template.as_str().to_string();
-        answer.authorizer = authorizer.cloned();
+        // For the denial log only: no copy of the name on an ALLOW.
+        if answer.reason.is_some() {
+            answer.authorizer = authorizer.cloned();
+        }
         if let Some(p) = principal {
             answer.principal_id = Some(p.principal_id);
             answer.context = p.context;
