@@ -45,6 +45,9 @@ use tollgate_proto::v1::{
 };
 use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::AuthorizerEndpoint;
+use tollgate_tests::checks::{self, check, decision};
+use tollgate_tests::config::{Api, Authorizer, Config, Key, Period, Plan, Route, Stage};
+use tollgate_tests::fixtures::date_of;
 use tollgate_tests::redis::{RedisServer, free_port};
 use tollgate_tests::tollgate::{
     ADMIN_TOKEN, AdminClient, BearerToken, TollgateProcess, eventually,
@@ -53,10 +56,6 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 type Client = CheckServiceClient<Channel>;
-
-/// The store timeout: the machine running the suite may be a shared 2-core box, where a 50 ms
-/// deadline fires on a healthy Redis.
-const STORE_TIMEOUT: &str = "2s";
 
 /// How long another instance may take to apply a change (it should take milliseconds).
 const PROPAGATION: Duration = Duration::from_secs(2);
@@ -71,40 +70,37 @@ const DAY_US: u64 = 86_400_000_000;
 
 // ---------------------------------------------------------------- configs
 
-/// `server` (port 0 listeners), `store` (this Redis, [`STORE_TIMEOUT`], `prefix`),
-/// `failure_mode: closed`; API `petstore` stage `prod` with `GET /pets` and `POST /pets` (API
+/// `server` (port 0 listeners), `store` (this Redis, `prefix`), `failure_mode: closed`; API `petstore` stage `prod` with `GET /pets` and `POST /pets` (API
 /// key required); and the config file's [`CONFIG_PLAN`] and [`CONFIG_KEY`].
 fn config(redis: &RedisServer, prefix: &str) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{url}", timeout: {STORE_TIMEOUT}, key_prefix: {prefix}}}
-failure_mode: closed
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-          - {{method: POST, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: {CONFIG_PLAN}
-    name: Config plan
-    throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    quota: {{limit: 100000, period: MONTH}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: {CONFIG_KEY}, name: "{CONFIG_KEY_NAME}", value: "{CONFIG_KEY_VALUE}", enabled: true, usage_plans: [{CONFIG_PLAN}]}}
-"#,
-        url = redis.url()
-    )
+    config_with(redis, prefix).to_yaml()
 }
 
-/// A one-process config with the memory store and no APIs (for the authentication tests).
-fn memory_config(server_extra: &str) -> String {
-    format!(
-        "server: {{grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"{server_extra}}}\n\
-         store: {{kind: memory}}\n"
-    )
+/// [`config`] as a [`Config`], for a test that adds to it.
+fn config_with(redis: &RedisServer, prefix: &str) -> Config {
+    Config::redis(redis.url())
+        .key_prefix(prefix)
+        .closed()
+        .petstore(
+            Stage::prod()
+                .route(Route::get_pets())
+                .route(Route::keyed("POST", "/pets")),
+        )
+        .plan(
+            Plan::new(CONFIG_PLAN)
+                .name("Config plan")
+                .throttle(1000.0, 1000)
+                .quota(100_000, Period::Month),
+        )
+        .key(Key::new(CONFIG_KEY, CONFIG_KEY_VALUE, CONFIG_PLAN).name(CONFIG_KEY_NAME))
+}
+
+/// A one-process config with the memory store and no APIs (for the authentication tests), and
+/// `admin_tokens_file` when given.
+fn memory_config(admin_tokens_file: Option<&std::path::Path>) -> String {
+    let mut cfg = Config::memory();
+    cfg.server.admin_tokens_file = admin_tokens_file.map(Into::into);
+    cfg.to_yaml()
 }
 
 // ---------------------------------------------------------------- admin requests
@@ -228,26 +224,9 @@ fn assert_status<T: std::fmt::Debug>(
 /// `GET /pets` on petstore/prod with `api_key`, costing `cost` units.
 fn get_pets(api_key: &str, cost: u64) -> CheckRequestRequest {
     CheckRequestRequest {
-        api_id: "petstore".into(),
-        stage: "prod".into(),
-        http_method: "GET".into(),
-        path: "/pets".into(),
-        api_key: api_key.into(),
         cost,
-        ..Default::default()
+        ..checks::get_pets(api_key)
     }
-}
-
-fn decision(r: &CheckRequestResponse) -> Decision {
-    Decision::try_from(r.decision).unwrap_or(Decision::Unspecified)
-}
-
-async fn check(client: &mut Client, req: CheckRequestRequest) -> CheckRequestResponse {
-    client
-        .check_request(req)
-        .await
-        .unwrap_or_else(|s| panic!("CheckRequest failed: {s:?}"))
-        .into_inner()
 }
 
 /// The decision for one `GET /pets` with `api_key` (cost 1).
@@ -276,20 +255,6 @@ async fn eventually_decision(
 /// Today's day number (days since 1970-01-01, UTC).
 fn today() -> i64 {
     (SystemClock.now_micros() / DAY_US) as i64
-}
-
-/// `YYYY-MM-DD` of a day number (Howard Hinnant's `civil_from_days`).
-fn date_of(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 #[test]
@@ -947,7 +912,7 @@ async fn list_plans_with(
 /// `TOLLGATE_ADMIN_TOKEN` is empty refuses every call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_auth_is_enforced() {
-    let tg = TollgateProcess::start(&memory_config(""));
+    let tg = TollgateProcess::start(&memory_config(None));
     let url = tg.admin_url();
     let good = format!("Bearer {ADMIN_TOKEN}");
     let lower = format!("bearer {ADMIN_TOKEN}");
@@ -1010,7 +975,8 @@ async fn admin_auth_is_enforced() {
     drop(tg);
 
     // No token configured: everything is refused, whatever is sent.
-    let off = TollgateProcess::start_with_env(&memory_config(""), &[("TOLLGATE_ADMIN_TOKEN", "")]);
+    let off =
+        TollgateProcess::start_with_env(&memory_config(None), &[("TOLLGATE_ADMIN_TOKEN", "")]);
     for header in [None, Some("Bearer "), Some(good.as_str()), Some("Bearer x")] {
         assert_status(
             &format!("admin API without tokens, header {header:?}"),
@@ -1032,10 +998,7 @@ async fn admin_tokens_file_adds_tokens() {
         "# admin tokens\n\nfile-token-one-0123456789\n  file-token-two-0123456789  \n",
     )
     .expect("write the tokens file");
-    let tg = TollgateProcess::start(&memory_config(&format!(
-        ", admin_tokens_file: \"{}\"",
-        file.display()
-    )));
+    let tg = TollgateProcess::start(&memory_config(Some(&file)));
     let url = tg.admin_url();
     for token in [
         "file-token-one-0123456789",
@@ -1088,7 +1051,7 @@ async fn assert_admin_only_on_admin_port(tg: &TollgateProcess) {
 async fn admin_service_is_not_on_the_check_port() {
     let admin_addr = format!("127.0.0.1:{}", free_port());
     let tg = TollgateProcess::start_with_env(
-        &memory_config(""),
+        &memory_config(None),
         &[("TOLLGATE_SERVER_ADMIN_ADDR", &admin_addr)],
     );
     assert_eq!(tg.admin_addr().to_string(), admin_addr);
@@ -1100,7 +1063,7 @@ async fn admin_service_is_not_on_the_check_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_port_zero_is_its_own_port() {
     let tg = TollgateProcess::start_with_env(
-        &memory_config(""),
+        &memory_config(None),
         &[("TOLLGATE_SERVER_ADMIN_ADDR", "127.0.0.1:0")],
     );
     assert_admin_only_on_admin_port(&tg).await;
@@ -2037,27 +2000,18 @@ async fn throttle_state_shows_buckets_and_quota() {
 async fn flush_authorizer_cache() {
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{url}", timeout: {STORE_TIMEOUT}, key_prefix: adm-flush}}
-failure_mode: closed
-authorizers:
-  - {{name: tok, type: token, identity_source: "header:Authorization", validation_regex: "^[A-Za-z0-9:._-]+$", endpoint: "{endpoint}", timeout: 2s, result_ttl: 300s}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets/{{petId}}", authorizer: tok}}
-  - id: plain
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/x"}}
-"#,
-        url = redis.url(),
-        endpoint = ep.url(),
-    );
+    let cfg = Config::redis(redis.url())
+        .key_prefix("adm-flush")
+        .closed()
+        .authorizer(
+            Authorizer::token("tok", &ep.url())
+                .timeout(Duration::from_secs(2))
+                .validation_regex("^[A-Za-z0-9:._-]+$")
+                .result_ttl(Duration::from_secs(300)),
+        )
+        .petstore(Stage::prod().route(Route::new("GET", "/pets/{petId}").authorizer("tok")))
+        .api(Api::new("plain").stage(Stage::prod().route(Route::new("GET", "/x"))))
+        .to_yaml();
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
     let mut admin = a.admin().await;
@@ -2545,15 +2499,9 @@ async fn scoped_tokens_are_enforced() {
         format!("# dashboards\nread {READ}\nusage\t{USAGE}\n{FULL}\n"),
     )
     .expect("write the tokens file");
-    let cfg = config(&redis, "scoped").replacen(
-        "metrics_addr: \"127.0.0.1:0\"",
-        &format!(
-            "metrics_addr: \"127.0.0.1:0\", admin_tokens_file: \"{}\"",
-            file.display()
-        ),
-        1,
-    );
-    let tg = TollgateProcess::start(&cfg);
+    let mut cfg = config_with(&redis, "scoped");
+    cfg.server.admin_tokens_file = Some(file.clone());
+    let tg = TollgateProcess::start(&cfg.to_yaml());
 
     // (what, scope needed) for each token: Ok, or the status code.
     for (token, read_ok, usage_ok, admin_ok) in [
@@ -2678,11 +2626,7 @@ async fn a_bad_tokens_file_line_is_a_config_error() {
     )
     .expect("write");
     let cfg = dir.path().join("tollgate.yaml");
-    std::fs::write(
-        &cfg,
-        memory_config(&format!(", admin_tokens_file: \"{}\"", file.display())),
-    )
-    .expect("write config");
+    std::fs::write(&cfg, memory_config(Some(&file))).expect("write config");
     let out = tollgate_tests::tollgate::run_tollgate(
         ["serve", "--config", cfg.to_str().expect("utf-8 path")],
         Duration::from_secs(30),
@@ -2697,7 +2641,7 @@ async fn a_bad_tokens_file_line_is_a_config_error() {
 /// rows before it is parsed: `INVALID_ARGUMENT` naming the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_and_import_are_bounded_before_the_work() {
-    let tg = TollgateProcess::start(&memory_config(""));
+    let tg = TollgateProcess::start(&memory_config(None));
     let mut c = tg.admin().await;
     c.create_usage_plan(CreateUsagePlanRequest {
         usage_plan: Some(UsagePlan {
@@ -2764,15 +2708,16 @@ async fn usage_and_import_are_bounded_before_the_work() {
 async fn each_write_is_visible_to_the_next_read() {
     let redis = RedisServer::start();
     // Enough file keys that seeding and loading take a while: the window the race needs.
-    let mut file_keys = String::new();
-    for i in 0..1500 {
-        file_keys.push_str(&format!(
-            "  - {{id: file-{i}, value: file-key-value-{i:020}, usage_plans: [{CONFIG_PLAN}]}}\n"
-        ));
-    }
+    let file_keys: Vec<Key> = (0..1500)
+        .map(|i| {
+            let (id, value) = (format!("file-{i}"), format!("file-key-value-{i:020}"));
+            Key::new(&id, &value, CONFIG_PLAN).disabled()
+        })
+        .collect();
     for round in 0..8 {
-        let cfg = config(&redis, &format!("adm-visible-{round}")) + &file_keys;
-        let tg = TollgateProcess::start(&cfg);
+        let mut cfg = config_with(&redis, &format!("adm-visible-{round}"));
+        cfg.api_keys.extend(file_keys.iter().cloned());
+        let tg = TollgateProcess::start(&cfg.to_yaml());
         let mut admin = tg.admin().await;
         for i in 0..5 {
             let id = format!("visible-{i}");

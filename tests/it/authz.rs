@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tollgate_proto::v1::authorization_service_client::AuthorizationServiceClient;
@@ -23,16 +22,15 @@ use tollgate_proto::v1::{
 };
 use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::{ARN_PREFIX, AuthorizerEndpoint, PRINCIPAL, SLOW, USAGE_KEY};
+use tollgate_tests::config::{ApiKeySource, Authorizer, Config, Key, Period, Plan, Route, Stage};
+use tollgate_tests::fixtures::{CLIENT, ISSUER, es256, now_s, rs256, with};
 use tollgate_tests::redis::RedisServer;
-use tollgate_tests::tollgate::{TollgateProcess, eventually, http_get, workspace_root};
+use tollgate_tests::tollgate::{TollgateProcess, eventually, http_get};
 use tonic::Code;
 use tonic::transport::Channel;
 
 type Check = CheckServiceClient<Channel>;
 type Authz = AuthorizationServiceClient<Channel>;
-
-/// The store timeout: the machine running the suite may be a shared 2-core box.
-const STORE_TIMEOUT: &str = "2s";
 
 /// The token authorizer's validation regex: behaviour tokens, nothing with spaces.
 const TOKEN_REGEX: &str = "^[A-Za-z0-9:._-]+$";
@@ -41,39 +39,46 @@ const DENIED: &str = "User is not authorized to access this resource";
 const EXPLICITLY_DENIED: &str =
     "User is not authorized to access this resource with an explicit deny";
 
-/// `server`, `store` (Redis, [`STORE_TIMEOUT`]) and `failure_mode: closed`, port 0 listeners.
-fn head(redis: &RedisServer, prefix: &str) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{url}", timeout: {STORE_TIMEOUT}, key_prefix: {prefix}, pool_size: 2}}
-failure_mode: closed
-"#,
-        url = redis.url()
-    )
+/// The authorizer call timeout of most tests.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// The decision cache TTL of most tests.
+const TTL: Duration = Duration::from_secs(300);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Port 0 listeners, a Redis store with its own `prefix` (pool of 2), `failure_mode: closed`.
+fn base(redis: &RedisServer, prefix: &str) -> Config {
+    Config::redis(redis.url())
+        .key_prefix(prefix)
+        .pool_size(2)
+        .closed()
 }
 
 /// A `token` authorizer reading `Authorization`, with [`TOKEN_REGEX`].
-fn token_authorizer(name: &str, endpoint: &AuthorizerEndpoint, timeout: &str, ttl: &str) -> String {
-    format!(
-        "  - {{name: {name}, type: token, identity_source: \"header:Authorization\", \
-         validation_regex: \"{TOKEN_REGEX}\", endpoint: \"{url}\", timeout: {timeout}, \
-         result_ttl: {ttl}}}\n",
-        url = endpoint.url()
-    )
+fn token_authorizer(
+    name: &str,
+    endpoint: &AuthorizerEndpoint,
+    timeout: Duration,
+    ttl: Duration,
+) -> Authorizer {
+    Authorizer::token(name, &endpoint.url())
+        .timeout(timeout)
+        .validation_regex(TOKEN_REGEX)
+        .result_ttl(ttl)
 }
 
-/// API `petstore`, stage `prod` (with `stage_settings` lines, indented 8), and `routes` (each
-/// a flow mapping, indented 10).
-fn petstore(stage_settings: &str, routes: &[&str]) -> String {
-    let mut s = String::from("apis:\n  - id: petstore\n    stages:\n      - name: prod\n");
-    s.push_str(stage_settings);
-    s.push_str("        routes:\n");
-    for r in routes {
-        s.push_str("          - ");
-        s.push_str(r);
-        s.push('\n');
-    }
-    s
+/// [`base`] with the token authorizer `pets-token` ([`TIMEOUT`], [`TTL`]).
+fn pets_token(redis: &RedisServer, prefix: &str, endpoint: &AuthorizerEndpoint) -> Config {
+    base(redis, prefix).authorizer(token_authorizer("pets-token", endpoint, TIMEOUT, TTL))
+}
+
+/// [`pets_token`] guarding `ANY /pets/{id}` of petstore/prod.
+fn pets_token_on_pets(redis: &RedisServer, prefix: &str, endpoint: &AuthorizerEndpoint) -> String {
+    pets_token(redis, prefix, endpoint)
+        .petstore(Stage::prod().route(Route::new("ANY", "/pets/{id}").authorizer("pets-token")))
+        .to_yaml()
 }
 
 fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -186,19 +191,14 @@ fn assert_denied(r: &CheckRequestResponse, d: Decision, status: u32, message: &s
 async fn token_authorizer_through_check_request() {
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:\n{}{}{}",
-        head(&redis, "authz-token"),
-        token_authorizer("pets-token", &ep, "2s", "300s"),
-        token_authorizer("pets-token-short", &ep, "200ms", "300s"),
-        petstore(
-            "",
-            &[
-                "{method: ANY, path: \"/pets/{id}\", authorizer: pets-token}",
-                "{method: GET, path: \"/short/{id}\", authorizer: pets-token-short}",
-            ]
-        ),
-    );
+    let cfg = pets_token(&redis, "authz-token", &ep)
+        .authorizer(token_authorizer("pets-token-short", &ep, ms(200), TTL))
+        .petstore(
+            Stage::prod()
+                .route(Route::new("ANY", "/pets/{id}").authorizer("pets-token"))
+                .route(Route::new("GET", "/short/{id}").authorizer("pets-token-short")),
+        )
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let mut c = tg.client().await;
 
@@ -332,18 +332,13 @@ async fn token_authorizer_through_check_request() {
 async fn authorize_rpc_named_and_from_route() {
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:\n{}{}",
-        head(&redis, "authz-rpc"),
-        token_authorizer("pets-token", &ep, "2s", "300s"),
-        petstore(
-            "",
-            &[
-                "{method: ANY, path: \"/pets/{id}\", authorizer: pets-token}",
-                "{method: GET, path: \"/open\"}",
-            ]
-        ),
-    );
+    let cfg = pets_token(&redis, "authz-rpc", &ep)
+        .petstore(
+            Stage::prod()
+                .route(Route::new("ANY", "/pets/{id}").authorizer("pets-token"))
+                .route(Route::new("GET", "/open")),
+        )
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let mut c = authz_client(&tg).await;
 
@@ -446,15 +441,7 @@ async fn authorize_rpc_named_and_from_route() {
 async fn shared_cache_across_two_instances() {
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:\n{}{}",
-        head(&redis, "authz-shared"),
-        token_authorizer("pets-token", &ep, "2s", "300s"),
-        petstore(
-            "",
-            &["{method: ANY, path: \"/pets/{id}\", authorizer: pets-token}"]
-        ),
-    );
+    let cfg = pets_token_on_pets(&redis, "authz-shared", &ep);
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
     let (mut ca, mut cb) = (authz_client(&a).await, authz_client(&b).await);
@@ -573,16 +560,21 @@ async fn shared_cache_across_two_instances() {
 async fn result_ttl_expiry_and_zero() {
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:\n{}{}{}",
-        head(&redis, "authz-ttl"),
-        token_authorizer("pets-1s", &ep, "2s", "1s"),
-        token_authorizer("pets-nocache", &ep, "2s", "0s"),
-        petstore(
-            "",
-            &["{method: ANY, path: \"/pets/{id}\", authorizer: pets-1s}"]
-        ),
-    );
+    let cfg = base(&redis, "authz-ttl")
+        .authorizer(token_authorizer(
+            "pets-1s",
+            &ep,
+            TIMEOUT,
+            Duration::from_secs(1),
+        ))
+        .authorizer(token_authorizer(
+            "pets-nocache",
+            &ep,
+            TIMEOUT,
+            Duration::ZERO,
+        ))
+        .petstore(Stage::prod().route(Route::new("ANY", "/pets/{id}").authorizer("pets-1s")))
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let mut c = authz_client(&tg).await;
 
@@ -662,15 +654,7 @@ async fn result_ttl_expiry_and_zero() {
 async fn concurrent_misses_collapse_into_one_call() {
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:\n{}{}",
-        head(&redis, "authz-collapse"),
-        token_authorizer("pets-token", &ep, "2s", "300s"),
-        petstore(
-            "",
-            &["{method: ANY, path: \"/pets/{id}\", authorizer: pets-token}"]
-        ),
-    );
+    let cfg = pets_token_on_pets(&redis, "authz-collapse", &ep);
     let tg = TollgateProcess::start(&cfg);
     let c = authz_client(&tg).await;
 
@@ -704,17 +688,15 @@ async fn concurrent_misses_collapse_into_one_call() {
 async fn request_authorizer_event_and_identity_sources() {
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:
-  - {{name: pets-request, type: request, identity_sources: [\"header:X-Tenant\", \"query:sig\"], endpoint: \"{}\", timeout: 2s}}
-{}",
-        head(&redis, "authz-request"),
-        ep.url(),
-        petstore(
-            "",
-            &["{method: GET, path: \"/pets/{id}\", authorizer: pets-request}"]
-        ),
-    );
+    let cfg = base(&redis, "authz-request")
+        .authorizer(Authorizer::request(
+            "pets-request",
+            &["header:X-Tenant", "query:sig"],
+            &ep.url(),
+            TIMEOUT,
+        ))
+        .petstore(Stage::prod().route(Route::new("GET", "/pets/{id}").authorizer("pets-request")))
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let mut c = tg.client().await;
     let req = |hdrs: &[(&str, &str)], query: &[(&str, &str)]| CheckRequestRequest {
@@ -871,27 +853,17 @@ async fn api_key_from_the_authorizer_meters_the_plan() {
     const CLIENT_KEY: &str = "authz-client-key-0123456789abcdef";
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:\n{}{}usage_plans:
-  - id: gold
-    quota: {{limit: 2, period: MONTH}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-  - id: big
-    quota: {{limit: 1000, period: MONTH}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k-authz, value: \"{USAGE_KEY}\", enabled: true, usage_plans: [gold]}}
-  - {{id: k-client, value: \"{CLIENT_KEY}\", enabled: true, usage_plans: [big]}}
-",
-        head(&redis, "authz-keysrc"),
-        token_authorizer("pets-token", &ep, "2s", "300s"),
-        petstore(
-            "        api_key_source: AUTHORIZER\n",
-            &[
-                "{method: GET, path: \"/pets/{id}\", authorizer: pets-token, api_key_required: true}"
-            ]
-        ),
-    );
+    let cfg = pets_token(&redis, "authz-keysrc", &ep)
+        .petstore(
+            Stage::prod()
+                .api_key_source(ApiKeySource::Authorizer)
+                .route(Route::keyed("GET", "/pets/{id}").authorizer("pets-token")),
+        )
+        .plan(Plan::new("gold").quota(2, Period::Month))
+        .plan(Plan::new("big").quota(1000, Period::Month))
+        .key(Key::new("k-authz", USAGE_KEY, "gold"))
+        .key(Key::new("k-client", CLIENT_KEY, "big"))
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let mut c = tg.client().await;
     let with_key = |token: &str, key: &str| CheckRequestRequest {
@@ -927,31 +899,6 @@ api_keys:
 // ---------------------------------------------------------------------------------------------
 // JWT
 
-const ISSUER: &str = "https://issuer.example.test/pool-1";
-const CLIENT: &str = "app-client-1";
-const RSA_KID: &str = "tollgate-test-rsa-1";
-const RSA_1: &[u8] = include_bytes!("../../server/src/auth/testdata/jwt/rsa-1.pem");
-const EC_KID: &str = "tollgate-test-ec-1";
-const EC_1: &[u8] = include_bytes!("../../server/src/auth/testdata/jwt/ec-1.pem");
-
-fn now_s() -> i64 {
-    (SystemClock.now_micros() / 1_000_000) as i64
-}
-
-fn rs256(claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(RSA_KID.into());
-    let key = EncodingKey::from_rsa_pem(RSA_1).expect("the fixture RSA key");
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
-}
-
-fn es256(claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(EC_KID.into());
-    let key = EncodingKey::from_ec_pem(EC_1).expect("the fixture EC key");
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
-}
-
 fn id_claims(sub: &str) -> Value {
     json!({
         "sub": sub, "iss": ISSUER, "aud": CLIENT, "token_use": "id",
@@ -968,32 +915,21 @@ fn access_claims(sub: &str, scope: &str) -> Value {
     })
 }
 
-fn with(mut claims: Value, name: &str, value: Value) -> Value {
-    claims
-        .as_object_mut()
-        .expect("claims are an object")
-        .insert(name.into(), value);
-    claims
-}
-
 /// A `jwt` authorizer (the fixture JWKS) on `GET /pets/{id}`, and on `POST /pets` with
 /// `scopes: ["pets/write"]`; `result_ttl` as given.
-fn jwt_config(redis: &RedisServer, prefix: &str, ttl: &str) -> String {
-    let jwks = workspace_root().join("server/src/auth/testdata/jwt/jwks.json");
-    format!(
-        "{}authorizers:
-  - {{name: users, type: jwt, issuer: \"{ISSUER}\", jwks_file: \"{}\", audiences: [\"{CLIENT}\"], result_ttl: {ttl}}}
-{}",
-        head(redis, prefix),
-        jwks.display(),
-        petstore(
-            "",
-            &[
-                "{method: GET, path: \"/pets/{id}\", authorizer: users}",
-                "{method: POST, path: \"/pets\", authorizer: users, scopes: [\"pets/write\"]}",
-            ]
-        ),
-    )
+fn jwt_config(redis: &RedisServer, prefix: &str, ttl: Duration) -> String {
+    base(redis, prefix)
+        .authorizer(Authorizer::jwt("users").result_ttl(ttl))
+        .petstore(
+            Stage::prod()
+                .route(Route::new("GET", "/pets/{id}").authorizer("users"))
+                .route(
+                    Route::new("POST", "/pets")
+                        .authorizer("users")
+                        .scopes(&["pets/write"]),
+                ),
+        )
+        .to_yaml()
 }
 
 /// (h) A Cognito-style `jwt` authorizer: claims as context and `sub` as principal; expired,
@@ -1002,7 +938,7 @@ fn jwt_config(redis: &RedisServer, prefix: &str, ttl: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_authorizer_through_check_request() {
     let redis = RedisServer::start();
-    let tg = TollgateProcess::start(&jwt_config(&redis, "authz-jwt", "300s"));
+    let tg = TollgateProcess::start(&jwt_config(&redis, "authz-jwt", TTL));
     let mut c = tg.client().await;
     let bearer = |t: &str| format!("Bearer {t}");
 
@@ -1116,8 +1052,8 @@ async fn jwt_authorizer_through_check_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_within_the_expiry_leeway_is_allowed() {
     let redis = RedisServer::start();
-    let uncached = TollgateProcess::start(&jwt_config(&redis, "authz-jwt-leeway0", "0s"));
-    let cached = TollgateProcess::start(&jwt_config(&redis, "authz-jwt-leeway", "300s"));
+    let uncached = TollgateProcess::start(&jwt_config(&redis, "authz-jwt-leeway0", Duration::ZERO));
+    let cached = TollgateProcess::start(&jwt_config(&redis, "authz-jwt-leeway", TTL));
     let token = rs256(&with(id_claims("user-leeway"), "exp", json!(now_s() - 20)));
     for (what, tg) in [("result_ttl 0s", &uncached), ("result_ttl 300s", &cached)] {
         let r = check(&mut tg.client().await, get_pet(&format!("Bearer {token}"))).await;
@@ -1139,15 +1075,7 @@ async fn jwt_within_the_expiry_leeway_is_allowed() {
 async fn metrics_count_authorizations_without_secrets() {
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:\n{}{}",
-        head(&redis, "authz-metrics"),
-        token_authorizer("pets-token", &ep, "2s", "300s"),
-        petstore(
-            "",
-            &["{method: ANY, path: \"/pets/{id}\", authorizer: pets-token}"]
-        ),
-    );
+    let cfg = pets_token_on_pets(&redis, "authz-metrics", &ep);
     let tg = TollgateProcess::start(&cfg);
     let mut c = tg.client().await;
     let mut a = authz_client(&tg).await;
@@ -1262,15 +1190,7 @@ async fn latency_of_authorize() {
     const N: usize = 2_000;
     let redis = RedisServer::start();
     let ep = AuthorizerEndpoint::start();
-    let cfg = format!(
-        "{}authorizers:\n{}{}",
-        head(&redis, "authz-latency"),
-        token_authorizer("pets-token", &ep, "2s", "300s"),
-        petstore(
-            "",
-            &["{method: ANY, path: \"/pets/{id}\", authorizer: pets-token}"]
-        ),
-    );
+    let cfg = pets_token_on_pets(&redis, "authz-latency", &ep);
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
     let (mut ca, mut cb) = (authz_client(&a).await, authz_client(&b).await);

@@ -22,6 +22,7 @@ use tollgate_proto::v1::authorization_service_client::AuthorizationServiceClient
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{AuthorizeRequest, CheckRequestRequest, Decision};
 use tollgate_tests::authorizer::AuthorizerEndpoint;
+use tollgate_tests::config::{Authorizer, Config, Envoy, Key, Plan, Route, Stage};
 use tollgate_tests::envoy::{EnvoyConfig, EnvoyProcess, ExtAuthz};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::TollgateProcess;
@@ -71,33 +72,28 @@ const CLIMBS: &[&str] = &[
     "/public/%C0%AE%C0%AE/private/1",
 ];
 
-fn config(redis: &RedisServer, prefix: &str, auth: &AuthorizerEndpoint, extra: &str) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{url}", timeout: 2s, key_prefix: {prefix}, pool_size: 2}}
-failure_mode: closed
-envoy: {{api_id: petstore, stage: prod, identity_headers: true}}
-authorizers:
-  - {{name: lambda, type: token, identity_source: "header:Authorization", endpoint: "{auth}", timeout: 2s, result_ttl: 300s}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: ANY, path: "/public/{{proxy+}}"}}
-          - {{method: GET, path: "/private/{{id}}", authorizer: lambda}}
-          - {{method: GET, path: "/pets/{{proxy+}}", authorizer: lambda}}
-          - {{method: ANY, path: "/keyed/{{proxy+}}", api_key_required: true}}
-usage_plans:
-  - id: tight
-    throttle: {{rate_limit: 0.001, burst_limit: 2}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [tight]}}
-{extra}"#,
-        url = redis.url(),
-        auth = auth.url(),
-    )
+fn config(redis: &RedisServer, prefix: &str, auth: &AuthorizerEndpoint) -> String {
+    let lambda = |method: &str, path: &str| Route::new(method, path).authorizer("lambda");
+    Config::redis(redis.url())
+        .key_prefix(prefix)
+        .pool_size(2)
+        .closed()
+        .envoy(Envoy::new("petstore", "prod").identity_headers())
+        .authorizer(
+            Authorizer::token("lambda", &auth.url())
+                .timeout(Duration::from_secs(2))
+                .result_ttl(Duration::from_secs(300)),
+        )
+        .petstore(
+            Stage::prod()
+                .route(Route::new("ANY", "/public/{proxy+}"))
+                .route(lambda("GET", "/private/{id}"))
+                .route(lambda("GET", "/pets/{proxy+}"))
+                .route(Route::keyed("ANY", "/keyed/{proxy+}")),
+        )
+        .plan(Plan::new("tight").throttle(0.001, 2))
+        .key(Key::new("k1", KEY, "tight"))
+        .to_yaml()
 }
 
 fn check_req(method: &str, path: &str, token: Option<&str>) -> CheckRequestRequest {
@@ -130,7 +126,7 @@ async fn check_outcome(
 async fn every_spelling_gets_the_canonical_decision_on_check_and_authorize() {
     let redis = RedisServer::start();
     let auth = AuthorizerEndpoint::start();
-    let tg = TollgateProcess::start(&config(&redis, "bypass-grpc", &auth, ""));
+    let tg = TollgateProcess::start(&config(&redis, "bypass-grpc", &auth));
     let mut c = tg.client().await;
     let mut a = AuthorizationServiceClient::new(tg.channel().await);
 
@@ -245,7 +241,7 @@ fn raw_http(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str
 async fn a_non_normalising_envoy_forwards_no_spelling_tollgate_would_deny() {
     let redis = RedisServer::start();
     let auth = AuthorizerEndpoint::start();
-    let tg = TollgateProcess::start(&config(&redis, "bypass-envoy", &auth, ""));
+    let tg = TollgateProcess::start(&config(&redis, "bypass-envoy", &auth));
     let up = EchoUpstream::start();
     let envoy = EnvoyProcess::start(
         &EnvoyConfig::new(tg.grpc_addr(), up.addr()).ext_authz(ExtAuthz::default()),
@@ -343,7 +339,7 @@ fn key_request(method: &str, path: &str) -> RateLimitRequest {
 async fn invented_methods_share_one_bucket() {
     let redis = RedisServer::start();
     let auth = AuthorizerEndpoint::start();
-    let tg = TollgateProcess::start(&config(&redis, "bypass-methods", &auth, ""));
+    let tg = TollgateProcess::start(&config(&redis, "bypass-methods", &auth));
     let mut c = tg.client().await;
     let methods = [
         "GET", "FOO", "BAR", "BAZ", "QUUX", "POST", "PUT", "DELETE", "PATCH", "A", "B",
@@ -381,7 +377,7 @@ async fn invented_methods_share_one_bucket() {
 async fn rls_refuses_paths_that_cannot_be_decided() {
     let redis = RedisServer::start();
     let auth = AuthorizerEndpoint::start();
-    let tg = TollgateProcess::start(&config(&redis, "bypass-rls", &auth, ""));
+    let tg = TollgateProcess::start(&config(&redis, "bypass-rls", &auth));
     let mut rls = RateLimitServiceClient::new(tg.channel().await);
     let ask = |path: &'static str| key_request("GET", path);
     let r = rls
@@ -412,7 +408,7 @@ async fn rls_refuses_paths_that_cannot_be_decided() {
 async fn a_big_body_behind_failure_mode_allow_is_still_checked() {
     let redis = RedisServer::start();
     let auth = AuthorizerEndpoint::start();
-    let tg = TollgateProcess::start(&config(&redis, "bypass-body", &auth, ""));
+    let tg = TollgateProcess::start(&config(&redis, "bypass-body", &auth));
     let up = EchoUpstream::start();
     let mut boot = EnvoyConfig::new(tg.grpc_addr(), up.addr())
         .ext_authz(ExtAuthz {

@@ -6,31 +6,24 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
+use tollgate_proto::v1::Decision;
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
-use tollgate_proto::v1::{CheckRequestRequest, Decision};
+use tollgate_tests::checks::{decision, get_pets};
+use tollgate_tests::config::{Config, Plan, Route, Stage};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{TollgateProcess, tollgate_command};
 use tonic::transport::Channel;
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// This Redis (prefix `cli`), `GET /pets` of petstore/prod and the file's plan `file-plan`;
+/// the keys come from the CLI.
 fn config(redis: &RedisServer) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{}", timeout: 2s, key_prefix: cli}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: file-plan
-    throttle: {{rate_limit: 100, burst_limit: 100}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-"#,
-        redis.url()
-    )
+    Config::redis(redis.url())
+        .key_prefix("cli")
+        .petstore(Stage::prod().route(Route::get_pets()))
+        .plan(Plan::new("file-plan").throttle(100.0, 100))
+        .to_yaml()
 }
 
 /// Runs `tollgate <args> --admin-addr <tg> ...` with the harness token.
@@ -89,24 +82,13 @@ fn fails_with(out: &Output, code: &str) -> String {
     stderr
 }
 
-fn get_pets(key: &str) -> CheckRequestRequest {
-    CheckRequestRequest {
-        api_id: "petstore".into(),
-        stage: "prod".into(),
-        http_method: "GET".into(),
-        path: "/pets".into(),
-        api_key: key.into(),
-        ..Default::default()
-    }
-}
-
 async fn decide(c: &mut CheckServiceClient<Channel>, key: &str) -> Decision {
     let r = c
         .check_request(get_pets(key))
         .await
         .expect("CheckRequest")
         .into_inner();
-    Decision::try_from(r.decision).unwrap_or(Decision::Unspecified)
+    decision(&r)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,36 +8,34 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tollgate_tests::authorizer::{AuthorizerEndpoint, PRINCIPAL};
+use tollgate_tests::config::{Authorizer, Config, Key, Period, Plan, Route, Stage};
 use tollgate_tests::redis::{RedisServer, free_port};
-use tollgate_tests::tollgate::{TollgateProcess, tollgate_command};
+use tollgate_tests::tollgate::{TollgateProcess, run_tollgate};
 
 const KEY: &str = "cli-check-key-0123456789";
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// This Redis (prefix `clicheck`), the TOKEN authorizer `tokens` (no cache), keyed `GET /pets`
+/// and `POST /completions`, plan `small` (burst 3, quota 1000 a day) and key `k1` = [`KEY`].
 fn config(redis: &RedisServer, authorizer: &AuthorizerEndpoint) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{redis}", timeout: 2s, key_prefix: clicheck}}
-authorizers:
-  - {{name: tokens, type: token, identity_source: "header:Authorization", endpoint: "{auth}", timeout: 2s, result_ttl: 0s}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-          - {{method: POST, path: "/completions", api_key_required: true}}
-usage_plans:
-  - id: small
-    throttle: {{rate_limit: 0.01, burst_limit: 3}}
-    quota: {{limit: 1000, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [small]}}
-"#,
-        redis = redis.url(),
-        auth = authorizer.url()
-    )
+    let plan = Plan::new("small")
+        .throttle(0.01, 3)
+        .quota(1000, Period::Day);
+    Config::redis(redis.url())
+        .key_prefix("clicheck")
+        .authorizer(
+            Authorizer::token("tokens", &authorizer.url())
+                .timeout(Duration::from_secs(2))
+                .result_ttl(Duration::ZERO),
+        )
+        .petstore(
+            Stage::prod()
+                .route(Route::get_pets())
+                .route(Route::keyed("POST", "/completions")),
+        )
+        .plan(plan)
+        .key(Key::new("k1", KEY, "small"))
+        .to_yaml()
 }
 
 /// Runs `tollgate <args> --addr <tg's check listener>`.
@@ -46,19 +44,7 @@ fn run(tg: &TollgateProcess, args: &[&str]) -> Output {
 }
 
 fn run_at(addr: &str, args: &[&str]) -> Output {
-    let mut cmd = tollgate_command(args);
-    cmd.arg("--addr")
-        .arg(addr)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("spawn tollgate");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(CLI_TIMEOUT)
-        .expect("the CLI finishes in time")
-        .expect("the CLI runs")
+    run_tollgate(args.iter().copied().chain(["--addr", addr]), CLI_TIMEOUT)
 }
 
 fn stdout(out: &Output, what: &str) -> String {

@@ -865,7 +865,7 @@ api_keys:
         })
         .await
         .expect("UpdateUsage");
-    let today = time_today();
+    let today = tollgate_tests::fixtures::today();
     admin
         .get_usage(GetUsageRequest {
             usage_plan_id: "p".into(),
@@ -918,24 +918,4 @@ api_keys:
         !stderr.contains("NOPERM"),
         "docs/operations/redis.md:{line}: Tollgate logged an ACL denial:\n{stderr}"
     );
-}
-
-/// Today's UTC date, `YYYY-MM-DD` (days since the epoch, civil-from-days).
-// GetUsage takes dates: the wall clock of the process under test, not a clock to inject.
-#[allow(clippy::disallowed_methods)]
-fn time_today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let z = secs / 86_400 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }

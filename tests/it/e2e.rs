@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{CheckRequestRequest, CheckRequestResponse, Decision};
 use tollgate_tests::checks::{allowed_not_degraded, check, decision, fire, get_pets, tally};
+use tollgate_tests::config::{Config, FailureMode, Key, Period, Plan, Route, STORE_TIMEOUT, Stage};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{
     TollgateProcess, eventually, http_get, run_tollgate, workspace_root,
@@ -28,46 +29,29 @@ const KEY_C: &str = "e2e-key-cccccccccccccccccccccccc";
 /// The store timeout for tests that are not about store failures. The machine running the
 /// suite may have 2 cores shared by a dozen processes (and a compiler): a 50 ms deadline then
 /// fires on a healthy Redis, and a test about quotas would see UNAVAILABLE or degraded answers.
-const RELAXED_TIMEOUT: &str = "2s";
+const RELAXED_TIMEOUT: Duration = STORE_TIMEOUT;
 
-/// `server`, `store` and `failure_mode`: port 0 listeners and a Redis store with
-/// [`RELAXED_TIMEOUT`].
-fn head(redis: &RedisServer, prefix: &str, failure_mode: &str) -> String {
-    head_with_timeout(redis, prefix, failure_mode, RELAXED_TIMEOUT)
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
-/// [`head`] with a given store timeout.
-fn head_with_timeout(
-    redis: &RedisServer,
-    prefix: &str,
-    failure_mode: &str,
-    timeout: &str,
-) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{url}", timeout: {timeout}, key_prefix: {prefix}}}
-failure_mode: {failure_mode}
-"#,
-        url = redis.url()
-    )
+/// Port 0 listeners, a Redis store with `prefix` and `timeout`, `failure_mode`, and API
+/// `petstore`, stage `prod` with `GET /pets` (API key required).
+fn base(redis: &RedisServer, prefix: &str, failure_mode: FailureMode, timeout: Duration) -> Config {
+    Config::redis(redis.url())
+        .key_prefix(prefix)
+        .store_timeout(timeout)
+        .failure_mode(failure_mode)
+        .petstore(Stage::prod().route(Route::get_pets()))
 }
 
-/// One API `petstore`, stage `prod`, with `GET /pets` (API key required) and `extra_routes`.
-fn petstore(extra_routes: &str) -> String {
-    format!(
-        r#"apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-{extra_routes}"#
-    )
-}
-
-/// An enabled API key in one plan.
-fn key(id: &str, value: &str, plan: &str) -> String {
-    format!("  - {{id: {id}, value: \"{value}\", enabled: true, usage_plans: [{plan}]}}\n")
+/// [`base`] with [`RELAXED_TIMEOUT`], `plan` and key `k1` = [`KEY_A`] in it.
+fn one_key(redis: &RedisServer, prefix: &str, failure_mode: FailureMode, plan: Plan) -> String {
+    let id = plan.id.clone();
+    base(redis, prefix, failure_mode, RELAXED_TIMEOUT)
+        .plan(plan)
+        .key(Key::new("k1", KEY_A, &id))
+        .to_yaml()
 }
 
 async fn check_err(client: &mut Client, req: CheckRequestRequest) -> tonic::Status {
@@ -82,17 +66,13 @@ async fn check_err(client: &mut Client, req: CheckRequestRequest) -> tonic::Stat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_is_exact_across_two_instances() {
     let redis = RedisServer::start();
-    let cfg = format!(
-        "{}{}usage_plans:
-  - id: metered
-    throttle: {{rate_limit: 100000, burst_limit: 100000}}
-    quota: {{limit: 500, period: MONTH}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}",
-        head(&redis, "quota2", "closed"),
-        petstore(""),
-        key("k1", KEY_A, "metered"),
+    let cfg = one_key(
+        &redis,
+        "quota2",
+        FailureMode::Closed,
+        Plan::new("metered")
+            .throttle(100_000.0, 100_000)
+            .quota(500, Period::Month),
     );
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
@@ -139,16 +119,11 @@ api_keys:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bucket_bound_holds_across_two_instances() {
     let redis = RedisServer::start();
-    let cfg = format!(
-        "{}{}usage_plans:
-  - id: slow
-    throttle: {{rate_limit: 1, burst_limit: 20}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}",
-        head(&redis, "bucket2", "closed"),
-        petstore(""),
-        key("k1", KEY_A, "slow"),
+    let cfg = one_key(
+        &redis,
+        "bucket2",
+        FailureMode::Closed,
+        Plan::new("slow").throttle(1.0, 20),
     );
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
@@ -206,30 +181,20 @@ async fn health(channel: Channel, service: &str) -> ServingStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_failure_modes_and_recovery() {
     let mut redis = RedisServer::start();
-    let plans_and_keys = format!(
-        "usage_plans:
-  - id: inherit
-    throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-  - id: strict
-    throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    failure_mode: closed
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}{}",
-        key("k-inherit", KEY_A, "inherit"),
-        key("k-strict", KEY_B, "strict"),
-    );
-    let open = TollgateProcess::start(&format!(
-        "{}{}{plans_and_keys}",
-        head_with_timeout(&redis, "fm", "open", "50ms"),
-        petstore("")
-    ));
-    let closed = TollgateProcess::start(&format!(
-        "{}{}{plans_and_keys}",
-        head_with_timeout(&redis, "fm", "closed", "50ms"),
-        petstore("")
-    ));
+    let cfg = |failure_mode| {
+        base(&redis, "fm", failure_mode, ms(50))
+            .plan(Plan::new("inherit").throttle(1000.0, 1000))
+            .plan(
+                Plan::new("strict")
+                    .throttle(1000.0, 1000)
+                    .failure_mode(FailureMode::Closed),
+            )
+            .key(Key::new("k-inherit", KEY_A, "inherit"))
+            .key(Key::new("k-strict", KEY_B, "strict"))
+            .to_yaml()
+    };
+    let open = TollgateProcess::start(&cfg(FailureMode::Open));
+    let closed = TollgateProcess::start(&cfg(FailureMode::Closed));
     let mut open_c = open.client().await;
     let mut closed_c = closed.client().await;
 
@@ -335,24 +300,15 @@ api_keys:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_applies_valid_and_rejects_invalid_config() {
     let redis = RedisServer::start();
-    let plan = "usage_plans:
-  - id: basic
-    throttle: {rate_limit: 1000, burst_limit: 1000}
-    api_stages: [{api_id: petstore, stage: prod}]
-";
-    let v1 = format!(
-        "{}{}{plan}api_keys:\n{}",
-        head(&redis, "reload", "closed"),
-        petstore(""),
-        key("k1", KEY_A, "basic"),
-    );
-    let v2 = format!(
-        "{}{}{plan}api_keys:\n{}{}",
-        head(&redis, "reload", "closed"),
-        petstore("          - {method: GET, path: \"/toys\", api_key_required: true}\n"),
-        key("k1", KEY_A, "basic"),
-        key("k2", KEY_B, "basic"),
-    );
+    let plan = || Plan::new("basic").throttle(1000.0, 1000);
+    let v1 = base(&redis, "reload", FailureMode::Closed, RELAXED_TIMEOUT)
+        .plan(plan())
+        .key(Key::new("k1", KEY_A, "basic"));
+    let mut v2 = v1.clone().key(Key::new("k2", KEY_B, "basic"));
+    v2.apis[0].stages[0]
+        .routes
+        .push(Route::keyed("GET", "/toys"));
+    let (v1, v2) = (v1.to_yaml(), v2.to_yaml());
     let tg = TollgateProcess::start(&v1);
     let mut c = tg.client().await;
     let toys = |k: &str| CheckRequestRequest {
@@ -554,16 +510,11 @@ fn serve_with_invalid_config_exits_64_without_binding() {
 #[tokio::test]
 async fn health_and_metrics() {
     let redis = RedisServer::start();
-    let tg = TollgateProcess::start(&format!(
-        "{}{}usage_plans:
-  - id: basic
-    throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}",
-        head(&redis, "health", "closed"),
-        petstore(""),
-        key("k1", KEY_A, "basic"),
+    let tg = TollgateProcess::start(&one_key(
+        &redis,
+        "health",
+        FailureMode::Closed,
+        Plan::new("basic").throttle(1_000.0, 1_000),
     ));
     let ch = tg.channel().await;
     assert_eq!(health(ch.clone(), "").await, ServingStatus::Serving);
@@ -599,17 +550,13 @@ api_keys:
 #[tokio::test]
 async fn bad_input_is_rejected_and_consumes_nothing() {
     let redis = RedisServer::start();
-    let tg = TollgateProcess::start(&format!(
-        "{}{}usage_plans:
-  - id: metered
-    throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    quota: {{limit: 100, period: MONTH}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}",
-        head(&redis, "badinput", "closed"),
-        petstore(""),
-        key("k1", KEY_A, "metered"),
+    let tg = TollgateProcess::start(&one_key(
+        &redis,
+        "badinput",
+        FailureMode::Closed,
+        Plan::new("metered")
+            .throttle(1_000.0, 1_000)
+            .quota(100, Period::Month),
     ));
     let mut c = tg.client().await;
     let dry = || CheckRequestRequest {
@@ -706,16 +653,11 @@ api_keys:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_zero() {
     let redis = RedisServer::start();
-    let mut tg = TollgateProcess::start(&format!(
-        "{}{}usage_plans:
-  - id: basic
-    throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}",
-        head(&redis, "term", "closed"),
-        petstore(""),
-        key("k1", KEY_A, "basic"),
+    let mut tg = TollgateProcess::start(&one_key(
+        &redis,
+        "term",
+        FailureMode::Closed,
+        Plan::new("basic").throttle(1_000.0, 1_000),
     ));
     let mut c = tg.client().await;
     assert_eq!(
@@ -745,16 +687,11 @@ api_keys:
 async fn reloaded_quota_limit_applies_to_current_period() {
     let redis = RedisServer::start();
     let cfg = |limit: u64| {
-        format!(
-            "{}{}usage_plans:
-  - id: metered
-    quota: {{limit: {limit}, period: MONTH}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}",
-            head(&redis, "requota", "closed"),
-            petstore(""),
-            key("k1", KEY_A, "metered"),
+        one_key(
+            &redis,
+            "requota",
+            FailureMode::Closed,
+            Plan::new("metered").quota(limit, Period::Month),
         )
     };
     let tg = TollgateProcess::start(&cfg(3));
@@ -816,17 +753,10 @@ async fn sequential_decisions(c: &mut Client, n: usize) -> Vec<Decision> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_store_hits_the_timeout_then_recovers() {
     let redis = RedisServer::start();
-    let cfg = format!(
-        "{}{}usage_plans:
-  - id: basic
-    throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}",
-        head_with_timeout(&redis, "hang", "open", "50ms"),
-        petstore(""),
-        key("k1", KEY_A, "basic"),
-    );
+    let cfg = base(&redis, "hang", FailureMode::Open, ms(50))
+        .plan(Plan::new("basic").throttle(1_000.0, 1_000))
+        .key(Key::new("k1", KEY_A, "basic"))
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let c = tg.client().await;
     eventually(
@@ -897,16 +827,12 @@ api_keys:
 /// the store for the plan's creation time (bounded by 4 × the timeout).
 fn slow_startup_config(silent: &std::net::TcpListener) -> String {
     let port = silent.local_addr().expect("addr").port();
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "redis://127.0.0.1:{port}/", timeout: 1s, key_prefix: early}}
-{}usage_plans:
-  - id: metered
-    quota: {{limit: 5, period: MONTH}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-"#,
-        petstore("")
-    )
+    Config::redis(format!("redis://127.0.0.1:{port}/"))
+        .key_prefix("early")
+        .store_timeout(Duration::from_secs(1))
+        .petstore(Stage::prod().route(Route::get_pets()))
+        .plan(Plan::new("metered").quota(5, Period::Month))
+        .to_yaml()
 }
 
 /// Regression: the ready line must come only after the SIGHUP/SIGTERM handlers and the file
@@ -948,16 +874,11 @@ fn sigterm_right_after_ready_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_retry_is_replayed_across_instances() {
     let redis = RedisServer::start();
-    let cfg = format!(
-        "{}{}usage_plans:
-  - id: metered
-    quota: {{limit: 10, period: MONTH}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-{}",
-        head(&redis, "idem", "closed"),
-        petstore(""),
-        key("k1", KEY_A, "metered"),
+    let cfg = one_key(
+        &redis,
+        "idem",
+        FailureMode::Closed,
+        Plan::new("metered").quota(10, Period::Month),
     );
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
@@ -990,9 +911,7 @@ api_keys:
 /// runtime does) are plain text: no ANSI colour codes.
 #[test]
 fn logs_to_a_file_carry_no_colour_codes() {
-    let tg = TollgateProcess::start(
-        "server: {grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}\nstore: {kind: memory}\n",
-    );
+    let tg = TollgateProcess::start(&Config::memory().to_yaml());
     // "serving ..." is logged at start, at INFO (a coloured level before the fix).
     assert!(
         tg.wait_for_stderr("serving", Duration::from_secs(10)),

@@ -9,13 +9,13 @@
 //! it (`ENVOY_BIN`, `envoy` on PATH, or `.venv-envoy/`) the tests fail with an install hint.
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use tollgate_server::clock::{Clock, SystemClock};
+use tollgate_tests::config::{self, Api, Authorizer, Config, Envoy, Key, Plan, Stage, UnknownKey};
 use tollgate_tests::envoy::{
     Action, EnvoyConfig, EnvoyProcess, ExtAuthz, RateLimit, Route, tollgate_key_actions,
 };
+use tollgate_tests::fixtures::{id_claims, rs256, with};
 use tollgate_tests::redis::{RedisServer, free_port};
 use tollgate_tests::tollgate::{TollgateProcess, workspace_root};
 use tollgate_tests::upstream::EchoUpstream;
@@ -23,47 +23,17 @@ use tollgate_tests::upstream::EchoUpstream;
 const KEY: &str = "envoy-key-0123456789abcdef";
 const UNKNOWN_KEY: &str = "envoy-key-unknown-0123456789";
 
-/// The store timeout for Redis-backed tests (a shared 2-core machine can be slow).
-const STORE_TIMEOUT: &str = "2s";
-
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// `server` on port 0 and the memory store.
-fn memory_head() -> String {
-    "server: {grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}\nstore: {kind: memory}\n"
-        .to_string()
-}
-
-/// `server` on port 0 and a Redis store with its own key prefix.
-fn redis_head(redis: &RedisServer, prefix: &str) -> String {
-    format!(
-        "server: {{grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}}\n\
-         store: {{kind: redis, url: \"{}\", timeout: {STORE_TIMEOUT}, key_prefix: {prefix}}}\n\
-         failure_mode: closed\n",
-        redis.url()
-    )
-}
-
-/// API `petstore`, stage `prod`, `GET /pets` (API key required); plan `small` (burst 3, one
-/// token every 100 s, so a slow machine cannot refill the bucket mid-test) with key `k1` =
-/// [`KEY`].
-fn petstore_with_small_plan() -> String {
-    format!(
-        r#"apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: small
-    throttle: {{rate_limit: 0.01, burst_limit: 3}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [small]}}
-"#
-    )
+/// This Redis with its own key prefix, `failure_mode: closed`, and API `petstore`, stage `prod`,
+/// `GET /pets` (API key required); plan `small` (burst 3, one token every 100 s, so a slow
+/// machine cannot refill the bucket mid-test) with key `k1` = [`KEY`].
+fn redis_with_small_plan(redis: &RedisServer, prefix: &str) -> Config {
+    Config::redis(redis.url())
+        .key_prefix(prefix)
+        .closed()
+        .petstore_with(Plan::new("small").throttle(0.01, 3), KEY)
 }
 
 /// An HTTP client that never uses a proxy (the tests talk to loopback only).
@@ -205,11 +175,9 @@ async fn envoy_without_tollgate_filters_proxies_to_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext_authz_key_and_throttle_on_redis() {
     let redis = RedisServer::start();
-    let cfg = format!(
-        "{}envoy: {{api_id: petstore, stage: prod, identity_headers: true}}\n{}",
-        redis_head(&redis, "envoy-authz"),
-        petstore_with_small_plan()
-    );
+    let cfg = redis_with_small_plan(&redis, "envoy-authz")
+        .envoy(Envoy::new("petstore", "prod").identity_headers())
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let up = EchoUpstream::start();
     let envoy = EnvoyProcess::start(
@@ -273,43 +241,20 @@ async fn ext_authz_key_and_throttle_on_redis() {
     assert_eq!(up.count(), 3, "{:?}", up.requests());
 }
 
-const ISSUER: &str = "https://issuer.example.test/pool-1";
-const CLIENT: &str = "app-client-1";
-const RSA_KID: &str = "tollgate-test-rsa-1";
-const RSA_1: &[u8] = include_bytes!("../../server/src/auth/testdata/jwt/rsa-1.pem");
-
 /// An RS256 ID token for `sub` from the fixture key, valid for an hour.
 fn id_token(sub: &str) -> String {
-    let now = (SystemClock.now_micros() / 1_000_000) as i64;
-    let claims = json!({
-        "sub": sub, "iss": ISSUER, "aud": CLIENT, "token_use": "id",
-        "email": "alice@example.test", "iat": now - 10, "exp": now + 3600,
-    });
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(RSA_KID.into());
-    let key = EncodingKey::from_rsa_pem(RSA_1).expect("the fixture RSA key");
-    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    rs256(&with(id_claims(sub), "email", json!("alice@example.test")))
 }
 
 /// ext_authz with a `jwt` authorizer on the route: no token → 401 Unauthorized (upstream not
 /// reached); a valid token → 200 with the principal and a claim as identity headers upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext_authz_authorizer_route_without_token_is_401() {
-    let jwks = workspace_root().join("server/src/auth/testdata/jwt/jwks.json");
-    let cfg = format!(
-        r#"{}envoy: {{api_id: petstore, stage: prod, identity_headers: true}}
-authorizers:
-  - {{name: users, type: jwt, issuer: "{ISSUER}", jwks_file: "{}", audiences: ["{CLIENT}"], result_ttl: 300s}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets/{{id}}", authorizer: users}}
-"#,
-        memory_head(),
-        jwks.display()
-    );
+    let cfg = Config::memory()
+        .envoy(Envoy::new("petstore", "prod").identity_headers())
+        .authorizer(Authorizer::jwt("users").result_ttl(Duration::from_secs(300)))
+        .petstore(Stage::prod().route(config::Route::new("GET", "/pets/{id}").authorizer("users")))
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let up = EchoUpstream::start();
     let envoy = EnvoyProcess::start(
@@ -351,27 +296,24 @@ apis:
 /// in petstore/prod with a key required, so a 200 proves the selection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext_authz_context_extensions_select_api_and_stage() {
-    let cfg = format!(
-        r#"{}envoy: {{api_id: petstore, stage: prod}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/public/pets", api_key_required: true}}
-          - {{method: GET, path: "/beta/pets", api_key_required: true}}
-          - {{method: GET, path: "/prod/pets", api_key_required: true}}
-      - name: beta
-        routes:
-          - {{method: GET, path: "/beta/pets"}}
-  - id: public
-    stages:
-      - name: v1
-        routes:
-          - {{method: GET, path: "/public/pets"}}
-"#,
-        memory_head()
-    );
+    let keyed = |path: &str| config::Route::keyed("GET", path);
+    let cfg = Config::memory()
+        .envoy(Envoy::new("petstore", "prod"))
+        .api(
+            Api::new("petstore")
+                .stage(
+                    Stage::prod()
+                        .route(keyed("/public/pets"))
+                        .route(keyed("/beta/pets"))
+                        .route(keyed("/prod/pets")),
+                )
+                .stage(Stage::new("beta").route(config::Route::new("GET", "/beta/pets"))),
+        )
+        .api(
+            Api::new("public")
+                .stage(Stage::new("v1").route(config::Route::new("GET", "/public/pets"))),
+        )
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let up = EchoUpstream::start();
     let envoy = EnvoyProcess::start(
@@ -405,11 +347,13 @@ apis:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rls_key_descriptor_burst_then_429_on_redis() {
     let redis = RedisServer::start();
-    let cfg = format!(
-        "{}envoy: {{stage: prod, unknown_key: deny}}\n{}",
-        redis_head(&redis, "envoy-rls"),
-        petstore_with_small_plan()
-    );
+    let cfg = redis_with_small_plan(&redis, "envoy-rls")
+        .envoy(Envoy {
+            stage: Some("prod".into()),
+            unknown_key: Some(UnknownKey::Deny),
+            ..Envoy::default()
+        })
+        .to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let up = EchoUpstream::start();
     let envoy = EnvoyProcess::start(
@@ -452,7 +396,7 @@ async fn rls_remote_address_descriptor_two_per_minute() {
       - key: remote_address
         rate_limit: {{unit: minute, requests_per_unit: 2}}
 "#,
-        memory_head()
+        Config::memory().to_yaml()
     );
     let tg = TollgateProcess::start(&cfg);
     let up = EchoUpstream::start();
@@ -486,7 +430,7 @@ async fn rls_value_rule_beats_key_only_rule() {
         value: slow
         rate_limit: {{unit: minute, requests_per_unit: 1}}
 "#,
-        memory_head()
+        Config::memory().to_yaml()
     );
     let tg = TollgateProcess::start(&cfg);
     let up = EchoUpstream::start();
@@ -519,24 +463,16 @@ async fn rls_value_rule_beats_key_only_rule() {
 /// A Tollgate for the failure-mode tests: petstore/prod `GET /authz/pets` and `GET /rls/pets`,
 /// key [`KEY`] in a generous plan; unknown RLS keys denied.
 fn failure_mode_config() -> String {
-    format!(
-        r#"{}envoy: {{api_id: petstore, stage: prod, unknown_key: deny}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/authz/pets", api_key_required: true}}
-          - {{method: GET, path: "/rls/pets", api_key_required: true}}
-usage_plans:
-  - id: big
-    throttle: {{rate_limit: 1000, burst_limit: 1000}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [big]}}
-"#,
-        memory_head()
-    )
+    Config::memory()
+        .envoy(Envoy::new("petstore", "prod").unknown_key(UnknownKey::Deny))
+        .petstore(
+            Stage::prod()
+                .route(config::Route::keyed("GET", "/authz/pets"))
+                .route(config::Route::keyed("GET", "/rls/pets")),
+        )
+        .plan(Plan::new("big").throttle(1000.0, 1000))
+        .key(Key::new("k1", KEY, "big"))
+        .to_yaml()
 }
 
 /// Envoy with ext_authz on `/authz/` and RLS (ext_authz off) on `/rls/`.

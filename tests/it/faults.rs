@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_proto::v1::Decision;
-use tollgate_tests::checks::{Client, decision, get_pets, petstore_with_key};
+use tollgate_tests::checks::{Client, decision, get_pets};
+use tollgate_tests::config::{CircuitBreaker, Config, FailureMode, Period, Plan, STORE_TIMEOUT};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::TollgateProcess;
 use tonic::Code;
@@ -20,14 +21,22 @@ use tonic_health::pb::health_client::HealthClient;
 
 const KEY: &str = "fault-key-aaaaaaaaaaaaaaaaaaaaaaaa";
 
-fn config(url: &str, failure_mode: &str, timeout: &str) -> String {
-    let petstore = petstore_with_key(1000, KEY);
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{url}", timeout: {timeout}, circuit_breaker: {{failures: 3, open_for: 300ms}}}}
-failure_mode: {failure_mode}
-{petstore}"#
-    )
+/// The Redis at `url` with a store `timeout` and a circuit breaker that opens after 3 failures
+/// for 300 ms; a daily quota of 1000 for key [`KEY`].
+fn config(url: &str, failure_mode: FailureMode, timeout: Duration) -> Config {
+    let mut cfg = Config::redis(url)
+        .store_timeout(timeout)
+        .failure_mode(failure_mode)
+        .petstore_with(Plan::new("metered").quota(1000, Period::Day), KEY);
+    cfg.store.circuit_breaker = Some(CircuitBreaker {
+        failures: 3,
+        open_for: Duration::from_millis(300),
+    });
+    cfg
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 async fn health(tg: &TollgateProcess) -> ServingStatus {
@@ -82,7 +91,7 @@ fn signal(pid: u32, sig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_redis_opens_the_circuit_and_recovery_is_automatic() {
     let redis = RedisServer::start();
-    let tg = TollgateProcess::start(&config(&redis.url(), "closed", "100ms"));
+    let tg = TollgateProcess::start(&config(&redis.url(), FailureMode::Closed, ms(100)).to_yaml());
     let mut c = tg.client().await;
     let r = timed_check(&mut c, Duration::from_secs(5))
         .await
@@ -184,7 +193,9 @@ async fn a_slow_redis_is_answered_per_the_failure_mode_within_the_deadline() {
         delay.clone(),
     )
     .await;
-    let tg = TollgateProcess::start(&config(&format!("redis://{proxy}/"), "open", "100ms"));
+    let tg = TollgateProcess::start(
+        &config(&format!("redis://{proxy}/"), FailureMode::Open, ms(100)).to_yaml(),
+    );
     let mut c = tg.client().await;
     let r = timed_check(&mut c, Duration::from_secs(5))
         .await
@@ -215,7 +226,8 @@ async fn a_slow_redis_is_answered_per_the_failure_mode_within_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_redis_refuses_and_nothing_is_counted() {
     let redis = RedisServer::start();
-    let tg = TollgateProcess::start(&config(&redis.url(), "closed", "2s"));
+    let tg =
+        TollgateProcess::start(&config(&redis.url(), FailureMode::Closed, STORE_TIMEOUT).to_yaml());
     let mut c = tg.client().await;
     let r = timed_check(&mut c, Duration::from_secs(5))
         .await
@@ -283,8 +295,9 @@ async fn sigterm_drains_a_check_in_flight() {
     // One connection, dialled by the first check: a new connection's handshake through the
     // slowed proxy would take longer than the connect timeout.
     let mut tg = TollgateProcess::start(
-        &config(&format!("redis://{proxy}/"), "closed", "5s")
-            .replace("timeout: 5s,", "timeout: 5s, pool_size: 1,"),
+        &config(&format!("redis://{proxy}/"), FailureMode::Closed, ms(5000))
+            .pool_size(1)
+            .to_yaml(),
     );
     let mut c = tg.client().await;
     timed_check(&mut c, Duration::from_secs(5))
@@ -312,7 +325,8 @@ async fn sigterm_drains_a_check_in_flight() {
 async fn garbage_on_the_port_does_not_hurt_the_server() {
     use std::io::Write;
     let redis = RedisServer::start();
-    let tg = TollgateProcess::start(&config(&redis.url(), "closed", "2s"));
+    let tg =
+        TollgateProcess::start(&config(&redis.url(), FailureMode::Closed, STORE_TIMEOUT).to_yaml());
     let mut junk: Vec<Vec<u8>> = vec![
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tollgate_tests::config::{Config, Key, Period, Plan, Route, Stage, ThrottleConfig, throttle};
 use tollgate_tests::redis::free_port;
 use tollgate_tests::tollgate::{TollgateProcess, workspace_root};
 
@@ -180,23 +181,13 @@ async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 /// A key with a quota of [`QUOTA`] requests a day (and a bucket that never binds).
 const QUOTA: u64 = 3;
 
+/// Memory store; key `gw` = [`KEY`] with a daily quota of [`QUOTA`].
 fn quota_config() -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: daily
-    quota: {{limit: {QUOTA}, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: gw, value: "{KEY}", enabled: true, usage_plans: [daily]}}
-"#
-    )
+    Config::memory()
+        .petstore(Stage::prod().route(Route::get_pets()))
+        .plan(Plan::new("daily").quota(QUOTA, Period::Day))
+        .key(Key::new("gw", KEY, "daily"))
+        .to_yaml()
 }
 
 /// The attack: a client repeats one `x-request-id` on more requests than its quota. Had the
@@ -269,23 +260,19 @@ async fn a_replayed_trusted_request_id_is_409() {
     );
 }
 
+/// Memory store; key `gw` = [`KEY`] in plan `small` with `throttle`.
+fn config_with(throttle: ThrottleConfig) -> Config {
+    let mut plan = Plan::new("small");
+    plan.throttle = Some(throttle);
+    Config::memory()
+        .petstore(Stage::prod().route(Route::get_pets()))
+        .plan(plan)
+        .key(Key::new("gw", KEY, "small"))
+}
+
+/// [`config_with`] a burst of 3 that refills one token per 100 s.
 fn config() -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: small
-    throttle: {{rate_limit: 0.01, burst_limit: 3}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: gw, value: "{KEY}", enabled: true, usage_plans: [small]}}
-"#
-    )
+    config_with(throttle(0.01, 3)).to_yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,10 +346,7 @@ async fn gateway_enforces_tollgate_and_its_failure_policy() {
 #[ignore = "manual: prints latency percentiles"]
 async fn latency_added_by_the_gateway() {
     let up = upstream().await;
-    let cfg = config().replace(
-        "rate_limit: 0.01, burst_limit: 3",
-        "rate_limit: 1000000, burst_limit: 1000000",
-    );
+    let cfg = config_with(throttle(1_000_000.0, 1_000_000)).to_yaml();
     let tg = TollgateProcess::start(&cfg);
     let gateway = start_gateway(&tg.grpc_url(), up, &[]);
     let gw = gateway.addr;
@@ -395,23 +379,11 @@ async fn latency_added_by_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_spellings_are_never_forwarded_even_fail_open() {
     let (up, served) = counting_upstream().await;
-    let tg = TollgateProcess::start(&format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: ANY, path: "/public/{{proxy+}}"}}
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: small
-    throttle: {{rate_limit: 0.01, burst_limit: 100}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: gw, value: "{KEY}", enabled: true, usage_plans: [small]}}
-"#
-    ));
+    let mut cfg = config_with(throttle(0.01, 100));
+    cfg.apis[0].stages[0]
+        .routes
+        .insert(0, Route::new("ANY", "/public/{proxy+}"));
+    let tg = TollgateProcess::start(&cfg.to_yaml());
     let tg_url = tg.grpc_url();
     let closed = start_gateway(&tg_url, up, &[]);
     let open = start_gateway(&tg_url, up, &["--fail-open"]);

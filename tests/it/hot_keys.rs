@@ -6,30 +6,19 @@ use std::time::{Duration, Instant};
 
 use tollgate_proto::v1::Decision;
 use tollgate_tests::checks::{Client, decision, fire, get_pets, tally};
+use tollgate_tests::config::{Config, Period, Plan};
 use tollgate_tests::redis::{RedisServer, command_calls};
 use tollgate_tests::tollgate::TollgateProcess;
 
 const KEY: &str = "hot-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
-fn config(redis: &RedisServer, plan: &str) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{}", timeout: 2s}}
-failure_mode: closed
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: hot
-{plan}    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [hot]}}
-"#,
-        redis.url()
-    )
+/// Port 0 listeners, this Redis, `failure_mode: closed`, and `GET /pets` of petstore/prod
+/// with `plan` and key `k1` = [`KEY`] in it.
+fn config(redis: &RedisServer, plan: Plan) -> String {
+    Config::redis(redis.url())
+        .closed()
+        .petstore_with(plan, KEY)
+        .to_yaml()
 }
 
 fn evalsha_calls(redis: &RedisServer) -> u64 {
@@ -44,23 +33,9 @@ fn evalsha_calls(redis: &RedisServer) -> u64 {
     command_calls(&info, "evalsha")
 }
 
-/// The key's quota state in Redis: `(quota used, used today)`.
+/// Key `k1`'s quota state in Redis (default prefix) in plan `hot`: `(quota used, used today)`.
 fn stored_usage(redis: &RedisServer) -> (u64, u64) {
-    let mut c = redis
-        .client()
-        .get_connection_with_timeout(Duration::from_secs(1))
-        .expect("redis");
-    let v: String = redis::cmd("HGET")
-        .arg("tg:{k:k1}")
-        .arg("q:hot")
-        .query(&mut c)
-        .expect("the key's state");
-    // `<day>:<quota used>d:<used today>`
-    let p: Vec<&str> = v.split(':').collect();
-    (
-        p[1].trim_end_matches('d').parse().expect("used"),
-        p[2].parse().expect("today"),
-    )
+    redis.quota_state("tg", "k1", "hot")
 }
 
 fn allowed(all: &[tollgate_proto::v1::CheckRequestResponse]) -> usize {
@@ -74,7 +49,9 @@ async fn leases_save_store_calls_and_never_exceed_the_quota() {
     let redis = RedisServer::start();
     let cfg = config(
         &redis,
-        "    quota: {limit: 1000, period: DAY}\n    local_lease: {units: 50, max_age: 300ms}\n",
+        Plan::new("hot")
+            .quota(1000, Period::Day)
+            .local_lease(50, Duration::from_millis(300)),
     );
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
@@ -128,7 +105,9 @@ async fn a_leased_bucket_is_exceeded_by_at_most_units_times_instances() {
     let redis = RedisServer::start();
     let cfg = config(
         &redis,
-        "    throttle: {rate_limit: 100, burst_limit: 100}\n    local_lease: {units: 20, max_age: 200ms}\n",
+        Plan::new("hot")
+            .throttle(100.0, 100)
+            .local_lease(20, Duration::from_millis(200)),
     );
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{
@@ -14,36 +13,22 @@ use tollgate_proto::v1::{
     UpdateApiKeyRequest, UpdateUsageRequest,
 };
 use tollgate_server::catalog::identity_key_id;
-use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::{AuthorizerEndpoint, PRINCIPAL};
 use tollgate_tests::checks::decision;
+use tollgate_tests::config::{Authorizer, Config, Identity, Period, Plan, Route, Stage};
+use tollgate_tests::fixtures::{id_claims, rs256, today, with};
 use tollgate_tests::redis::RedisServer;
-use tollgate_tests::tollgate::{TollgateProcess, eventually, workspace_root};
+use tollgate_tests::tollgate::{TollgateProcess, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
-const ISSUER: &str = "https://issuer.example.test/pool-1";
-const CLIENT: &str = "app-client-1";
-const RSA_KID: &str = "tollgate-test-rsa-1";
-const RSA_1: &[u8] = include_bytes!("../../server/src/auth/testdata/jwt/rsa-1.pem");
-
-fn now_s() -> i64 {
-    (SystemClock.now_micros() / 1_000_000) as i64
-}
-
 /// An ID token for `sub`, with a `tenant` claim when given.
 fn token(sub: &str, tenant: Option<&str>) -> String {
-    let mut claims = json!({
-        "sub": sub, "iss": ISSUER, "aud": CLIENT, "token_use": "id",
-        "iat": now_s() - 10, "exp": now_s() + 3600,
-    });
+    let mut claims = id_claims(sub);
     if let Some(t) = tenant {
         claims["tenant"] = Value::from(t);
     }
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(RSA_KID.into());
-    let key = EncodingKey::from_rsa_pem(RSA_1).expect("the fixture RSA key");
-    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    rs256(&claims)
 }
 
 fn get_pet(authorization: &str) -> CheckRequestRequest {
@@ -67,50 +52,20 @@ async fn check(
         .into_inner()
 }
 
-fn today() -> String {
-    let days = now_s() / 86_400;
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 fn jwt_config(redis: &RedisServer) -> String {
-    let jwks = workspace_root().join("server/src/auth/testdata/jwt/jwks.json");
-    format!(
-        r#"store: {{kind: redis, url: "{url}", key_prefix: ident, timeout: 2s}}
-server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-authorizers:
-  - {{name: users, type: jwt, issuer: "{ISSUER}", jwks_file: "{jwks}", audiences: ["{CLIENT}"]}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        usage_identifier: "claim:tenant"
-        default_usage_plan: free
-        routes:
-          - {{method: GET, path: "/pets/{{id}}", authorizer: users}}
-          - {{method: GET, path: "/pets", usage_identifier: api_key, api_key_required: true}}
-usage_plans:
-  - id: free
-    quota: {{limit: 3, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-  - id: gold
-    quota: {{limit: 6, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-identities:
-  - {{identity: "claim:tenant=acme", name: "Acme Corp", usage_plans: [gold]}}
-"#,
-        url = redis.url(),
-        jwks = jwks.display(),
-    )
+    Config::redis(redis.url())
+        .key_prefix("ident")
+        .authorizer(Authorizer::jwt("users"))
+        .petstore(
+            Stage::prod()
+                .usage_identifier("claim:tenant", Some("free"))
+                .route(Route::new("GET", "/pets/{id}").authorizer("users"))
+                .route(Route::get_pets().usage_identifier("api_key")),
+        )
+        .plan(Plan::new("free").quota(3, Period::Day))
+        .plan(Plan::new("gold").quota(6, Period::Day))
+        .identity(Identity::new("claim:tenant=acme", "gold").name("Acme Corp"))
+        .to_yaml()
 }
 
 /// Tenants' quotas by JWT claim, counted across two instances; a tenant's users share them.
@@ -171,14 +126,7 @@ async fn jwt_claim_meters_tenants_across_instances() {
         "{r:?}"
     );
     for odd in [Value::Null, json!({"id": "acme"})] {
-        let claims = json!({
-            "sub": "frank", "iss": ISSUER, "aud": CLIENT, "token_use": "id",
-            "iat": now_s() - 10, "exp": now_s() + 3600, "tenant": odd,
-        });
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(RSA_KID.into());
-        let key = EncodingKey::from_rsa_pem(RSA_1).expect("the fixture RSA key");
-        let t = jsonwebtoken::encode(&header, &claims, &key).expect("sign");
+        let t = rs256(&with(id_claims("frank"), "tenant", odd.clone()));
         let r = check(&mut clients[0], get_pet(&t)).await;
         assert_eq!(decision(&r), Decision::Forbidden, "tenant {odd}: {r:?}");
     }
@@ -344,27 +292,22 @@ async fn jwt_claim_meters_tenants_across_instances() {
 }
 
 fn custom_config(redis: &RedisServer, endpoint: &AuthorizerEndpoint) -> String {
-    format!(
-        r#"store: {{kind: redis, url: "{url}", key_prefix: identp, timeout: 2s}}
-server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-authorizers:
-  - {{name: partner, type: token, identity_source: "header:Authorization", endpoint: "{ep}", result_ttl: 0s}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        usage_identifier: principal
-        routes:
-          - {{method: GET, path: "/pets/{{id}}", authorizer: partner}}
-          - {{method: GET, path: "/health"}}
-usage_plans:
-  - id: burst2
-    throttle: {{rate_limit: 0.01, burst_limit: 2}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-"#,
-        url = redis.url(),
-        ep = endpoint.url(),
-    )
+    Config::redis(redis.url())
+        .key_prefix("identp")
+        .authorizer(partner("partner", endpoint))
+        .petstore(
+            Stage::prod()
+                .usage_identifier("principal", None)
+                .route(Route::new("GET", "/pets/{id}").authorizer("partner"))
+                .route(Route::new("GET", "/health")),
+        )
+        .plan(Plan::new("burst2").throttle(0.01, 2))
+        .to_yaml()
+}
+
+/// A TOKEN authorizer reading `Authorization`, without a decision cache.
+fn partner(name: &str, endpoint: &AuthorizerEndpoint) -> Authorizer {
+    Authorizer::token(name, &endpoint.url()).result_ttl(Duration::ZERO)
 }
 
 /// A custom authorizer's principal, assigned a plan through the admin API at run time.
@@ -474,30 +417,30 @@ async fn custom_authorizer_principal_assigned_through_the_admin_api() {
 
 /// Two authorizers that both vouch for principal `user-1`: two identities (two quotas) unless
 /// the config maps both to one `identity_namespace`.
-fn two_authorizers(redis: &RedisServer, ep: &AuthorizerEndpoint, prefix: &str, ns: &str) -> String {
-    format!(
-        r#"store: {{kind: redis, url: "{url}", key_prefix: {prefix}, timeout: 2s}}
-server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-authorizers:
-  - {{name: partner-a, type: token, identity_source: "header:Authorization", endpoint: "{ep}", result_ttl: 0s{ns}}}
-  - {{name: partner-b, type: token, identity_source: "header:Authorization", endpoint: "{ep}", result_ttl: 0s{ns}}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        usage_identifier: principal
-        default_usage_plan: two
-        routes:
-          - {{method: GET, path: "/a/{{id}}", authorizer: partner-a}}
-          - {{method: GET, path: "/b/{{id}}", authorizer: partner-b}}
-usage_plans:
-  - id: two
-    quota: {{limit: 2, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-"#,
-        url = redis.url(),
-        ep = ep.url(),
-    )
+/// `partner-a` and `partner-b` (in identity namespace `ns`, when given) metering by principal,
+/// with a default plan of 2 a day.
+fn two_authorizers(
+    redis: &RedisServer,
+    ep: &AuthorizerEndpoint,
+    prefix: &str,
+    ns: Option<&str>,
+) -> String {
+    let authorizer = |name: &str| match ns {
+        Some(ns) => partner(name, ep).identity_namespace(ns),
+        None => partner(name, ep),
+    };
+    Config::redis(redis.url())
+        .key_prefix(prefix)
+        .authorizer(authorizer("partner-a"))
+        .authorizer(authorizer("partner-b"))
+        .petstore(
+            Stage::prod()
+                .usage_identifier("principal", Some("two"))
+                .route(Route::new("GET", "/a/{id}").authorizer("partner-a"))
+                .route(Route::new("GET", "/b/{id}").authorizer("partner-b")),
+        )
+        .plan(Plan::new("two").quota(2, Period::Day))
+        .to_yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,19 +470,14 @@ async fn one_principal_from_two_authorizers_is_two_identities_unless_mapped() {
         n
     };
     // Scoped by authorizer: a quota of 2 each.
-    let tg = TollgateProcess::start(&two_authorizers(&redis, &ep, "ns-split", ""));
+    let tg = TollgateProcess::start(&two_authorizers(&redis, &ep, "ns-split", None));
     assert_eq!(allowed(tg).await, 4, "two identities, 2 each");
     // Mapped on purpose to one namespace: one identity, one quota.
-    let tg = TollgateProcess::start(&two_authorizers(
-        &redis,
-        &ep,
-        "ns-shared",
-        ", identity_namespace: partners",
-    ));
+    let tg = TollgateProcess::start(&two_authorizers(&redis, &ep, "ns-shared", Some("partners")));
     assert_eq!(allowed(tg).await, 2, "one identity across both authorizers");
 
     // An assignment naming no namespace is ambiguous with two; named, it is fine.
-    let cfg = two_authorizers(&redis, &ep, "ns-cfg", "");
+    let cfg = two_authorizers(&redis, &ep, "ns-cfg", None);
     let bad =
         format!("{cfg}identities:\n  - {{identity: \"principal=user-1\", usage_plans: [two]}}\n");
     let parse = |t: &str| tollgate_server::config::parse(t, &|_| None, std::path::Path::new("."));

@@ -16,18 +16,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tollgate_server::auth::jwt::{JwksSource, JwtAuthorizer, JwtError};
+use tollgate_tests::fixtures::{CLIENT, ID_EC_1, ID_RSA_1, ISSUER, JWKS};
 
-const ISSUER: &str = "https://issuer.example.test/pool-1";
-const CLIENT: &str = "app-client-1";
 /// 2027; the fixtures are valid from 2026 to 2100.
 const NOW: u64 = 1_800_000_000;
 
-const JWKS: &str = include_str!("../../server/src/auth/testdata/jwt/jwks.json");
 /// `JWKS` plus `tollgate-test-rsa-2`.
 const JWKS_ROTATED: &str = include_str!("../../server/src/auth/testdata/jwt/jwks-rotated.json");
-/// ID tokens for `user-1234` (kid `tollgate-test-rsa-1`, `tollgate-test-ec-1`).
-const ID_RSA_1: &str = include_str!("../../server/src/auth/testdata/jwt/id-rsa-1.jwt");
-const ID_EC_1: &str = include_str!("../../server/src/auth/testdata/jwt/id-ec-1.jwt");
 /// Access token for `user-1234` with `scope` "openid pets/read pets/write".
 const ACCESS_RSA_1: &str = include_str!("../../server/src/auth/testdata/jwt/access-rsa-1.jwt");
 /// ID token for `user-5678`, kid `tollgate-test-rsa-2` (only in `JWKS_ROTATED`).

@@ -15,6 +15,7 @@ mod envoy;
 mod examples;
 mod faults;
 mod gateway;
+mod harness;
 mod hostile;
 mod hot_keys;
 mod identities;

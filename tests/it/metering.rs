@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tollgate_proto::v1::{CheckRequestRequest, Decision, ReportUsageRequest};
-use tollgate_tests::checks::{Client, check, decision, get_pets, petstore_with_plan};
+use tollgate_tests::checks::{Client, check, decision, get_pets};
+use tollgate_tests::config::{
+    Config, Key, MeteringConfig, Period, Plan, Route, STORE_TIMEOUT, Stage,
+};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::TollgateProcess;
 
@@ -22,48 +25,37 @@ const LIMIT: u64 = 10_000;
 /// The quota of the `bulk` plan (no throttle) the concurrent test runs against.
 const BULK: u64 = 6_000;
 
-fn config(store: &str) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {store}
-failure_mode: closed
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: metered
-    quota: {{limit: {LIMIT}, period: DAY}}
-    throttle: {{rate_limit: 0.01, burst_limit: 1000}}
-    metering: {{meter_throttle: true}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-  - id: plain
-    quota: {{limit: {LIMIT}, period: DAY}}
-    throttle: {{rate_limit: 0.01, burst_limit: 1000}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-  - id: bulk
-    quota: {{limit: {BULK}, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-  - id: floored
-    quota: {{limit: {LIMIT}, period: DAY}}
-    metering: {{min_reservation: {MIN}, max_reservation: {MAX}}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [metered]}}
-  - {{id: k2, value: "{KEY2}", enabled: true, usage_plans: [plain]}}
-  - {{id: k3, value: "{KEY3}", enabled: true, usage_plans: [bulk]}}
-  - {{id: k5, value: "{KEY5}", enabled: true, usage_plans: [floored]}}
-"#
-    )
+/// Four plans on petstore/prod's `GET /pets`, one key each: `metered` (throttle metered too),
+/// `plain` (quota and throttle, no metering), `bulk` (a quota of [`BULK`]) and `floored`
+/// (reservations between [`MIN`] and [`MAX`]); on the store of `base`.
+fn config(base: Config) -> String {
+    let quota_and_bucket = |id: &str| Plan::new(id).quota(LIMIT, Period::Day).throttle(0.01, 1000);
+    base.closed()
+        .petstore(Stage::prod().route(Route::get_pets()))
+        .plan(quota_and_bucket("metered").metering(MeteringConfig {
+            meter_throttle: true,
+            ..MeteringConfig::default()
+        }))
+        .plan(quota_and_bucket("plain"))
+        .plan(Plan::new("bulk").quota(BULK, Period::Day))
+        .plan(
+            Plan::new("floored")
+                .quota(LIMIT, Period::Day)
+                .metering(MeteringConfig {
+                    min_reservation: Some(MIN),
+                    max_reservation: Some(MAX),
+                    ..MeteringConfig::default()
+                }),
+        )
+        .key(Key::new("k1", KEY, "metered"))
+        .key(Key::new("k2", KEY2, "plain"))
+        .key(Key::new("k3", KEY3, "bulk"))
+        .key(Key::new("k5", KEY5, "floored"))
+        .to_yaml()
 }
 
 fn redis_config(redis: &RedisServer) -> String {
-    config(&format!(
-        r#"{{kind: redis, url: "{}", timeout: 2s}}"#,
-        redis.url()
-    ))
+    config(Config::redis(redis.url()))
 }
 
 fn metered(key: &str, id: &str, cost: u64) -> CheckRequestRequest {
@@ -409,7 +401,7 @@ async fn the_client_layer_reports_the_upstreams_cost() {
     use tollgate_client::{BoxError, TollgateLayer};
     use tower::{Layer, ServiceExt};
 
-    let tg = TollgateProcess::start(&config("{kind: memory}"));
+    let tg = TollgateProcess::start(&config(Config::memory()));
     let client = tollgate_client::Client::builder([tg.grpc_url()])
         .deadline(Duration::from_secs(2))
         .build()
@@ -484,18 +476,22 @@ const SHORT: u64 = 1_000;
 /// Two instances' config: one key on a plan whose unreported reservations are released 2 s
 /// after their check.
 fn short_ttl_config(redis: &RedisServer) -> String {
-    short_ttl_config_with(redis, "2s")
+    short_ttl_config_with(redis, STORE_TIMEOUT)
 }
 
 /// [`short_ttl_config`] with another `store.timeout`.
-fn short_ttl_config_with(redis: &RedisServer, store_timeout: &str) -> String {
-    format!(
-        "server: {{grpc_addr: \"127.0.0.1:0\", metrics_addr: \"127.0.0.1:0\"}}\n\
-         store: {{kind: redis, url: \"{}\", timeout: {store_timeout}}}\n\
-         failure_mode: closed\n{}",
-        redis.url(),
-        petstore_with_plan(SHORT, KEY4, "    metering: {reservation_ttl: 2s}\n")
-    )
+fn short_ttl_config_with(redis: &RedisServer, store_timeout: Duration) -> String {
+    let plan = Plan::new("metered")
+        .quota(SHORT, Period::Day)
+        .metering(MeteringConfig {
+            reservation_ttl: Duration::from_secs(2),
+            ..MeteringConfig::default()
+        });
+    Config::redis(redis.url())
+        .store_timeout(store_timeout)
+        .closed()
+        .petstore_with(plan, KEY4)
+        .to_yaml()
 }
 
 /// `tollgate_usage_reports_total{result="<result>"}` on `tg`'s `/metrics` (0 when absent).
@@ -644,7 +640,7 @@ async fn a_reported_reservation_is_not_released_at_its_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_held_up_by_redis_loses_no_reservation() {
     let redis = RedisServer::start();
-    let tg = TollgateProcess::start(&short_ttl_config_with(&redis, "200ms"));
+    let tg = TollgateProcess::start(&short_ttl_config_with(&redis, Duration::from_millis(200)));
     let mut c = tg.client().await;
     let before = quota_left(&mut c, KEY4).await;
     let mut conn = redis

@@ -6,15 +6,15 @@
 //! credentials carrying a marker and looks for it everywhere the operator can read.
 use std::collections::HashMap;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tollgate_proto::v1::authorization_service_client::AuthorizationServiceClient;
 use tollgate_proto::v1::{
     AuthorizeRequest, CheckRequestRequest, CheckRequestResponse, Decision, DenialReason,
 };
-use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_tests::authorizer::AuthorizerEndpoint;
 use tollgate_tests::checks::{Client, check, decision};
+use tollgate_tests::config::{Api, Authorizer, Config, Period, Plan, Route, Stage};
+use tollgate_tests::fixtures::{CLIENT, ISSUER, id_claims, now_s, rs256};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{TollgateProcess, workspace_root};
 
@@ -22,11 +22,6 @@ use tollgate_tests::tollgate::{TollgateProcess, workspace_root};
 const DENIAL_LOG: (&str, &str) = ("TOLLGATE_LOG", "info,tollgate::denial=debug");
 /// Polling deadline for a log line the server writes before it answers.
 const LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-const ISSUER: &str = "https://issuer.example.test/pool-1";
-const CLIENT: &str = "app-client-1";
-const RSA_KID: &str = "tollgate-test-rsa-1";
-const RSA_1: &[u8] = include_bytes!("../../server/src/auth/testdata/jwt/rsa-1.pem");
 
 const KEY_OK: &str = "reasons-key-ok-0123456789";
 const KEY_OFF: &str = "reasons-key-off-0123456789";
@@ -276,50 +271,28 @@ async fn key_throttle_and_quota_denials_say_why() {
     assert_eq!(denials, 11, "one line per denial: {log}");
 }
 
-fn now_s() -> i64 {
-    (SystemClock.now_micros() / 1_000_000) as i64
-}
-
-fn rs256(claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(RSA_KID.into());
-    let key = EncodingKey::from_rsa_pem(RSA_1).expect("the fixture RSA key");
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
-}
-
-fn id_claims(sub: &str) -> Value {
-    json!({
-        "sub": sub, "iss": ISSUER, "aud": CLIENT, "token_use": "id",
-        "iat": now_s() - 10, "exp": now_s() + 3600,
-    })
-}
-
 /// The AI-gateway setup: tenants metered by `claim:tenant` from a JWT user pool.
 fn jwt_config(redis: &RedisServer) -> String {
-    let jwks = workspace_root().join("server/src/auth/testdata/jwt/jwks.json");
-    head(redis, "reasons-jwt")
-        + &format!(
-            r#"authorizers:
-  - {{name: users, type: jwt, issuer: "{ISSUER}", jwks_file: "{jwks}", audiences: ["{CLIENT}"]}}
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        usage_identifier: "claim:tenant"
-        default_usage_plan: free
-        routes:
-          - {{method: POST, path: "/v1/chat", authorizer: users}}
-      - name: strict
-        usage_identifier: "claim:tenant"
-        routes:
-          - {{method: POST, path: "/v1/chat", authorizer: users}}
-usage_plans:
-  - id: free
-    quota: {{limit: 100, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-"#,
-            jwks = jwks.display()
+    let chat = || Route::new("POST", "/v1/chat").authorizer("users");
+    Config::redis(redis.url())
+        .key_prefix("reasons-jwt")
+        .pool_size(2)
+        .authorizer(Authorizer::jwt("users"))
+        .api(
+            Api::new("petstore")
+                .stage(
+                    Stage::prod()
+                        .usage_identifier("claim:tenant", Some("free"))
+                        .route(chat()),
+                )
+                .stage(
+                    Stage::new("strict")
+                        .usage_identifier("claim:tenant", None)
+                        .route(chat()),
+                ),
         )
+        .plan(Plan::new("free").quota(100, Period::Day))
+        .to_yaml()
 }
 
 /// JWT failures and the missing usage-identifier claim (a token without `tenant` used to get a

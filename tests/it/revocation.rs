@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tollgate_proto::v1::authorization_service_client::AuthorizationServiceClient;
 use tollgate_proto::v1::{AuthorizeRequest, CacheLevel, Decision, UpdateUsageRequest};
 use tollgate_tests::checks::{Client, check, decision, get_pets};
+use tollgate_tests::config::{Config, Period, Plan};
+use tollgate_tests::fixtures::{CLIENT, ID_EC_1, ID_RSA_1, ISSUER, JWKS, RSA_KID};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{TollgateProcess, eventually};
 
@@ -27,44 +29,18 @@ const KEY: &str = "cutoff-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 /// it is a bound on a wait that polls, not a sleep.
 const PROPAGATION: Duration = Duration::from_secs(5);
 
-fn config(redis: &RedisServer, plan: &str) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "{}", timeout: 2s}}
-failure_mode: closed
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: hot
-{plan}    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [hot]}}
-"#,
-        redis.url()
-    )
+/// Port 0 listeners, this Redis, `failure_mode: closed`, and `GET /pets` of petstore/prod
+/// with `plan` and key `k1` = [`KEY`] in it.
+fn config(redis: &RedisServer, plan: Plan) -> String {
+    Config::redis(redis.url())
+        .closed()
+        .petstore_with(plan, KEY)
+        .to_yaml()
 }
 
-/// The key's quota state in Redis: `(quota used, used today)`.
+/// Key `k1`'s quota state in Redis (default prefix) in plan `hot`: `(quota used, used today)`.
 fn stored_usage(redis: &RedisServer) -> (u64, u64) {
-    let mut c = redis
-        .client()
-        .get_connection_with_timeout(Duration::from_secs(1))
-        .expect("redis");
-    let v: String = redis::cmd("HGET")
-        .arg("tg:{k:k1}")
-        .arg("q:hot")
-        .query(&mut c)
-        .expect("the key's state");
-    // `<day>:<quota used>d:<used today>`
-    let p: Vec<&str> = v.split(':').collect();
-    (
-        p[1].trim_end_matches('d').parse().expect("used"),
-        p[2].parse().expect("today"),
-    )
+    redis.quota_state("tg", "k1", "hot")
 }
 
 async fn update_usage(tg: &TollgateProcess, remaining: u64) {
@@ -110,7 +86,9 @@ async fn update_usage_zero_stops_a_leased_key_on_every_instance() {
     let redis = RedisServer::start();
     let cfg = config(
         &redis,
-        "    quota: {limit: 100000, period: DAY}\n    local_lease: {units: 500, max_age: 60s}\n",
+        Plan::new("hot")
+            .quota(100_000, Period::Day)
+            .local_lease(500, Duration::from_secs(60)),
     );
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
@@ -184,7 +162,7 @@ async fn update_usage_zero_stops_a_leased_key_on_every_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_usage_lifts_a_cached_denial_on_every_instance() {
     let redis = RedisServer::start();
-    let cfg = config(&redis, "    quota: {limit: 3, period: DAY}\n");
+    let cfg = config(&redis, Plan::new("hot").quota(3, Period::Day));
     let a = TollgateProcess::start(&cfg);
     let b = TollgateProcess::start(&cfg);
     let clients: [Client; 2] = [a.client().await, b.client().await];
@@ -231,15 +209,6 @@ async fn update_usage_lifts_a_cached_denial_on_every_instance() {
 }
 
 // ---------------------------------------------------------------- JWKS revocation
-
-const JWKS: &str = include_str!("../../server/src/auth/testdata/jwt/jwks.json");
-/// `sub` user-1234, RS256 with kid `tollgate-test-rsa-1`, expires in 2100.
-const ID_RSA_1: &str = include_str!("../../server/src/auth/testdata/jwt/id-rsa-1.jwt");
-/// The same claims, ES256 with kid `tollgate-test-ec-1`.
-const ID_EC_1: &str = include_str!("../../server/src/auth/testdata/jwt/id-ec-1.jwt");
-const ISSUER: &str = "https://issuer.example.test/pool-1";
-const CLIENT: &str = "app-client-1";
-const RSA_KID: &str = "tollgate-test-rsa-1";
 
 /// A JWKS endpoint on 127.0.0.1 (one request per connection) answering the current body with
 /// `Cache-Control: max-age=1`, counting requests.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tollgate_proto::v1::ListUsagePlansRequest;
 use tollgate_tests::checks::{check, decision, get_pets};
+use tollgate_tests::config::{Config, Key, Period, Plan, Route, Stage};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{ADMIN_TOKEN, TollgateProcess, http_get};
 use tonic::Code;
@@ -15,26 +16,16 @@ const WRONG_TOKEN: &str = "wrong-admin-token-0123456789";
 const REDIS_PASSWORD: &str = "redis-pass-0123456789";
 const WRONG_PASSWORD: &str = "wrong-redis-pass-0123456789";
 
+/// This Redis as user `tollgate` with `password`, and key `k1`'s value from `TEST_KEY_VALUE`.
 fn config(redis: &RedisServer, password: &str) -> String {
-    format!(
-        r#"server: {{grpc_addr: "127.0.0.1:0", admin_addr: "127.0.0.1:0", metrics_addr: "127.0.0.1:0"}}
-store: {{kind: redis, url: "redis://tollgate:{password}@127.0.0.1:{}/", timeout: 2s}}
-failure_mode: closed
-apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: p
-    quota: {{limit: 100, period: DAY}}
-    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value_env: TEST_KEY_VALUE, enabled: true, usage_plans: [p]}}
-"#,
-        redis.port()
-    )
+    let url = format!("redis://tollgate:{password}@127.0.0.1:{}/", redis.port());
+    let mut cfg = Config::redis(url)
+        .closed()
+        .petstore(Stage::prod().route(Route::get_pets()))
+        .plan(Plan::new("p").quota(100, Period::Day))
+        .key(Key::from_env("k1", "TEST_KEY_VALUE", "p"));
+    cfg.server.admin_addr = Some("127.0.0.1:0".into());
+    cfg.to_yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

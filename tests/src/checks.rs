@@ -9,6 +9,8 @@ use tollgate_proto::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::v1::{CheckRequestRequest, CheckRequestResponse, Decision};
 use tonic::transport::Channel;
 
+use crate::config::{Config, Period, Plan};
+
 /// A CheckService client.
 pub type Client = CheckServiceClient<Channel>;
 
@@ -117,29 +119,12 @@ pub async fn until_recovered(
     }
 }
 
-/// The YAML tail most end-to-end configs share: API `petstore`, stage `prod` with
-/// `GET /pets` (API key required), plan `metered` with a daily quota of `quota`, and key `k1`
-/// with the value `key` in it.
+/// The YAML tail most end-to-end configs share (for a suite whose `server`/`store` head is text):
+/// API `petstore`, stage `prod` with `GET /pets` (API key required), plan `metered` with a
+/// daily quota of `quota`, and key `k1` with the value `key` in it. A suite that builds its
+/// whole config uses [`Config::petstore_with`] instead.
 pub fn petstore_with_key(quota: u64, key: &str) -> String {
-    petstore_with_plan(quota, key, "")
-}
-
-/// [`petstore_with_key`] with `plan_extra` (YAML lines indented for the plan, e.g.
-/// `"    metering: {reservation_ttl: 2s}\n"`) added to the plan.
-pub fn petstore_with_plan(quota: u64, key: &str, plan_extra: &str) -> String {
-    format!(
-        r#"apis:
-  - id: petstore
-    stages:
-      - name: prod
-        routes:
-          - {{method: GET, path: "/pets", api_key_required: true}}
-usage_plans:
-  - id: metered
-    quota: {{limit: {quota}, period: DAY}}
-{plan_extra}    api_stages: [{{api_id: petstore, stage: prod}}]
-api_keys:
-  - {{id: k1, value: "{key}", enabled: true, usage_plans: [metered]}}
-"#
-    )
+    Config::memory()
+        .petstore_with(Plan::new("metered").quota(quota, Period::Day), key)
+        .definitions_yaml()
 }

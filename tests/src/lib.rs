@@ -8,13 +8,18 @@
 //! - [`envoy::EnvoyProcess`]: a real Envoy in front of Tollgate (ext_authz and rate-limit
 //!   filters) from a generated bootstrap ([`envoy::EnvoyConfig`]), killed on drop.
 //! - [`upstream::EchoUpstream`]: an HTTP server echoing each request's method, path and headers.
+//! - [`config::Config`]: a typed builder for the config files the suites start servers with;
+//!   [`fixtures`]: the shared test user pool (issuer, keys, tokens); [`checks`]: CheckRequest
+//!   helpers (`get_pets`, `decision`, ...).
 //!
 //! A test that needs a binary that is not installed fails with an install hint; it never
 //! passes silently.
 pub mod authorizer;
 pub mod certs;
 pub mod checks;
+pub mod config;
 pub mod envoy;
+pub mod fixtures;
 pub mod redis;
 pub mod redis_cluster;
 pub mod redis_sentinel;

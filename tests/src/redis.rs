@@ -131,6 +131,26 @@ impl RedisServer {
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).expect("valid redis url")
     }
+
+    /// What Tollgate stored for API key `key_id`'s quota in `plan` (key prefix `prefix`):
+    /// `(quota used, used today)`, read from the field `q:<plan>` of `<prefix>:{k:<key_id>}`,
+    /// whose value is `<day>:<quota used>d:<used today>`.
+    pub fn quota_state(&self, prefix: &str, key_id: &str, plan: &str) -> (u64, u64) {
+        let mut c = self
+            .client()
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .expect("redis");
+        let v: String = redis::cmd("HGET")
+            .arg(format!("{prefix}:{{k:{key_id}}}"))
+            .arg(format!("q:{plan}"))
+            .query(&mut c)
+            .expect("the key's state");
+        let p: Vec<&str> = v.split(':').collect();
+        (
+            p[1].trim_end_matches('d').parse().expect("used"),
+            p[2].parse().expect("today"),
+        )
+    }
 }
 
 /// `calls` of `cmd` (lower case, e.g. `evalsha`) in the text of `INFO commandstats`; 0 when
