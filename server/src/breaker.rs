@@ -7,8 +7,17 @@
 //! healthy shards keep one failing shard from opening the circuit for everyone (its keys then
 //! wait for the deadline, per the failure mode). Lock-free: on the hot path a closed circuit
 //! costs one atomic load before the call and one after.
+//!
+//! Owns: the circuit's state and its timing (read from the injected [`Clock`]'s monotonic
+//! time, so tests move time with a [`crate::clock::FakeClock`] instead of sleeping).
+//! Must not import: anything from this crate but [`crate::clock`] (it knows nothing of stores,
+//! metrics or the failure mode; its caller acts on [`Permit`] and on what
+//! [`Breaker::record`] returns).
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Clock;
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,24 +31,39 @@ pub enum Permit {
 }
 
 /// A circuit over the store calls of one instance.
-#[derive(Debug)]
 pub struct Breaker {
     threshold: u32,
     open_for: Duration,
-    epoch: Instant,
+    clock: Arc<dyn Clock>,
+    /// The clock's monotonic time at construction.
+    epoch: Duration,
     failures: AtomicU32,
     /// µs since `epoch` until which the circuit is open; 0 = closed.
     open_until_us: AtomicU64,
     probing: AtomicBool,
 }
 
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker")
+            .field("threshold", &self.threshold)
+            .field("open_for", &self.open_for)
+            .field("failures", &self.failures)
+            .field("open_until_us", &self.open_until_us)
+            .field("probing", &self.probing)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Breaker {
-    /// Opens after `threshold` failures in a row, for `open_for` each time.
-    pub fn new(threshold: u32, open_for: Duration) -> Self {
+    /// Opens after `threshold` failures in a row, for `open_for` each time, as `clock`'s
+    /// monotonic time tells.
+    pub fn new(threshold: u32, open_for: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             threshold: threshold.max(1),
             open_for,
-            epoch: Instant::now(),
+            epoch: clock.monotonic(),
+            clock,
             failures: AtomicU32::new(0),
             open_until_us: AtomicU64::new(0),
             probing: AtomicBool::new(false),
@@ -48,7 +72,11 @@ impl Breaker {
 
     fn now_us(&self) -> u64 {
         // +1: 0 means closed.
-        self.epoch.elapsed().as_micros() as u64 + 1
+        self.clock
+            .monotonic()
+            .saturating_sub(self.epoch)
+            .as_micros() as u64
+            + 1
     }
 
     /// Whether the circuit is open or half-open now (health, metrics).
@@ -110,10 +138,12 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
 
     #[test]
     fn opens_after_failures_in_a_row_then_probes_once() {
-        let b = Breaker::new(3, Duration::from_millis(30));
+        let clock = FakeClock::new(0);
+        let b = Breaker::new(3, Duration::from_millis(30), Arc::new(clock.clone()));
         for _ in 0..2 {
             assert_eq!(b.permit(), Permit::Call);
             assert_eq!(b.record(Permit::Call, false), None);
@@ -127,16 +157,33 @@ mod tests {
         assert_eq!(b.record(Permit::Call, false), Some(true));
         assert!(b.is_open());
         assert_eq!(b.permit(), Permit::Reject);
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance_by(Duration::from_millis(29));
+        assert_eq!(b.permit(), Permit::Reject, "open for the whole period");
+        clock.advance_by(Duration::from_millis(1));
         assert_eq!(b.permit(), Permit::Probe);
         assert_eq!(b.permit(), Permit::Reject, "one probe at a time");
         // The probe fails: open again for the whole period.
         assert_eq!(b.record(Permit::Probe, false), None);
         assert_eq!(b.permit(), Permit::Reject);
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance_by(Duration::from_millis(29));
+        assert_eq!(b.permit(), Permit::Reject, "reopened for the whole period");
+        clock.advance_by(Duration::from_millis(1));
         assert_eq!(b.permit(), Permit::Probe);
         assert_eq!(b.record(Permit::Probe, true), Some(false));
         assert!(!b.is_open());
         assert_eq!(b.permit(), Permit::Call);
+    }
+
+    /// The circuit times itself by monotonic time: a wall clock stepped back (NTP) neither
+    /// keeps it open longer nor closes it early.
+    #[test]
+    fn a_wall_clock_step_does_not_move_the_circuit() {
+        let clock = FakeClock::new(1_000_000_000);
+        let b = Breaker::new(1, Duration::from_secs(1), Arc::new(clock.clone()));
+        assert_eq!(b.record(Permit::Call, false), Some(true));
+        clock.set(1);
+        assert_eq!(b.permit(), Permit::Reject);
+        clock.advance_by(Duration::from_secs(1));
+        assert_eq!(b.permit(), Permit::Probe);
     }
 }

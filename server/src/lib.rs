@@ -9,6 +9,7 @@
 //! - [`pipeline`]: the check in AWS order (route → authorizer → key → throttle → quota).
 //! - [`reason`]: why a request was denied (codes for the operator, never a secret).
 //! - [`api`]: gRPC handlers; the only place that builds `tonic::Status`.
+//! - [`tasks`]: owned background tasks, shut down in order.
 //! - [`clock`], [`metrics`].
 //!
 //! [`run`] takes listeners that are already bound, so tests can use port 0.
@@ -32,6 +33,7 @@ pub mod registry;
 pub mod routes;
 pub mod stamps;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 
 use std::future::Future;
@@ -49,6 +51,7 @@ use crate::config::{Config, FailureMode, StoreKind};
 use crate::pipeline::Checker;
 use crate::registry::Registry;
 use crate::store::{AnyStore, Store, StoreError};
+use crate::tasks::Tasks;
 
 /// An environment lookup (`TOLLGATE_*` overrides, `value_env` keys).
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -80,12 +83,14 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
-/// Builds the configured store; relative `store.tls` files are found from `dir` (the config
-/// file's directory) as other files are.
+/// Builds the configured store, its background tasks (the memory store's sweep, Redis's events
+/// subscription) on `tasks`; relative `store.tls` files are found from `dir` (the config file's
+/// directory) as other files are.
 pub fn build_store(
     config: &Config,
     dir: &Path,
     clock: Arc<dyn Clock>,
+    tasks: &Tasks,
 ) -> Result<AnyStore, StoreError> {
     use store::redis::{RedisOptions, TlsFiles, Topology};
     let s = &config.store;
@@ -98,7 +103,9 @@ pub fn build_store(
     };
     let topology = match s.kind {
         StoreKind::Memory => {
-            return Ok(AnyStore::Memory(store::memory::MemoryStore::new(clock)));
+            return Ok(AnyStore::Memory(store::memory::MemoryStore::with_sweeper(
+                clock, tasks,
+            )));
         }
         StoreKind::Redis => Topology::Standalone(urls()?.swap_remove(0)),
         StoreKind::RedisCluster => Topology::Cluster(urls()?),
@@ -127,16 +134,19 @@ pub fn build_store(
         }),
         None => None,
     };
-    Ok(AnyStore::Redis(store::redis::RedisStore::connect(
-        &RedisOptions {
-            topology,
-            pool_size: s.pool_size,
-            key_prefix: s.key_prefix.clone(),
-            username: s.username.clone(),
-            password: s.password.clone(),
-            tls,
-        },
-    )?))
+    Ok(AnyStore::Redis(
+        store::redis::RedisStore::connect_with_tasks(
+            &RedisOptions {
+                topology,
+                pool_size: s.pool_size,
+                key_prefix: s.key_prefix.clone(),
+                username: s.username.clone(),
+                password: s.password.clone(),
+                tls,
+            },
+            tasks,
+        )?,
+    ))
 }
 
 /// A listener's serve future (plain or TLS streams are different types).
@@ -156,19 +166,20 @@ type ServeFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
 /// The gRPC and admin listeners' TLS (`server.tls`, `server.admin_tls`), loaded and watched for
-/// certificate rotation. With the admin API on the gRPC port (`separate_admin` false) it is
-/// served with `server.tls`.
+/// certificate rotation (on `tasks`). With the admin API on the gRPC port (`separate_admin`
+/// false) it is served with `server.tls`.
 #[allow(clippy::type_complexity)]
 fn listener_tls(
     config: &Config,
     dir: &Path,
     separate_admin: bool,
+    tasks: &Tasks,
 ) -> Result<(Option<Arc<tls::Tls>>, Option<Arc<tls::Tls>>), ServerError> {
     let load = |t: Option<&config::ListenerTls>, at: &str, listener: &'static str| {
         t.map(|t| {
             let tls = tls::Tls::load(t, dir, listener)
                 .map_err(|e| ServerError::Config(vec![format!("{at}: {e}")]))?;
-            tls.spawn_reloader();
+            tls.spawn_reloader(tasks);
             Ok::<_, ServerError>(tls)
         })
         .transpose()
@@ -208,11 +219,18 @@ pub async fn build_authorizers(
         .map(Arc::new)
 }
 
-/// Runs the server until `shutdown` resolves, then drains in-flight requests (bounded by
-/// `server.shutdown_grace`). With `config_path`, the file is watched (and SIGHUP honoured) and
-/// reloaded; an invalid new file is logged and the old config keeps serving. `on_ready` is
-/// called once everything is set up (catalog built, reload and signal handlers installed), just
-/// before serving starts.
+/// How long each shutdown step after the drain (stopping the background tasks, flushing) may
+/// take before it is logged as late and the next step runs anyway.
+pub const SHUTDOWN_STEP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs the server until `shutdown` resolves, then shuts down in order, each step bounded and
+/// logged: stop accepting and drain in-flight requests (bounded by `server.shutdown_grace`);
+/// stop the sweepers and watchers; flush (local leases give their units back, metrics upkeep);
+/// stop the store's own tasks. Every background task it started has ended when it returns
+/// (unless a step's deadline passed: the late tasks are named in the log). With `config_path`,
+/// the file is watched (and SIGHUP honoured) and reloaded; an invalid new file is logged and
+/// the old config keeps serving. `on_ready` is called once everything is set up (catalog built,
+/// reload and signal handlers installed), just before serving starts.
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
@@ -222,13 +240,22 @@ pub async fn run(
     on_ready: impl FnOnce(),
 ) -> Result<(), ServerError> {
     let clock: Arc<dyn Clock> = Arc::new(clock::SystemClock);
+    // Every background task is spawned on one of these, and shut down in this order: the
+    // listeners (admin, metrics) with the gRPC one, then the workers (sweepers, watchers,
+    // probes), then the store's own (its events subscription serves the others till then).
+    let tasks = Tasks::new("server");
+    let listener_tasks = tasks.child("listeners");
+    let workers = tasks.child("workers");
+    let store_tasks = tasks.child("store");
+    // An early return (a config error below) cancels whatever was started.
+    let _cancel_on_return = tasks.token().drop_guard();
     // First: what happens from here on (the first load of plans and keys) is measured too.
     let handle = metrics::install();
     // The recorder keeps every histogram sample until upkeep drains it into the summaries: with
     // nobody scraping /metrics that grew ~40 bytes per check for ever (the soak run found it).
     {
         let handle = handle.clone();
-        tokio::spawn(async move {
+        workers.spawn("metrics upkeep", async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
@@ -241,8 +268,8 @@ pub async fn run(
         .and_then(|p| p.parent())
         .map(PathBuf::from)
         .unwrap_or_default();
-    let (grpc_tls, admin_tls) = listener_tls(&config, &dir, listeners.admin.is_some())?;
-    let store = build_store(&config, &dir, clock.clone())?;
+    let (grpc_tls, admin_tls) = listener_tls(&config, &dir, listeners.admin.is_some(), &workers)?;
+    let store = build_store(&config, &dir, clock.clone(), &store_tasks)?;
     let auth = Arc::new(AuthSetup {
         cache: AuthCache::new(
             store.clone(),
@@ -263,7 +290,7 @@ pub async fn run(
         authorizers,
         auth.cache.clone(),
     );
-    registry.spawn_follower();
+    registry.spawn_follower(&workers);
     // The file's plans and keys serve at once; the store's are waited for briefly (a store that
     // is down at start is retried in the background).
     match tokio::time::timeout(config.store.timeout * 4, registry.reload()).await {
@@ -282,11 +309,13 @@ pub async fn run(
     let catalog = registry.catalog.clone();
     let checker = Arc::new(
         Checker::new(catalog.clone(), store.clone(), config.store.timeout)
+            .with_tasks(workers.clone())
             .with_over_limit_cache(config.store.over_limit_cache, clock.clone())
-            .with_leases()
+            .with_leases(clock.clone())
             .with_circuit_breaker(
                 config.store.circuit_breaker.failures,
                 config.store.circuit_breaker.open_for,
+                clock.clone(),
             ),
     );
     checker.spawn_invalidation();
@@ -299,13 +328,16 @@ pub async fn run(
             .set_service_status(service, tonic_health::ServingStatus::Serving)
             .await;
     }
-    tokio::spawn(probe_store(
-        store.clone(),
-        checker.clone(),
-        config.store.timeout,
-        config.failure_mode,
-        health.clone(),
-    ));
+    workers.spawn(
+        "store probe",
+        probe_store(
+            store.clone(),
+            Arc::downgrade(&checker),
+            config.store.timeout,
+            config.failure_mode,
+            health.clone(),
+        ),
+    );
 
     if let Some(path) = config_path {
         // Set up synchronously, so a change or SIGHUP right after "ready" is never missed.
@@ -316,10 +348,21 @@ pub async fn run(
             registry.clone(),
             clock.clone(),
             auth.clone(),
+            &workers,
         );
     }
 
+    // Every listener stops accepting on this signal, and drains.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+
     if let Some(l) = listeners.metrics {
+        let handle = handle.clone();
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
@@ -327,8 +370,9 @@ pub async fn run(
                 async move { h.render() }
             }),
         );
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
+        let stop = stopped();
+        listener_tasks.spawn_graceful("metrics listener", |_| async move {
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });
@@ -353,15 +397,15 @@ pub async fn run(
         .max_decoding_message_size(api::limits::MAX_ENVOY_MESSAGE_BYTES);
     let rls = envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(envoy_api)
         .max_decoding_message_size(api::limits::MAX_ENVOY_MESSAGE_BYTES);
-    let check =
-        pb::check_service_server::CheckServiceServer::new(api::check::CheckApi::new(checker))
-            .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
+    let check = pb::check_service_server::CheckServiceServer::new(api::check::CheckApi::new(
+        checker.clone(),
+    ))
+    .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
     let authorize = pb::authorization_service_server::AuthorizationServiceServer::new(
         api::auth::AuthApi::new(catalog.clone()),
     )
     .max_decoding_message_size(api::limits::MAX_MESSAGE_BYTES);
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let admin = {
         api::admin::AdminGate::new(
             pb::admin_service_server::AdminServiceServer::new(api::admin::AdminApi::new(
@@ -374,10 +418,7 @@ pub async fn run(
     let mut admin_on_grpc = None;
     if let Some(l) = listeners.admin {
         let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-        let mut stop = stop_rx.clone();
-        let stop = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
+        let stop = stopped();
         let router = server_builder(&config.server).add_service(admin);
         let limits =
             listener::Limits::new(&config.server, "admin", metrics::CONNECTIONS_CLOSED_TOTAL);
@@ -393,7 +434,7 @@ pub async fn run(
                 stop,
             )),
         };
-        tokio::spawn(async move {
+        listener_tasks.spawn_graceful("admin listener", |_| async move {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "admin listener failed");
             }
@@ -435,14 +476,80 @@ pub async fn run(
         )),
     };
     on_ready();
-    tokio::select! {
-        r = &mut server => r?,
+    let drained = stopped();
+    let served = tokio::select! {
+        r = &mut server => r,
         _ = async {
-            let _ = stop_rx.wait_for(|s| *s).await;
+            drained.await;
             tokio::time::sleep(grace).await;
-        } => tracing::warn!(?grace, "drain grace period over; closing remaining connections"),
+        } => {
+            tracing::warn!(?grace, "drain grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    drop(server);
+    shut_down(ShutDown {
+        grace,
+        listeners: listener_tasks,
+        workers,
+        checker,
+        metrics: handle,
+        rest: tasks,
+    })
+    .await;
+    served.map_err(Into::into)
+}
+
+/// What [`shut_down`] stops, in order.
+struct ShutDown {
+    grace: Duration,
+    listeners: Tasks,
+    workers: Tasks,
+    checker: Arc<Checker>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    rest: Tasks,
+}
+
+/// The steps after the gRPC listener has stopped accepting and drained: each bounded, each
+/// logged with what it took (and the tasks still running when its deadline passed).
+async fn shut_down(s: ShutDown) {
+    async fn step<F: Future>(name: &str, deadline: Duration, f: F) -> Option<F::Output> {
+        let started = tokio::time::Instant::now();
+        let out = tokio::time::timeout(deadline, f).await.ok();
+        match &out {
+            Some(_) => tracing::info!(step = name, took = ?started.elapsed(), "shutdown step done"),
+            None => tracing::warn!(step = name, ?deadline, "shutdown step past its deadline"),
+        }
+        out
     }
-    Ok(())
+    let stop = |t: Tasks, deadline: Duration| async move {
+        if let Err(late) = t.shutdown(deadline).await {
+            tracing::warn!(set = t.name(), error = %late, "tasks did not stop in time");
+        }
+    };
+    // 1. The admin and metrics listeners saw the stop signal with the gRPC one.
+    step("listeners", s.grace, stop(s.listeners, s.grace)).await;
+    // 2. Sweepers, watchers, probes, the catalog follower.
+    step(
+        "workers",
+        SHUTDOWN_STEP_DEADLINE,
+        stop(s.workers, SHUTDOWN_STEP_DEADLINE),
+    )
+    .await;
+    // 3. Flush: the units local leases hold go back to the store; the metrics' last upkeep.
+    if let Some(units) = step("flush", SHUTDOWN_STEP_DEADLINE, s.checker.flush()).await
+        && units > 0
+    {
+        tracing::info!(units, "gave back the units local leases held");
+    }
+    s.metrics.run_upkeep();
+    // 4. The store's own tasks, and anything left.
+    step(
+        "store",
+        SHUTDOWN_STEP_DEADLINE,
+        stop(s.rest, SHUTDOWN_STEP_DEADLINE),
+    )
+    .await;
 }
 
 /// The admin bearer tokens: `TOLLGATE_ADMIN_TOKEN` and `server.admin_tokens_file` (relative to
@@ -490,7 +597,7 @@ fn load_admin_tokens(
 /// answered, so we stay SERVING).
 async fn probe_store(
     store: AnyStore,
-    checker: Arc<Checker>,
+    checker: std::sync::Weak<Checker>,
     timeout: Duration,
     mode: FailureMode,
     health: tonic_health::server::HealthReporter,
@@ -505,7 +612,10 @@ async fn probe_store(
         );
         ::metrics::gauge!(metrics::STORE_UP).set(if reachable { 1.0 } else { 0.0 });
         // Down while the probe fails or the check path's circuit is open.
-        let up = reachable && !checker.circuit_open();
+        let Some(circuit_open) = checker.upgrade().map(|c| c.circuit_open()) else {
+            return;
+        };
+        let up = reachable && !circuit_open;
         if up != last_up {
             tracing::info!(up, "store health changed");
             last_up = up;
@@ -530,7 +640,7 @@ const HEALTH_SERVICES: [&str; 4] = [
 ];
 
 /// Reloads the config on file change or SIGHUP: the watcher and the signal handler exist when
-/// this returns; the reloads run on a spawned task.
+/// this returns; the reloads run on a task of `tasks` (the file watcher stops with it).
 fn watch_config(
     path: PathBuf,
     env: EnvLookup,
@@ -538,6 +648,7 @@ fn watch_config(
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     auth: Arc<AuthSetup>,
+    tasks: &Tasks,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     // Watch the directory: editors and Kubernetes replace files by rename.
@@ -576,7 +687,7 @@ fn watch_config(
         match signal(SignalKind::hangup()) {
             Ok(mut hup) => {
                 let tx = tx.clone();
-                tokio::spawn(async move {
+                tasks.spawn("SIGHUP handler", async move {
                     while hup.recv().await.is_some() {
                         let _ = tx.send(());
                     }
@@ -585,7 +696,7 @@ fn watch_config(
             Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; file changes still reload"),
         }
     }
-    tokio::spawn(async move {
+    tasks.spawn("config reload", async move {
         let _watcher = watcher;
         while rx.recv().await.is_some() {
             // Debounce: a save is often several events.

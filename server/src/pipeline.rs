@@ -21,6 +21,7 @@ use crate::store::{
     AnyStore, BucketOp, CheckOp, CheckOutcome, SettleStatus, Store, StoreError, StoreEvent,
     UsageOp, keys::Keys, ticket,
 };
+use crate::tasks::Tasks;
 
 /// What the gateway should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,6 +262,9 @@ pub struct Checker {
     breaker: Option<crate::breaker::Breaker>,
     /// Owners' invalidation stamps, shared by the over-limit cache and the leases.
     stamps: Arc<crate::stamps::Stamps>,
+    /// Where its background work runs: sweepers, the invalidation follower, ticket removals
+    /// and lease give-backs.
+    tasks: Tasks,
 }
 
 /// The least time the reservation sweeper gives a store call ([`Store::tickets_due`], a
@@ -285,6 +289,24 @@ impl Checker {
             leases: None,
             breaker: None,
             stamps: Arc::default(),
+            tasks: Tasks::new("checker"),
+        }
+    }
+
+    /// Runs its background work on `tasks` (by default a set of its own, never shut down: its
+    /// tasks end with the checker). Call it before [`with_leases`](Self::with_leases), whose
+    /// give-backs run there too.
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = tasks;
+        self
+    }
+
+    /// Gives back what the local leases hold (shutdown, once no check runs any more); returns
+    /// the units given back.
+    pub async fn flush(&self) -> u64 {
+        match &self.leases {
+            Some(l) => l.give_back_all(&self.store).await,
+            None => 0,
         }
     }
 
@@ -370,7 +392,7 @@ impl Checker {
     fn drop_ticket(&self, id: String) {
         let store = self.store.clone();
         let timeout = self.timeout;
-        tokio::spawn(async move {
+        self.tasks.spawn("ticket removal", async move {
             let _ = tokio::time::timeout(timeout, store.ticket_remove(&id)).await;
         });
     }
@@ -426,22 +448,36 @@ impl Checker {
         released
     }
 
-    /// Releases due reservations every second for as long as the checker lives.
+    /// Releases due reservations every second for as long as the checker lives and its tasks
+    /// run. Shutdown lets a sweep in progress finish: the tickets it took off the store are
+    /// released by nobody else.
     pub fn spawn_reservation_sweeper(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let Some(me) = me.upgrade() else { return };
-                me.release_due(None).await;
-            }
-        });
+        self.tasks
+            .spawn_graceful("reservation sweeper", |stop| async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let Some(me) = me.upgrade() else { return };
+                    me.release_due(None).await;
+                }
+            });
     }
 
-    /// Turns on the store circuit breaker ([`crate::breaker`]); `failures` 0 leaves it off.
-    pub fn with_circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
-        self.breaker = (failures > 0).then(|| crate::breaker::Breaker::new(failures, open_for));
+    /// Turns on the store circuit breaker ([`crate::breaker`]), timed by `clock`; `failures` 0
+    /// leaves it off.
+    pub fn with_circuit_breaker(
+        mut self,
+        failures: u32,
+        open_for: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        self.breaker =
+            (failures > 0).then(|| crate::breaker::Breaker::new(failures, open_for, clock));
         if self.breaker.is_some() {
             metrics::gauge!(m::STORE_CIRCUIT_OPEN).set(0.0);
         }
@@ -453,13 +489,17 @@ impl Checker {
         self.breaker.as_ref().is_some_and(|b| b.is_open())
     }
 
-    /// Turns on local leases for `local_lease` plans — only on a shared store (Redis), where
-    /// they save round trips; with the embedded store every check stays exact.
-    pub fn with_leases(mut self) -> Self {
-        self.leases = self
-            .store
-            .leases_apply()
-            .then(|| crate::lease::Leases::new(self.store.clone(), self.stamps.clone()));
+    /// Turns on local leases for `local_lease` plans, timed by `clock` — only on a shared store
+    /// (Redis), where they save round trips; with the embedded store every check stays exact.
+    pub fn with_leases(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.leases = self.store.leases_apply().then(|| {
+            crate::lease::Leases::new(
+                self.store.clone(),
+                self.stamps.clone(),
+                clock,
+                self.tasks.clone(),
+            )
+        });
         self
     }
 
@@ -470,7 +510,7 @@ impl Checker {
             return;
         }
         let me = Arc::downgrade(self);
-        tokio::spawn(async move {
+        self.tasks.spawn("lease sweeper", async move {
             let mut tick = tokio::time::interval(crate::lease::SWEEP_EVERY);
             loop {
                 tick.tick().await;
@@ -553,7 +593,7 @@ impl Checker {
         }
         let me = Arc::downgrade(self);
         let mut events = self.store.events();
-        tokio::spawn(async move {
+        self.tasks.spawn("checker invalidation", async move {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 let ev = events.recv().await;
@@ -618,6 +658,7 @@ impl Checker {
             ));
         }
         self.store_calls.fetch_add(1, Ordering::Relaxed);
+        #[allow(clippy::disallowed_methods)] // metrics timing only (a histogram), never a decision
         let started = Instant::now();
         let res = match tokio::time::timeout(self.timeout, self.store.check(op)).await {
             Ok(r) => r,
@@ -938,6 +979,7 @@ impl Checker {
         ticket: Option<String>,
         api_key_id: Option<String>,
     ) -> Result<ReportAnswer, ReportError> {
+        #[allow(clippy::disallowed_methods)] // metrics timing only (a histogram), never a decision
         let started = Instant::now();
         let res = match tokio::time::timeout(self.timeout, self.store.settle(op, actual)).await {
             Ok(r) => r,

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::defs::{self, Change, Definitions};
 use crate::store::{AnyStore, Store, StoreError, StoreEvent};
+use crate::tasks::Tasks;
 
 /// How often a failed reload is retried.
 pub const RETRY: Duration = Duration::from_secs(1);
@@ -292,12 +293,12 @@ impl Registry {
         Err(WriteError::Contended)
     }
 
-    /// Follows the store's events for as long as the process runs: reloads on definition
+    /// Follows the store's events on `tasks` until they are shut down: reloads on definition
     /// changes (and retries failed reloads), flushes local authorizer caches on request.
-    pub fn spawn_follower(self: &Arc<Self>) {
+    pub fn spawn_follower(self: &Arc<Self>, tasks: &Tasks) {
         let me = Arc::clone(self);
         let mut events = me.store.events();
-        tokio::spawn(async move {
+        tasks.spawn("catalog follower", async move {
             let mut pending = false;
             let mut poll = tokio::time::interval(POLL);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -167,12 +167,12 @@ impl Tls {
         }))
     }
 
-    /// Re-reads the files every [`RELOAD_POLL`] and swaps the config in when they changed and
-    /// parse; a broken new file is logged and the old certificate stays.
-    pub fn spawn_reloader(self: &Arc<Self>) {
+    /// Re-reads the files every [`RELOAD_POLL`] on `tasks` and swaps the config in when they
+    /// changed and parse; a broken new file is logged and the old certificate stays.
+    pub fn spawn_reloader(self: &Arc<Self>, tasks: &crate::tasks::Tasks) {
         let this = Arc::downgrade(self);
         let mut seen = self.files.stamp();
-        tokio::spawn(async move {
+        tasks.spawn("certificate reload", async move {
             let mut tick = tokio::time::interval(RELOAD_POLL);
             tick.tick().await;
             loop {

@@ -20,6 +20,7 @@ mod hostile;
 mod hot_keys;
 mod identities;
 mod jwt;
+mod lifecycle;
 mod listener_limits;
 mod listener_tls;
 mod metering;

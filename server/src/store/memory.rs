@@ -87,26 +87,31 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store reading time from `clock`. Inside a tokio runtime it also starts the sweep task,
-    /// which ends when the store is dropped.
+    /// A store reading time from `clock`, with no background task: expired state is dropped
+    /// when [`sweep`](Self::sweep) is called (tests), or see [`with_sweeper`](Self::with_sweeper).
     pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
-        let store = Arc::new(Self {
+        Arc::new(Self {
             clock,
             state: Mutex::new(State::default()),
             events: tokio::sync::broadcast::channel(64).0,
+        })
+    }
+
+    /// A store reading time from `clock` that sweeps expired state every [`SWEEP_INTERVAL`] on
+    /// `tasks` (until they are shut down or the store is dropped). Must be called within a
+    /// tokio runtime.
+    pub fn with_sweeper(clock: Arc<dyn Clock>, tasks: &crate::tasks::Tasks) -> Arc<Self> {
+        let store = Self::new(clock);
+        let weak: Weak<Self> = Arc::downgrade(&store);
+        tasks.spawn("memory store sweep", async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { break };
+                let now = s.clock.now_micros();
+                s.sweep(now);
+            }
         });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let weak: Weak<Self> = Arc::downgrade(&store);
-            rt.spawn(async move {
-                let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    let Some(s) = weak.upgrade() else { break };
-                    let now = s.clock.now_micros();
-                    s.sweep(now);
-                }
-            });
-        }
         store
     }
 

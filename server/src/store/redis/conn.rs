@@ -23,6 +23,8 @@ use redis::{
     TlsCertificates, Value,
 };
 
+use crate::tasks::Tasks;
+
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topology {
@@ -227,11 +229,12 @@ pub const SENTINEL_POLL: Duration = Duration::from_secs(1);
 fn watch_sentinels(
     lazy: std::sync::Weak<Lazy<MasterConn>>,
     sentinel: Arc<tokio::sync::Mutex<SentinelClient>>,
+    tasks: &Tasks,
 ) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+    if tokio::runtime::Handle::try_current().is_err() {
         return;
-    };
-    rt.spawn(async move {
+    }
+    tasks.spawn("sentinel watch", async move {
         let mut tick = tokio::time::interval(SENTINEL_POLL);
         loop {
             tick.tick().await;
@@ -326,6 +329,7 @@ pub(crate) fn connect(
     opts: &RedisOptions,
     connect_timeout: Duration,
     reconnect: (Duration, Duration),
+    tasks: &Tasks,
 ) -> RedisResult<Vec<Conn>> {
     match &opts.topology {
         Topology::Standalone(url) => {
@@ -413,7 +417,7 @@ pub(crate) fn connect(
                 redial_on_error: true,
             };
             let lazy = Arc::new(lazy);
-            watch_sentinels(Arc::downgrade(&lazy), watcher);
+            watch_sentinels(Arc::downgrade(&lazy), watcher, tasks);
             Ok(vec![Conn::Sentinel(lazy)])
         }
     }

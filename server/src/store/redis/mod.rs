@@ -23,6 +23,8 @@ pub use conn::{RedisOptions, TlsFiles, Topology};
 
 use tokio::sync::broadcast;
 
+use crate::tasks::Tasks;
+
 use super::{
     CheckOp, CheckOutcome, DefKind, DefWrite, OwnerState, QuotaOp, RawDefs, SettleOutcome,
     SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys, ticket,
@@ -67,6 +69,8 @@ struct Shared {
     source: EventsSource,
     events: broadcast::Sender<StoreEvent>,
     subscribed: std::sync::Once,
+    /// Where the subscription (and the Sentinel watcher) run.
+    tasks: Tasks,
 }
 
 /// Where the events subscription connects: a node (standalone; for Cluster any node, since
@@ -96,8 +100,16 @@ impl RedisStore {
     }
 
     /// The store for `opts` (standalone, Cluster or Sentinel). Connections are dialled on
-    /// first use.
+    /// first use. Its background tasks (the events subscription, the Sentinel watcher) run on
+    /// a set of their own and end when the store is dropped; a server passes its own set with
+    /// [`connect_with_tasks`](Self::connect_with_tasks).
     pub fn connect(opts: &RedisOptions) -> Result<Self, StoreError> {
+        Self::connect_with_tasks(opts, &Tasks::new("redis store"))
+    }
+
+    /// [`connect`](Self::connect), with the background tasks on `tasks`, so that shutting
+    /// them down stops them.
+    pub fn connect_with_tasks(opts: &RedisOptions, tasks: &Tasks) -> Result<Self, StoreError> {
         let invalid = |e: redis::RedisError| {
             StoreError::Backend(format!("invalid store.url: {}", redact(&e.to_string())))
         };
@@ -113,6 +125,7 @@ impl RedisStore {
             opts,
             CONNECT_TIMEOUT,
             (Duration::from_millis(10), MAX_RECONNECT_DELAY),
+            tasks,
         )
         .map_err(invalid)?;
         let source = match &opts.topology {
@@ -155,6 +168,7 @@ impl RedisStore {
                 source,
                 events: broadcast::channel(256).0,
                 subscribed: std::sync::Once::new(),
+                tasks: tasks.clone(),
             }),
         })
     }
@@ -177,7 +191,7 @@ impl RedisStore {
         let shared = Arc::downgrade(&self.shared);
         let channel = self.keys.events_channel();
         let events = self.shared.events.downgrade();
-        tokio::spawn(async move {
+        self.shared.tasks.spawn("store events subscription", async move {
             use futures_util::StreamExt;
             let mut first = true;
             let mut attempt = 0usize;
