@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tollgate_proto::v1::Decision;
 use tollgate_proto::v1::admin_service_client::AdminServiceClient;
 use tollgate_server::{Listeners, config};
-use tollgate_tests::checks::{Client, check, decision, get_pets, petstore_with_plan};
+use tollgate_tests::checks::{Client, check, decision, get_pets};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{ADMIN_TOKEN, BearerToken, http_get};
 
@@ -129,10 +129,26 @@ fn alive_after(runtime: &tokio::runtime::Runtime) -> usize {
     }
 }
 
+/// `GET /pets` on petstore/prod, plan `metered` (a daily quota of 1000, and `plan_extra`),
+/// key `k1` = [`KEY`].
 fn yaml(store: &str, plan_extra: &str) -> String {
     format!(
-        "server: {{shutdown_grace: 5s}}\nstore: {store}\nfailure_mode: closed\n{}",
-        petstore_with_plan(1000, KEY, plan_extra)
+        r#"server: {{shutdown_grace: 5s}}
+store: {store}
+failure_mode: closed
+apis:
+  - id: petstore
+    stages:
+      - name: prod
+        routes:
+          - {{method: GET, path: "/pets", api_key_required: true}}
+usage_plans:
+  - id: metered
+    quota: {{limit: 1000, period: DAY}}
+{plan_extra}    api_stages: [{{api_id: petstore, stage: prod}}]
+api_keys:
+  - {{id: k1, value: "{KEY}", enabled: true, usage_plans: [metered]}}
+"#
     )
 }
 
@@ -185,7 +201,10 @@ fn no_task_outlives_shutdown_with_redis_and_leases_go_back() {
     let redis = RedisServer::start();
     let store = format!("{{kind: redis, url: \"{}\", timeout: 2s}}", redis.url());
     // A lease of 50 units: the first check charges 51 in Redis; shutdown gives 50 back.
-    let server = InProcess::start(&yaml(&store, "    local_lease: {units: 50, max_age: 1h}\n"));
+    let server = InProcess::start(&yaml(
+        &store,
+        "    local_lease: {units: 50, max_age: 60s}\n",
+    ));
     clients().block_on(exercise(&server));
     assert_eq!(quota_used(&redis), 51, "the lease took its units");
     let alive = server.stop_and_count_tasks();
