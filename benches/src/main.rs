@@ -743,7 +743,7 @@ mod tests {
     fn generated_config_is_accepted_by_the_server() {
         let a = Args::parse_from(["tollgate-bench", "--store", "redis", "--pool-size", "8"]);
         let text = gen_config(&a, 3);
-        let cfg = tollgate_server::config::parse(&text, &|_| None, std::path::Path::new("."))
+        let cfg = tollgate_server::config::parse(&text, &|_| None)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(cfg.api_keys.len(), 3);
         assert_eq!(cfg.store.pool_size, 8);

@@ -372,7 +372,7 @@ mod tests {
     use crate::config;
 
     fn cfg(text: &str) -> Config {
-        config::parse(text, &|_| None, std::path::Path::new(".")).expect("valid config")
+        config::parse(text, &|_| None).expect("valid config")
     }
 
     const BASE: &str = r#"

@@ -6,6 +6,8 @@
 //! - [`store`]: the coarse [`store::Store`] trait and its memory and Redis implementations.
 //! - [`catalog`]: APIs/stages/routes/plans/keys compiled for lock-free lookups.
 //! - [`config`]: the YAML contract, a pure parse that reports every error.
+//! - [`preflight`]: what a config needs from the file system (TLS files, JWKS, credentials,
+//!   `value_file`s), checked before serving; `serve`, `check-config` and reloads use it.
 //! - [`pipeline`]: the check in AWS order (route → authorizer → key → throttle → quota).
 //! - [`reason`]: why a request was denied (codes for the operator, never a secret).
 //! - [`api`]: gRPC handlers; the only place that builds `tonic::Status`.
@@ -27,7 +29,9 @@ pub mod limiter;
 pub mod listener;
 pub mod metrics;
 pub mod overlimit;
+pub mod paths;
 pub mod pipeline;
+pub mod preflight;
 pub mod reason;
 pub mod registry;
 pub mod routes;
@@ -117,7 +121,7 @@ pub fn build_store(
     let read = |f: &Option<PathBuf>| -> Result<Option<Vec<u8>>, StoreError> {
         f.as_ref()
             .map(|f| {
-                let path = auth::resolve_path(dir, f);
+                let path = paths::resolve_path(dir, f);
                 std::fs::read(&path).map_err(|e| {
                     StoreError::Backend(format!("store.tls: cannot read {}: {e}", path.display()))
                 })
@@ -564,7 +568,7 @@ fn load_admin_tokens(
             let dir = config_path
                 .and_then(|p| p.parent())
                 .unwrap_or(std::path::Path::new("."));
-            let path = auth::resolve_path(dir, f);
+            let path = paths::resolve_path(dir, f);
             Some(std::fs::read_to_string(&path).map_err(|e| {
                 ServerError::Config(vec![format!(
                     "server.admin_tokens_file: cannot read {}: {e}",
@@ -703,7 +707,7 @@ fn watch_config(
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
             let lookup = |k: &str| env(k);
-            match config::load(&path, &lookup) {
+            match preflight::load(&path, &lookup) {
                 // Always rebuild, even for an identical file: a SIGHUP also re-reads the files the
                 // config names (JWKS, SigV4 credentials).
                 Ok(mut new) => {

@@ -21,6 +21,11 @@
 //! byte in time, `idle`); TLS listeners count `limit` and first-byte timeouts as handshake failures instead
 //! (`tollgate_tls_handshake_failures_total`, as before). A connection closed or reset before its
 //! first byte (a TCP health probe) is not counted.
+//!
+//! Layering: a wire module below `tls` (which hands its handshakes to [`accept`]); imports only
+//! `config` (the `server:` settings, and [`MAX_PENDING`]'s bound, which the file's
+//! `pending_connections_per_source` shares) and `metrics`, and must not import `tls`, `auth`,
+//! `preflight` or the domain.
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tollgate_server::{Listeners, config};
+use tollgate_server::{Listeners, config, preflight};
 
 mod cli;
 
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Command::Authorize(a) => cli::check::run(cli::check::CallCommand::Authorize(a)),
         Command::Report(a) => cli::check::run(cli::check::CallCommand::Report(a)),
         Command::Dev(args) => cli::dev::run(args),
-        Command::CheckConfig { file } => match config::load(&file, &env_lookup) {
+        Command::CheckConfig { file } => match preflight::load(&file, &env_lookup) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} apis, {} usage plans, {} api keys, store {:?})",
@@ -94,8 +94,8 @@ fn main() -> ExitCode {
         },
         Command::Serve { config: path } => {
             let cfg = match &path {
-                Some(p) => config::load(p, &env_lookup),
-                None => config::parse("", &env_lookup, std::path::Path::new(".")),
+                Some(p) => preflight::load(p, &env_lookup),
+                None => preflight::parse("", &env_lookup, std::path::Path::new(".")),
             };
             let cfg = match cfg {
                 Ok(c) => c,

@@ -1,6 +1,5 @@
 //! The pipeline against the memory store and a fake clock: AWS order, key checks, bucket
 //! selection, headers, failure modes (with a Redis URL nobody listens on — a real refusal).
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +63,7 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) fn fixture_with(text: &str, store: Option<AnyStore>) -> Fixture {
-    let cfg = config::parse(text, &|_| None, Path::new(".")).expect("valid test config");
+    let cfg = config::parse(text, &|_| None).expect("valid test config");
     let clock = FakeClock::new(NOON);
     let store =
         store.unwrap_or_else(|| AnyStore::Memory(MemoryStore::new(Arc::new(clock.clone()))));

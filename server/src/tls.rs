@@ -11,6 +11,11 @@
 //! Connections are admitted by [`crate::listener`] (first-byte deadline, per-source cap, idle
 //! timeout: the same code as the plaintext listeners); handshakes run concurrently there (one
 //! slow or hostile client cannot hold the accept loop), each bounded by [`HANDSHAKE_TIMEOUT`].
+//!
+//! Owns building a rustls server config from a listener's certificate files, and reloading it.
+//! Layering: a wire module; imports `config` (the `server.tls` settings), `paths`, `listener`
+//! and `metrics`, and must not import `auth`, `preflight` or the domain (`pipeline`, `registry`,
+//! `catalog`): [`crate::preflight`] calls [`validate`] to check the files before serving.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{ClientAuth, ListenerTls};
+use crate::paths::resolve_path;
 
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,12 +58,9 @@ struct Files {
 impl Files {
     fn resolve(t: &ListenerTls, dir: &Path) -> Self {
         Self {
-            cert: crate::auth::resolve_path(dir, &t.cert_file),
-            key: crate::auth::resolve_path(dir, &t.key_file),
-            client_ca: t
-                .client_ca_file
-                .as_ref()
-                .map(|f| crate::auth::resolve_path(dir, f)),
+            cert: resolve_path(dir, &t.cert_file),
+            key: resolve_path(dir, &t.key_file),
+            client_ca: t.client_ca_file.as_ref().map(|f| resolve_path(dir, f)),
             client_auth: t.client_auth,
         }
     }
@@ -87,8 +90,8 @@ impl Files {
     }
 }
 
-/// Checks that `t`'s files exist and make a working TLS config (what `check-config` and start-up
-/// validation use). `at` names the setting in messages.
+/// Checks that `t`'s files exist and make a working TLS config (what [`crate::preflight`] runs
+/// for `check-config`, `serve` and reloads). `at` names the setting in messages.
 pub fn validate(t: &ListenerTls, dir: &Path, at: &str) -> Result<(), String> {
     build(&Files::resolve(t, dir))
         .map(|_| ())

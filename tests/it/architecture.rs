@@ -1,27 +1,12 @@
-//! The server's module imports, read from its source: no new import cycle between the top-level
-//! modules of `server/src`, and the leaves stay leaves.
+//! The server's module imports, read from its source: no import cycle between the top-level
+//! modules of `server/src`, the leaves stay leaves, and `config` stays a pure parse.
 //!
-//! The cycles that exist today are listed in [`KNOWN_CYCLE_EDGES`] and may only shrink: an edge
-//! that no longer closes a cycle must be taken off the list (so the test fails until it is),
-//! and an edge that closes a new cycle fails with the file and line that made it. The target
-//! (issue 22) is an empty list: imports go one way, wire (`api`) → domain (`pipeline`,
-//! `registry`, `catalog`, `auth`) → stores (`store`) → math (`limiter`), with `config` read by
-//! all and importing none of them.
+//! Imports go one way (issue 22): wire (`api`) → domain (`pipeline`, `registry`, `catalog`,
+//! `auth`) → stores (`store`) → math (`limiter`), with `preflight` (the files a config names)
+//! above `config`, `auth` and `tls`, and `config` read by all while importing only leaves. An
+//! edge that closes a cycle fails with the file and line that made it.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-
-/// Import edges that are part of a cycle today (importer, imported), to be removed as the
-/// cycles are broken: config's validation still reaches into `auth` and `tls` (files, TLS and
-/// credentials belong in a preflight step after a pure parse).
-const KNOWN_CYCLE_EDGES: &[(&str, &str)] = &[
-    ("auth", "config"),
-    ("config", "auth"),
-    ("config", "tls"),
-    ("listener", "config"),
-    ("tls", "auth"),
-    ("tls", "config"),
-    ("tls", "listener"),
-];
 
 /// Modules that import no other module of the crate.
 const LEAVES: &[&str] = &[
@@ -32,6 +17,7 @@ const LEAVES: &[&str] = &[
     "ids",
     "routes",
     "tasks",
+    "paths",
 ];
 
 /// Modules one step above the leaves: each imports only the leaves listed with it (the breaker
@@ -164,36 +150,91 @@ fn cycle_edges(edges: &BTreeMap<(String, String), String>) -> BTreeSet<(String, 
 }
 
 #[test]
-fn no_new_import_cycle_between_server_modules() {
+fn no_import_cycle_between_server_modules() {
     let (modules, edges) = graph();
     assert!(
         modules.contains("pipeline") && modules.contains("store") && edges.len() > 20,
         "the source scan found too little: {modules:?}"
     );
-    let known: BTreeSet<(String, String)> = KNOWN_CYCLE_EDGES
+    let cycles: Vec<String> = cycle_edges(&edges)
         .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let cycles = cycle_edges(&edges);
-    let new: Vec<String> = cycles
-        .difference(&known)
         .map(|e| format!("{} -> {} ({})", e.0, e.1, edges[e]))
         .collect();
     assert!(
-        new.is_empty(),
-        "new import cycle(s) between server modules; import the other way or move the shared \
-         item down a layer:\n  {}",
-        new.join("\n  ")
+        cycles.is_empty(),
+        "import cycle(s) between server modules (every edge on one is listed); import the other \
+         way, or move the shared item down to its owner or a leaf (the layers are in {}'s \
+         module doc and docs/architecture.md):\n  {}",
+        file!(),
+        cycles.join("\n  ")
     );
-    let gone: Vec<String> = known
-        .difference(&cycles)
-        .map(|e| format!("({:?}, {:?})", e.0, e.1))
+}
+
+/// `config` is a pure parse: it may import leaves (the math's bounds, route templates, id
+/// shapes) and nothing that touches files or builds things from them (`auth`, `tls`,
+/// `listener`, `store`, `preflight`).
+#[test]
+fn config_imports_only_leaves_and_touches_no_file() {
+    let (_, edges) = graph();
+    let bad: Vec<String> = edges
+        .iter()
+        .filter(|((a, b), _)| a == "config" && !LEAVES.contains(&b.as_str()))
+        .map(|((a, b), at)| format!("{a} -> {b} ({at})"))
         .collect();
     assert!(
-        gone.is_empty(),
-        "these edges no longer close a cycle: take them off KNOWN_CYCLE_EDGES in {}:\n  {}",
-        file!(),
-        gone.join("\n  ")
+        bad.is_empty(),
+        "config imports a module that is not a leaf; move the shared item into config (or a \
+         leaf) and import it from there, or do the work in preflight:\n  {}",
+        bad.join("\n  ")
+    );
+    let mut files = Vec::new();
+    rust_files(&server_src().join("config"), &mut files);
+    assert!(
+        files.len() > 3,
+        "the source scan found too little: {files:?}"
+    );
+    let mut io = Vec::new();
+    for f in files.iter().filter(|f| !f.ends_with("tests.rs")) {
+        let text = std::fs::read_to_string(f).expect("read a source file");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if [
+                "std::fs",
+                "File::",
+                "std::io",
+                ".exists()",
+                ".is_file()",
+                "read_dir",
+            ]
+            .iter()
+            .any(|p| code.contains(p))
+            {
+                io.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        io.is_empty(),
+        "config touches the file system; that is preflight's job (server/src/preflight.rs):\n  {}",
+        io.join("\n  ")
+    );
+}
+
+/// `preflight` sits above `config`, `auth` and `tls`: no module imports it (`lib.rs`'s `run`
+/// and the binary do).
+#[test]
+fn nothing_below_imports_preflight() {
+    let (modules, edges) = graph();
+    assert!(modules.contains("preflight"), "{modules:?}");
+    let bad: Vec<String> = edges
+        .iter()
+        .filter(|((_, b), _)| b == "preflight")
+        .map(|((a, b), at)| format!("{a} -> {b} ({at})"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "a module imports preflight:\n  {}",
+        bad.join("\n  ")
     );
 }
 

@@ -2,7 +2,6 @@
 //! parser: what the builder renders is a valid config, and each field lands where the suites
 //! mean it to. The builder mirrors the config's field names; if the server renames one, these
 //! tests fail here, once, instead of a suite failing at startup with a config error.
-use std::path::Path;
 use std::time::Duration;
 
 use tollgate_server::config::{
@@ -19,7 +18,7 @@ use tollgate_tests::fixtures;
 /// Parses `yaml` with the server's parser, `KEY_ENV` set to `from-env-value-0123456789`.
 fn parsed(yaml: &str) -> Parsed {
     let env = |name: &str| (name == "KEY_ENV").then(|| "from-env-value-0123456789".to_string());
-    parse(yaml, &env, Path::new(".")).unwrap_or_else(|e| panic!("{e}\n--- config:\n{yaml}"))
+    parse(yaml, &env).unwrap_or_else(|e| panic!("{e}\n--- config:\n{yaml}"))
 }
 
 #[test]

@@ -480,7 +480,7 @@ async fn one_principal_from_two_authorizers_is_two_identities_unless_mapped() {
     let cfg = two_authorizers(&redis, &ep, "ns-cfg", None);
     let bad =
         format!("{cfg}identities:\n  - {{identity: \"principal=user-1\", usage_plans: [two]}}\n");
-    let parse = |t: &str| tollgate_server::config::parse(t, &|_| None, std::path::Path::new("."));
+    let parse = |t: &str| tollgate_server::config::parse(t, &|_| None);
     let errs = parse(&bad).expect_err("ambiguous identity");
     assert!(
         errs.0

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_proto::v1::Decision;
 use tollgate_proto::v1::admin_service_client::AdminServiceClient;
-use tollgate_server::{Listeners, config};
+use tollgate_server::{Listeners, preflight};
 use tollgate_tests::checks::{Client, check, decision, get_pets};
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::tollgate::{ADMIN_TOKEN, BearerToken, http_get};
@@ -38,7 +38,7 @@ struct InProcess {
 impl InProcess {
     fn start(yaml: &str) -> Self {
         let env = |k: &str| (k == "TOLLGATE_ADMIN_TOKEN").then(|| ADMIN_TOKEN.to_string());
-        let config = config::parse(yaml, &env, Path::new(".")).expect("a valid config");
+        let config = preflight::parse(yaml, &env, Path::new(".")).expect("a valid config");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

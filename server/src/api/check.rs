@@ -277,7 +277,6 @@ impl pb::check_service_server::CheckService for CheckApi {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use arc_swap::ArcSwap;
@@ -297,7 +296,7 @@ mod tests {
 
     /// A CheckApi over the embedded store, with the config `text`.
     fn api_with(text: &str) -> CheckApi {
-        let cfg = crate::config::parse(text, &|_| None, Path::new(".")).expect("valid");
+        let cfg = crate::config::parse(text, &|_| None).expect("valid");
         let store = AnyStore::Memory(MemoryStore::new(Arc::new(SystemClock)));
         let auth = crate::auth::Authorizers::empty(
             crate::auth::AuthCache::new(store.clone(), "tg", Duration::from_millis(50)),

@@ -50,20 +50,14 @@ use tokio::io::AsyncReadExt as _;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::config::authorizer::{DEFAULT_REFRESH_MAX, DEFAULT_REFRESH_MIN};
+
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 const LEEWAY_S: u64 = 60;
 /// At most one refetch for unknown kids per this long.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Whole-request deadline for a JWKS URL (connect, headers and body).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default least time between background JWKS refreshes (`jwks_refresh.min_interval`).
-pub const DEFAULT_REFRESH_MIN: Duration = Duration::from_secs(60);
-/// Default longest time between background JWKS refreshes (`jwks_refresh.max_interval`).
-pub const DEFAULT_REFRESH_MAX: Duration = Duration::from_secs(3600);
-/// The smallest `jwks_refresh.min_interval` accepted (the JWKS endpoint is someone's server).
-pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// The largest `jwks_refresh.max_interval` accepted.
-pub const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(86_400);
 /// A JWKS larger than this is refused (Cognito's are about 1 KiB).
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// The whole identity-source value, `Bearer ` prefix included.

@@ -22,7 +22,7 @@ pub mod policy;
 pub mod sigv4;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,11 @@ use regex::Regex;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
+use crate::config::authorizer::{DEFAULT_RESULT_TTL, MAX_RESULT_TTL};
+pub use crate::config::authorizer::{IdentitySource, sources_of};
 use crate::config::{AuthorizerConfig, AuthorizerKind, Config};
 use crate::metrics as m;
+use crate::paths::resolve_path;
 use crate::reason::{Reason, ReasonCode};
 use crate::store::keys::Keys;
 use crate::store::{AnyStore, Store};
@@ -40,10 +43,6 @@ use policy::{Policy, PolicyDecision};
 /// Set to `1` to let a JWT authorizer trust Tollgate's published test keys on a check listener
 /// that is not on loopback (a demo behind a firewall); see [`Authorizers::build`].
 pub const ALLOW_TEST_KEYS_ENV: &str = "TOLLGATE_ALLOW_TEST_KEYS";
-/// Default `result_ttl`.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
-/// Largest `result_ttl`.
-pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Entries in each instance's local decision cache.
 pub const LOCAL_CACHE_ENTRIES: u64 = 100_000;
 
@@ -60,61 +59,22 @@ pub fn query_value<'a>(query: &'a QueryPairs, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Where an identity value is read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentitySource {
-    /// `header:Name` (case-insensitive).
-    Header(String),
-    /// `query:name`.
-    Query(String),
-    /// `stageVariables:name` (or `stage:name`).
-    StageVariable(String),
-    /// `context:name`.
-    Context(String),
-}
-
-impl IdentitySource {
-    /// Parses `header:Authorization`, `query:sig`, `stageVariables:x`, `context:y`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (kind, name) = s
-            .split_once(':')
-            .filter(|(_, n)| !n.is_empty())
-            .ok_or_else(|| format!("identity source {s:?}: expected header:NAME, query:NAME, stageVariables:NAME or context:NAME"))?;
-        match kind {
-            "header" => Ok(Self::Header(name.to_ascii_lowercase())),
-            "query" => Ok(Self::Query(name.to_string())),
-            "stageVariables" | "stage" => Ok(Self::StageVariable(name.to_string())),
-            "context" => Ok(Self::Context(name.to_string())),
-            _ => Err(format!("identity source {s:?}: unknown kind {kind:?}")),
-        }
-    }
-
-    /// How a denial reason names the source (`header:authorization`), never its value.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Header(n) => format!("header:{n}"),
-            Self::Query(n) => format!("query:{n}"),
-            Self::StageVariable(n) => format!("stageVariables:{n}"),
-            Self::Context(n) => format!("context:{n}"),
-        }
-    }
-
-    fn read<'a>(&self, input: &AuthInput<'a>) -> Option<&'a str> {
-        let v = match self {
-            Self::Header(n) => input.headers.and_then(|h| {
-                h.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                    .map(|(_, v)| v.as_str())
-            }),
-            Self::Query(n) => input.query.and_then(|q| query_value(q, n)),
-            Self::StageVariable(n) => input
-                .stage_variables
-                .and_then(|q| q.get(n))
-                .map(String::as_str),
-            Self::Context(n) => input.context.and_then(|q| q.get(n)).map(String::as_str),
-        };
-        v.filter(|v| !v.is_empty())
-    }
+/// The non-empty value `source` names in `input`.
+fn read_source<'a>(source: &IdentitySource, input: &AuthInput<'a>) -> Option<&'a str> {
+    let v = match source {
+        IdentitySource::Header(n) => input.headers.and_then(|h| {
+            h.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.as_str())
+        }),
+        IdentitySource::Query(n) => input.query.and_then(|q| query_value(q, n)),
+        IdentitySource::StageVariable(n) => input
+            .stage_variables
+            .and_then(|q| q.get(n))
+            .map(String::as_str),
+        IdentitySource::Context(n) => input.context.and_then(|q| q.get(n)).map(String::as_str),
+    };
+    v.filter(|v| !v.is_empty())
 }
 
 /// One request, as an authorizer sees it.
@@ -289,7 +249,7 @@ impl AuthCache {
         Arc::new(Self {
             local: moka::future::Cache::builder()
                 .max_capacity(LOCAL_CACHE_ENTRIES)
-                .time_to_live(MAX_TTL)
+                .time_to_live(MAX_RESULT_TTL)
                 .support_invalidation_closures()
                 .build(),
             store,
@@ -353,21 +313,6 @@ impl std::fmt::Debug for Authorizers {
             .field("names", &self.map.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
-}
-
-/// Resolves a relative path: against the config file's directory, then each of its parents
-/// (so `examples/jwks.json` named in `examples/tollgate.yaml` is found from anywhere), then the
-/// working directory.
-pub fn resolve_path(dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        return p.to_path_buf();
-    }
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    absolute
-        .ancestors()
-        .map(|d| d.join(p))
-        .find(|c| c.exists())
-        .unwrap_or_else(|| p.to_path_buf())
 }
 
 impl Authorizers {
@@ -439,7 +384,10 @@ impl Authorizers {
                             name: a.name.clone(),
                             fingerprint: fingerprint(a, dir),
                             kind,
-                            ttl: a.result_ttl.unwrap_or(DEFAULT_TTL).min(MAX_TTL),
+                            ttl: a
+                                .result_ttl
+                                .unwrap_or(DEFAULT_RESULT_TTL)
+                                .min(MAX_RESULT_TTL),
                             sources,
                             route_key: a.cache_key_includes_route,
                         },
@@ -502,7 +450,7 @@ impl Authorizers {
         // Identity sources: all must be present (401 without a call otherwise).
         let mut values = Vec::with_capacity(a.sources.len());
         for s in &a.sources {
-            match s.read(input) {
+            match read_source(s, input) {
                 Some(v) => values.push(v),
                 None => {
                     return AuthOutcome::denied(
@@ -956,33 +904,6 @@ fn sigv4_outcome(
             };
             AuthOutcome::denied(AuthDecision::Forbidden(msg, kind), reason)
         }
-    }
-}
-
-/// The identity sources an authorizer reads.
-pub fn sources_of(a: &AuthorizerConfig) -> Result<Vec<IdentitySource>, String> {
-    match a.kind {
-        AuthorizerKind::Jwt | AuthorizerKind::Token => {
-            let s = a
-                .identity_source
-                .as_deref()
-                .unwrap_or("header:Authorization");
-            let src = IdentitySource::parse(s)?;
-            if a.kind == AuthorizerKind::Token && !matches!(src, IdentitySource::Header(_)) {
-                return Err("a token authorizer's identity_source must be a header".into());
-            }
-            Ok(vec![src])
-        }
-        AuthorizerKind::Request => {
-            if a.identity_sources.is_empty() {
-                return Err("identity_sources is required for a request authorizer".into());
-            }
-            a.identity_sources
-                .iter()
-                .map(|s| IdentitySource::parse(s))
-                .collect()
-        }
-        AuthorizerKind::Sigv4 => Ok(Vec::new()),
     }
 }
 

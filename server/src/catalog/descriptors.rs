@@ -145,12 +145,10 @@ impl DescriptorRules {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     fn rules(yaml: &str) -> DescriptorRules {
-        let cfg = crate::config::parse(yaml, &|_| None, Path::new(".")).expect("valid config");
+        let cfg = crate::config::parse(yaml, &|_| None).expect("valid config");
         DescriptorRules::build(&cfg.descriptors, "tg")
     }
 
@@ -257,7 +255,7 @@ descriptors:
         rate_limit: { unit: second, requests_per_unit: 2000000 }
   - domain: edge
 "#;
-        let err = crate::config::parse(bad, &|_| None, Path::new(".")).expect_err("invalid");
+        let err = crate::config::parse(bad, &|_| None).expect_err("invalid");
         let text = err.to_string();
         for needle in [
             "descriptors[0].descriptors[0].rate_limit: requests_per_unit must be at least 1",
@@ -270,7 +268,7 @@ descriptors:
         }
         // An unknown unit is a parse error for that list item.
         let bad_unit = "descriptors:\n  - domain: x\n    descriptors:\n      - key: k\n        rate_limit: { unit: fortnight, requests_per_unit: 1 }\n";
-        let text = crate::config::parse(bad_unit, &|_| None, Path::new("."))
+        let text = crate::config::parse(bad_unit, &|_| None)
             .expect_err("invalid")
             .to_string();
         assert!(

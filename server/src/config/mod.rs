@@ -1,9 +1,19 @@
 //! The configuration contract (`examples/tollgate.yaml`): typed structs, a pure parse, and a
 //! validation that reports every error at once.
 //!
-//! [`parse`] takes the file text, an environment lookup and the config's directory, so tests
-//! never touch the process environment. Each top-level section, and each item of the list
-//! sections, is deserialized on its own, so one typo does not hide the next one.
+//! [`parse`] takes the file text and an environment lookup, so tests never touch the process
+//! environment, and nothing else: it reads no file (not even the config file: that is
+//! [`crate::preflight::load`]). Each top-level section, and each item of the list sections, is
+//! deserialized on its own, so one typo does not hide the next one.
+//!
+//! Layering: `config` is read by every layer above it and imports only leaves (`limiter` for
+//! the math's bounds and `Period`, `routes` for route templates, `ids` for id shapes). It must
+//! not import `auth`, `tls`, `listener`, `store` or anything that touches files; the bounds
+//! those modules share with the file (`authorizer::MAX_RESULT_TTL`, the JWKS refresh bounds,
+//! `validate::MAX_PENDING_CONNECTIONS_PER_SOURCE`) live here and they import them. What needs
+//! the file system (the files the config names, the rustls configs, credentials) is
+//! [`crate::preflight`]'s job, a layer above `config`, `auth` and `tls`.
+pub mod authorizer;
 mod duration;
 mod env;
 pub mod envoy;
@@ -11,13 +21,14 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
+pub use authorizer::{AuthorizerConfig, AuthorizerKind, IdentitySource, JwksRefreshConfig};
 pub use env::ENV_OVERRIDES;
 pub use envoy::{DescriptorDomainConfig, EnvoyConfig, UnknownKey};
 
@@ -323,103 +334,6 @@ pub enum FailureMode {
     Open,
     /// Answer `UNAVAILABLE` when the store is unreachable.
     Closed,
-}
-
-/// `authorizers[]` — parsed and validated; the authorizers run in a later release.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthorizerConfig {
-    /// Name routes refer to.
-    pub name: String,
-    /// The identity namespace of the principals and claims this authorizer yields (default:
-    /// its name). Two authorizers share identities (counters, assignments) only when they
-    /// name the same namespace.
-    #[serde(default)]
-    pub identity_namespace: Option<String>,
-    /// `jwt` | `token` | `request` | `sigv4`.
-    #[serde(rename = "type")]
-    pub kind: AuthorizerKind,
-    /// `header:Name` (jwt, token).
-    pub identity_source: Option<String>,
-    /// `header:Name`, `query:name`, ... (request).
-    #[serde(default)]
-    pub identity_sources: Vec<String>,
-    /// JWT issuer.
-    pub issuer: Option<String>,
-    /// JWKS file.
-    pub jwks_file: Option<PathBuf>,
-    /// JWKS URL.
-    pub jwks_url: Option<String>,
-    /// Allowed audiences / client ids.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// Decision cache TTL.
-    #[serde(default, with = "duration::option")]
-    pub result_ttl: Option<Duration>,
-    /// TOKEN validation regex.
-    pub validation_regex: Option<String>,
-    /// Custom authorizer endpoint.
-    pub endpoint: Option<String>,
-    /// Custom authorizer call timeout.
-    #[serde(default, with = "duration::option")]
-    pub timeout: Option<Duration>,
-    /// SigV4 service name.
-    pub service: Option<String>,
-    /// SigV4 credentials file.
-    pub credentials_file: Option<PathBuf>,
-    /// Add the route (method + resource) to the decision-cache key, so a cached policy is never
-    /// reused for another route (AWS keys by identity only).
-    #[serde(default)]
-    pub cache_key_includes_route: bool,
-    /// JWT: how often the JWKS is refetched in the background, so a key removed from it stops
-    /// validating tokens (absent: [`JwksRefreshConfig::default`]).
-    #[serde(default)]
-    pub jwks_refresh: Option<JwksRefreshConfig>,
-}
-
-/// `authorizers[].jwks_refresh`: the JWKS is refetched every `Cache-Control: max-age` of its
-/// last response, clamped to `[min_interval, max_interval]` (`min_interval` without one, and
-/// for a `jwks_file`). A changed key set drops the authorizer's cached decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwksRefreshConfig {
-    /// The floor (at least 1 s; default 60 s).
-    #[serde(with = "duration", default = "default_refresh_min")]
-    pub min_interval: Duration,
-    /// The ceiling (at most 24 h; default 1 h).
-    #[serde(with = "duration", default = "default_refresh_max")]
-    pub max_interval: Duration,
-}
-
-impl Default for JwksRefreshConfig {
-    fn default() -> Self {
-        Self {
-            min_interval: default_refresh_min(),
-            max_interval: default_refresh_max(),
-        }
-    }
-}
-
-fn default_refresh_min() -> Duration {
-    crate::auth::jwt::DEFAULT_REFRESH_MIN
-}
-
-fn default_refresh_max() -> Duration {
-    crate::auth::jwt::DEFAULT_REFRESH_MAX
-}
-
-/// `authorizers[].type`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthorizerKind {
-    /// Cognito-style user-pool JWTs.
-    Jwt,
-    /// Custom TOKEN authorizer.
-    Token,
-    /// Custom REQUEST authorizer.
-    Request,
-    /// IAM-style SigV4.
-    Sigv4,
 }
 
 /// A token-bucket limit as written in the file.
@@ -836,7 +750,8 @@ pub struct ApiKeyConfig {
     /// Plan ids.
     #[serde(default)]
     pub usage_plans: Vec<String>,
-    /// The value, resolved from `value_env` / `value_file` / `value` during parsing.
+    /// The value, resolved from `value_env` / `value` by [`parse`] and from `value_file` by
+    /// [`crate::preflight`] (empty until then).
     #[serde(skip)]
     pub resolved_value: String,
 }
@@ -846,20 +761,42 @@ pub struct ApiKeyConfig {
 #[error("{} configuration error(s):\n  - {}", .0.len(), .0.join("\n  - "))]
 pub struct ConfigErrors(pub Vec<String>);
 
-/// Reads and parses a config file, with `TOLLGATE_*` overrides from `env`.
-pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", path.display())]))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    parse(&text, env, dir)
+/// Parses and validates config text, with `TOLLGATE_*` overrides and `value_env` keys from
+/// `env`: every error at once. Touches no file: a key's `value_file` is not read (its
+/// `resolved_value` stays empty) and the files the config names are not looked at; a config
+/// to serve from goes through [`crate::preflight`], which does both.
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    parse_partial(text, env)?.into_result()
 }
 
-/// Parses config text. `dir` resolves relative `value_file` paths.
-pub fn parse(
+/// What [`parse_partial`] read: the config as far as it could be typed (a list item or section
+/// that did not deserialize is left out or at its default) and every error found in it.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The config, complete only when `errors` is empty.
+    pub config: Config,
+    /// Every problem found, in the order the file's sections are checked.
+    pub errors: Vec<String>,
+}
+
+impl Parsed {
+    /// The config, or every error.
+    pub fn into_result(self) -> Result<Config, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(self.config)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+/// [`parse`], keeping the partial config next to its errors, so that the preflight can report
+/// the problems of the files it names in the same run (one report, not one per fix). `Err`
+/// only when there is no config at all: the text is not YAML, or its top level no mapping.
+pub fn parse_partial(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-    dir: &Path,
-) -> Result<Config, ConfigErrors> {
+) -> Result<Parsed, ConfigErrors> {
     let mut root: Value = if text.trim().is_empty() {
         Value::Mapping(Default::default())
     } else {
@@ -907,8 +844,10 @@ pub fn parse(
     let envoy = section::<EnvoyConfig>(map, "envoy", &mut errors).unwrap_or_default();
     let descriptors = list::<DescriptorDomainConfig>(map, "descriptors", &mut errors);
     for (i, k) in api_keys.iter_mut().enumerate() {
-        match resolve_key_value(k, env, dir) {
-            Ok(v) => k.resolved_value = v,
+        match k.value_source(env) {
+            Ok(KeyValue::Known(v)) => k.resolved_value = v,
+            // The preflight reads it.
+            Ok(KeyValue::File(_)) => {}
             Err(e) => errors.push(format!("api_keys[{i}] ({}): {e}", k.id)),
         }
     }
@@ -924,12 +863,8 @@ pub fn parse(
         envoy,
         descriptors,
     };
-    validate::validate(&config, dir, env, &mut errors);
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    validate::validate(&config, &mut errors);
+    Ok(Parsed { config, errors })
 }
 
 fn section<T: DeserializeOwned>(
@@ -980,32 +915,35 @@ fn list<T: DeserializeOwned>(
     }
 }
 
-fn resolve_key_value(
-    k: &ApiKeyConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-    dir: &Path,
-) -> Result<String, String> {
-    if let Some(var) = &k.value_env
-        && let Some(v) = env(var).filter(|v| !v.is_empty())
-    {
-        return Ok(v);
-    }
-    if let Some(file) = &k.value_file {
-        let path = if file.is_absolute() {
-            file.clone()
-        } else {
-            dir.join(file)
-        };
-        return std::fs::read_to_string(&path)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| format!("value_file {}: {e}", path.display()));
-    }
-    if let Some(v) = &k.value {
-        return Ok(v.clone());
-    }
-    match &k.value_env {
-        Some(var) => Err(format!("environment variable {var} (value_env) is not set")),
-        None => Err("one of value_env, value_file or value is required".into()),
+/// Where an API key's value comes from, by the precedence of its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyValue {
+    /// `value_env` (set and non-empty) or the literal `value`.
+    Known(String),
+    /// `value_file`, as written (the preflight resolves it against the config's directory
+    /// and reads it).
+    File(PathBuf),
+}
+
+impl ApiKeyConfig {
+    /// Where this key's value comes from: `value_env` when the variable is set and non-empty,
+    /// else `value_file`, else `value`.
+    pub fn value_source(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<KeyValue, String> {
+        if let Some(var) = &self.value_env
+            && let Some(v) = env(var).filter(|v| !v.is_empty())
+        {
+            return Ok(KeyValue::Known(v));
+        }
+        if let Some(file) = &self.value_file {
+            return Ok(KeyValue::File(file.clone()));
+        }
+        if let Some(v) = &self.value {
+            return Ok(KeyValue::Known(v.clone()));
+        }
+        match &self.value_env {
+            Some(var) => Err(format!("environment variable {var} (value_env) is not set")),
+            None => Err("one of value_env, value_file or value is required".into()),
+        }
     }
 }
 

@@ -1,8 +1,13 @@
-//! Whole-config validation: every rule, every error, one pass.
+//! Whole-config validation: every rule, every error, one pass, over the typed values alone.
+//!
+//! Nothing here reads a file or builds a TLS config: the files the config names (TLS
+//! certificates, JWKS, SigV4 credentials, `value_file`s) are checked by [`crate::preflight`].
+//! Like the rest of `config`, this module imports only leaves (`limiter`, `routes`, `ids`).
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use super::{AuthorizerKind, Config, StoreKind, ThrottleConfig, UsagePlanConfig};
+use super::authorizer::{MAX_REFRESH_INTERVAL, MAX_RESULT_TTL, MIN_REFRESH_INTERVAL};
+use super::{ApiKeyConfig, AuthorizerKind, Config, StoreKind, ThrottleConfig, UsagePlanConfig};
 use crate::limiter::Limit;
 use crate::routes::Template;
 
@@ -83,7 +88,7 @@ pub const MAX_LEASE_UNITS: u64 = 100_000;
 /// Most URLs a `store.url` list may hold.
 pub const MAX_STORE_URLS: usize = 64;
 
-fn validate_store(s: &super::StoreConfig, dir: &std::path::Path, errors: &mut Vec<String>) {
+fn validate_store(s: &super::StoreConfig, errors: &mut Vec<String>) {
     let kind = match s.kind {
         StoreKind::Memory => return,
         StoreKind::Redis => "redis",
@@ -143,17 +148,6 @@ fn validate_store(s: &super::StoreConfig, dir: &std::path::Path, errors: &mut Ve
         if t.cert_file.is_some() != t.key_file.is_some() {
             errors.push("store.tls: cert_file and key_file go together".into());
         }
-        for (name, f) in [
-            ("ca_file", &t.ca_file),
-            ("cert_file", &t.cert_file),
-            ("key_file", &t.key_file),
-        ] {
-            if let Some(f) = f
-                && !crate::auth::resolve_path(dir, f).is_file()
-            {
-                errors.push(format!("store.tls.{name}: {} is not a file", f.display()));
-            }
-        }
     }
 }
 
@@ -161,23 +155,8 @@ fn validate_store(s: &super::StoreConfig, dir: &std::path::Path, errors: &mut Ve
 /// waiting for their first byte, all sources together (`listener::MAX_PENDING`).
 pub const MAX_PENDING_CONNECTIONS_PER_SOURCE: usize = 1024;
 
-pub(crate) fn validate(
-    c: &Config,
-    dir: &std::path::Path,
-    env: &dyn Fn(&str) -> Option<String>,
-    errors: &mut Vec<String>,
-) {
+pub(crate) fn validate(c: &Config, errors: &mut Vec<String>) {
     // server
-    for (at, t) in [
-        ("server.tls", &c.server.tls),
-        ("server.admin_tls", &c.server.admin_tls),
-    ] {
-        if let Some(t) = t
-            && let Err(e) = crate::tls::validate(t, dir, at)
-        {
-            errors.push(e);
-        }
-    }
     if c.server.admin_tls.is_some() && c.server.admin_on_grpc() {
         errors.push(
             "server.admin_tls: the admin API is served on grpc_addr (admin_addr equals it), \
@@ -187,7 +166,7 @@ pub(crate) fn validate(
     }
 
     // store
-    validate_store(&c.store, dir, errors);
+    validate_store(&c.store, errors);
     if c.store.pool_size == 0 || c.store.pool_size > 4096 {
         errors.push("store.pool_size: must be 1..=4096".into());
     }
@@ -258,7 +237,7 @@ pub(crate) fn validate(
         if !authorizers.insert(a.name.as_str()) {
             errors.push(format!("authorizers: duplicate name {:?}", a.name));
         }
-        if let Err(e) = crate::auth::sources_of(a) {
+        if let Err(e) = super::authorizer::sources_of(a) {
             errors.push(format!("{at}: {e}"));
         }
         if let Some(ns) = &a.identity_namespace
@@ -268,11 +247,10 @@ pub(crate) fn validate(
                 "{at}.identity_namespace: 1-128 characters of A-Z a-z 0-9 . _ -"
             ));
         }
-        if a.result_ttl.is_some_and(|t| t > crate::auth::MAX_TTL) {
+        if a.result_ttl.is_some_and(|t| t > MAX_RESULT_TTL) {
             errors.push(format!("{at}.result_ttl: at most 3600s"));
         }
         if let Some(r) = a.jwks_refresh {
-            use crate::auth::jwt::{MAX_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL};
             if a.kind != AuthorizerKind::Jwt {
                 errors.push(format!("{at}.jwks_refresh: only for type jwt"));
             }
@@ -301,25 +279,6 @@ pub(crate) fn validate(
                         "{at}: exactly one of jwks_file and jwks_url is required"
                     ));
                 }
-                if let Some(f) = &a.jwks_file {
-                    let path = crate::auth::resolve_path(dir, f);
-                    let ok = std::fs::read(&path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| {
-                            serde_json::from_slice::<serde_json::Value>(&b)
-                                .map_err(|e| e.to_string())
-                        })
-                        .and_then(|v| {
-                            if v.get("keys").is_some_and(|k| k.is_array()) {
-                                Ok(())
-                            } else {
-                                Err("no \"keys\" list".into())
-                            }
-                        });
-                    if let Err(e) = ok {
-                        errors.push(format!("{at}.jwks_file {}: {e}", path.display()));
-                    }
-                }
             }
             AuthorizerKind::Token | AuthorizerKind::Request => {
                 match a.endpoint.as_deref() {
@@ -336,16 +295,11 @@ pub(crate) fn validate(
                     errors.push(format!("{at}.validation_regex: {e}"));
                 }
             }
-            AuthorizerKind::Sigv4 => match &a.credentials_file {
-                None => missing("credentials_file", errors),
-                Some(f) => {
-                    let path = crate::auth::resolve_path(dir, f);
-                    if let Err(e) = crate::auth::sigv4::SigV4Verifier::load_credentials(&path, env)
-                    {
-                        errors.push(format!("{at}.credentials_file {}: {e}", path.display()));
-                    }
+            AuthorizerKind::Sigv4 => {
+                if a.credentials_file.is_none() {
+                    missing("credentials_file", errors);
                 }
-            },
+            }
         }
     }
 
@@ -467,7 +421,6 @@ pub(crate) fn validate(
 
     // api keys
     let mut key_ids = HashSet::new();
-    let mut values = HashSet::new();
     for k in &c.api_keys {
         let at = format!("api_keys[{}]", k.id);
         id("api key", &k.id, errors);
@@ -479,23 +432,11 @@ pub(crate) fn validate(
         if !key_ids.insert(k.id.as_str()) {
             errors.push(format!("{at}: duplicate id"));
         }
-        let v = &k.resolved_value;
-        if !v.is_empty() {
-            if v.len() < KEY_VALUE_MIN {
-                errors.push(format!(
-                    "{at}: API Key value should be at least {KEY_VALUE_MIN} characters"
-                ));
-            } else if v.len() > KEY_VALUE_MAX {
-                errors.push(format!(
-                    "{at}: API Key value exceeds maximum size of {KEY_VALUE_MAX} characters"
-                ));
-            }
-            if !values.insert(v.as_str()) {
-                errors.push(format!("{at}: another key has the same value"));
-            }
-        }
         one_plan_per_stage(&at, &k.usage_plans, &plan_stages, errors);
     }
+    // The values the parse knows; those of `value_file`s are checked once the preflight has
+    // read them.
+    key_values(&c.api_keys, &|k| !k.resolved_value.is_empty(), errors);
 
     // identities
     let mut identities = HashSet::new();
@@ -519,6 +460,45 @@ pub(crate) fn validate(
             ));
         }
         one_plan_per_stage(&at, &ident.usage_plans, &plan_stages, errors);
+    }
+}
+
+/// Checks API key values: their length, and that no two keys share one. A key's problems are
+/// reported only when `report(key)` holds, a shared value when it holds for either key: the
+/// parse reports the values it knows (`value_env`, `value`), the preflight those it read from
+/// `value_file`s, so none is reported twice. Keys without a value yet (empty) are skipped.
+pub fn key_values(
+    keys: &[ApiKeyConfig],
+    report: &dyn Fn(&ApiKeyConfig) -> bool,
+    errors: &mut Vec<String>,
+) {
+    let mut values: HashMap<&str, &ApiKeyConfig> = HashMap::new();
+    for k in keys {
+        let v = &k.resolved_value;
+        if v.is_empty() {
+            continue;
+        }
+        let at = format!("api_keys[{}]", k.id);
+        if report(k) {
+            if v.len() < KEY_VALUE_MIN {
+                errors.push(format!(
+                    "{at}: API Key value should be at least {KEY_VALUE_MIN} characters"
+                ));
+            } else if v.len() > KEY_VALUE_MAX {
+                errors.push(format!(
+                    "{at}: API Key value exceeds maximum size of {KEY_VALUE_MAX} characters"
+                ));
+            }
+        }
+        match values.get(v.as_str()) {
+            Some(first) if report(k) || report(first) => {
+                errors.push(format!("{at}: another key has the same value"));
+            }
+            Some(_) => {}
+            None => {
+                values.insert(v.as_str(), k);
+            }
+        }
     }
 }
 
