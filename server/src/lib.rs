@@ -15,6 +15,7 @@
 //! - [`clock`], [`metrics`].
 //!
 //! [`run`] takes listeners that are already bound, so tests can use port 0.
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod breaker;
@@ -23,6 +24,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod defs;
+pub mod descriptor_check;
 pub mod ids;
 pub mod lease;
 pub mod limiter;
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod overlimit;
 pub mod paths;
 pub mod pipeline;
+pub mod policy;
 pub mod preflight;
 pub mod reason;
 pub mod registry;

@@ -11,11 +11,12 @@ use sha2::{Digest, Sha256};
 use crate::auth::{AuthDecision, AuthInput, AuthOutcome};
 use crate::catalog::{ApiKey, Catalog, Plan, Route, Stage, key_digest};
 use crate::clock::Clock;
-use crate::config::{ApiKeySource, FailureMode, ThrottleScope, UsageIdentifier};
+use crate::config::{ApiKeySource, UsageIdentifier};
 use crate::limiter::headers::{self, Policy};
 use crate::limiter::{Limit, Period, Verdict, quota};
 use crate::metrics as m;
 use crate::overlimit::OverLimitCache;
+use crate::policy::{self, OnStoreFailure};
 use crate::reason::{self, Reason, ReasonCode};
 use crate::store::{
     AnyStore, BucketOp, CheckOp, CheckOutcome, SettleStatus, Store, StoreError, StoreEvent,
@@ -819,24 +820,24 @@ impl Checker {
                         a.replayed |= duplicate;
                         a
                     }
-                    // Only usage was to be counted: nothing limits this key, so a store failure
-                    // changes no decision (the day's count misses this request).
-                    Err(e) if op.buckets.is_empty() && op.quota.is_none() => {
-                        tracing::debug!(error = %e, "usage not counted: store call failed");
-                        Answer::new(Decision::Allow)
-                    }
                     Err(e) => {
-                        let mode = key_plan
-                            .and_then(|(_, p)| p.failure_mode)
-                            .unwrap_or(cat.failure_mode);
-                        tracing::warn!(error = %e, ?mode, "store call failed");
-                        match mode {
-                            FailureMode::Open => {
+                        let limits = !op.buckets.is_empty() || op.quota.is_some();
+                        let plan_mode = key_plan.and_then(|(_, p)| p.failure_mode);
+                        match policy::on_store_failure(limits, plan_mode, cat.failure_mode) {
+                            OnStoreFailure::AllowUncounted => {
+                                tracing::debug!(error = %e, "usage not counted: store call failed");
+                                Answer::new(Decision::Allow)
+                            }
+                            OnStoreFailure::AllowDegraded => {
+                                tracing::warn!(error = %e, "store call failed; allowed (failure_mode open)");
                                 let mut a = Answer::new(Decision::Allow);
                                 a.degraded = true;
                                 a
                             }
-                            FailureMode::Closed => return Err(CheckError::Unavailable(e)),
+                            OnStoreFailure::Unavailable => {
+                                tracing::warn!(error = %e, "store call failed (failure_mode closed)");
+                                return Err(CheckError::Unavailable(e));
+                            }
                         }
                     }
                 }
@@ -1313,29 +1314,11 @@ fn build_op(
     let mut buckets = Vec::with_capacity(2);
     let mut quota = None;
     if let Some((key, plan)) = key_plan {
-        let over = plan.method_throttle(input.api_id, input.stage, template, input.method);
-        // A bucket is named by what the operator configured, never by the client's method
-        // string: the route's method (`ANY` is one method, as in AWS), or the method of the
-        // `method_throttle` entry that matched. A client sending `FOO`, `BAR`, ... on an
-        // `ANY` route meets one bucket, not one each.
-        let bucket = match (over, plan.throttle, plan.scope) {
-            (Some(m), _, _) if m.method == "*" => Some((m.limit, Some(route.method.as_str()))),
-            (Some(m), _, _) => Some((m.limit, Some(m.method.as_str()))),
-            (None, Some(l), ThrottleScope::PerMethod) => Some((l, Some(route.method.as_str()))),
-            (None, Some(l), ThrottleScope::PerPlan) => Some((l, None)),
-            (None, None, _) => None,
-        };
-        if let Some((limit, per_method)) = bucket {
-            let field = if let Some(method) = per_method {
-                // Per api stage too: method throttles are set per api stage.
-                Keys::bucket_field(&[&plan.id, input.api_id, input.stage, method, template])
-            } else {
-                plan.bucket_field.clone()
-            };
+        if let Some(b) = plan.bucket(input.api_id, input.stage, route, input.method) {
             buckets.push(BucketOp {
                 hash: key.hash.clone(),
-                field,
-                limit,
+                field: b.field,
+                limit: b.limit,
             });
         }
         quota = plan.quota_op();
@@ -1344,12 +1327,12 @@ fn build_op(
     match (route.throttle, stage.throttle) {
         (Some(l), _) => buckets.push(BucketOp {
             hash: stage.hash.clone(),
-            field: format!("t:{} {}", route.method, template),
+            field: Keys::route_bucket_field(&route.method, template),
             limit: l,
         }),
         (None, Some(l)) => buckets.push(BucketOp {
             hash: stage.hash.clone(),
-            field: "t:*".to_string(),
+            field: Keys::STAGE_BUCKET_FIELD.to_string(),
             limit: l,
         }),
         (None, None) => {}
@@ -1420,7 +1403,7 @@ fn store_reason(
         Verdict::Throttled { bucket } => {
             let b = op.buckets.get(bucket);
             let (code, what) = match (b, key_plan) {
-                (Some(b), _) if b.hash == stage.hash && b.field == "t:*" => (
+                (Some(b), _) if b.hash == stage.hash && b.field == Keys::STAGE_BUCKET_FIELD => (
                     ReasonCode::ThrottledStage,
                     format!("the default throttle of stage {:?}", stage.name),
                 ),

@@ -29,4 +29,5 @@ mod revocation;
 mod secrets;
 mod sentinel;
 mod sigv4;
+mod state_codec;
 mod store_tls;

@@ -35,14 +35,13 @@ use super::limits::{
 use crate::canonical::{self, PathError};
 use crate::catalog::Catalog;
 use crate::catalog::descriptors::Rule;
-use crate::config::FailureMode;
 use crate::config::envoy::{RateUnit, UnknownKey};
+use crate::descriptor_check::{DescriptorHit, DescriptorVerdict};
 use crate::limiter::headers::{self, Policy};
-use crate::limiter::{Limit, Period, Verdict};
+use crate::limiter::{Limit, Period};
 use crate::metrics as m;
 use crate::pipeline::{Answer, CheckError, CheckInput, Checker, Decision, ReportError};
 use crate::reason::{self, Reason, ReasonCode};
-use crate::store::{BucketOp, CheckOp, CheckOutcome};
 
 use rate_limit_response::{Code, DescriptorStatus, RateLimit, rate_limit::Unit};
 
@@ -741,13 +740,13 @@ struct Pending {
     hash: Arc<str>,
 }
 
-fn generic_outcome(p: &Pending, out: &CheckOutcome, bucket: usize) -> Outcome {
-    let remaining = out.remaining.get(bucket).copied().unwrap_or(0);
-    let denied_here = matches!(out.verdict, Verdict::Throttled { bucket: b } if b == bucket);
+fn generic_outcome(p: &Pending, v: &DescriptorVerdict) -> Outcome {
+    let remaining = v.remaining;
+    let denied_here = v.denied;
     let missing = u64::from(p.limit.burst()).saturating_sub(remaining);
     let until_full = missing * p.limit.interval_us();
     let reset_us = if denied_here {
-        out.retry_after_us.unwrap_or(until_full)
+        v.retry_after_us.unwrap_or(until_full)
     } else {
         until_full
     };
@@ -791,11 +790,7 @@ fn generic_outcome(p: &Pending, out: &CheckOutcome, bucket: usize) -> Outcome {
             remaining,
             reset_s: headers::ceil_secs(until_full),
         }),
-        retry_after_us: if denied_here {
-            out.retry_after_us
-        } else {
-            None
-        },
+        retry_after_us: if denied_here { v.retry_after_us } else { None },
         message: denied_here.then_some("Too Many Requests"),
         error_type: denied_here.then_some("TooManyRequestsException"),
         headers: Vec::new(),
@@ -1076,69 +1071,38 @@ impl RateLimitService for EnvoyApi {
                 }
             }
         }
-        // Generic buckets: one atomic store call per (cost, shadow) group — all of them admit
-        // or none is charged. Shadow rules are charged apart, so they never block.
-        let mut groups: Vec<(u64, bool, Vec<&Pending>)> = Vec::new();
-        for p in &pending {
-            match groups
-                .iter_mut()
-                .find(|(c, s, _)| *c == p.cost && *s == p.rule.shadow)
-            {
-                Some(g) => g.2.push(p),
-                None => groups.push((p.cost, p.rule.shadow, vec![p])),
+        // Generic buckets: the domain charges them (one atomic call per group) and applies
+        // the failure mode.
+        let hits: Vec<DescriptorHit> = pending
+            .iter()
+            .map(|p| DescriptorHit {
+                hash: p.hash.clone(),
+                limit: p.limit,
+                cost: p.cost,
+                shadow: p.rule.shadow,
+            })
+            .collect();
+        let verdicts = match self.checker.check_descriptors(&hits).await {
+            Ok(v) => v,
+            Err(e) => {
+                count("rls", "error");
+                return Err(Status::unavailable(e.to_string()));
             }
-        }
-        for (cost, _, members) in groups {
-            let op = CheckOp {
-                owner: members[0].hash.clone(),
-                buckets: members
-                    .iter()
-                    .map(|p| BucketOp {
-                        hash: p.hash.clone(),
-                        field: "t".into(),
-                        limit: p.limit,
-                    })
-                    .collect(),
-                quota: None,
-                cost,
-                now: None,
-                request_id: None,
-                dry_run: false,
-                usage: None,
-            };
-            match self.checker.store_check(&op).await {
-                Ok(out) => {
-                    for (b, p) in members.iter().enumerate() {
-                        let o = generic_outcome(p, &out, b);
-                        let denied =
-                            matches!(out.verdict, Verdict::Throttled { bucket } if bucket == b);
-                        count(
-                            "rls",
-                            match (denied, p.rule.shadow) {
-                                (true, true) => "shadow_over_limit",
-                                (true, false) => "over_limit",
-                                _ => "ok",
-                            },
-                        );
-                        outcomes[p.index] = Some(o);
-                    }
-                }
-                Err(e) => match cat.failure_mode {
-                    FailureMode::Open => {
-                        tracing::warn!(error = %e, "store call failed; descriptors allowed (failure_mode open)");
-                        metrics::counter!(m::DEGRADED_TOTAL).increment(members.len() as u64);
-                        for p in members {
-                            outcomes[p.index] = Some(Outcome::default());
-                        }
-                    }
-                    FailureMode::Closed => {
-                        count("rls", "error");
-                        return Err(Status::unavailable(format!(
-                            "rate-limit store unavailable and failure_mode is closed: {e}"
-                        )));
-                    }
+        };
+        for (p, v) in pending.iter().zip(&verdicts) {
+            if v.degraded {
+                outcomes[p.index] = Some(Outcome::default());
+                continue;
+            }
+            count(
+                "rls",
+                match (v.denied, p.rule.shadow) {
+                    (true, true) => "shadow_over_limit",
+                    (true, false) => "over_limit",
+                    _ => "ok",
                 },
-            }
+            );
+            outcomes[p.index] = Some(generic_outcome(p, v));
         }
         Ok(Response::new(respond(outcomes)))
     }

@@ -167,6 +167,39 @@ impl Plan {
         })
     }
 
+    /// The bucket of this plan that a request charges in a key's hash: `method` on `route`
+    /// (api `api`, stage `stage`). The one rule the check (its store operation) and the admin
+    /// API (reading a key's live buckets) share. A bucket is named by what the operator
+    /// configured, never by the client's method string: the route's method (`ANY` is one
+    /// method, as in AWS), or the method of the `method_throttle` entry that matched. A client
+    /// sending `FOO`, `BAR`, ... on an `ANY` route meets one bucket, not one each.
+    pub fn bucket<'a>(
+        &'a self,
+        api: &str,
+        stage: &str,
+        route: &'a Route,
+        method: &str,
+    ) -> Option<PlanBucket<'a>> {
+        let template = route.template.as_str();
+        let over = self.method_throttle(api, stage, template, method);
+        let (limit, per_method) = match (over, self.throttle, self.scope) {
+            (Some(m), _, _) if m.method == "*" => (m.limit, Some(route.method.as_str())),
+            (Some(m), _, _) => (m.limit, Some(m.method.as_str())),
+            (None, Some(l), ThrottleScope::PerMethod) => (l, Some(route.method.as_str())),
+            (None, Some(l), ThrottleScope::PerPlan) => (l, None),
+            (None, None, _) => return None,
+        };
+        let field = match per_method {
+            Some(m) => Keys::method_bucket_field(&self.id, api, stage, m, template),
+            None => self.bucket_field.clone(),
+        };
+        Some(PlanBucket {
+            limit,
+            field,
+            method: per_method,
+        })
+    }
+
     /// The override for a request, if any (most specific first: exact, then wildcards).
     pub fn method_throttle(
         &self,
@@ -186,6 +219,17 @@ impl Plan {
                 })
             })
     }
+}
+
+/// A plan's bucket for a request ([`Plan::bucket`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanBucket<'a> {
+    /// Its limit.
+    pub limit: Limit,
+    /// Its field in the key's hash.
+    pub field: String,
+    /// The configured method naming it; `None` for the plan-wide bucket.
+    pub method: Option<&'a str>,
 }
 
 /// A compiled API key.
@@ -344,9 +388,9 @@ impl Catalog {
                     failure_mode: p.failure_mode,
                     method_throttles,
                     quota_field: Keys::plan_state_field(&p.id).into(),
-                    quota_override_field: format!("ql:{}", p.id).into(),
+                    quota_override_field: Keys::quota_override_field(&p.id).into(),
                     usage_history: Keys::usage_history(&p.id).into(),
-                    bucket_field: Keys::bucket_field(&[&p.id]),
+                    bucket_field: Keys::plan_bucket_field(&p.id),
                     stages: p
                         .api_stages
                         .iter()

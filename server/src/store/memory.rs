@@ -12,7 +12,8 @@ use parking_lot::Mutex;
 
 use super::{
     CheckOp, CheckOutcome, DefKind, DefWrite, IDEMPOTENCY_TTL_MS, OwnerState, QuotaOp, RawDefs,
-    SettleOutcome, SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys, ticket,
+    SettleOutcome, SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys, state,
+    ticket,
 };
 use crate::clock::Clock;
 use crate::limiter::evaluate::QuotaReport;
@@ -34,13 +35,16 @@ enum Field {
 }
 
 impl Field {
-    /// The value as the Redis store writes it.
+    /// The value as the Redis store writes it ([`state`]'s codec).
     fn render(&self) -> String {
-        match self {
-            Field::Tat(t) => t.to_string(),
-            Field::Quota(q) => format!("{}:{}", q.index, q.used),
-            Field::Override(i, l) => format!("{i}:{l}"),
-            Field::Stamp(t) => t.to_string(),
+        match *self {
+            Field::Tat(t) | Field::Stamp(t) => state::encode_us(t),
+            Field::Quota(q) => state::PlanState::Quota {
+                index: q.index,
+                used: q.used,
+            }
+            .encode(),
+            Field::Override(index, limit) => state::Override { index, limit }.encode(),
         }
     }
 }
@@ -305,7 +309,7 @@ impl MemoryStore {
                     // Units decided before an `UpdateUsage` of this period were counted in
                     // the limit it set: they come off that limit too (as the Redis SETTLE).
                     let back = before.saturating_sub(s.used);
-                    let stamp = format!("{}{}", q.override_field, super::OVERRIDE_STAMP_SUFFIX);
+                    let stamp = Keys::override_stamp_field(&q.override_field);
                     if back > 0
                         && let Some(Field::Stamp(at)) = h.fields.get(&stamp)
                         && *at >= decided.now_us
@@ -460,7 +464,7 @@ impl Store for MemoryStore {
             Field::Override(index, limit),
         );
         h.fields.insert(
-            format!("{}{}", quota.override_field, super::OVERRIDE_STAMP_SUFFIX),
+            Keys::override_stamp_field(&quota.override_field),
             Field::Stamp(now),
         );
         h.expires_at = h.expires_at.max(end + TTL_MARGIN_US);

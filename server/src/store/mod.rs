@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod state;
 pub mod ticket;
 
 use std::future::Future;

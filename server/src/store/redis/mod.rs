@@ -854,14 +854,10 @@ impl Store for RedisStore {
             .zip(vals.iter().skip(1))
             .filter_map(|(d, v)| Some((d, v.as_deref()?.parse().ok()?)))
             .collect();
-        // `<day>:<quota used>:<used that day>` (a bare `<index>:<used>` has no daily usage).
-        let latest = vals.first().cloned().flatten().and_then(|s| {
-            let p: Vec<&str> = s.split(':').collect();
-            match p[..] {
-                [day, _, used] => Some((day.parse::<i64>().ok()?, used.parse::<u64>().ok()?)),
-                _ => None,
-            }
-        });
+        // The last active day's usage is in the state (a bare quota state has none).
+        let latest = vals
+            .first()
+            .and_then(|s| super::state::PlanState::decode(s.as_deref()?)?.last_day());
         if let Some((day, used)) = latest.filter(|(d, _)| (from..=to).contains(d)) {
             match out.binary_search_by_key(&day, |(d, _)| *d) {
                 Ok(i) => out[i].1 += used,

@@ -10,7 +10,13 @@
 //! and costs), so Lua's doubles are exact. Values are written with `%.0f` because Lua's default
 //! number-to-string conversion (`%.14g`) would round a µs timestamp.
 //!
-//! [`CHECK`] and [`SET_REMAINING`] are prefixed with [`PERIODS`] (see [`with_periods`]).
+//! [`CHECK`], [`REFUND`], [`SETTLE`] and [`SET_REMAINING`] are prefixed with [`PERIODS`] and
+//! [`STATE`] (see [`with_periods`]): the quota calendar, and the one Lua codec of the packed
+//! values in an owner hash (the Rust one is [`crate::store::state`]; a plan's state and an
+//! override are read and written only through it, so their format is defined once per
+//! language).
+//!
+//! Owns: the Lua. Must not import the store implementations (they load these scripts).
 //!
 //! KEYS
 //!   1     the owner hash (API key, or stage for keyless routes): quota, usage, per-key buckets
@@ -118,13 +124,13 @@ end
 -- letter>:<used that day>` (the quota's index follows from the day — periods start at midnight
 -- UTC — and the letter says which period it counted: a plan whose period changed starts at 0).
 local si, su, sd, sdu
-if spos > 0 and vals[1][spos] then
-  local a, b, l, c = string.match(vals[1][spos], '^(-?%d+):(%d+)(%a?):?(%d*)$')
-  if c and c ~= '' then
-    sd, su, sdu = tonumber(a), tonumber(b), tonumber(c)
+if spos > 0 then
+  local a, b, l, c = state_decode(vals[1][spos])
+  if c then
+    sd, su, sdu = a, b, c
     if has_q and l == PERIOD_LETTER[qperiod] then si = period_index(qperiod, sd * DAY) end
-  elseif a and l == '' then
-    si, su = tonumber(a), tonumber(b)
+  elseif a then
+    si, su = a, b
   end
 end
 local qidx, qused = 0, 0
@@ -132,11 +138,8 @@ if has_q then
   qidx = period_index(qperiod, now)
   if si == qidx then qused = su end
   if qidx == tonumber(ARGV[i + 2]) then qlim = math.max(qlim - tonumber(ARGV[i + 1]), 0) end
-  local o = vals[1][opos]
-  if o then
-    local oi, ol = string.match(o, '^(-?%d+):(%d+)$')
-    if oi and tonumber(oi) == qidx then qlim = tonumber(ol) end
-  end
+  local oi, ol = override_decode(vals[1][opos])
+  if oi == qidx then qlim = ol end
 else
   qlim = 0
 end
@@ -191,10 +194,10 @@ if verdict == 0 and not dry then
       redis.call('PERSIST', KEYS[1])
     end
     ow[#ow + 1] = sf
-    ow[#ow + 1] = format('%.0f:%.0f%s:%.0f', day, qused, has_q and PERIOD_LETTER[qperiod] or '', today + cost)
+    ow[#ow + 1] = state_daily(day, qused, has_q and PERIOD_LETTER[qperiod] or '', today + cost)
   elseif has_q then
     ow[#ow + 1] = sf
-    ow[#ow + 1] = format('%.0f:%.0f', qidx, qused)
+    ow[#ow + 1] = state_quota(qidx, qused)
     until_[1] = math.max(until_[1], period_start(qperiod, qidx + 1))
   end
   for k, l in pairs(writes) do
@@ -260,29 +263,26 @@ end
 local sf, qidx, hist, idem, ofield = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4] or ''
 if idem > 0 then redis.call('DEL', KEYS[idem]) end
 if sf ~= '' then
-  local s = redis.call('HGET', KEYS[1], sf)
-  if s then
-    local a, u, l, d = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
-    if d and d ~= '' then
-      local sday, dday = tonumber(a), math.floor(now / DAY)
-      local qu, today = tonumber(u), tonumber(d)
-      local period = ({d = 1, w = 2, m = 3})[l]
-      if period and period_index(period, sday * DAY) == qidx then
-        lower_override(ofield, qidx, now, math.min(cost, qu))
-        qu = math.max(qu - cost, 0)
-      end
-      if sday == dday then
-        today = math.max(today - cost, 0)
-      elseif hist ~= '' then
-        local hf = hist .. ':' .. fmt(dday)
-        local hv = tonumber(redis.call('HGET', KEYS[1], hf) or '')
-        if hv then redis.call('HSET', KEYS[1], hf, fmt(math.max(hv - cost, 0))) end
-      end
-      redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(qu) .. l .. ':' .. fmt(today))
-    elseif a and l == '' and tonumber(a) == qidx then
-      lower_override(ofield, qidx, now, math.min(cost, tonumber(u)))
-      redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(math.max(tonumber(u) - cost, 0)))
+  local a, u, l, d = state_decode(redis.call('HGET', KEYS[1], sf))
+  if d then
+    local sday, dday = a, math.floor(now / DAY)
+    local qu, today = u, d
+    local period = LETTER_PERIOD[l]
+    if period and period_index(period, sday * DAY) == qidx then
+      lower_override(ofield, qidx, now, math.min(cost, qu))
+      qu = math.max(qu - cost, 0)
     end
+    if sday == dday then
+      today = math.max(today - cost, 0)
+    elseif hist ~= '' then
+      local hf = hist .. ':' .. fmt(dday)
+      local hv = tonumber(redis.call('HGET', KEYS[1], hf) or '')
+      if hv then redis.call('HSET', KEYS[1], hf, fmt(math.max(hv - cost, 0))) end
+    end
+    redis.call('HSET', KEYS[1], sf, state_daily(sday, qu, l, today))
+  elseif a and a == qidx then
+    lower_override(ofield, qidx, now, math.min(cost, u))
+    redis.call('HSET', KEYS[1], sf, state_quota(a, math.max(u - cost, 0)))
   end
 end
 return 1
@@ -352,29 +352,26 @@ if status == 1 then
       end
     end
     if sf ~= '' then
-      local s = redis.call('HGET', KEYS[1], sf)
-      if s then
-        local a, u, l, d = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
-        if d and d ~= '' then
-          local sday, dday = tonumber(a), math.floor(decided / DAY)
-          local qu, today = tonumber(u), tonumber(d)
-          local period = ({d = 1, w = 2, m = 3})[l]
-          if has_charge and period and period_index(period, sday * DAY) == qidx then
-            if delta < 0 then lower_override(ofield, qidx, decided, math.min(-delta, qu)) end
-            qu = math.max(qu + delta, 0)
-          end
-          if sday == dday then
-            today = math.max(today + delta, 0)
-          elseif hist ~= '' then
-            local hf = hist .. ':' .. fmt(dday)
-            local hv = tonumber(redis.call('HGET', KEYS[1], hf) or '')
-            if hv or delta > 0 then redis.call('HSET', KEYS[1], hf, fmt(math.max((hv or 0) + delta, 0))) end
-          end
-          redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(qu) .. l .. ':' .. fmt(today))
-        elseif a and l == '' and has_charge and tonumber(a) == qidx then
-          if delta < 0 then lower_override(ofield, qidx, decided, math.min(-delta, tonumber(u))) end
-          redis.call('HSET', KEYS[1], sf, a .. ':' .. fmt(math.max(tonumber(u) + delta, 0)))
+      local a, u, l, d = state_decode(redis.call('HGET', KEYS[1], sf))
+      if d then
+        local sday, dday = a, math.floor(decided / DAY)
+        local qu, today = u, d
+        local period = LETTER_PERIOD[l]
+        if has_charge and period and period_index(period, sday * DAY) == qidx then
+          if delta < 0 then lower_override(ofield, qidx, decided, math.min(-delta, qu)) end
+          qu = math.max(qu + delta, 0)
         end
+        if sday == dday then
+          today = math.max(today + delta, 0)
+        elseif hist ~= '' then
+          local hf = hist .. ':' .. fmt(dday)
+          local hv = tonumber(redis.call('HGET', KEYS[1], hf) or '')
+          if hv or delta > 0 then redis.call('HSET', KEYS[1], hf, fmt(math.max((hv or 0) + delta, 0))) end
+        end
+        redis.call('HSET', KEYS[1], sf, state_daily(sday, qu, l, today))
+      elseif a and has_charge and a == qidx then
+        if delta < 0 then lower_override(ofield, qidx, decided, math.min(-delta, u)) end
+        redis.call('HSET', KEYS[1], sf, state_quota(a, math.max(u + delta, 0)))
       end
     end
   end
@@ -388,21 +385,15 @@ local reply = {status, actual, now, 0, 0, 0, 0}
 if qlim >= 0 and has_charge then
   reply[4], reply[5] = 1, qidx
   local used = 0
-  local s = redis.call('HGET', KEYS[1], sf)
-  if s then
-    local a, u, l, d = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
-    if d and d ~= '' then
-      if l == PERIOD_LETTER[qperiod] and period_index(qperiod, tonumber(a) * DAY) == qidx then used = tonumber(u) end
-    elseif a and l == '' and tonumber(a) == qidx then
-      used = tonumber(u)
-    end
+  local a, u, l, d = state_decode(redis.call('HGET', KEYS[1], sf))
+  if d then
+    if l == PERIOD_LETTER[qperiod] and period_index(qperiod, a * DAY) == qidx then used = u end
+  elseif a and a == qidx then
+    used = u
   end
   if qidx == qinit then qlim = math.max(qlim - qoff, 0) end
-  local o = redis.call('HGET', KEYS[1], ofield)
-  if o then
-    local oi, ol = string.match(o, '^(-?%d+):(%d+)$')
-    if oi and tonumber(oi) == qidx then qlim = tonumber(ol) end
-  end
+  local oi, ol = override_decode(redis.call('HGET', KEYS[1], ofield))
+  if oi == qidx then qlim = ol end
   reply[6], reply[7] = used, qlim
 end
 return reply
@@ -411,7 +402,7 @@ return reply
 /// The settle script: [`PERIODS`], the constants it needs, then [`SETTLE`].
 pub fn settle() -> String {
     format!(
-        "{PERIODS}\nlocal MARGIN = {}\n{SETTLE}",
+        "{PERIODS}\n{STATE}\nlocal MARGIN = {}\n{SETTLE}",
         crate::store::TTL_MARGIN_US
     )
 }
@@ -462,21 +453,17 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local p = tonumber(ARGV[3])
 local idx = period_index(p, now)
 local used = 0
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-if s then
-  -- `<index>:<used>`, or with daily usage `<day>:<used><period letter>:<used that day>`.
-  local a, b, l, c = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
-  local si = nil
-  if a and c ~= '' then
-    if l == PERIOD_LETTER[p] then si = period_index(p, tonumber(a) * DAY) end
-  elseif a and l == '' then
-    si = tonumber(a)
-  end
-  if si == idx then used = tonumber(b) end
+local a, b, l, c = state_decode(redis.call('HGET', KEYS[1], ARGV[1]))
+local si = nil
+if c then
+  if l == PERIOD_LETTER[p] then si = period_index(p, a * DAY) end
+elseif a then
+  si = a
 end
+if si == idx then used = b end
 local limit = math.min(used + tonumber(ARGV[4]), tonumber(ARGV[6]))
 -- The stamp: units taken before it and given back later lower this limit too (REFUND).
-redis.call('HSET', KEYS[1], ARGV[2], fmt(idx) .. ':' .. fmt(limit), ARGV[2] .. STAMP, fmt(now))
+redis.call('HSET', KEYS[1], ARGV[2], override_encode(idx, limit), ARGV[2] .. STAMP, fmt(now))
 local ttl = math.floor((period_start(p, idx + 1) + tonumber(ARGV[5]) - now) / 1000) + 1
 -- Only a hash that expires gets a longer TTL: a key's hash with daily usage keeps none.
 local pttl = redis.call('PTTL', KEYS[1])
@@ -530,8 +517,40 @@ local function period_start(p, idx)
   return days_from_civil(y, idx - y * 12 + 1, 1) * DAY
 end
 local function fmt(n) return string.format('%.0f', n) end
--- Marks which period a plan's state counted (DAY, WEEK, MONTH).
+"#;
+
+/// The codec of the packed values in an owner hash, in Lua: the Rust codec is
+/// [`crate::store::state`], and these functions follow it field by field (the format is
+/// described there). Every script that reads or writes a plan's state or an override uses
+/// them; [`with_periods`], [`check`] and [`settle`] put it after [`PERIODS`] (it needs `fmt`,
+/// `DAY` and `period_index`).
+pub const STATE: &str = r#"
+-- Marks which period a plan's state counted (DAY, WEEK, MONTH), and back.
 local PERIOD_LETTER = {'d', 'w', 'm'}
+local LETTER_PERIOD = {d = 1, w = 2, m = 3}
+-- A plan's state field: `<quota index>:<used>` gives index, used; `<day>:<quota used><letter>:
+-- <used that day>` gives day, used, letter ('' without a quota), used that day; anything else
+-- (or no value) gives nil.
+local function state_decode(s)
+  if not s then return nil end
+  local a, u, l, d = string.match(s, '^(-?%d+):(%d+)(%a?):?(%d*)$')
+  if not a then return nil end
+  if d ~= '' then return tonumber(a), tonumber(u), l, tonumber(d) end
+  if l == '' then return tonumber(a), tonumber(u) end
+  return nil
+end
+local function state_quota(index, used) return fmt(index) .. ':' .. fmt(used) end
+local function state_daily(day, used, letter, today)
+  return fmt(day) .. ':' .. fmt(used) .. letter .. ':' .. fmt(today)
+end
+-- An `UpdateUsage` override `<period index>:<limit>`: index, limit; or nil.
+local function override_decode(o)
+  if not o then return nil end
+  local i, l = string.match(o, '^(-?%d+):(%d+)$')
+  if not i then return nil end
+  return tonumber(i), tonumber(l)
+end
+local function override_encode(index, limit) return fmt(index) .. ':' .. fmt(limit) end
 -- `UpdateUsage` stamps its override field `<field>:at` with the time it was set.
 local STAMP = ':at'
 -- Units taken at `decided` from period `qidx` go back: if an `UpdateUsage` of that period was
@@ -541,25 +560,22 @@ local function lower_override(ofield, qidx, decided, units)
   if ofield == '' or units <= 0 then return end
   local at = tonumber(redis.call('HGET', KEYS[1], ofield .. STAMP) or '')
   if not at or at < decided then return end
-  local o = redis.call('HGET', KEYS[1], ofield)
-  if not o then return end
-  local oi, ol = string.match(o, '^(-?%d+):(%d+)$')
-  if oi and tonumber(oi) == qidx then
-    redis.call('HSET', KEYS[1], ofield, oi .. ':' .. fmt(math.max(tonumber(ol) - units, 0)))
+  local oi, ol = override_decode(redis.call('HGET', KEYS[1], ofield))
+  if oi == qidx then
+    redis.call('HSET', KEYS[1], ofield, override_encode(oi, math.max(ol - units, 0)))
   end
 end
-
 "#;
 
-/// `PERIODS` followed by `body`.
+/// [`PERIODS`] and [`STATE`] followed by `body`.
 pub fn with_periods(body: &str) -> String {
-    format!("{PERIODS}\n{body}")
+    format!("{PERIODS}\n{STATE}\n{body}")
 }
 
 /// The check script: [`PERIODS`], the constants it needs, then [`CHECK`].
 pub fn check() -> String {
     format!(
-        "{PERIODS}\nlocal MARGIN = {}\nlocal IDEM_TTL_MS = {}\n{CHECK}",
+        "{PERIODS}\n{STATE}\nlocal MARGIN = {}\nlocal IDEM_TTL_MS = {}\n{CHECK}",
         crate::store::TTL_MARGIN_US,
         crate::store::IDEMPOTENCY_TTL_MS
     )
@@ -602,3 +618,60 @@ if #ids > 0 then
 end
 return out
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every script that touches a plan's state or an override, as loaded.
+    fn loaded() -> Vec<(&'static str, String)> {
+        vec![
+            ("CHECK", check()),
+            ("REFUND", with_periods(REFUND)),
+            ("SETTLE", settle()),
+            ("SET_REMAINING", with_periods(SET_REMAINING)),
+        ]
+    }
+
+    #[test]
+    fn the_packed_values_are_decoded_in_one_place() {
+        let state_pattern = "'^(-?%d+):(%d+)(%a?):?(%d*)$'";
+        let override_pattern = "'^(-?%d+):(%d+)$'";
+        assert_eq!(STATE.matches(state_pattern).count(), 1);
+        assert_eq!(STATE.matches(override_pattern).count(), 1);
+        for (name, body) in [
+            ("CHECK", CHECK),
+            ("REFUND", REFUND),
+            ("SETTLE", SETTLE),
+            ("SET_REMAINING", SET_REMAINING),
+            ("PERIODS", PERIODS),
+        ] {
+            assert!(
+                !body.contains(state_pattern),
+                "{name} decodes a plan state itself"
+            );
+            assert!(
+                !body.contains(override_pattern),
+                "{name} decodes an override itself"
+            );
+            assert!(!body.contains("string.match(s,"), "{name}");
+        }
+        for (name, script) in loaded() {
+            assert_eq!(
+                script.matches(STATE).count(),
+                1,
+                "{name} has the codec once"
+            );
+            assert!(
+                script.find(PERIODS) < script.find(STATE),
+                "{name}: the codec follows the calendar it uses"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stamp_suffix_is_the_stores() {
+        let line = format!("local STAMP = '{}'", crate::store::OVERRIDE_STAMP_SUFFIX);
+        assert!(STATE.contains(&line), "{line}");
+    }
+}
