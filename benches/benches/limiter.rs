@@ -32,7 +32,7 @@ use tollgate_server::limiter::gcra::{self, Limit};
 use tollgate_server::limiter::{BucketInput, Period, QuotaInput, QuotaState, evaluate, quota};
 use tollgate_server::store::keys::Keys;
 use tollgate_server::store::memory::MemoryStore;
-use tollgate_server::store::{BucketOp, CheckOp, QuotaOp, Store};
+use tollgate_server::store::{BucketOp, CheckOp, QuotaOp, RateStore};
 
 /// A fixed "now" (2027-01-15), so the math benchmarks do not depend on the date.
 const NOW: u64 = 1_800_000_000_000_000;
@@ -147,6 +147,7 @@ fn op_for(keys: &Keys, i: usize, initial_index: i64) -> CheckOp {
         request_id: None,
         dry_run: false,
         usage: None,
+        lease: None,
     }
 }
 

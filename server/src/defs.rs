@@ -190,7 +190,7 @@ impl Definitions {
     }
 }
 
-/// Serializes changes for [`crate::store::Store::defs_write`].
+/// Serializes changes for [`crate::store::DefsStore::defs_write`].
 pub fn writes(changes: &[Change]) -> Result<Vec<DefWrite>, serde_json::Error> {
     changes
         .iter()

@@ -63,6 +63,7 @@ pub fn descriptor_op(hits: &[&DescriptorHit], cost: u64) -> Option<CheckOp> {
         request_id: None,
         dry_run: false,
         usage: None,
+        lease: None,
     })
 }
 

@@ -345,6 +345,7 @@ mod tests {
             request_id: None,
             dry_run: false,
             usage: None,
+            lease: None,
         }
     }
 

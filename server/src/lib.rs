@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`limiter`]: pure math (GCRA buckets, quota periods, headers) — no I/O, no clock.
-//! - [`store`]: the coarse [`store::Store`] trait and its memory and Redis implementations.
+//! - [`store`]: narrow store traits ([`store::RateStore`], ...), the memory and Redis stores.
 //! - [`catalog`]: APIs/stages/routes/plans/keys compiled for lock-free lookups.
 //! - [`config`]: the YAML contract, a pure parse that reports every error.
 //! - [`preflight`]: what a config needs from the file system (TLS files, JWKS, credentials,
@@ -57,7 +57,7 @@ use crate::clock::Clock;
 use crate::config::{Config, FailureMode, StoreKind};
 use crate::pipeline::Checker;
 use crate::registry::Registry;
-use crate::store::{AnyStore, Store, StoreError};
+use crate::store::{AnyStore, RateStore, StoreError};
 use crate::tasks::Tasks;
 
 /// An environment lookup (`TOLLGATE_*` overrides, `value_env` keys).
@@ -106,7 +106,7 @@ pub fn build_store(
             .as_ref()
             .map(|u| u.0.clone())
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| StoreError::Backend("store.url is required".into()))
+            .ok_or_else(|| StoreError::backend("store.url is required"))
     };
     let topology = match s.kind {
         StoreKind::Memory => {
@@ -126,7 +126,7 @@ pub fn build_store(
             .map(|f| {
                 let path = paths::resolve_path(dir, f);
                 std::fs::read(&path).map_err(|e| {
-                    StoreError::Backend(format!("store.tls: cannot read {}: {e}", path.display()))
+                    StoreError::backend(format!("store.tls: cannot read {}: {e}", path.display()))
                 })
             })
             .transpose()
@@ -389,13 +389,13 @@ pub async fn run(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| StoreError::Backend(format!("reflection: {e}")))?;
+        .map_err(|e| StoreError::backend(format!("reflection: {e}")))?;
     // Older tools (grpcurl < 1.9) only speak v1alpha.
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(|e| StoreError::Backend(format!("reflection: {e}")))?;
+        .map_err(|e| StoreError::backend(format!("reflection: {e}")))?;
     let envoy_api = api::envoy::EnvoyApi::new(checker.clone());
     let ext_authz =
         envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(

@@ -22,7 +22,7 @@ use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::defs::{self, Change, Definitions};
-use crate::store::{AnyStore, Store, StoreError, StoreEvent};
+use crate::store::{AnyStore, DefsStore, EventStore, StoreError, StoreEvent};
 use crate::tasks::Tasks;
 
 /// How often a failed reload is retried.
@@ -227,8 +227,8 @@ impl Registry {
             self.install(defs, Origin::Loaded { before });
             return Ok(());
         }
-        Err(StoreError::Backend(
-            "definitions kept changing while seeding".into(),
+        Err(StoreError::backend(
+            "definitions kept changing while seeding",
         ))
     }
 

@@ -1,5 +1,7 @@
-//! One conformance suite for every store: each test is an `async fn` generic over `Store`, and
-//! `conformance!` instantiates it against the memory store and a real `redis-server`. Time is
+//! One conformance suite per store trait (`RateStore`, `UsageStore`, `DefsStore`, `TicketStore`,
+//! `CacheStore`) for every store: each test is an `async fn` generic over the traits it
+//! exercises, and `conformance!` instantiates it against the memory store, a real
+//! `redis-server` and a real Redis Cluster. Time is
 //! explicit (`CheckOp::now`), driven by one fake clock, so both stores see the same instants.
 //! A property test then drives both with the same random operations and requires identical
 //! outcomes.
@@ -13,8 +15,9 @@ use tollgate_server::limiter::{Limit, Period, Verdict};
 use tollgate_server::store::memory::MemoryStore;
 use tollgate_server::store::redis::{RedisOptions, RedisStore, Topology};
 use tollgate_server::store::{
-    AnyStore, BucketOp, CheckOp, CheckOutcome, DefKind, DefWrite, QuotaOp, SettleOutcome,
-    SettleStatus, Store, UsageOp, ticket,
+    AnyStore, BucketOp, CacheStore, CheckOp, CheckOutcome, DefKind, DefWrite, DefsStore,
+    EventStore, QuotaOp, RateStore, SettleOutcome, SettleStatus, TicketStore, UsageOp, UsageStore,
+    ticket,
 };
 use tollgate_tests::redis::RedisServer;
 use tollgate_tests::redis_cluster::RedisCluster;
@@ -58,6 +61,7 @@ impl Op {
                 request_id: None,
                 dry_run: false,
                 usage: None,
+                lease: None,
             },
         }
     }
@@ -67,7 +71,7 @@ impl Op {
         self
     }
     /// Uses the store's own clock (Redis `TIME`, the memory store's clock).
-    async fn run_now<S: Store>(&self, s: &S) -> CheckOutcome {
+    async fn run_now<S: RateStore>(&self, s: &S) -> CheckOutcome {
         s.check(&self.inner).await.expect("store call")
     }
     fn bucket(mut self, hash: &Arc<str>, field: &str, limit: Limit) -> Self {
@@ -109,14 +113,14 @@ impl Op {
         self.inner.dry_run = true;
         self
     }
-    async fn run<S: Store>(&self, s: &S, now: u64) -> CheckOutcome {
+    async fn run<S: RateStore>(&self, s: &S, now: u64) -> CheckOutcome {
         let mut op = self.inner.clone();
         op.now = Some(now);
         s.check(&op).await.expect("store call")
     }
 }
 
-async fn burst_then_exact_retry<S: Store>(s: &S) {
+async fn burst_then_exact_retry<S: RateStore>(s: &S) {
     let k = unique("burst");
     let op = Op::new(&k).bucket(&k, "t:a", lim(2.0, 5));
     for i in 0..5 {
@@ -134,7 +138,7 @@ async fn burst_then_exact_retry<S: Store>(s: &S) {
     assert_eq!(op.run(s, NOON + 500_000).await.verdict, Verdict::Allowed);
 }
 
-async fn cost_n_consumes_n<S: Store>(s: &S) {
+async fn cost_n_consumes_n<S: RateStore>(s: &S) {
     let k = unique("cost");
     let op = Op::new(&k).bucket(&k, "t:a", lim(1.0, 10)).cost(4);
     assert_eq!(op.run(s, NOON).await.remaining, vec![6]);
@@ -153,7 +157,7 @@ async fn cost_n_consumes_n<S: Store>(s: &S) {
     assert_eq!(o.retry_after_us, None);
 }
 
-async fn quota_is_exact_and_resets<S: Store>(s: &S) {
+async fn quota_is_exact_and_resets<S: RateStore>(s: &S) {
     let k = unique("quota");
     let op = Op::new(&k).quota(3, 0, Period::Day, 0);
     for _ in 0..3 {
@@ -170,7 +174,7 @@ async fn quota_is_exact_and_resets<S: Store>(s: &S) {
     assert_eq!(o.quota.map(|q| q.used), Some(1));
 }
 
-async fn offset_only_in_initial_period<S: Store>(s: &S) {
+async fn offset_only_in_initial_period<S: RateStore>(s: &S) {
     let k = unique("offset");
     let initial = period_index(Period::Month, NOON);
     let op = Op::new(&k).quota(5, 2, Period::Month, initial);
@@ -191,7 +195,7 @@ async fn offset_only_in_initial_period<S: Store>(s: &S) {
     assert_eq!(allowed, 5, "the full limit afterwards");
 }
 
-async fn week_and_month_boundaries<S: Store>(s: &S) {
+async fn week_and_month_boundaries<S: RateStore>(s: &S) {
     // 2026-11-29 is a Sunday; the ISO week resets on Monday 2026-11-30 00:00 UTC.
     let k = unique("week");
     let op = Op::new(&k).quota(1, 0, Period::Week, 0);
@@ -217,7 +221,7 @@ async fn week_and_month_boundaries<S: Store>(s: &S) {
     assert_eq!(op.run(s, at(2028, 3, 1, 0)).await.verdict, Verdict::Allowed);
 }
 
-async fn throttle_and_quota_are_atomic<S: Store>(s: &S) {
+async fn throttle_and_quota_are_atomic<S: RateStore>(s: &S) {
     // A throttled request uses no quota.
     let k = unique("atomic1");
     let op = Op::new(&k)
@@ -238,7 +242,7 @@ async fn throttle_and_quota_are_atomic<S: Store>(s: &S) {
     assert_eq!(o.remaining, vec![4]);
 }
 
-async fn every_bucket_must_admit<S: Store>(s: &S) {
+async fn every_bucket_must_admit<S: RateStore>(s: &S) {
     let k = unique("key");
     let stage = unique("stage");
     let op = Op::new(&k)
@@ -262,7 +266,7 @@ async fn every_bucket_must_admit<S: Store>(s: &S) {
 /// A denial by a bucket in another hash (a stage's, under its own hash tag: a second script
 /// call on Redis Cluster) charges nothing anywhere: not the key's buckets, quota or daily
 /// usage, and a key denial leaves the stage's tokens.
-async fn other_hash_denial_charges_nothing<S: Store>(s: &S) {
+async fn other_hash_denial_charges_nothing<S: RateStore + UsageStore>(s: &S) {
     let k = unique("refund-key");
     let stage = unique("refund-stage");
     let op = Op::new(&k)
@@ -310,7 +314,7 @@ async fn other_hash_denial_charges_nothing<S: Store>(s: &S) {
     assert_eq!(o.remaining, vec![1]);
 }
 
-async fn idempotent_replay_and_dry_run<S: Store>(s: &S) {
+async fn idempotent_replay_and_dry_run<S: RateStore>(s: &S) {
     let k = unique("idem");
     let op = Op::new(&k)
         .bucket(&k, "t:a", lim(1.0, 5))
@@ -346,7 +350,7 @@ async fn idempotent_replay_and_dry_run<S: Store>(s: &S) {
 /// Metered costs: a reservation settles once — a refund (quota, daily usage, the key's own
 /// buckets; never a stage-wide bucket), an extra post-paid charge, a repeat that changes
 /// nothing, and no reservation for unknown ids or denied checks.
-async fn settle_refunds_charges_once<S: Store>(s: &S) {
+async fn settle_refunds_charges_once<S: RateStore + UsageStore>(s: &S) {
     let k = unique("settle");
     let stage = unique("settle-stage");
     let op = |cost: u64| {
@@ -429,7 +433,7 @@ async fn settle_refunds_charges_once<S: Store>(s: &S) {
 
 /// A reservation made before midnight and settled after it (another check moved its day into
 /// the usage history): that day's usage and the month's quota get the difference.
-async fn settle_after_midnight_fixes_that_day<S: Store>(s: &S) {
+async fn settle_after_midnight_fixes_that_day<S: RateStore + UsageStore>(s: &S) {
     let k = unique("settle-midnight");
     let op = |cost: u64| {
         Op::new(&k)
@@ -466,7 +470,7 @@ async fn settle_after_midnight_fixes_that_day<S: Store>(s: &S) {
 
 /// Release at the TTL: an unreported reservation goes back in full and its record goes (a
 /// later report finds nothing); a reported one is left alone.
-async fn release_returns_an_unreported_reservation<S: Store>(s: &S) {
+async fn release_returns_an_unreported_reservation<S: RateStore + UsageStore>(s: &S) {
     let k = unique("release");
     let op = |cost: u64| {
         Op::new(&k)
@@ -514,13 +518,13 @@ async fn release_returns_an_unreported_reservation<S: Store>(s: &S) {
 }
 
 impl Op {
-    async fn release<S: Store>(&self, s: &S, now: u64) -> SettleOutcome {
+    async fn release<S: RateStore>(&self, s: &S, now: u64) -> SettleOutcome {
         let mut op = self.inner.clone();
         op.now = Some(now);
         s.release_reservation(&op).await.expect("store call")
     }
 
-    async fn settle<S: Store>(&self, s: &S, now: u64, actual: u64) -> SettleOutcome {
+    async fn settle<S: RateStore>(&self, s: &S, now: u64, actual: u64) -> SettleOutcome {
         let mut op = self.inner.clone();
         op.now = Some(now);
         s.settle(&op, actual).await.expect("store call")
@@ -534,7 +538,7 @@ impl Op {
     }
 }
 
-async fn concurrent_callers_are_exact<S: Store + Clone>(s: &S) {
+async fn concurrent_callers_are_exact<S: RateStore + Clone>(s: &S) {
     let k = unique("conc");
     let op = Arc::new(
         Op::new(&k)
@@ -555,7 +559,7 @@ async fn concurrent_callers_are_exact<S: Store + Clone>(s: &S) {
     assert_eq!(allowed, 20);
 }
 
-async fn plan_created_at_is_first_write<S: Store>(s: &S) {
+async fn plan_created_at_is_first_write<S: DefsStore>(s: &S) {
     let plan = format!("plan-{}", unique("p").len());
     let first = s.plan_created_at(&plan, 1_000).await.expect("store");
     let second = s.plan_created_at(&plan, 2_000).await.expect("store");
@@ -564,7 +568,7 @@ async fn plan_created_at_is_first_write<S: Store>(s: &S) {
 
 /// Daily usage: admitted checks add their cost to the day they happened on; throttled,
 /// quota-rejected and dry-run checks add nothing.
-async fn daily_usage_counts_admitted_cost<S: Store>(s: &S) {
+async fn daily_usage_counts_admitted_cost<S: RateStore + UsageStore>(s: &S) {
     let k = unique("usage");
     let op = Op::new(&k)
         .bucket(&k, "t:a", lim(1000.0, 3))
@@ -602,7 +606,7 @@ async fn daily_usage_counts_admitted_cost<S: Store>(s: &S) {
 
 /// A plan whose quota period changes starts counting the new period from zero (the state says
 /// which period it counted).
-async fn quota_period_change_starts_from_zero<S: Store>(s: &S) {
+async fn quota_period_change_starts_from_zero<S: RateStore + UsageStore>(s: &S) {
     let k = unique("period");
     let t = at(2026, 11, 20, 3600);
     let monthly = Op::new(&k).quota(100, 0, Period::Month, 0).usage(90);
@@ -624,7 +628,7 @@ async fn quota_period_change_starts_from_zero<S: Store>(s: &S) {
 }
 
 /// UpdateUsage: the remaining quota of the current period is set exactly, whatever was used.
-async fn set_remaining_admits_exactly_that_many<S: Store>(s: &S) {
+async fn set_remaining_admits_exactly_that_many<S: RateStore + UsageStore>(s: &S) {
     let k = unique("grant");
     let op = Op::new(&k).quota(3, 0, Period::Month, 0);
     for _ in 0..3 {
@@ -662,7 +666,9 @@ async fn set_remaining_admits_exactly_that_many<S: Store>(s: &S) {
 /// reservation's refund (its units were taken before the UpdateUsage, which counted them as
 /// used) goes back to the daily usage but never raises the remaining the UpdateUsage set.
 /// Before the fix the refund lowered `used` and the key passed again.
-async fn refunds_taken_before_update_usage_do_not_raise_its_remaining<S: Store>(s: &S) {
+async fn refunds_taken_before_update_usage_do_not_raise_its_remaining<S: RateStore + UsageStore>(
+    s: &S,
+) {
     let k = unique("cutoff");
     let reserve = |id: &str, cost: u64| {
         Op::new(&k)
@@ -709,7 +715,7 @@ async fn refunds_taken_before_update_usage_do_not_raise_its_remaining<S: Store>(
 }
 
 /// Definition writes are compare-and-set on the version, and announced to subscribers.
-async fn defs_are_compare_and_set<S: Store>(s: &S) {
+async fn defs_are_compare_and_set<S: DefsStore + EventStore>(s: &S) {
     let mut events = s.events();
     let before = s.defs_load().await.expect("load");
     let w = |id: &str, json: Option<&str>| DefWrite {
@@ -803,7 +809,7 @@ fn assert_same_op(got: &CheckOp, want: &CheckOp) {
 }
 
 /// The ops of `owner` among those `tickets_due` handed out at `now`.
-async fn mine<S: Store>(s: &S, owner: &Arc<str>, now: u64) -> Vec<CheckOp> {
+async fn mine<S: TicketStore>(s: &S, owner: &Arc<str>, now: u64) -> Vec<CheckOp> {
     s.tickets_due(Some(now))
         .await
         .expect("tickets_due")
@@ -821,7 +827,7 @@ async fn mine<S: Store>(s: &S, owner: &Arc<str>, now: u64) -> Vec<CheckOp> {
         .collect()
 }
 
-async fn tickets_put_get_remove<S: Store>(s: &S) {
+async fn tickets_put_get_remove<S: TicketStore>(s: &S) {
     let k = unique("ticket");
     let id = ticket::owner_ticket(&k, "r-1");
     assert!(s.ticket_get(&id).await.expect("get").is_none(), "never put");
@@ -847,7 +853,7 @@ async fn tickets_put_get_remove<S: Store>(s: &S) {
     );
 }
 
-async fn a_second_ticket_put_is_refused<S: Store>(s: &S) {
+async fn a_second_ticket_put_is_refused<S: TicketStore>(s: &S) {
     let k = unique("ticket-second");
     // Two reservations never share a ticket: the second put writes nothing.
     let id = ticket::owner_ticket(&k, "twice");
@@ -878,7 +884,7 @@ async fn a_second_ticket_put_is_refused<S: Store>(s: &S) {
     assert_same_op(&mine(s, &k, NOON + 20_000).await[0], &second);
 }
 
-async fn tickets_are_due_at_their_release_time_once<S: Store>(s: &S) {
+async fn tickets_are_due_at_their_release_time_once<S: TicketStore>(s: &S) {
     let k = unique("ticket-due");
     // An odd microsecond: the release time is kept exactly.
     let at = NOON + 123_457;
@@ -937,7 +943,7 @@ fn ticket_ids(owner: &str, per_shard: usize, extra: usize) -> Vec<String> {
     out
 }
 
-async fn tickets_drain_from_every_shard_exactly_once<S: Store>(s: &S) {
+async fn tickets_drain_from_every_shard_exactly_once<S: TicketStore>(s: &S) {
     let k = unique("ticket-many");
     let ids = ticket_ids(&k, 20, ticket::DUE_BATCH + 44);
     for (i, rid) in ids.iter().enumerate() {
@@ -981,37 +987,43 @@ fn redis(server: &RedisServer) -> RedisStore {
     RedisStore::new(&server.url(), 8, "tg").expect("redis store")
 }
 
+/// One suite per store trait: `conformance!(suite: tests...)` runs each test (an `async fn`
+/// generic over the trait it exercises) against the memory store and a real `redis-server`,
+/// and the whole suite on one real Redis Cluster.
 macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory_store {
+    ($suite:ident: $($name:ident),* $(,)?) => {
+        mod $suite {
             use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(&memory()).await; } )*
-        }
-        mod redis_store {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let server = RedisServer::start();
-                super::$name(&redis(&server)).await;
-            } )*
-        }
-        /// The whole suite on one real Redis Cluster (three masters), one test after another:
-        /// checks whose buckets live under other hash tags run split there.
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn redis_cluster_store_conforms() {
-            let cluster = RedisCluster::start(3, 0);
-            let s = RedisStore::connect(&RedisOptions {
-                topology: Topology::Cluster(cluster.urls()),
-                ..RedisOptions::standalone("", 1, "tg")
-            })
-            .expect("cluster store");
-            $( eprintln!("cluster: {}", stringify!($name)); $name(&s).await; )*
+            mod memory_store {
+                use super::*;
+                $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name(&memory()).await; } )*
+            }
+            mod redis_store {
+                use super::*;
+                $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = RedisServer::start();
+                    super::$name(&redis(&server)).await;
+                } )*
+            }
+            /// The suite on one real Redis Cluster (three masters), one test after another:
+            /// checks whose buckets live under other hash tags run split there.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster_store_conforms() {
+                let cluster = RedisCluster::start(3, 0);
+                let s = RedisStore::connect(&RedisOptions {
+                    topology: Topology::Cluster(cluster.urls()),
+                    ..RedisOptions::standalone("", 1, "tg")
+                })
+                .expect("cluster store");
+                $( eprintln!("cluster: {}", stringify!($name)); $name(&s).await; )*
+            }
         }
     };
 }
 
-async fn auth_cache_entries_expire<S: Store>(s: &S) {
+async fn auth_cache_entries_expire<S: CacheStore>(s: &S) {
     let key = format!("tg:auth:test:{}", unique("auth"));
     assert_eq!(s.auth_get(&key).await.expect("get"), None);
     s.auth_put(&key, b"output", 60_000).await.expect("put");
@@ -1021,8 +1033,9 @@ async fn auth_cache_entries_expire<S: Store>(s: &S) {
     );
 }
 
-conformance!(
-    auth_cache_entries_expire,
+// RateStore: checks (buckets, quotas, idempotency, atomicity) and reservations settled or
+// released (read back through the usage side).
+conformance!(rate_store:
     burst_then_exact_retry,
     cost_n_consumes_n,
     quota_is_exact_and_resets,
@@ -1033,20 +1046,32 @@ conformance!(
     other_hash_denial_charges_nothing,
     idempotent_replay_and_dry_run,
     concurrent_callers_are_exact,
-    plan_created_at_is_first_write,
-    daily_usage_counts_admitted_cost,
     quota_period_change_starts_from_zero,
-    set_remaining_admits_exactly_that_many,
-    refunds_taken_before_update_usage_do_not_raise_its_remaining,
-    defs_are_compare_and_set,
     settle_refunds_charges_once,
     settle_after_midnight_fixes_that_day,
     release_returns_an_unreported_reservation,
+);
+
+// UsageStore: daily usage, UpdateUsage's remaining quota.
+conformance!(usage_store:
+    daily_usage_counts_admitted_cost,
+    set_remaining_admits_exactly_that_many,
+    refunds_taken_before_update_usage_do_not_raise_its_remaining,
+);
+
+// DefsStore (+ EventStore): plans and keys compare-and-set, plans' creation times.
+conformance!(defs_store: defs_are_compare_and_set, plan_created_at_is_first_write);
+
+// TicketStore: reservation tickets.
+conformance!(ticket_store:
     tickets_put_get_remove,
     a_second_ticket_put_is_refused,
     tickets_are_due_at_their_release_time_once,
     tickets_drain_from_every_shard_exactly_once,
 );
+
+// CacheStore: the shared authorizer cache.
+conformance!(cache_store: auth_cache_entries_expire);
 
 #[tokio::test]
 async fn memory_store_collects_expired_state() {
@@ -1401,7 +1426,7 @@ async fn redis_cluster_lease_give_back_after_update_usage_keeps_the_cutoff() {
 /// one call takes from a shard: together they hand out every ticket, each exactly once. With
 /// `both_take` (Redis: each call is a round trip per shard) each must have taken some, or they
 /// did not race.
-async fn two_sweepers_take_each_ticket_once<S: Store + Clone>(a: S, b: S, both_take: bool) {
+async fn two_sweepers_take_each_ticket_once<S: TicketStore + Clone>(a: S, b: S, both_take: bool) {
     let k = unique("ticket-race");
     // Three calls' worth per Redis shard; over two calls' worth for the memory store.
     let ids = ticket_ids(&k, 2 * ticket::DUE_BATCH + 100, 0);

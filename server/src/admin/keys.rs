@@ -16,7 +16,7 @@ use crate::config::validate::{
     KEY_VALUE_MAX, KEY_VALUE_MIN, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, valid_id,
 };
 use crate::defs::{Change, Definitions, KeyRecord, Source};
-use crate::store::Store;
+use crate::store::UsageStore;
 
 /// Why an API key may not have an id like `i-0123…`: identities' counters live under those.
 pub const IDENTITY_SHAPED_ID: &str = "i- and 24 hex digits is the shape of identity ids";

@@ -25,7 +25,7 @@ use rand::Rng;
 
 use crate::defs::{Change, Definitions, Source};
 use crate::registry::{Registry, WriteError};
-use crate::store::{Store, StoreError};
+use crate::store::{CacheStore, StoreError};
 
 /// Default page size of list calls.
 pub const DEFAULT_PAGE_SIZE: usize = 100;

@@ -12,7 +12,7 @@ use super::{Admin, AdminError, KEY_NOT_FOUND, MAX_REQUEST_ID_LEN, Result, check_
 use crate::catalog::{Catalog, Plan, identity_key_id, is_identity_key_id};
 use crate::config::validate::METHODS;
 use crate::limiter::{Limit, Period, gcra, quota};
-use crate::store::Store;
+use crate::store::UsageStore;
 use crate::store::state::{Override, PlanState, decode_us};
 
 /// One bucket of a key.

@@ -16,7 +16,7 @@ use crate::defs::Definitions;
 use crate::limiter::quota;
 use crate::store::keys::Keys;
 use crate::store::state::Override;
-use crate::store::{QuotaOp, Store};
+use crate::store::{QuotaOp, UsageStore};
 
 const DAY_US: i64 = 86_400_000_000;
 

@@ -37,7 +37,7 @@ use crate::metrics as m;
 use crate::paths::resolve_path;
 use crate::reason::{Reason, ReasonCode};
 use crate::store::keys::Keys;
-use crate::store::{AnyStore, Store};
+use crate::store::{AnyStore, CacheStore};
 use policy::{Policy, PolicyDecision};
 
 /// Set to `1` to let a JWT authorizer trust Tollgate's published test keys on a check listener

@@ -11,9 +11,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::{
-    CheckOp, CheckOutcome, DefKind, DefWrite, IDEMPOTENCY_TTL_MS, OwnerState, QuotaOp, RawDefs,
-    SettleOutcome, SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys, state,
-    ticket,
+    CacheStore, CheckOp, CheckOutcome, DefKind, DefWrite, DefsStore, EventStore,
+    IDEMPOTENCY_TTL_MS, OwnerState, QuotaOp, RateStore, RawDefs, SettleOutcome, SettleStatus,
+    StoreError, StoreEvent, TTL_MARGIN_US, TicketStore, UsageStore, keys::Keys, state, ticket,
 };
 use crate::clock::Clock;
 use crate::limiter::evaluate::QuotaReport;
@@ -240,7 +240,7 @@ impl MemoryStore {
         out
     }
 
-    /// [`Store::settle`]: the same steps as the Redis SETTLE script, under the lock.
+    /// [`RateStore::settle`]: the same steps as the Redis SETTLE script, under the lock.
     /// `expire`: a release at the TTL (actual 0; the record goes).
     fn settle_locked(&self, op: &CheckOp, actual: u64, expire: bool) -> SettleOutcome {
         let mut st = self.state.lock();
@@ -366,7 +366,91 @@ fn hash_mut<'a>(st: &'a mut State, key: &Arc<str>, now: u64) -> &'a mut Hash {
     h
 }
 
-impl Store for MemoryStore {
+impl RateStore for MemoryStore {
+    async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
+        Ok(self.check_locked(op))
+    }
+
+    async fn settle(&self, op: &CheckOp, actual: u64) -> Result<SettleOutcome, StoreError> {
+        let out = self.settle_locked(op, actual, false);
+        if out.status == SettleStatus::Settled && actual < op.cost {
+            let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
+        }
+        Ok(out)
+    }
+
+    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
+        let out = self.settle_locked(op, 0, true);
+        if out.status == SettleStatus::Settled {
+            let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
+        }
+        Ok(out)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl TicketStore for MemoryStore {
+    async fn ticket_put(
+        &self,
+        id: &str,
+        op: &CheckOp,
+        release_at_us: u64,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock();
+        if st.tickets.contains_key(id) {
+            return Ok(false);
+        }
+        if st.tickets.len() >= ticket::MAX_MEMORY_TICKETS {
+            return Err(StoreError::backend(format!(
+                "{} reservations are pending: no room for another ticket",
+                ticket::MAX_MEMORY_TICKETS
+            )));
+        }
+        let mut op = op.clone();
+        op.now = None;
+        op.dry_run = false;
+        st.tickets.insert(id.to_string(), (release_at_us, op));
+        st.tickets_due.insert((release_at_us, id.to_string()));
+        Ok(true)
+    }
+
+    async fn ticket_get(&self, id: &str) -> Result<Option<CheckOp>, StoreError> {
+        Ok(self.state.lock().tickets.get(id).map(|(_, op)| op.clone()))
+    }
+
+    async fn ticket_remove(&self, id: &str) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        if let Some((at, _)) = st.tickets.remove(id) {
+            st.tickets_due.remove(&(at, id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<(String, CheckOp)>, StoreError> {
+        let mut st = self.state.lock();
+        let now = now_us.unwrap_or_else(|| self.clock.now_micros());
+        let batch = ticket::DUE_BATCH * ticket::SHARDS as usize;
+        let mut ops = Vec::new();
+        while ops.len() < batch {
+            match st.tickets_due.first() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
+            }
+            let Some((_, id)) = st.tickets_due.pop_first() else {
+                break;
+            };
+            if let Some((_, op)) = st.tickets.remove(&id) {
+                ops.push((id, op));
+            }
+        }
+        Ok(ops)
+    }
+}
+
+impl DefsStore for MemoryStore {
     async fn defs_load(&self) -> Result<RawDefs, StoreError> {
         let st = self.state.lock();
         let pairs = |m: &BTreeMap<String, String>| {
@@ -416,10 +500,23 @@ impl Store for MemoryStore {
         Ok(Some(version))
     }
 
+    async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {
+        Ok(*self
+            .state
+            .lock()
+            .plans
+            .entry(plan_id.to_string())
+            .or_insert(now_us))
+    }
+}
+
+impl EventStore for MemoryStore {
     fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
         self.events.subscribe()
     }
+}
 
+impl UsageStore for MemoryStore {
     async fn usage_read(
         &self,
         owner: &str,
@@ -500,109 +597,9 @@ impl Store for MemoryStore {
         let _ = self.events.send(StoreEvent::Usage(owner.to_string()));
         Ok(())
     }
+}
 
-    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
-        let removed = {
-            let mut st = self.state.lock();
-            let before = st.auth.len();
-            st.auth.retain(|k, _| !k.starts_with(prefix));
-            (before - st.auth.len()) as u64
-        };
-        let _ = self
-            .events
-            .send(StoreEvent::AuthFlush(authorizer.to_string()));
-        Ok(removed)
-    }
-
-    async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
-        Ok(self.check_locked(op))
-    }
-
-    async fn settle(&self, op: &CheckOp, actual: u64) -> Result<SettleOutcome, StoreError> {
-        let out = self.settle_locked(op, actual, false);
-        if out.status == SettleStatus::Settled && actual < op.cost {
-            let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
-        }
-        Ok(out)
-    }
-
-    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
-        let out = self.settle_locked(op, 0, true);
-        if out.status == SettleStatus::Settled {
-            let _ = self.events.send(StoreEvent::Usage(op.owner.to_string()));
-        }
-        Ok(out)
-    }
-
-    async fn ticket_put(
-        &self,
-        id: &str,
-        op: &CheckOp,
-        release_at_us: u64,
-    ) -> Result<bool, StoreError> {
-        let mut st = self.state.lock();
-        if st.tickets.contains_key(id) {
-            return Ok(false);
-        }
-        if st.tickets.len() >= ticket::MAX_MEMORY_TICKETS {
-            return Err(StoreError::Backend(format!(
-                "{} reservations are pending: no room for another ticket",
-                ticket::MAX_MEMORY_TICKETS
-            )));
-        }
-        let mut op = op.clone();
-        op.now = None;
-        op.dry_run = false;
-        st.tickets.insert(id.to_string(), (release_at_us, op));
-        st.tickets_due.insert((release_at_us, id.to_string()));
-        Ok(true)
-    }
-
-    async fn ticket_get(&self, id: &str) -> Result<Option<CheckOp>, StoreError> {
-        Ok(self.state.lock().tickets.get(id).map(|(_, op)| op.clone()))
-    }
-
-    async fn ticket_remove(&self, id: &str) -> Result<(), StoreError> {
-        let mut st = self.state.lock();
-        if let Some((at, _)) = st.tickets.remove(id) {
-            st.tickets_due.remove(&(at, id.to_string()));
-        }
-        Ok(())
-    }
-
-    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<(String, CheckOp)>, StoreError> {
-        let mut st = self.state.lock();
-        let now = now_us.unwrap_or_else(|| self.clock.now_micros());
-        let batch = ticket::DUE_BATCH * ticket::SHARDS as usize;
-        let mut ops = Vec::new();
-        while ops.len() < batch {
-            match st.tickets_due.first() {
-                Some((at, _)) if *at <= now => {}
-                _ => break,
-            }
-            let Some((_, id)) = st.tickets_due.pop_first() else {
-                break;
-            };
-            if let Some((_, op)) = st.tickets.remove(&id) {
-                ops.push((id, op));
-            }
-        }
-        Ok(ops)
-    }
-
-    async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {
-        Ok(*self
-            .state
-            .lock()
-            .plans
-            .entry(plan_id.to_string())
-            .or_insert(now_us))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
+impl CacheStore for MemoryStore {
     async fn auth_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = self.clock.now_micros();
         Ok(self
@@ -621,5 +618,18 @@ impl Store for MemoryStore {
             .auth
             .insert(key.to_string(), (exp, value.to_vec()));
         Ok(())
+    }
+
+    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
+        let removed = {
+            let mut st = self.state.lock();
+            let before = st.auth.len();
+            st.auth.retain(|k, _| !k.starts_with(prefix));
+            (before - st.auth.len()) as u64
+        };
+        let _ = self
+            .events
+            .send(StoreEvent::AuthFlush(authorizer.to_string()));
+        Ok(removed)
     }
 }

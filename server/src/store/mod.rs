@@ -1,11 +1,27 @@
-//! Where rate-limit state lives, behind one coarse [`Store`] trait: "consume `cost` against
-//! these buckets and this quota, atomically" is one call, never a get followed by a set.
+//! Where rate-limit state lives, behind narrow traits split by who calls what:
 //!
+//! - [`RateStore`] (the pipeline and the decorators around it): one atomic check — "consume
+//!   `cost` against these buckets and this quota" is one call, never a get followed by a set
+//!   — plus settling reservations and a liveness probe.
+//! - [`TicketStore`] (the pipeline's reservation sweeper): tickets of unreported reservations.
+//! - [`DefsStore`] and [`EventStore`] (the registry): plans and keys compare-and-set, and what
+//!   every instance is told.
+//! - [`UsageStore`] (admin): daily usage, the remaining quota, an owner's raw state.
+//! - [`CacheStore`] (the authorizer cache): shared decisions with a TTL.
+//!
+//! [`Store`] is all of them: what a backend implements and the conformance suite checks.
 //! - [`memory::MemoryStore`]: embedded, one lock, the default (single instance).
-//! - [`redis::RedisStore`]: one `EVALSHA` per check; many instances share it.
+//! - [`redis::RedisStore`]: one `EVALSHA` per check; many instances share it (standalone,
+//!   Sentinel, Cluster).
 //!
 //! Both run [`crate::limiter::evaluate()`]'s math (Redis through a Lua copy of it), and one
-//! conformance suite in the tests crate holds them to identical decisions.
+//! conformance suite per trait in the tests crate holds them to identical decisions. Errors
+//! carry their kind from where they arise ([`BackendKind`]).
+//!
+//! Imports: `limiter` (the math), `metrics` (error labels) and `clock`; never `pipeline`,
+//! `catalog`, `auth`, `api` or `config`.
+#[cfg(test)]
+pub(crate) mod fault;
 pub mod keys;
 pub mod memory;
 pub mod redis;
@@ -76,6 +92,18 @@ pub struct CheckOp {
     pub dry_run: bool,
     /// Daily usage to record when admitted (API keys in a plan).
     pub usage: Option<UsageOp>,
+    /// The plan's local lease (`local_lease`), for the lease layer around the store
+    /// (`pipeline::layers::Leases`); the stores themselves ignore it.
+    pub lease: Option<LeaseTerms>,
+}
+
+/// How a hot key's checks may be answered from a local lease (`usage_plans[].local_lease`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// Units (requests of cost 1) one store call takes.
+    pub units: u64,
+    /// How long an instance may spend a lease.
+    pub max_age: std::time::Duration,
 }
 
 /// Where an admitted check's cost is added to the key's daily usage (in the owner hash).
@@ -229,7 +257,7 @@ impl CheckOutcome {
     }
 }
 
-/// What [`Store::settle`] found for a reservation.
+/// What [`RateStore::settle`] found for a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SettleStatus {
     /// Settled now: the difference between the actual and the reserved cost was applied.
@@ -241,7 +269,7 @@ pub enum SettleStatus {
     NoReservation,
 }
 
-/// The answer to [`Store::settle`].
+/// The answer to [`RateStore::settle`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettleOutcome {
     /// What happened.
@@ -254,6 +282,43 @@ pub struct SettleOutcome {
     pub now_us: u64,
 }
 
+/// What kind of error the store answered with, classified where it arose (the Redis store
+/// reads Redis's error code), so callers decide by kind and never by searching messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Out of memory (Redis `OOM`: `maxmemory` reached under `noeviction`).
+    Oom,
+    /// Busy running a script or a function (Redis `BUSY`).
+    Busy,
+    /// The script is not loaded (Redis `NOSCRIPT`; normally retried by loading it).
+    NoScript,
+    /// A read-only node: a replica, or a master demoted by a failover (Redis `READONLY`).
+    ReadOnly,
+    /// The store's ACLs refuse the command (Redis `NOPERM`).
+    NoPerm,
+    /// The master is down or unknown (Redis `MASTERDOWN`).
+    MasterDown,
+    /// The node is loading its data set into memory (Redis `LOADING`).
+    Loading,
+    /// Anything else: an error one request's data could cause, or a local one.
+    Other,
+}
+
+impl BackendKind {
+    /// Whether retrying later may succeed: the store is temporarily unable to serve, not
+    /// refusing what was sent.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            BackendKind::Oom
+                | BackendKind::Busy
+                | BackendKind::ReadOnly
+                | BackendKind::MasterDown
+                | BackendKind::Loading
+        )
+    }
+}
+
 /// A store failure. Over-limit is never an error: it is a [`Verdict`].
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -264,8 +329,13 @@ pub enum StoreError {
     #[error("store unreachable: {0}")]
     Unreachable(String),
     /// The store answered with an error.
-    #[error("store error: {0}")]
-    Backend(String),
+    #[error("store error: {message}")]
+    Backend {
+        /// The error's kind, set where it arose.
+        kind: BackendKind,
+        /// What the store said (passwords redacted).
+        message: String,
+    },
     /// The store answered something we cannot read.
     #[error("unexpected store reply: {0}")]
     Protocol(String),
@@ -276,78 +346,50 @@ impl crate::metrics::ErrorKind for StoreError {
         match self {
             StoreError::Timeout => "timeout",
             StoreError::Unreachable(_) => "unreachable",
-            StoreError::Backend(_) => "backend",
+            StoreError::Backend { .. } => "backend",
             StoreError::Protocol(_) => "protocol",
         }
     }
 }
 
 impl StoreError {
-    /// Whether retrying later may succeed (connection trouble, timeouts).
+    /// A backend error of no particular kind ([`BackendKind::Other`]).
+    pub fn backend(message: impl Into<String>) -> Self {
+        StoreError::Backend {
+            kind: BackendKind::Other,
+            message: message.into(),
+        }
+    }
+
+    /// Whether retrying later may succeed: connection trouble, timeouts, and a store that is
+    /// temporarily unable to serve ([`BackendKind::is_transient`]).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Timeout | StoreError::Unreachable(_))
+        match self {
+            StoreError::Timeout | StoreError::Unreachable(_) => true,
+            StoreError::Backend { kind, .. } => kind.is_transient(),
+            StoreError::Protocol(_) => false,
+        }
+    }
+
+    /// Whether the error says the store itself is in trouble — every transient error, and a
+    /// store whose ACLs refuse us — rather than something one request's data could cause.
+    /// The circuit breaker counts only these.
+    pub fn is_store_fault(&self) -> bool {
+        self.is_transient()
+            || matches!(
+                self,
+                StoreError::Backend {
+                    kind: BackendKind::NoPerm,
+                    ..
+                }
+            )
     }
 }
 
-/// Rate-limit state, shared by every check.
-pub trait Store: Send + Sync + 'static {
-    /// Reads every usage plan and API key record and their version, atomically.
-    fn defs_load(&self) -> impl Future<Output = Result<RawDefs, StoreError>> + Send;
-
-    /// The definitions' version (cheap: for polling).
-    fn defs_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// Applies `writes` atomically if the definitions are still at `expected`, bumps the
-    /// version and tells every instance ([`StoreEvent::Definitions`]). `Ok(None)`: someone else
-    /// wrote first (reload and retry).
-    fn defs_write(
-        &self,
-        expected: u64,
-        writes: &[DefWrite],
-    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
-
-    /// Events from every instance (definitions changed, authorizer cache flushed). After a lost
-    /// subscription, [`StoreEvent::Definitions`] is sent once it is back (changes may have been
-    /// missed).
-    fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
-
-    /// `owner`'s daily usage in `plan_id` (see [`UsageOp`]) from day `from` to day `to` (days
-    /// since the epoch, inclusive): `(day, used)` for the days with usage.
-    fn usage_read(
-        &self,
-        owner: &str,
-        plan_id: &str,
-        from: i64,
-        to: i64,
-    ) -> impl Future<Output = Result<Vec<(i64, u64)>, StoreError>> + Send;
-
-    /// Sets the remaining quota of the current period (store clock) to `remaining`: the
-    /// period's limit becomes used + remaining until it ends. Returns the quota after it.
-    fn quota_set_remaining(
-        &self,
-        owner: &str,
-        quota: &QuotaOp,
-        remaining: u64,
-    ) -> impl Future<Output = Result<(QuotaReport, u64), StoreError>> + Send;
-
-    /// Every field of an owner hash and the store's time.
-    fn owner_state(
-        &self,
-        owner: &str,
-    ) -> impl Future<Output = Result<OwnerState, StoreError>> + Send;
-
-    /// Deletes an owner hash (buckets, quotas, overrides) and its daily usage: a deleted API
-    /// key's state must not reach a new key with the same id.
-    fn owner_clear(&self, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Deletes every shared authorizer-cache entry whose key starts with `prefix` and tells
-    /// every instance to drop its local entries for `authorizer`. Returns the entries deleted.
-    fn auth_flush(
-        &self,
-        prefix: &str,
-        authorizer: &str,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
+/// The hot path's store: one atomic check per request, the settlement of reservations, and a
+/// liveness probe. The pipeline and the decorators around it (`pipeline::layers`)
+/// need only this.
+pub trait RateStore: Send + Sync + 'static {
     /// Evaluates `op` atomically and commits it if everything admits (and it is not a dry run).
     fn check(&self, op: &CheckOp) -> impl Future<Output = Result<CheckOutcome, StoreError>> + Send;
 
@@ -365,17 +407,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SettleOutcome, StoreError>> + Send;
 
     /// Releases a reservation nobody reported when it expires: settles it with an actual cost
-    /// of 0 (everything reserved goes back, as [`Store::settle`] does) and deletes its record,
-    /// so a later report finds no reservation. A reservation already settled is left alone
-    /// ([`SettleStatus::AlreadySettled`]).
+    /// of 0 (everything reserved goes back, as [`RateStore::settle`] does) and deletes its
+    /// record, so a later report finds no reservation. A reservation already settled is left
+    /// alone ([`SettleStatus::AlreadySettled`]).
     fn release_reservation(
         &self,
         op: &CheckOp,
     ) -> impl Future<Output = Result<SettleOutcome, StoreError>> + Send;
 
+    /// Cheap liveness probe.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Reservation tickets: what lets any instance release a reservation nobody reported.
+pub trait TicketStore: Send + Sync + 'static {
     /// Keeps `op` (an admitted reservation, in the form a settlement takes — see
-    /// [`ticket`]) under the id `ticket` until [`Store::ticket_remove`], or until
-    /// [`Store::tickets_due`] hands it out at `release_at_us` (µs, store clock). Only if
+    /// [`ticket`]) under the id `ticket` until [`TicketStore::ticket_remove`], or until
+    /// [`TicketStore::tickets_due`] hands it out at `release_at_us` (µs, store clock). Only if
     /// there is none under that id yet: `Ok(false)` when there is (nothing is written — two
     /// reservations never share a ticket).
     fn ticket_put(
@@ -406,6 +454,24 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now_us: Option<u64>,
     ) -> impl Future<Output = Result<Vec<(String, CheckOp)>, StoreError>> + Send;
+}
+
+/// Usage plans and API keys as stored, compare-and-set (the registry's store).
+pub trait DefsStore: Send + Sync + 'static {
+    /// Reads every usage plan and API key record and their version, atomically.
+    fn defs_load(&self) -> impl Future<Output = Result<RawDefs, StoreError>> + Send;
+
+    /// The definitions' version (cheap: for polling).
+    fn defs_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Applies `writes` atomically if the definitions are still at `expected`, bumps the
+    /// version and tells every instance ([`StoreEvent::Definitions`]). `Ok(None)`: someone else
+    /// wrote first (reload and retry).
+    fn defs_write(
+        &self,
+        expected: u64,
+        writes: &[DefWrite],
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     /// Returns the stored creation time of `plan_id`, storing `now_us` if there is none: the
     /// plan's initial quota period starts then.
@@ -414,10 +480,52 @@ pub trait Store: Send + Sync + 'static {
         plan_id: &str,
         now_us: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
 
-    /// Cheap liveness probe.
-    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+/// What every instance is told: definitions changed, an authorizer's cache was flushed, an
+/// owner's usage was set.
+pub trait EventStore: Send + Sync + 'static {
+    /// Events from every instance (definitions changed, authorizer cache flushed). After a lost
+    /// subscription, [`StoreEvent::Definitions`] is sent once it is back (changes may have been
+    /// missed).
+    fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+}
 
+/// An owner's stored state as the admin API reads and sets it: daily usage, the remaining
+/// quota, the raw hash, and its deletion.
+pub trait UsageStore: Send + Sync + 'static {
+    /// `owner`'s daily usage in `plan_id` (see [`UsageOp`]) from day `from` to day `to` (days
+    /// since the epoch, inclusive): `(day, used)` for the days with usage.
+    fn usage_read(
+        &self,
+        owner: &str,
+        plan_id: &str,
+        from: i64,
+        to: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, u64)>, StoreError>> + Send;
+
+    /// Sets the remaining quota of the current period (store clock) to `remaining`: the
+    /// period's limit becomes used + remaining until it ends. Returns the quota after it.
+    fn quota_set_remaining(
+        &self,
+        owner: &str,
+        quota: &QuotaOp,
+        remaining: u64,
+    ) -> impl Future<Output = Result<(QuotaReport, u64), StoreError>> + Send;
+
+    /// Every field of an owner hash and the store's time.
+    fn owner_state(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<OwnerState, StoreError>> + Send;
+
+    /// Deletes an owner hash (buckets, quotas, overrides) and its daily usage: a deleted API
+    /// key's state must not reach a new key with the same id.
+    fn owner_clear(&self, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The shared authorizer-decision cache: bytes under a key, with a TTL.
+pub trait CacheStore: Send + Sync + 'static {
     /// Reads a shared authorizer-cache entry (`None` when absent or expired).
     fn auth_get(
         &self,
@@ -431,6 +539,26 @@ pub trait Store: Send + Sync + 'static {
         value: &[u8],
         ttl_ms: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes every shared authorizer-cache entry whose key starts with `prefix` and tells
+    /// every instance to drop its local entries for `authorizer`. Returns the entries deleted.
+    fn auth_flush(
+        &self,
+        prefix: &str,
+        authorizer: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Every store trait at once: what a backend (memory, Redis, Redis Cluster) implements and
+/// what the conformance suite holds it to. Callers take the narrowest trait they need.
+pub trait Store:
+    RateStore + TicketStore + DefsStore + EventStore + UsageStore + CacheStore
+{
+}
+
+impl<S> Store for S where
+    S: RateStore + TicketStore + DefsStore + EventStore + UsageStore + CacheStore
+{
 }
 
 /// The store chosen by configuration (static dispatch, no boxing on the hot path).
@@ -442,145 +570,59 @@ pub enum AnyStore {
     Redis(redis::RedisStore),
 }
 
-impl Store for AnyStore {
-    async fn defs_load(&self) -> Result<RawDefs, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.defs_load().await,
-            AnyStore::Redis(s) => s.defs_load().await,
+/// Implements a store trait for [`AnyStore`] by handing every method to the chosen store.
+macro_rules! delegate {
+    ($trait:ident { $(async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* }) => {
+        impl $trait for AnyStore {
+            $(async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                match self {
+                    AnyStore::Memory(s) => s.$name($($arg),*).await,
+                    AnyStore::Redis(s) => s.$name($($arg),*).await,
+                }
+            })*
         }
-    }
-    async fn defs_version(&self) -> Result<u64, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.defs_version().await,
-            AnyStore::Redis(s) => s.defs_version().await,
-        }
-    }
-    async fn defs_write(
-        &self,
-        expected: u64,
-        writes: &[DefWrite],
-    ) -> Result<Option<u64>, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.defs_write(expected, writes).await,
-            AnyStore::Redis(s) => s.defs_write(expected, writes).await,
-        }
-    }
+    };
+}
+
+delegate!(RateStore {
+    async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError>;
+    async fn settle(&self, op: &CheckOp, actual: u64) -> Result<SettleOutcome, StoreError>;
+    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+});
+
+delegate!(TicketStore {
+    async fn ticket_put(&self, ticket: &str, op: &CheckOp, release_at_us: u64) -> Result<bool, StoreError>;
+    async fn ticket_get(&self, ticket: &str) -> Result<Option<CheckOp>, StoreError>;
+    async fn ticket_remove(&self, ticket: &str) -> Result<(), StoreError>;
+    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<(String, CheckOp)>, StoreError>;
+});
+
+delegate!(DefsStore {
+    async fn defs_load(&self) -> Result<RawDefs, StoreError>;
+    async fn defs_version(&self) -> Result<u64, StoreError>;
+    async fn defs_write(&self, expected: u64, writes: &[DefWrite]) -> Result<Option<u64>, StoreError>;
+    async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError>;
+});
+
+delegate!(UsageStore {
+    async fn usage_read(&self, owner: &str, plan_id: &str, from: i64, to: i64) -> Result<Vec<(i64, u64)>, StoreError>;
+    async fn quota_set_remaining(&self, owner: &str, quota: &QuotaOp, remaining: u64) -> Result<(QuotaReport, u64), StoreError>;
+    async fn owner_state(&self, owner: &str) -> Result<OwnerState, StoreError>;
+    async fn owner_clear(&self, owner: &str) -> Result<(), StoreError>;
+});
+
+delegate!(CacheStore {
+    async fn auth_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn auth_put(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreError>;
+    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError>;
+});
+
+impl EventStore for AnyStore {
     fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
         match self {
             AnyStore::Memory(s) => s.events(),
             AnyStore::Redis(s) => s.events(),
-        }
-    }
-    async fn usage_read(
-        &self,
-        owner: &str,
-        plan_id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, u64)>, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.usage_read(owner, plan_id, from, to).await,
-            AnyStore::Redis(s) => s.usage_read(owner, plan_id, from, to).await,
-        }
-    }
-    async fn quota_set_remaining(
-        &self,
-        owner: &str,
-        quota: &QuotaOp,
-        remaining: u64,
-    ) -> Result<(QuotaReport, u64), StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.quota_set_remaining(owner, quota, remaining).await,
-            AnyStore::Redis(s) => s.quota_set_remaining(owner, quota, remaining).await,
-        }
-    }
-    async fn owner_state(&self, owner: &str) -> Result<OwnerState, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.owner_state(owner).await,
-            AnyStore::Redis(s) => s.owner_state(owner).await,
-        }
-    }
-    async fn owner_clear(&self, owner: &str) -> Result<(), StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.owner_clear(owner).await,
-            AnyStore::Redis(s) => s.owner_clear(owner).await,
-        }
-    }
-    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.auth_flush(prefix, authorizer).await,
-            AnyStore::Redis(s) => s.auth_flush(prefix, authorizer).await,
-        }
-    }
-    async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.check(op).await,
-            AnyStore::Redis(s) => s.check(op).await,
-        }
-    }
-    async fn settle(&self, op: &CheckOp, actual: u64) -> Result<SettleOutcome, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.settle(op, actual).await,
-            AnyStore::Redis(s) => s.settle(op, actual).await,
-        }
-    }
-    async fn release_reservation(&self, op: &CheckOp) -> Result<SettleOutcome, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.release_reservation(op).await,
-            AnyStore::Redis(s) => s.release_reservation(op).await,
-        }
-    }
-    async fn ticket_put(
-        &self,
-        ticket: &str,
-        op: &CheckOp,
-        release_at_us: u64,
-    ) -> Result<bool, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.ticket_put(ticket, op, release_at_us).await,
-            AnyStore::Redis(s) => s.ticket_put(ticket, op, release_at_us).await,
-        }
-    }
-    async fn ticket_get(&self, ticket: &str) -> Result<Option<CheckOp>, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.ticket_get(ticket).await,
-            AnyStore::Redis(s) => s.ticket_get(ticket).await,
-        }
-    }
-    async fn ticket_remove(&self, ticket: &str) -> Result<(), StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.ticket_remove(ticket).await,
-            AnyStore::Redis(s) => s.ticket_remove(ticket).await,
-        }
-    }
-    async fn tickets_due(&self, now_us: Option<u64>) -> Result<Vec<(String, CheckOp)>, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.tickets_due(now_us).await,
-            AnyStore::Redis(s) => s.tickets_due(now_us).await,
-        }
-    }
-    async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.plan_created_at(plan_id, now_us).await,
-            AnyStore::Redis(s) => s.plan_created_at(plan_id, now_us).await,
-        }
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.ping().await,
-            AnyStore::Redis(s) => s.ping().await,
-        }
-    }
-    async fn auth_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.auth_get(key).await,
-            AnyStore::Redis(s) => s.auth_get(key).await,
-        }
-    }
-    async fn auth_put(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreError> {
-        match self {
-            AnyStore::Memory(s) => s.auth_put(key, value, ttl_ms).await,
-            AnyStore::Redis(s) => s.auth_put(key, value, ttl_ms).await,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! A check that reserves a metered cost (a `metering` plan, or an Envoy route whose cost is
 //! settled after the response) leaves a ticket: the settlement's [`CheckOp`] and the time it
 //! is to be released at if nobody reports it. Every instance sweeps the tickets that are due
-//! ([`super::Store::tickets_due`] hands each to exactly one caller) and releases them, so a
+//! ([`super::TicketStore::tickets_due`] hands each to exactly one caller) and releases them, so a
 //! reservation is given back even when the instance that admitted it has gone. Envoy's
 //! report after the response finds its ticket by the request id alone
 //! ([`envoy_ticket`]).
@@ -24,7 +24,7 @@ pub use crate::limiter::RELEASE_MARGIN_MS;
 pub const MAX_MEMORY_TICKETS: usize = 200_000;
 /// Shards of the ticket index in Redis (each its own hash tag, so Redis Cluster spreads them).
 pub const SHARDS: u32 = 16;
-/// Most tickets one [`super::Store::tickets_due`] call takes from one shard.
+/// Most tickets one [`super::TicketStore::tickets_due`] call takes from one shard.
 pub const DUE_BATCH: usize = 256;
 
 /// The ticket id of an owner's reservation under `request_id` (request ids are per owner).
@@ -157,6 +157,7 @@ pub fn decode(bytes: &[u8]) -> Result<CheckOp, StoreError> {
             history: Arc::from(u.history),
             retention_days: u.retention_days,
         }),
+        lease: None,
     })
 }
 
@@ -185,6 +186,7 @@ mod tests {
             request_id: Some("r-1".into()),
             dry_run: true,
             usage: Some(UsageOp::new("plan", 90)),
+            lease: None,
         }
     }
 

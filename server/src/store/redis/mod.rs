@@ -26,8 +26,9 @@ use tokio::sync::broadcast;
 use crate::tasks::Tasks;
 
 use super::{
-    CheckOp, CheckOutcome, DefKind, DefWrite, OwnerState, QuotaOp, RawDefs, SettleOutcome,
-    SettleStatus, Store, StoreError, StoreEvent, TTL_MARGIN_US, keys::Keys, ticket,
+    BackendKind, CacheStore, CheckOp, CheckOutcome, DefKind, DefWrite, DefsStore, EventStore,
+    OwnerState, QuotaOp, RateStore, RawDefs, SettleOutcome, SettleStatus, StoreError, StoreEvent,
+    TTL_MARGIN_US, TicketStore, UsageStore, keys::Keys, ticket,
 };
 use crate::limiter::Verdict;
 use crate::limiter::evaluate::QuotaReport;
@@ -111,7 +112,7 @@ impl RedisStore {
     /// them down stops them.
     pub fn connect_with_tasks(opts: &RedisOptions, tasks: &Tasks) -> Result<Self, StoreError> {
         let invalid = |e: redis::RedisError| {
-            StoreError::Backend(format!("invalid store.url: {}", redact(&e.to_string())))
+            StoreError::backend(format!("invalid store.url: {}", redact(&e.to_string())))
         };
         let empty = match &opts.topology {
             Topology::Standalone(u) => u.is_empty(),
@@ -119,7 +120,7 @@ impl RedisStore {
             Topology::Sentinel { sentinels, .. } => sentinels.is_empty(),
         };
         if empty {
-            return Err(StoreError::Backend("store.url: no URL given".into()));
+            return Err(StoreError::backend("store.url: no URL given"));
         }
         let conns = conn::connect(
             opts,
@@ -444,7 +445,7 @@ impl RedisStore {
         }
     }
 
-    /// [`Store::settle`] (`expire` false) or [`Store::release_reservation`] (true):
+    /// [`RateStore::settle`] (`expire` false) or [`RateStore::release_reservation`] (true):
     /// [`scripts::SETTLE`] on the owner's slot.
     async fn settle_with(
         &self,
@@ -530,6 +531,7 @@ fn split_parts(op: &CheckOp) -> Vec<(CheckOp, Vec<usize>)> {
         buckets: Vec::new(),
         quota: if main { op.quota.clone() } else { None },
         usage: if main { op.usage.clone() } else { None },
+        lease: None,
         cost: op.cost,
         now: op.now,
         dry_run: op.dry_run,
@@ -697,12 +699,45 @@ fn redact(s: &str) -> String {
     }
 }
 
+/// A Redis error as a [`StoreError`], its kind read from Redis's error code: here, where the
+/// error arises, and nowhere later.
 fn backend(e: redis::RedisError) -> StoreError {
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
         StoreError::Unreachable(redact(&e.to_string()))
     } else {
-        StoreError::Backend(redact(&e.to_string()))
+        let message = redact(&e.to_string());
+        StoreError::Backend {
+            kind: backend_kind(e.code(), &message),
+            message,
+        }
     }
+}
+
+/// The kind of a Redis error from its code (`OOM`, `BUSY`, ...). An error raised inside a
+/// script may arrive under a generic code (`ERR Error running script ...: OOM command not
+/// allowed ...`, older servers): then the first known code among the message's words counts.
+fn backend_kind(code: Option<&str>, message: &str) -> BackendKind {
+    let of = |c: &str| match c {
+        "OOM" => Some(BackendKind::Oom),
+        "BUSY" => Some(BackendKind::Busy),
+        "NOSCRIPT" => Some(BackendKind::NoScript),
+        "READONLY" => Some(BackendKind::ReadOnly),
+        "NOPERM" => Some(BackendKind::NoPerm),
+        "MASTERDOWN" => Some(BackendKind::MasterDown),
+        "LOADING" => Some(BackendKind::Loading),
+        _ => None,
+    };
+    if let Some(kind) = code.and_then(of) {
+        return kind;
+    }
+    let upper = message.to_ascii_uppercase();
+    if upper.contains("READ ONLY") {
+        return BackendKind::ReadOnly;
+    }
+    upper
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find_map(of)
+        .unwrap_or(BackendKind::Other)
 }
 
 /// The quota's ARGV for CHECK and SETTLE: limit, offset, initial period index, period code,
@@ -774,164 +809,7 @@ fn split_pairs(v: Vec<String>) -> Vec<(String, String)> {
     out
 }
 
-impl Store for RedisStore {
-    async fn defs_load(&self) -> Result<RawDefs, StoreError> {
-        let mut conn = self.conn();
-        let (version, plans, keys): (u64, Vec<String>, Vec<String>) = self
-            .scripts
-            .defs_load
-            .key(self.keys.defs_plans())
-            .key(self.keys.defs_keys())
-            .key(self.keys.defs_version())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        Ok(RawDefs {
-            version,
-            plans: split_pairs(plans),
-            keys: split_pairs(keys),
-        })
-    }
-
-    async fn defs_version(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        redis::cmd("GET")
-            .arg(self.keys.defs_version())
-            .query_async::<Option<u64>>(&mut conn)
-            .await
-            .map(Option::unwrap_or_default)
-            .map_err(backend)
-    }
-
-    async fn defs_write(
-        &self,
-        expected: u64,
-        writes: &[DefWrite],
-    ) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.conn();
-        let mut inv = self.scripts.defs_write.prepare_invoke();
-        inv.key(self.keys.defs_plans())
-            .key(self.keys.defs_keys())
-            .key(self.keys.defs_version())
-            .arg(expected)
-            .arg(self.keys.events_channel());
-        for w in writes {
-            inv.arg(match w.kind {
-                DefKind::Plan => "p",
-                DefKind::Key => "k",
-            })
-            .arg(&w.id)
-            .arg(w.json.as_deref().unwrap_or(""));
-        }
-        let v: i64 = inv.invoke_async(&mut conn).await.map_err(backend)?;
-        Ok((v >= 0).then_some(v as u64))
-    }
-
-    fn events(&self) -> broadcast::Receiver<StoreEvent> {
-        let rx = self.shared.events.subscribe();
-        self.shared.subscribed.call_once(|| self.subscribe());
-        rx
-    }
-
-    async fn usage_read(
-        &self,
-        owner: &str,
-        plan_id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, u64)>, StoreError> {
-        // Completed days are fields `u:<plan>:<day>`; the last active day is still in the
-        // plan's state field.
-        let history = Keys::usage_history(plan_id);
-        let (from, to) = (from.max(0), to.max(from.max(0)));
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(owner).arg(Keys::plan_state_field(plan_id));
-        for d in from..=to {
-            cmd.arg(Keys::usage_day(&history, d));
-        }
-        let vals: Vec<Option<String>> = cmd.query_async(&mut self.conn()).await.map_err(backend)?;
-        let mut out: Vec<(i64, u64)> = (from..=to)
-            .zip(vals.iter().skip(1))
-            .filter_map(|(d, v)| Some((d, v.as_deref()?.parse().ok()?)))
-            .collect();
-        // The last active day's usage is in the state (a bare quota state has none).
-        let latest = vals
-            .first()
-            .and_then(|s| super::state::PlanState::decode(s.as_deref()?)?.last_day());
-        if let Some((day, used)) = latest.filter(|(d, _)| (from..=to).contains(d)) {
-            match out.binary_search_by_key(&day, |(d, _)| *d) {
-                Ok(i) => out[i].1 += used,
-                Err(i) => out.insert(i, (day, used)),
-            }
-        }
-        Ok(out)
-    }
-
-    async fn quota_set_remaining(
-        &self,
-        owner: &str,
-        quota: &QuotaOp,
-        remaining: u64,
-    ) -> Result<(QuotaReport, u64), StoreError> {
-        let mut conn = self.conn();
-        let (index, used, limit, now): (i64, u64, u64, u64) = self
-            .scripts
-            .set_remaining
-            .key(owner)
-            .arg(&*quota.field)
-            .arg(&*quota.override_field)
-            .arg(quota.period.code())
-            .arg(remaining)
-            .arg(TTL_MARGIN_US)
-            .arg(crate::limiter::quota::MAX_QUOTA_LIMIT)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        self.publish_usage(owner).await?;
-        Ok((QuotaReport { index, used, limit }, now))
-    }
-
-    async fn owner_state(&self, owner: &str) -> Result<OwnerState, StoreError> {
-        let mut conn = self.conn();
-        let (now_us, fields): (u64, Vec<String>) = self
-            .scripts
-            .owner_state
-            .key(owner)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        Ok(OwnerState {
-            now_us,
-            fields: split_pairs(fields),
-        })
-    }
-
-    async fn owner_clear(&self, owner: &str) -> Result<(), StoreError> {
-        // Buckets, quotas, overrides and daily usage all live in the owner hash.
-        redis::cmd("UNLINK")
-            .arg(owner)
-            .query_async::<i64>(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        self.publish_usage(owner).await
-    }
-
-    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
-        let pattern = format!("{}*", glob_escape(prefix));
-        let mut conn = self.conn();
-        let removed = match conn.cluster().await {
-            Some(cluster) => scan_unlink_cluster(cluster.map_err(backend)?, &pattern).await?,
-            None => scan_unlink(&mut conn, &pattern).await?,
-        };
-        redis::cmd("PUBLISH")
-            .arg(self.keys.events_channel())
-            .arg(format!("authflush {authorizer}"))
-            .query_async::<i64>(&mut conn)
-            .await
-            .map_err(backend)?;
-        Ok(removed)
-    }
-
+impl RateStore for RedisStore {
     async fn check(&self, op: &CheckOp) -> Result<CheckOutcome, StoreError> {
         if self.cluster {
             let tag = hash_tag(&op.owner);
@@ -941,7 +819,7 @@ impl Store for RedisStore {
                 let (me, op) = (self.clone(), op.clone());
                 return tokio::spawn(async move { me.check_split(&op).await })
                     .await
-                    .map_err(|e| StoreError::Backend(format!("split check: {e}")))?;
+                    .map_err(|e| StoreError::backend(format!("split check: {e}")))?;
             }
         }
         self.check_one(op).await
@@ -955,6 +833,17 @@ impl Store for RedisStore {
         self.settle_with(op, 0, true).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+}
+
+impl TicketStore for RedisStore {
     async fn ticket_put(
         &self,
         ticket: &str,
@@ -1041,6 +930,60 @@ impl Store for RedisStore {
             _ => Ok(ops),
         }
     }
+}
+
+impl DefsStore for RedisStore {
+    async fn defs_load(&self) -> Result<RawDefs, StoreError> {
+        let mut conn = self.conn();
+        let (version, plans, keys): (u64, Vec<String>, Vec<String>) = self
+            .scripts
+            .defs_load
+            .key(self.keys.defs_plans())
+            .key(self.keys.defs_keys())
+            .key(self.keys.defs_version())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(RawDefs {
+            version,
+            plans: split_pairs(plans),
+            keys: split_pairs(keys),
+        })
+    }
+
+    async fn defs_version(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        redis::cmd("GET")
+            .arg(self.keys.defs_version())
+            .query_async::<Option<u64>>(&mut conn)
+            .await
+            .map(Option::unwrap_or_default)
+            .map_err(backend)
+    }
+
+    async fn defs_write(
+        &self,
+        expected: u64,
+        writes: &[DefWrite],
+    ) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn();
+        let mut inv = self.scripts.defs_write.prepare_invoke();
+        inv.key(self.keys.defs_plans())
+            .key(self.keys.defs_keys())
+            .key(self.keys.defs_version())
+            .arg(expected)
+            .arg(self.keys.events_channel());
+        for w in writes {
+            inv.arg(match w.kind {
+                DefKind::Plan => "p",
+                DefKind::Key => "k",
+            })
+            .arg(&w.id)
+            .arg(w.json.as_deref().unwrap_or(""));
+        }
+        let v: i64 = inv.invoke_async(&mut conn).await.map_err(backend)?;
+        Ok((v >= 0).then_some(v as u64))
+    }
 
     async fn plan_created_at(&self, plan_id: &str, now_us: u64) -> Result<u64, StoreError> {
         let mut conn = self.conn();
@@ -1054,7 +997,102 @@ impl Store for RedisStore {
             .map_err(backend)?;
         Ok(v.max(0) as u64)
     }
+}
 
+impl EventStore for RedisStore {
+    fn events(&self) -> broadcast::Receiver<StoreEvent> {
+        let rx = self.shared.events.subscribe();
+        self.shared.subscribed.call_once(|| self.subscribe());
+        rx
+    }
+}
+
+impl UsageStore for RedisStore {
+    async fn usage_read(
+        &self,
+        owner: &str,
+        plan_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        // Completed days are fields `u:<plan>:<day>`; the last active day is still in the
+        // plan's state field.
+        let history = Keys::usage_history(plan_id);
+        let (from, to) = (from.max(0), to.max(from.max(0)));
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(owner).arg(Keys::plan_state_field(plan_id));
+        for d in from..=to {
+            cmd.arg(Keys::usage_day(&history, d));
+        }
+        let vals: Vec<Option<String>> = cmd.query_async(&mut self.conn()).await.map_err(backend)?;
+        let mut out: Vec<(i64, u64)> = (from..=to)
+            .zip(vals.iter().skip(1))
+            .filter_map(|(d, v)| Some((d, v.as_deref()?.parse().ok()?)))
+            .collect();
+        // The last active day's usage is in the state (a bare quota state has none).
+        let latest = vals
+            .first()
+            .and_then(|s| super::state::PlanState::decode(s.as_deref()?)?.last_day());
+        if let Some((day, used)) = latest.filter(|(d, _)| (from..=to).contains(d)) {
+            match out.binary_search_by_key(&day, |(d, _)| *d) {
+                Ok(i) => out[i].1 += used,
+                Err(i) => out.insert(i, (day, used)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn quota_set_remaining(
+        &self,
+        owner: &str,
+        quota: &QuotaOp,
+        remaining: u64,
+    ) -> Result<(QuotaReport, u64), StoreError> {
+        let mut conn = self.conn();
+        let (index, used, limit, now): (i64, u64, u64, u64) = self
+            .scripts
+            .set_remaining
+            .key(owner)
+            .arg(&*quota.field)
+            .arg(&*quota.override_field)
+            .arg(quota.period.code())
+            .arg(remaining)
+            .arg(TTL_MARGIN_US)
+            .arg(crate::limiter::quota::MAX_QUOTA_LIMIT)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        self.publish_usage(owner).await?;
+        Ok((QuotaReport { index, used, limit }, now))
+    }
+
+    async fn owner_state(&self, owner: &str) -> Result<OwnerState, StoreError> {
+        let mut conn = self.conn();
+        let (now_us, fields): (u64, Vec<String>) = self
+            .scripts
+            .owner_state
+            .key(owner)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(OwnerState {
+            now_us,
+            fields: split_pairs(fields),
+        })
+    }
+
+    async fn owner_clear(&self, owner: &str) -> Result<(), StoreError> {
+        // Buckets, quotas, overrides and daily usage all live in the owner hash.
+        redis::cmd("UNLINK")
+            .arg(owner)
+            .query_async::<i64>(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        self.publish_usage(owner).await
+    }
+}
+
+impl CacheStore for RedisStore {
     async fn auth_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn();
         redis::cmd("GET")
@@ -1076,12 +1114,70 @@ impl Store for RedisStore {
             .map_err(backend)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn auth_flush(&self, prefix: &str, authorizer: &str) -> Result<u64, StoreError> {
+        let pattern = format!("{}*", glob_escape(prefix));
         let mut conn = self.conn();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
+        let removed = match conn.cluster().await {
+            Some(cluster) => scan_unlink_cluster(cluster.map_err(backend)?, &pattern).await?,
+            None => scan_unlink(&mut conn, &pattern).await?,
+        };
+        redis::cmd("PUBLISH")
+            .arg(self.keys.events_channel())
+            .arg(format!("authflush {authorizer}"))
+            .query_async::<i64>(&mut conn)
             .await
-            .map(|_| ())
-            .map_err(backend)
+            .map_err(backend)?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_come_from_redis_codes() {
+        for (code, kind) in [
+            ("OOM", BackendKind::Oom),
+            ("BUSY", BackendKind::Busy),
+            ("NOSCRIPT", BackendKind::NoScript),
+            ("READONLY", BackendKind::ReadOnly),
+            ("NOPERM", BackendKind::NoPerm),
+            ("MASTERDOWN", BackendKind::MasterDown),
+            ("LOADING", BackendKind::Loading),
+            ("WRONGTYPE", BackendKind::Other),
+        ] {
+            assert_eq!(backend_kind(Some(code), "whatever"), kind, "{code}");
+        }
+        // A script's error under a generic code: the code in its message counts.
+        let wrapped = "ERR Error running script (call to f_0123): @user_script:1: \
+                       OOM command not allowed when used memory > 'maxmemory'.";
+        assert_eq!(backend_kind(Some("ERR"), wrapped), BackendKind::Oom);
+        assert_eq!(
+            backend_kind(None, "You can't write against a read only replica."),
+            BackendKind::ReadOnly
+        );
+        // Not a code: a word that merely contains one.
+        assert_eq!(
+            backend_kind(Some("ERR"), "no room for the key bloom:busybox"),
+            BackendKind::Other
+        );
+    }
+
+    #[test]
+    fn a_redis_error_keeps_its_kind_and_message() {
+        let e = backend(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        )));
+        match &e {
+            StoreError::Backend { kind, message } => {
+                assert_eq!(*kind, BackendKind::ReadOnly);
+                assert!(message.contains("read only replica"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.is_transient() && e.is_store_fault());
+        assert!(e.to_string().starts_with("store error: "), "{e}");
     }
 }

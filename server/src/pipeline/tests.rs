@@ -9,6 +9,7 @@ use super::*;
 use crate::catalog::Catalog;
 use crate::clock::FakeClock;
 use crate::config;
+use crate::store::UsageStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 
