@@ -1,6 +1,6 @@
 //! The failure-mode policy: what a check answers when the store could not (timeout, circuit
 //! open, connection or backend error). This is the one place that reads
-//! [`FailureMode`](crate::config::FailureMode); the key check (`pipeline`) and the Envoy
+//! [`crate::config::FailureMode`]; the key check (`pipeline`) and the Envoy
 //! descriptor check ([`crate::descriptor_check`]) both ask it.
 //!
 //! Owns: the rule "a plan's `failure_mode` overrides the catalog's; open allows (marked

@@ -2,11 +2,11 @@
 //! buckets → quota. Domain in, domain out: `api/` converts to and from the wire.
 //!
 //! Owns the [`Checker`] (a check, a report) and splits the rest by job:
-//! - [`resolve`]: route → authorizer → (API key or identity) → plan, and the store operation,
+//! - `resolve`: route → authorizer → (API key or identity) → plan, and the store operation,
 //!   one owner for checks and reports alike.
 //! - [`layers`]: the decorators around the rate store (over-limit cache, leases, circuit
 //!   breaker, metrics, timeout), composed once per checker.
-//! - [`tickets`]: reservation tickets and the sweeper that releases unreported ones.
+//! - `tickets`: reservation tickets and the sweeper that releases unreported ones.
 //! - [`answer`]: the answer's shape (status, AWS error type, headers, the denial's reason).
 //!
 //! Imports the catalog, auth, the store traits and the limiter; never `api` (which calls it)
@@ -111,7 +111,7 @@ pub struct CheckInput<'a> {
     pub body_sha256: &'a str,
     /// Envoy's Rate Limit Service: no authorizer (that is ext_authz's job); the key in
     /// `api_key` is charged whatever the route or the stage's key source says; an empty
-    /// `method` or `path` charges the stage's catch-all ([`Stage::any_route`]).
+    /// `method` or `path` charges the stage's catch-all ([`crate::catalog::Stage::any_route`]).
     pub rate_limit_only: bool,
     /// The cost is settled by a report that knows nothing but the `request_id` (Envoy's rate
     /// limit filter after the response, [`Checker::report_ticket`]): an admitted reservation
@@ -353,7 +353,7 @@ impl Checker {
         self.rate.check(op).await
     }
 
-    /// Checks one request. Every answer but ALLOW carries its [`Reason`], logged at debug
+    /// Checks one request. Every answer but ALLOW carries its [`reason::Reason`], logged at debug
     /// level under [`reason::LOG_TARGET`].
     pub async fn check(&self, input: &CheckInput<'_>) -> Result<Answer, CheckError> {
         let answer = self.check_inner(input).await?;

@@ -14,7 +14,7 @@ use crate::limiter::Verdict;
 use crate::metrics as m;
 use crate::store::{CheckOp, CheckOutcome, RateStore, SettleStatus, TicketStore, ticket};
 
-/// The least time the reservation sweeper gives a store call ([`Store::tickets_due`], a
+/// The least time the reservation sweeper gives a store call ([`TicketStore::tickets_due`], a
 /// release). Not the checks' `store.timeout`: the sweeper runs in the background, and a call
 /// cut off after its script ran (Redis still answers it, late) has taken tickets off the store
 /// that nobody releases then, so it waits a slow store out instead.
@@ -119,7 +119,7 @@ impl Checker {
     }
 
     /// Releases the reservations whose tickets are due at `now_us` (`None`: the store's
-    /// clock), from any instance ([`Store::tickets_due`] hands each ticket to one caller);
+    /// clock), from any instance ([`TicketStore::tickets_due`] hands each ticket to one caller);
     /// returns how many were released.
     pub async fn release_due(&self, now_us: Option<u64>) -> usize {
         use futures_util::StreamExt;
