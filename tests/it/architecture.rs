@@ -280,3 +280,37 @@ fn near_leaf_modules_import_only_their_leaves() {
         bad.join("\n  ")
     );
 }
+
+/// Files a reader can hold (issue 22): no production source file of the server is longer than
+/// this. Unit-test files (`tests.rs`, `*_tests.rs`, `testdata/`) are not counted.
+const MAX_FILE_LINES: usize = 700;
+
+#[test]
+fn production_source_files_stay_short() {
+    let mut files = Vec::new();
+    rust_files(&server_src(), &mut files);
+    assert!(files.len() > 50, "the source scan found too little");
+    let mut long: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let name = f.file_name().unwrap_or_default().to_string_lossy();
+            name != "tests.rs"
+                && !name.ends_with("_tests.rs")
+                && !f.components().any(|c| c.as_os_str() == "testdata")
+        })
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f)
+                .expect("read a source file")
+                .lines()
+                .count();
+            (n > MAX_FILE_LINES).then(|| format!("{} ({n} lines)", f.display()))
+        })
+        .collect();
+    long.sort();
+    assert!(
+        long.is_empty(),
+        "production files over {MAX_FILE_LINES} lines; split them by job (a directory module whose \
+         children `use super::*`, as auth/jwt/ or store/redis/ do):\n  {}",
+        long.join("\n  ")
+    );
+}
