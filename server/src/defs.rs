@@ -6,6 +6,9 @@
 //! [`Source::Config`] and the admin API refuses to change it. Records that left the file are
 //! deleted from the store by the next seed. Everything created through the admin API is
 //! [`Source::Admin`] and lives only in the store.
+//!
+//! Imports `store` (the stored record format), `config` and `ids`; must not import the domain
+//! above it (`catalog`, `registry`, `pipeline`, `admin`) or `api`.
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -18,6 +18,9 @@
 //!   when its answer arrives after the event was handled.
 //! - Idempotent replays (`request_id`) always go to the store: a replay must return the stored
 //!   answer, which may be an allow.
+//!
+//! Imports `store` (operations and outcomes), `stamps` and `limiter`; must not import
+//! `pipeline` (whose rate-store layer calls it) or `api`.
 use std::sync::Arc;
 
 use crate::limiter::evaluate::QuotaReport;

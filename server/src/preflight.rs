@@ -11,8 +11,8 @@
 //! `tollgate serve`, `tollgate check-config` and the config reload all go through [`load`], so
 //! what one accepts the others accept.
 //!
-//! Layering: above `config`, `auth` and `tls` (it uses all three); nothing below imports it
-//! (only `lib.rs` and the binary do).
+//! Layering: above `config`, `auth` and `tls` (it imports all three, and `paths`); only `serve`
+//! and the binary import it.
 use std::path::Path;
 
 use crate::config::authorizer::AuthorizerKind;

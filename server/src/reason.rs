@@ -8,6 +8,8 @@
 //! credential — only names the operator configured (claims, statements, plans, routes), ids
 //! (API key ids, SigV4 access key ids) and limits. The list of codes is [`ReasonCode::ALL`],
 //! and every one is documented in `docs/reference/errors.md` (a unit test checks it).
+//!
+//! A leaf: imports nothing of the crate; the pipeline, auth and api import it.
 
 /// The `tracing` target of the one debug line per denial: `TOLLGATE_LOG=info,tollgate::denial=debug`
 /// shows denials without the rest of the debug output.

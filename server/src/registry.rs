@@ -9,6 +9,9 @@
 //!   milliseconds.
 //! - An admin write is a compare-and-set on the version: validated against the definitions
 //!   this instance holds, applied only if nobody wrote in between (else reload and retry).
+//!
+//! Imports `auth`, `catalog`, `defs`, `store` (`DefsStore`, `EventStore`), `config`, `tasks` and
+//! leaves; must not import `pipeline`, `admin` or `api` (they call in).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

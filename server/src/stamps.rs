@@ -12,6 +12,8 @@
 //!
 //! Stripes keep the memory fixed whatever the number of keys: owners sharing a stripe only
 //! invalidate each other's shortcuts now and then (a store call more), never the reverse.
+//!
+//! A leaf: imports nothing of the crate; `overlimit`, `lease` and the pipeline share it.
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 

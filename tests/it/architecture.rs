@@ -314,3 +314,36 @@ fn production_source_files_stay_short() {
         long.join("\n  ")
     );
 }
+
+/// Every top-level module's `//!` doc says what it may (or must not) import, so a reader learns
+/// the layering where the code is (the whole map is in docs/architecture.md).
+#[test]
+fn every_module_doc_states_its_imports() {
+    let (modules, _) = graph();
+    let src = server_src();
+    let mut silent = Vec::new();
+    for m in &modules {
+        let file = [src.join(m).join("mod.rs"), src.join(format!("{m}.rs"))]
+            .into_iter()
+            .find(|f| f.is_file())
+            .unwrap_or_else(|| panic!("no source file for module {m}"));
+        let text = std::fs::read_to_string(&file).expect("read a module");
+        let doc: String = text
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if doc.is_empty() || !doc.to_lowercase().contains("import") {
+            silent.push(file.display().to_string());
+        }
+    }
+    assert!(
+        modules.len() > 20,
+        "the source scan found too little: {modules:?}"
+    );
+    assert!(
+        silent.is_empty(),
+        "module docs that do not say what the module may or must not import:\n  {}",
+        silent.join("\n  ")
+    );
+}

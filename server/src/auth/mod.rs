@@ -16,6 +16,9 @@
 //! A JWT authorizer's cache keys also hold the digest of its current JWKS key set, and its
 //! background JWKS refresh flushes the authorizer's entries (as `FlushAuthorizerCache` does)
 //! when the key set changes: a decision made with a key since removed is not served again.
+//!
+//! Imports `store` (the `CacheStore` trait), `config` and leaves; must not import `catalog`,
+//! `pipeline`, `registry`, `api` (they call in).
 pub mod custom;
 pub mod jwt;
 pub mod policy;

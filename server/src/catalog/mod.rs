@@ -1,6 +1,9 @@
 //! The catalog: APIs, stages, routes, usage plans and API keys, compiled from the config into
 //! lookup structures the check path reads without locks (it is swapped whole through
 //! `arc_swap` on reload).
+//!
+//! Imports `auth`, `defs`, `store` (key names, operations), `config` and leaves; must not import
+//! `pipeline`, `registry`, `admin` or `api`.
 pub mod descriptors;
 /// Route templates (a leaf module, [`crate::routes`]), re-exported where they were.
 pub use crate::routes;

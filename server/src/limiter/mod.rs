@@ -7,6 +7,8 @@
 //!
 //! The Redis Lua script (`store::redis::scripts`) is a line-by-line copy of [`evaluate()`]; a
 //! property test in the tests crate requires both to decide identically.
+//!
+//! A leaf: imports nothing of the crate (no I/O, no clock); the stores and the domain import it.
 pub mod evaluate;
 
 /// How long an idempotency record (`request_id`) is kept: a retry with the same id within it
