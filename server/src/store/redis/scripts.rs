@@ -539,9 +539,10 @@ local function state_decode(s)
   if l == '' then return tonumber(a), tonumber(u) end
   return nil
 end
-local function state_quota(index, used) return fmt(index) .. ':' .. fmt(used) end
+-- (One `string.format` each: the check script writes a state on every call.)
+local function state_quota(index, used) return string.format('%.0f:%.0f', index, used) end
 local function state_daily(day, used, letter, today)
-  return fmt(day) .. ':' .. fmt(used) .. letter .. ':' .. fmt(today)
+  return string.format('%.0f:%.0f%s:%.0f', day, used, letter, today)
 end
 -- An `UpdateUsage` override `<period index>:<limit>`: index, limit; or nil.
 local function override_decode(o)
@@ -550,7 +551,7 @@ local function override_decode(o)
   if not i then return nil end
   return tonumber(i), tonumber(l)
 end
-local function override_encode(index, limit) return fmt(index) .. ':' .. fmt(limit) end
+local function override_encode(index, limit) return string.format('%.0f:%.0f', index, limit) end
 -- `UpdateUsage` stamps its override field `<field>:at` with the time it was set.
 local STAMP = ':at'
 -- Units taken at `decided` from period `qidx` go back: if an `UpdateUsage` of that period was
