@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two tollgate binaries on the same machine in one run: for each store (memory, redis),
 # ROUNDS rounds of A then B (interleaved, so drift hits both), tollgate-bench CheckRequest with
-# KEYS keys at c=CONCURRENCY; prints rps and p99 per round and the median ratio B/A.
+# KEYS keys at c=CONCURRENCY; prints rps, p99, the server's CPU per request and Redis's µs per
+# EVALSHA (INFO commandstats) per round, and the median ratios B/A.
 #
 # Usage: benches/scripts/ab.sh BIN_A BIN_B
 # Knobs: ROUNDS [3] DURATION [8] WARMUP [2] CONCURRENCY [32] CONNECTIONS [4] KEYS [10000]
@@ -40,6 +41,7 @@ one() { # bin store tag
   local cfg="$OUT/$2.yaml" pid addr i
   "$BENCH" --gen-config "$KEYS" --store "$2" --redis-url "redis://127.0.0.1:$RPORT" >"$cfg"
   redis-cli -p "$RPORT" FLUSHALL >/dev/null
+  redis-cli -p "$RPORT" CONFIG RESETSTAT >/dev/null
   "$1" serve --config "$cfg" >"$OUT/$3.out" 2>"$OUT/$3.err" &
   pid=$!
   for i in $(seq 300); do
@@ -58,19 +60,25 @@ one() { # bin store tag
   kill "$pid"; wait "$pid" 2>/dev/null || true
   # Server CPU µs per request, warm-up included: steadier than rps on a shared machine.
   local n=$(($(jget "$OUT/$3.json" requests) + $(jget "$OUT/$3.json" warmup_requests)))
-  echo "$(jget "$OUT/$3.json" rps) $(jget "$OUT/$3.json" p99_us) $(awk -v t=$((t1 - t0)) -v h="$(getconf CLK_TCK)" -v n="$n" 'BEGIN{printf "%.1f", t * 1e6 / h / n}')"
+  # Redis's own µs per EVALSHA (the scripts' cost, which the server's CPU does not include).
+  local script
+  script=$(redis-cli -p "$RPORT" INFO commandstats | tr -d '\r' |
+    sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p')
+  echo "$(jget "$OUT/$3.json" rps) $(jget "$OUT/$3.json" p99_us) $(awk -v t=$((t1 - t0)) -v h="$(getconf CLK_TCK)" -v n="$n" 'BEGIN{printf "%.1f", t * 1e6 / h / n}') ${script:-0}"
 }
 for store in $STORES; do
   ratios=()
   cpu=()
+  lua=()
   for r in $(seq "$ROUNDS"); do
-    read -r ra pa ca <<<"$(one "$A" "$store" "$store-a-$r")"
-    read -r rb pb cb <<<"$(one "$B" "$store" "$store-b-$r")"
+    read -r ra pa ca la <<<"$(one "$A" "$store" "$store-a-$r")"
+    read -r rb pb cb lb <<<"$(one "$B" "$store" "$store-b-$r")"
     ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN{printf "%.3f", b / a}')
     ratios+=("$ratio")
     cpu+=("$(awk -v a="$ca" -v b="$cb" 'BEGIN{printf "%.3f", b / a}')")
-    echo "$store round $r: A $ra rps (p99 $pa µs, $ca µs CPU/req)  B $rb rps (p99 $pb µs, $cb µs CPU/req)  rps B/A $ratio"
+    lua+=("$(awk -v a="$la" -v b="$lb" 'BEGIN{printf "%.3f", (a > 0 ? b / a : 0)}')")
+    echo "$store round $r: A $ra rps (p99 $pa µs, $ca µs CPU/req, $la µs/EVALSHA)  B $rb rps (p99 $pb µs, $cb µs CPU/req, $lb µs/EVALSHA)  rps B/A $ratio"
   done
   med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-  echo "$store median rps B/A: $(med "${ratios[@]}"); median server CPU per request B/A: $(med "${cpu[@]}")"
+  echo "$store median rps B/A: $(med "${ratios[@]}"); median server CPU per request B/A: $(med "${cpu[@]}"); median Redis µs per EVALSHA B/A: $(med "${lua[@]}")"
 done
