@@ -112,6 +112,11 @@ impl Registry {
         self.config.load_full()
     }
 
+    /// The clock the registry and the admin rules read wall time from (a fake in tests).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The definitions as last read from (or written to) the store.
     pub fn defs(&self) -> Arc<Definitions> {
         self.defs.load_full()

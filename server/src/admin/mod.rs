@@ -23,6 +23,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rand::Rng;
 
+use crate::catalog::identity_key_id;
 use crate::defs::{Change, Definitions, Source};
 use crate::registry::{Registry, WriteError};
 use crate::store::{CacheStore, StoreError};
@@ -162,7 +163,24 @@ impl Admin {
     }
 
     fn now(&self) -> u64 {
-        crate::clock::Clock::now_micros(&crate::clock::SystemClock)
+        self.registry.clock().now_micros()
+    }
+
+    /// The key id a request names: an API key's id as given (bounded), or an identity's — by
+    /// its id or as `principal=<v>` / `claim:<name>=<v>`, canonicalised by the catalog.
+    fn key_ref(&self, key_id: &str) -> Result<String> {
+        if key_id.contains('=') {
+            let identity = self
+                .registry
+                .catalog
+                .load()
+                .canonical_identity(key_id)
+                .map_err(AdminError::InvalidArgument)?;
+            Ok(identity_key_id(&identity))
+        } else {
+            check_field("key_id", key_id, MAX_REQUEST_ID_LEN)?;
+            Ok(key_id.to_string())
+        }
     }
 
     async fn write(

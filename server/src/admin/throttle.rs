@@ -8,8 +8,8 @@
 //! `tonic`.
 use std::collections::HashSet;
 
-use super::{Admin, AdminError, KEY_NOT_FOUND, MAX_REQUEST_ID_LEN, Result, check_field};
-use crate::catalog::{Catalog, Plan, identity_key_id, is_identity_key_id};
+use super::{Admin, AdminError, KEY_NOT_FOUND, Result};
+use crate::catalog::{Catalog, Plan, is_identity_key_id};
 use crate::config::validate::METHODS;
 use crate::limiter::{Limit, Period, gcra, quota};
 use crate::store::UsageStore;
@@ -110,18 +110,7 @@ impl Admin {
     /// `GetThrottleState` of an API key, or of an identity by id or by name
     /// (`principal=<v>`, `claim:<name>=<v>`).
     pub async fn throttle_state(&self, key_id: &str) -> Result<ThrottleState> {
-        let key_id = if key_id.contains('=') {
-            let identity = self
-                .registry
-                .catalog
-                .load()
-                .canonical_identity(key_id)
-                .map_err(AdminError::InvalidArgument)?;
-            identity_key_id(&identity)
-        } else {
-            check_field("key_id", key_id, MAX_REQUEST_ID_LEN)?;
-            key_id.to_string()
-        };
+        let key_id = self.key_ref(key_id)?;
         let defs = self.registry.defs();
         let catalog = self.registry.catalog.load_full();
         // An identity counts under its assignment's plans and the stages' default plans.

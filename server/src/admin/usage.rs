@@ -10,7 +10,7 @@ use super::{
     Admin, AdminError, DEFAULT_PAGE_SIZE, KEY_NOT_FOUND, MAX_REQUEST_ID_LEN, MAX_USAGE_DAYS,
     MAX_USAGE_KEY_DAYS, PLAN_NOT_FOUND, Result, check_field, page, rfc3339,
 };
-use crate::catalog::{identity_key_id, is_identity_key_id};
+use crate::catalog::is_identity_key_id;
 use crate::config::validate::{MAX_QUOTA_LIMIT, parse_timestamp};
 use crate::defs::Definitions;
 use crate::limiter::quota;
@@ -120,18 +120,7 @@ impl Admin {
     /// the plan is a stage's `default_usage_plan` (identities without an assignment count
     /// there).
     fn usage_owner(&self, defs: &Definitions, plan_id: &str, key_id: &str) -> Result<String> {
-        let id = if key_id.contains('=') {
-            let identity = self
-                .registry
-                .catalog
-                .load()
-                .canonical_identity(key_id)
-                .map_err(AdminError::InvalidArgument)?;
-            identity_key_id(&identity)
-        } else {
-            check_field("key_id", key_id, MAX_REQUEST_ID_LEN)?;
-            key_id.to_string()
-        };
+        let id = self.key_ref(key_id)?;
         match defs.keys.get(&id) {
             Some(k) if k.usage_plans.iter().any(|p| p == plan_id) => return Ok(id),
             Some(k) if k.identity.is_none() => {
