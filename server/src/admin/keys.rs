@@ -305,8 +305,9 @@ impl Admin {
         })
         .await?;
         if !identity.into_inner() {
-            self.call(self.registry.store().owner_clear(&self.owner(id)))
-                .await?;
+            let owner = self.owner(id);
+            self.call(self.registry.store().owner_clear(&owner)).await?;
+            self.usage_changed(&owner);
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ use rand::Rng;
 
 use crate::catalog::identity_key_id;
 use crate::defs::{Change, Definitions, Source};
+use crate::pipeline::Checker;
 use crate::registry::{Registry, WriteError};
 use crate::store::{CacheStore, StoreError};
 
@@ -154,12 +155,32 @@ pub type Result<T, E = AdminError> = std::result::Result<T, E>;
 /// The admin rules over one registry's definitions and store.
 pub struct Admin {
     registry: Arc<Registry>,
+    /// This instance's checker, told when an owner's usage changes (see [`Admin::with_checker`]).
+    checker: Option<Arc<Checker>>,
 }
 
 impl Admin {
     /// Rules editing `registry`'s definitions.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            checker: None,
+        }
+    }
+
+    /// Tells `checker` (this instance's) when an owner's usage changes, so its cached denials
+    /// and leases of that owner are dropped at once rather than when the store's event comes
+    /// back over pub/sub.
+    pub fn with_checker(mut self, checker: Arc<Checker>) -> Self {
+        self.checker = Some(checker);
+        self
+    }
+
+    /// An owner's usage changed in the store (set, or cleared).
+    fn usage_changed(&self, owner: &str) {
+        if let Some(c) = &self.checker {
+            c.invalidate_owner(owner);
+        }
     }
 
     fn now(&self) -> u64 {

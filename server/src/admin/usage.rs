@@ -283,13 +283,15 @@ impl Admin {
         }
         let owner_id = self.usage_owner(&defs, plan_id, key_id)?;
         let op = self.quota_op(plan_id)?;
+        let owner = self.owner(&owner_id);
         let (report, _now) = self
             .call(
                 self.registry
                     .store()
-                    .quota_set_remaining(&self.owner(&owner_id), &op, remaining),
+                    .quota_set_remaining(&owner, &op, remaining),
             )
             .await?;
+        self.usage_changed(&owner);
         Ok(QuotaNow {
             limit: report.limit,
             used: report.used,

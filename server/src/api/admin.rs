@@ -25,6 +25,7 @@ use crate::config::{
 };
 use crate::defs::{KeyRecord, PlanRecord};
 use crate::limiter::Period;
+use crate::pipeline::Checker;
 use crate::registry::Registry;
 
 pub use super::admin_auth::{AdminAuth, AdminGate, Caller, Scope};
@@ -228,6 +229,13 @@ impl AdminApi {
         Self {
             admin: Admin::new(registry),
         }
+    }
+
+    /// Tells `checker` (this instance's) when an admin call changes an owner's usage, so this
+    /// instance answers from the new usage at once ([`Admin::with_checker`]).
+    pub fn with_checker(mut self, checker: Arc<Checker>) -> Self {
+        self.admin = self.admin.with_checker(checker);
+        self
     }
 }
 

@@ -321,10 +321,7 @@ impl Checker {
                 let Some(me) = me.upgrade() else { return };
                 let cache = me.over_limit.as_ref().map(|(c, _)| c);
                 match ev {
-                    Ok(StoreEvent::Usage(owner)) => match cache {
-                        Some(c) => c.invalidate_owner(&owner),
-                        None => me.stamps.bump(&owner),
-                    },
+                    Ok(StoreEvent::Usage(owner)) => me.invalidate_owner(&owner),
                     // Sent after every (re)subscription; also for every definitions change,
                     // which the catalog generation covers, but clearing is cheap and rare.
                     Ok(StoreEvent::Definitions) | Err(RecvError::Lagged(_)) => match cache {
@@ -337,6 +334,17 @@ impl Checker {
             }
         });
     }
+    /// Forgets what this instance knows of `owner`'s usage — its over-limit denials; its local
+    /// leases admit nothing more — as the usage event does when it comes back from the store.
+    /// The admin rules call it after changing an owner's usage, so the instance that made the
+    /// change is exact at once (the others when the event reaches them).
+    pub fn invalidate_owner(&self, owner: &str) {
+        match self.over_limit.as_ref().map(|(c, _)| c) {
+            Some(c) => c.invalidate_owner(owner),
+            None => self.stamps.bump(owner),
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &AnyStore {
         &self.store

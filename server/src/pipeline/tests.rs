@@ -486,6 +486,55 @@ async fn the_over_limit_cache_answers_throttled_keys_without_the_store() {
     assert_eq!(f.checker.store_calls(), before + 1);
 }
 
+/// The instance that changes an owner's usage (the admin rules call `invalidate_owner` after
+/// UpdateUsage) answers from the new usage at once, with no event from the store.
+#[tokio::test]
+async fn invalidate_owner_drops_a_cached_denial_without_the_event() {
+    let f = cached_fixture();
+    let checker = f.checker; // no invalidation follower: events change nothing here
+    for _ in 0..4 {
+        let a = checker
+            .check(&req("GET", "/items", K1))
+            .await
+            .expect("answer");
+        assert_eq!(a.decision, Decision::Allow);
+        f.clock.advance(1_000_000);
+    }
+    let a = checker
+        .check(&req("GET", "/items", K1))
+        .await
+        .expect("answer");
+    assert_eq!(a.decision, Decision::QuotaExceeded);
+    let cat = checker.catalog();
+    let plan = cat.plans.get("basic").expect("plan");
+    let owner = cat
+        .key_by_digest(&crate::catalog::key_digest(K1))
+        .expect("key")
+        .hash
+        .clone();
+    checker
+        .store()
+        .quota_set_remaining(&owner, &plan.quota_op().expect("quota"), 10)
+        .await
+        .expect("set");
+    f.clock.advance(1_000_000);
+    let a = checker
+        .check(&req("GET", "/items", K1))
+        .await
+        .expect("answer");
+    assert_eq!(
+        a.decision,
+        Decision::QuotaExceeded,
+        "without the event or the call, the cached denial stands"
+    );
+    checker.invalidate_owner(&owner);
+    let a = checker
+        .check(&req("GET", "/items", K1))
+        .await
+        .expect("answer");
+    assert_eq!(a.decision, Decision::Allow, "the store's new remaining");
+}
+
 #[tokio::test]
 async fn update_usage_invalidates_a_cached_used_up_quota() {
     let f = cached_fixture();

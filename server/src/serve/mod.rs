@@ -250,9 +250,9 @@ pub async fn run(
 
     let admin = {
         api::admin::AdminGate::new(
-            pb::admin_service_server::AdminServiceServer::new(api::admin::AdminApi::new(
-                registry.clone(),
-            ))
+            pb::admin_service_server::AdminServiceServer::new(
+                api::admin::AdminApi::new(registry.clone()).with_checker(checker.clone()),
+            )
             .max_decoding_message_size(api::admin::MAX_ADMIN_MESSAGE_BYTES),
             admin_auth.clone(),
         )
