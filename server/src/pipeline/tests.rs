@@ -486,25 +486,31 @@ async fn the_over_limit_cache_answers_throttled_keys_without_the_store() {
     assert_eq!(f.checker.store_calls(), before + 1);
 }
 
-/// The instance that changes an owner's usage (the admin rules call `invalidate_owner` after
-/// UpdateUsage) answers from the new usage at once, with no event from the store.
-#[tokio::test]
-async fn invalidate_owner_drops_a_cached_denial_without_the_event() {
-    let f = cached_fixture();
-    let checker = f.checker; // no invalidation follower: events change nothing here
+/// Uses up K1's quota (4 left today: limit 5, offset 1), 1 s apart to stay under its bucket,
+/// and sees the next check refused.
+async fn use_up_k1_quota(checker: &Checker, clock: &FakeClock) {
     for _ in 0..4 {
         let a = checker
             .check(&req("GET", "/items", K1))
             .await
             .expect("answer");
         assert_eq!(a.decision, Decision::Allow);
-        f.clock.advance(1_000_000);
+        clock.advance(1_000_000);
     }
     let a = checker
         .check(&req("GET", "/items", K1))
         .await
         .expect("answer");
     assert_eq!(a.decision, Decision::QuotaExceeded);
+}
+
+/// The instance that changes an owner's usage (the admin rules call `invalidate_owner` after
+/// UpdateUsage) answers from the new usage at once, with no event from the store.
+#[tokio::test]
+async fn invalidate_owner_drops_a_cached_denial_without_the_event() {
+    let f = cached_fixture();
+    let checker = f.checker; // no invalidation follower: events change nothing here
+    use_up_k1_quota(&checker, &f.clock).await;
     let cat = checker.catalog();
     let plan = cat.plans.get("basic").expect("plan");
     let owner = cat
@@ -542,20 +548,7 @@ async fn update_usage_invalidates_a_cached_used_up_quota() {
     checker.spawn_invalidation();
     // Let the invalidation task subscribe.
     tokio::task::yield_now().await;
-    // Quota 4 today (limit 5, offset 1); 1 s apart to stay under the bucket.
-    for _ in 0..4 {
-        let a = checker
-            .check(&req("GET", "/items", K1))
-            .await
-            .expect("answer");
-        assert_eq!(a.decision, Decision::Allow);
-        f.clock.advance(1_000_000);
-    }
-    let a = checker
-        .check(&req("GET", "/items", K1))
-        .await
-        .expect("answer");
-    assert_eq!(a.decision, Decision::QuotaExceeded);
+    use_up_k1_quota(&checker, &f.clock).await;
     let calls = checker.store_calls();
     f.clock.advance(1_000_000);
     let a = checker
