@@ -92,6 +92,7 @@ impl RedisCluster {
         );
         let cluster = Self { servers, _dir: dir };
         cluster.wait_ok(Duration::from_secs(30));
+        cluster.wait_replicas(masters, Duration::from_secs(30));
         cluster
     }
 
@@ -198,6 +199,24 @@ impl RedisCluster {
             }
         }
         panic!("no cluster node answers {cmd:?}");
+    }
+
+    /// Waits until the node [`nodes`](Self::nodes) asks sees exactly `masters` masters (the
+    /// replicas' `CLUSTER REPLICATE` travels by gossip: for a moment after `cluster_state:ok` a
+    /// replica can still show as a master without slots).
+    fn wait_replicas(&self, masters: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let nodes = self.nodes();
+            if nodes.iter().filter(|n| n.master).count() == masters {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replicas did not show as replicas: {nodes:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn wait_ok(&self, limit: Duration) {
